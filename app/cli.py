@@ -1,0 +1,269 @@
+"""The `iap` command: serve, worker, migrate, sandbox, routes, gazetteer, openapi."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import httpx
+import typer
+import uvicorn
+from pydantic import ValidationError
+from sqlalchemy import delete, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.adapters import build_adapters
+from app.db import create_engine, migrate
+from app.errors import ConfigError, DomainError
+from app.locate import import_onspd_rows, normalise_postcode
+from app.logs import configure_logging
+from app.main import build_locator, create_app, load_configured_catalogue
+from app.models import gazetteer_table
+from app.routing import route
+from app.sandbox import create_sandbox_app
+from app.services.dispatcher import Dispatcher
+from app.settings import Environment, Settings, get_settings
+
+cli = typer.Typer(
+    help="IAP: the integrated access point for public-service enquiries.", no_args_is_help=True
+)
+routes_cli = typer.Typer(help="Explain routing decisions.", no_args_is_help=True)
+gazetteer_cli = typer.Typer(help="Manage the postcode gazetteer.", no_args_is_help=True)
+cli.add_typer(routes_cli, name="routes")
+cli.add_typer(gazetteer_cli, name="gazetteer")
+
+
+def _settings() -> Settings:
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    configure_logging(settings.log_level)
+    return settings
+
+
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="API only; run `iap worker`s")
+    ] = False,
+    sandbox: Annotated[
+        bool, typer.Option(help="Also run the sandbox back-offices (development only)")
+    ] = True,
+) -> None:
+    """Run the API and, unless --no-worker, a dispatcher in the same process."""
+    settings = _settings()
+    with _config_errors():
+        app = create_app(settings, run_dispatcher=not no_worker)
+    gateway = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    )
+    sandbox_server = _embedded_sandbox(settings) if sandbox else None
+    asyncio.run(_serve_together(gateway, sandbox_server))
+
+
+class _QuietServer(uvicorn.Server):
+    """A second server in the same process: the gateway's server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _embedded_sandbox(settings: Settings) -> uvicorn.Server | None:
+    target = urlsplit(settings.sandbox_url)
+    if settings.env is not Environment.development or target.hostname not in (
+        "127.0.0.1",
+        "localhost",
+    ):
+        return None
+    port = target.port or 80
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return None  # a sandbox (or something else) already listens there
+    config = uvicorn.Config(
+        create_sandbox_app(), host="127.0.0.1", port=port, log_config=None, access_log=False
+    )
+    return _QuietServer(config)
+
+
+async def _serve_together(gateway: uvicorn.Server, sandbox: uvicorn.Server | None) -> None:
+    task = asyncio.create_task(sandbox.serve()) if sandbox else None
+    try:
+        await gateway.serve()
+    finally:
+        if sandbox is not None and task is not None:
+            sandbox.should_exit = True
+            await task
+
+
+@cli.command()
+def worker() -> None:
+    """Run a dispatcher only; run as many as you like against one PostgreSQL database."""
+    settings = _settings()
+    with _config_errors():
+        asyncio.run(_work(settings))
+
+
+async def _work(settings: Settings) -> None:
+    catalogue = load_configured_catalogue(settings)
+    engine = create_engine(settings.database_url)
+    if settings.migrate_on_start:
+        await migrate(engine)
+    async with httpx.AsyncClient(timeout=settings.http.timeout_seconds) as client:
+        dispatcher = Dispatcher(
+            engine=engine,
+            catalogue=catalogue,
+            adapters=build_adapters(catalogue, client),
+            settings=settings.dispatch,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(dispatcher.stop()))
+        await dispatcher.run()
+    await engine.dispose()
+
+
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date."""
+    settings = _settings()
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        await migrate(engine)
+        await engine.dispose()
+
+    asyncio.run(run())
+    typer.echo("database is up to date")
+
+
+@cli.command("sandbox")
+def sandbox_command(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8090,
+) -> None:
+    """Run the simulated back-offices the embedded default delivers to."""
+    _settings()
+    uvicorn.run(create_sandbox_app(), host=host, port=port, log_config=None, access_log=False)
+
+
+@routes_cli.command("explain")
+def routes_explain(
+    service: Annotated[str, typer.Option("--service", help="Service code, e.g. pothole")],
+    postcode: Annotated[str | None, typer.Option("--postcode", help="e.g. OX14 3DB")] = None,
+) -> None:
+    """Print where an enquiry for SERVICE at POSTCODE would go, and why."""
+    settings = _settings()
+    with _config_errors():
+        catalogue = load_configured_catalogue(settings)
+    chosen = catalogue.services.get(service)
+    if chosen is None:
+        typer.echo(f"no service '{service}'; known: {', '.join(catalogue.services)}", err=True)
+        raise typer.Exit(2)
+    normalised = normalise_postcode(postcode) if postcode else None
+    if postcode and normalised is None:
+        typer.echo(f"'{postcode}' is not a UK postcode", err=True)
+        raise typer.Exit(2)
+    asyncio.run(_explain(settings, chosen.code, normalised))
+
+
+async def _explain(settings: Settings, service_code: str, postcode: str | None) -> None:
+    catalogue = load_configured_catalogue(settings)
+    engine = create_engine(settings.database_url)
+    await migrate(engine)
+    async with httpx.AsyncClient() as client:
+        locator = build_locator(settings, engine, client)
+        place = await locator.locate(postcode=postcode, latitude=None, longitude=None)
+    await engine.dispose()
+    typer.echo(f"service:  {service_code} ({catalogue.services[service_code].name})")
+    codes = ", ".join(f"{k}={v}" for k, v in place.as_dict().items())
+    typer.echo(f"place:    {codes or 'unknown'}")
+    try:
+        destinations = route(
+            service=catalogue.services[service_code], place=place, catalogue=catalogue
+        )
+    except DomainError as exc:
+        typer.echo(f"decision: refused ({exc.slug}): {exc.detail}")
+        raise typer.Exit(1) from exc
+    for destination in destinations:
+        typer.echo(f"decision: {destination.organisation_id}: {destination.reason}")
+
+
+@gazetteer_cli.command("import")
+def gazetteer_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONSPD CSV file")],
+    replace: Annotated[bool, typer.Option(help="Empty the gazetteer first")] = False,
+) -> None:
+    """Load full postcodes from an ONS Postcode Directory CSV (columns pcds, oscty, oslaua...)."""
+    settings = _settings()
+    count = asyncio.run(_import(settings, file, replace=replace))
+    typer.echo(f"imported {count} postcodes")
+
+
+async def _import(settings: Settings, file: Path, *, replace: bool) -> int:
+    engine = create_engine(settings.database_url)
+    await migrate(engine)
+    total = 0
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        async with engine.begin() as conn:
+            if replace:
+                await conn.execute(delete(gazetteer_table))
+            batch: list[dict[str, str]] = []
+            for row in reader:
+                batch.append(row)
+                if len(batch) == 5000:
+                    total += await _import_batch(conn, batch)
+                    batch = []
+            total += await _import_batch(conn, batch)
+    await engine.dispose()
+    return total
+
+
+async def _import_batch(conn: AsyncConnection, batch: list[dict[str, str]]) -> int:
+    rows = import_onspd_rows(batch)
+    if not rows:
+        return 0
+    postcodes = [r["postcode"] for r in rows]
+    # Re-importing a newer directory replaces the rows it carries.
+    await conn.execute(delete(gazetteer_table).where(gazetteer_table.c.postcode.in_(postcodes)))
+    await conn.execute(insert(gazetteer_table), rows)
+    return len(rows)
+
+
+@cli.command("openapi")
+def openapi_command(
+    output: Annotated[Path, typer.Option(help="Where to write it")] = Path("openapi/openapi.json"),
+) -> None:
+    """Write the OpenAPI document of the API."""
+    settings = _settings()
+    with _config_errors():
+        app = create_app(settings)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(app.openapi(), indent=2, sort_keys=False) + "\n")
+    typer.echo(f"wrote {output}")
+
+
+def main() -> None:
+    """Entry point of the `iap` script."""
+    cli()

@@ -1,0 +1,93 @@
+"""The database engine, transactions that behave alike on SQLite and PostgreSQL, and migrations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DISPATCH_CHANNEL = "iap_dispatch"
+_READ_ONLY = "iap_read_only"
+# Any constant will do: it only has to be the same for every process running migrations.
+_MIGRATION_LOCK_ID = 0x1A9_2026
+
+
+def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
+    """Whether this engine or connection talks to PostgreSQL."""
+    return engine.dialect.name == "postgresql"
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and write-first transactions."""
+    if database_url.startswith("sqlite"):
+        engine = create_async_engine(database_url, pool_size=8, max_overflow=0)
+        _tune_sqlite(engine)
+        return engine
+    return create_async_engine(database_url, pool_size=20, max_overflow=10, pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event own BEGIN so writers can take the lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "busy_timeout=10000",
+            "foreign_keys=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that reads then writes can fail at once with SQLITE_BUSY
+        # when another writer got in between; IMMEDIATE waits for the lock instead.
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only: on SQLite it does not take the write lock."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{_READ_ONLY: True})
+        yield conn
+
+
+async def notify_dispatchers(conn: AsyncConnection) -> None:
+    """Wake dispatchers in other processes once this transaction commits (PostgreSQL only)."""
+    if is_postgres(conn):
+        await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
+
+
+def alembic_config(database_url: str) -> Config:
+    """The Alembic configuration for this package's migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision; safe to run from several processes at once."""
+    async with engine.begin() as conn:
+        if is_postgres(conn):
+            await conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"))
+        await conn.run_sync(_upgrade, str(engine.url.render_as_string(hide_password=False)))
+
+
+def _upgrade(sync_conn: Connection, database_url: str) -> None:
+    config = alembic_config(database_url)
+    config.attributes["connection"] = sync_conn
+    command.upgrade(config, "head")

@@ -1,0 +1,150 @@
+"""The application factory: its lifespan owns the engine, the HTTP client and the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.adapters import build_adapters
+from app.catalogue import Catalogue, load_catalogue
+from app.db import create_engine, migrate
+from app.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
+from app.middleware import BodyGuard
+from app.problems import PROBLEM_JSON, install_problem_handlers
+from app.routers import catalogue, enquiries, meta
+from app.services.dispatcher import Dispatcher
+from app.services.intake import IntakeContext
+from app.settings import Settings, get_settings
+from app.state import AppState
+
+API_DESCRIPTION = """
+One endpoint for every public-service enquiry in a two-tier area. Submit an enquiry; the gateway
+works out from the service and the place which organisations must act (county, district,
+police, NHS, or a person at the triage desk), stores it, and delivers it to each of them.
+
+Every error is an RFC 9457 `application/problem+json` document with a stable `type`.
+"""
+
+
+def load_configured_catalogue(settings: Settings) -> Catalogue:
+    """The catalogue from IAP_CONFIG_DIR, with ${IAP_SANDBOX_URL} filled from the settings."""
+    return load_catalogue(settings.config_dir, variables={"IAP_SANDBOX_URL": settings.sandbox_url})
+
+
+def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True) -> FastAPI:
+    """Build the API; with run_dispatcher it also delivers enquiries in this process."""
+    settings = settings or get_settings()
+    catalogue_ = load_configured_catalogue(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        if settings.migrate_on_start:
+            await migrate(engine)
+        limits = httpx.Limits(max_connections=settings.http.max_connections)
+        async with httpx.AsyncClient(
+            timeout=settings.http.timeout_seconds, limits=limits, follow_redirects=False
+        ) as client:
+            dispatcher = Dispatcher(
+                engine=engine,
+                catalogue=catalogue_,
+                adapters=build_adapters(catalogue_, client),
+                settings=settings.dispatch,
+            )
+            intake = IntakeContext(
+                engine=engine,
+                catalogue=catalogue_,
+                locator=build_locator(settings, engine, client),
+                wake_dispatcher=dispatcher.wake if run_dispatcher else lambda: None,
+            )
+            app.state.iap = AppState(settings, engine, catalogue_, intake)
+            app.state.dispatcher = dispatcher
+            task = asyncio.create_task(dispatcher.run()) if run_dispatcher else None
+            try:
+                yield
+            finally:
+                if task is not None:
+                    await dispatcher.stop()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        await engine.dispose()
+
+    app = FastAPI(
+        title="IAP: integrated access point",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
+    install_problem_handlers(app)
+    for router in (enquiries.router, catalogue.router, meta.router):
+        app.include_router(router)
+    app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
+    return app
+
+
+def build_locator(settings: Settings, engine: Any, client: httpx.AsyncClient) -> LocatorChain:
+    """Gazetteer first, then the HTTP locator if configured, then the built-in table."""
+    sources: list[Locator] = [Gazetteer(engine)]
+    if settings.locator.http_url:
+        sources.append(
+            HttpLocator(client, settings.locator.http_url, settings.locator.http_timeout_seconds)
+        )
+    sources.append(PostcodeTable.from_csv(settings.config_dir / "postcode_areas.csv"))
+    return LocatorChain(sources)
+
+
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the Problem schema that every error response uses."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path in schema["paths"].values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            # FastAPI documents its own 422 body; ours is problem+json.
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                responses["422"] = {"description": "Validation error", "content": problem_content}
+    app.openapi_schema = schema
+    return schema
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "Stable URI of the problem type"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "What went wrong, for a person"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["detail"],
+                "properties": {
+                    "detail": {"type": "string"},
+                    "pointer": {"type": "string", "description": "JSON pointer into the body"},
+                    "parameter": {"type": "string"},
+                    "header": {"type": "string"},
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,165 @@
+"""Database tables. Alembic migrations in app/migrations own the schema; these mirror it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Text, TypeDecorator, Uuid
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite keeps none of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json(*, nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+
+
+class Enquiry(SQLModel, table=True):
+    __tablename__ = "enquiry"
+    __table_args__ = (Index("ix_enquiry_created", "created_at", "id"),)
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    reference: str = Field(max_length=16, unique=True)
+    service_code: str = Field(max_length=64, index=True)
+    status: str = Field(max_length=32, index=True)
+    channel: str = Field(max_length=32)
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    location: dict[str, Any] | None = _json()
+    place: dict[str, Any] | None = _json()
+    citizen: dict[str, Any] | None = _json()
+    attributes: dict[str, Any] | None = _json()
+    consent: dict[str, Any] | None = _json()
+    advice: list[dict[str, Any]] | None = _json()
+    client_id: str | None = Field(default=None, max_length=64, index=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Dispatch(SQLModel, table=True):
+    """One destination of an enquiry: the outbox row the dispatcher delivers."""
+
+    __tablename__ = "dispatch"
+    __table_args__ = (Index("ix_dispatch_due", "state", "next_attempt_at"),)
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    enquiry_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    organisation_id: str = Field(max_length=64, index=True)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(max_length=16)
+    attempts: int = 0
+    claims: int = 0
+    next_attempt_at: datetime = _ts()
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    remote_reference: str | None = Field(default=None, max_length=128)
+    delivered_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class DispatchAttempt(SQLModel, table=True):
+    __tablename__ = "dispatch_attempt"
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    dispatch_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("dispatch.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    number: int
+    outcome: str = Field(max_length=16)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    worker: str = Field(max_length=64)
+    started_at: datetime = _ts()
+    finished_at: datetime = _ts()
+
+
+class Event(SQLModel, table=True):
+    """One line of an enquiry's timeline."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_enquiry", "enquiry_id", "created_at"),)
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    enquiry_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=False)
+    )
+    dispatch_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    organisation_id: str | None = Field(default=None, max_length=64)
+    type: str = Field(max_length=64)
+    status: str | None = Field(default=None, max_length=32)
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _ts()
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """A stored answer for an Idempotency-Key, per client."""
+
+    __tablename__ = "idempotency_record"
+
+    client_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    state: str = Field(max_length=16)
+    response_status: int | None = None
+    response_body: dict[str, Any] | None = _json()
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts(index=True)
+
+
+class GazetteerPostcode(SQLModel, table=True):
+    """A full postcode from the ONS Postcode Directory."""
+
+    __tablename__ = "gazetteer_postcode"
+    __table_args__ = (Index("ix_gazetteer_point", "latitude", "longitude"),)
+
+    postcode: str = Field(primary_key=True, max_length=8)
+    county_code: str | None = Field(default=None, max_length=9)
+    district_code: str | None = Field(default=None, max_length=9)
+    police_area: str | None = Field(default=None, max_length=9)
+    health_area: str | None = Field(default=None, max_length=9)
+    latitude: float | None = None
+    longitude: float | None = None
+    terminated: bool = False
+
+
+enquiry_table = Enquiry.__table__  # type: ignore[attr-defined]
+dispatch_table = Dispatch.__table__  # type: ignore[attr-defined]
+attempt_table = DispatchAttempt.__table__  # type: ignore[attr-defined]
+event_table = Event.__table__  # type: ignore[attr-defined]
+idempotency_table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+gazetteer_table = GazetteerPostcode.__table__  # type: ignore[attr-defined]

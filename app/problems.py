@@ -1,0 +1,154 @@
+"""RFC 9457 problem details: the one place that turns every error into application/problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import DomainError, FieldError
+
+log = structlog.get_logger()
+PROBLEM_JSON = "application/problem+json"
+
+# Every problem type this API answers with: slug → (title, when it happens).
+PROBLEM_TYPES: dict[str, tuple[str, str]] = {
+    "validation": (
+        "Your request is not valid",
+        "A field is missing, malformed or too long; `errors` points at each one.",
+    ),
+    "malformed-json": ("The body is not valid JSON", "The request body could not be parsed."),
+    "out-of-area": (
+        "No organisation here covers that place",
+        "The postcode or point is valid but outside every area this gateway's organisations cover.",
+    ),
+    "invalid-reference": (
+        "That is not a valid enquiry reference",
+        "The reference is malformed "
+        "or its check character does not match: probably a typing mistake.",
+    ),
+    "not-found": ("Not found", "Nothing exists at this address."),
+    "method-not-allowed": ("Method not allowed", "This address does not accept that method."),
+    "idempotency-key-reused": (
+        "Idempotency-Key reused with a different request",
+        "Use a new key for a new request.",
+    ),
+    "idempotency-key-in-flight": (
+        "Request with this Idempotency-Key in progress",
+        "Wait for the first request to finish, then retry.",
+    ),
+    "payload-too-large": ("Request body too large", "The body is larger than the limit."),
+    "unsupported-media-type": ("Unsupported media type", "Send the body as application/json."),
+    "internal": ("Internal error", "Something went wrong on our side; it has been logged."),
+}
+
+
+def problem_type(slug: str) -> str:
+    """The type URI of a problem: a page of this API describing it."""
+    return f"/problems/{slug}"
+
+
+def problem(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: list[FieldError] | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": problem_type(slug),
+        "title": title or PROBLEM_TYPES.get(slug, (slug,))[0],
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = [{k: v for k, v in e.__dict__.items() if v is not None} for e in errors]
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every exception the app can raise through `problem`."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        return problem(
+            exc.status,
+            exc.slug,
+            exc.detail,
+            title=exc.title,
+            errors=exc.errors,
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        raw = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in raw):
+            return problem(
+                400,
+                "malformed-json",
+                "The request body is not valid JSON.",
+                instance=request.url.path,
+            )
+        errors = [_field_error(e) for e in raw]
+        return problem(
+            422, "validation", _summary(errors), errors=errors, instance=request.url.path
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {
+            404: "not-found",
+            405: "method-not-allowed",
+            413: "payload-too-large",
+            415: "unsupported-media-type",
+        }.get(exc.status_code, "bad-request")
+        return problem(
+            exc.status_code,
+            slug,
+            str(exc.detail),
+            instance=request.url.path,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("http.unhandled", path=request.url.path)
+        return problem(
+            500, "internal", "Something went wrong on our side.", instance=request.url.path
+        )
+
+
+def _field_error(error: dict[str, Any]) -> FieldError:
+    location = [str(part) for part in error.get("loc", ())]
+    message = str(error.get("msg", "invalid"))
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    if location and location[0] == "body":
+        return FieldError(message, pointer="#/" + "/".join(_escape(p) for p in location[1:]))
+    if location and location[0] == "query":
+        return FieldError(message, parameter=".".join(location[1:]))
+    if location and location[0] == "header":
+        return FieldError(message, header=".".join(location[1:]))
+    return FieldError(message, parameter=".".join(location[1:]) or None)
+
+
+def _escape(part: str) -> str:
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def _summary(errors: list[FieldError]) -> str:
+    if len(errors) == 1:
+        where = errors[0].pointer or errors[0].parameter or errors[0].header or ""
+        return f"{where.removeprefix('#/') or 'The request'}: {errors[0].detail}"
+    return f"{len(errors)} fields are not valid; see errors."

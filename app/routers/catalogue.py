@@ -1,0 +1,69 @@
+"""HTTP for the catalogue: the services one can ask about and the organisations that act."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from app.catalogue import Organisation, Service
+from app.errors import NotFound
+from app.schemas import AttributeOut, OrganisationOut, ServiceOut
+from app.state import AppState, get_state
+
+router = APIRouter(prefix="/v1", tags=["catalogue"])
+
+
+@router.get("/services", response_model=list[ServiceOut], summary="List services")
+async def list_services(state: Annotated[AppState, Depends(get_state)]) -> list[ServiceOut]:
+    """Every service, with who handles it and the questions (attributes) it asks."""
+    return [_service(s) for s in state.catalogue.services.values()]
+
+
+@router.get("/services/{code}", response_model=ServiceOut, summary="Read one service")
+async def read_service(code: str, state: Annotated[AppState, Depends(get_state)]) -> ServiceOut:
+    """One service's definition, as an Open311 service definition would give it."""
+    service = state.catalogue.services.get(code)
+    if service is None:
+        raise NotFound(f"There is no service '{code}'.")
+    return _service(service)
+
+
+@router.get("/organisations", response_model=list[OrganisationOut], summary="List organisations")
+async def list_organisations(
+    state: Annotated[AppState, Depends(get_state)],
+) -> list[OrganisationOut]:
+    """Every organisation enquiries can be sent to, the areas it covers and how it is reached."""
+    return [_organisation(o) for o in state.catalogue.organisations.values()]
+
+
+def _service(service: Service) -> ServiceOut:
+    return ServiceOut(
+        code=service.code,
+        name=service.name,
+        group=service.group,
+        description=service.description,
+        lgsl=service.lgsl,
+        tiers=[t.value for t in service.tiers],
+        needs_location=service.needs_location,
+        attributes=[
+            AttributeOut(
+                code=a.code,
+                description=a.description,
+                datatype=a.datatype,
+                required=a.required,
+                values=[v.model_dump() for v in a.values],
+            )
+            for a in service.attributes
+        ],
+    )
+
+
+def _organisation(organisation: Organisation) -> OrganisationOut:
+    return OrganisationOut(
+        id=organisation.id,
+        name=organisation.name,
+        kind=organisation.kind.value,
+        areas=list(organisation.areas),
+        adapter=organisation.adapter.type,
+    )

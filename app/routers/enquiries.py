@@ -1,0 +1,140 @@
+"""HTTP for enquiries: parse, call a service, answer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi.responses import JSONResponse
+
+from app.problems import PROBLEM_JSON
+from app.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
+from app.services import idempotency
+from app.services.enquiries import EnquiryFilter, get_enquiry, list_enquiries
+from app.services.intake import submit_enquiry
+from app.state import AppState, get_state
+
+router = APIRouter(prefix="/v1/enquiries", tags=["enquiries"])
+# Until API clients exist, every caller shares one idempotency key space.
+ANONYMOUS = "anonymous"
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=EnquiryCreated,
+    summary="Submit an enquiry",
+    responses={
+        400: _problem("The body is not valid JSON"),
+        409: _problem("The first request with this Idempotency-Key is still in progress"),
+        413: _problem("The body is too large"),
+        415: _problem("The body is not JSON"),
+        422: _problem("Invalid enquiry, out-of-area place, or Idempotency-Key reused"),
+    },
+)
+async def create_enquiry(
+    enquiry: EnquiryIn,
+    response: Response,
+    state: Annotated[AppState, Depends(get_state)],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="Makes a retry safe: the same key and body give back the first answer.",
+        ),
+    ] = None,
+) -> Any:
+    """Validate, locate and route an enquiry; store it and queue it for every destination.
+
+    A repeat with the same `Idempotency-Key` and body gets the first answer again, with the
+    header `Idempotent-Replayed: true`.
+
+    The answer gives the reference to read to the citizen, the organisations that will receive
+    it and why, and advice to call 999 when the description suggests an emergency.
+    """
+    key = None
+    if idempotency_key is not None:
+        key = idempotency.IdempotencyKey(
+            ANONYMOUS, idempotency_key, idempotency.fingerprint(enquiry.model_dump(mode="json"))
+        )
+        stored = await idempotency.begin(state.engine, key, state.settings.api)
+        if stored is not None:
+            return JSONResponse(
+                stored.body,
+                status_code=stored.status,
+                headers={"Location": _location(stored.body), "Idempotent-Replayed": "true"},
+            )
+    try:
+        created = await submit_enquiry(
+            enquiry=enquiry, context=state.intake, client_id=None, idempotency_key=key
+        )
+    except Exception:
+        if key is not None:
+            await idempotency.release(state.engine, key)
+        raise
+    response.headers["Location"] = _location(created.model_dump())
+    return created
+
+
+def _location(body: dict[str, Any]) -> str:
+    return f"/v1/enquiries/{body.get('reference', '')}"
+
+
+@router.get(
+    "/{reference}",
+    response_model=EnquiryOut,
+    summary="Read one enquiry with its destinations and timeline",
+    responses={404: _problem("No such enquiry"), 422: _problem("Not a valid reference")},
+)
+async def read_enquiry(
+    reference: Annotated[str, Path(max_length=32, examples=["K7Q-M4X-PB6"])],
+    state: Annotated[AppState, Depends(get_state)],
+) -> EnquiryOut:
+    """Status, each destination's delivery state (attempts, last error, their reference), and
+    the timeline. The reference may be typed in any case, with or without dashes."""
+    return await get_enquiry(engine=state.engine, catalogue=state.catalogue, reference=reference)
+
+
+@router.get(
+    "",
+    response_model=EnquiryPage,
+    summary="List enquiries, newest first",
+    responses={422: _problem("A filter or the cursor is not valid")},
+)
+async def search_enquiries(
+    state: Annotated[AppState, Depends(get_state)],
+    service_code: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    channel: Channel | None = None,
+    organisation_id: Annotated[str | None, Query(max_length=64)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> EnquiryPage:
+    """Filter by service, status, channel, organisation and creation time; page with `cursor`."""
+    filters = EnquiryFilter(
+        service_code=service_code,
+        status=status,
+        channel=channel.value if channel else None,
+        organisation_id=organisation_id,
+        created_after=_utc(created_after),
+        created_before=_utc(created_before),
+    )
+    return await list_enquiries(engine=state.engine, filters=filters, cursor=cursor, limit=limit)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Times without a zone are taken as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

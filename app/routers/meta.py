@@ -1,0 +1,42 @@
+"""Health checks and the pages that problem `type` URIs point at."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.db import reading
+from app.errors import NotFound
+from app.problems import PROBLEM_TYPES, problem, problem_type
+from app.state import AppState, get_state
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness", responses={503: {"description": "Database down"}})
+async def readyz(state: Annotated[AppState, Depends(get_state)]) -> JSONResponse:
+    """The database answers."""
+    try:
+        async with reading(state.engine) as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return problem(503, "unavailable", "The database is not answering.", title="Not ready")
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/problems/{slug}", summary="What a problem type means")
+async def describe_problem(slug: str) -> dict[str, str]:
+    """The documentation behind each problem `type` this API answers with."""
+    if slug not in PROBLEM_TYPES:
+        raise NotFound(f"There is no problem type '{slug}'.")
+    title, meaning = PROBLEM_TYPES[slug]
+    return {"type": problem_type(slug), "title": title, "description": meaning}

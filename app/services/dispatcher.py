@@ -1,0 +1,436 @@
+"""The dispatcher: claims due dispatches with a lease, delivers them through their adapter,
+records every attempt, retries with backoff and jitter, and marks a dispatch dead when it must.
+
+Any number of dispatchers may share one database. A claim is one UPDATE (on PostgreSQL over
+rows taken with FOR UPDATE SKIP LOCKED); a finished attempt is written only while the lease is
+still ours, so a worker that lost its lease cannot overwrite the one that took it over. A worker
+killed at any moment leaves leased rows behind; they are claimed again when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.adapters.base import Adapter, Delivery, PermanentError, RetryableError
+from app.catalogue import Catalogue
+from app.db import DISPATCH_CHANNEL, is_postgres, reading
+from app.models import attempt_table, dispatch_table, enquiry_table, event_table, utcnow
+from app.reference import display
+from app.settings import DispatchSettings
+
+log = structlog.get_logger()
+d = dispatch_table.c
+
+
+@dataclass(frozen=True)
+class Claim:
+    dispatch_id: uuid.UUID
+    enquiry_id: uuid.UUID
+    organisation_id: str
+    attempts: int
+    claims: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended."""
+
+    kind: str  # delivered | retry | dead
+    error: str | None = None
+    remote_reference: str | None = None
+    retry_after: float | None = None
+
+
+def new_worker_id() -> str:
+    """Unique per process and start: host, pid and a random tail."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        catalogue: Catalogue,
+        adapters: dict[str, Adapter],
+        settings: DispatchSettings,
+        worker_id: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.catalogue = catalogue
+        self.adapters = adapters
+        self.settings = settings
+        self.worker_id = worker_id or new_worker_id()
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._listener: asyncpg.Connection | None = None
+
+    def wake(self) -> None:
+        """New work is waiting: claim it now rather than at the next poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Claim and deliver until stop() is called."""
+        await self._listen()
+        log.info("dispatcher.started", worker=self.worker_id)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._claim_and_start()
+                except (SQLAlchemyError, OSError) as exc:
+                    # The database is unreachable: nothing is lost, try again after a pause.
+                    log.warning("dispatcher.claim_failed", error=type(exc).__name__)
+                    await asyncio.sleep(self.settings.poll_seconds)
+        finally:
+            await self._drain()
+            await self._unlisten()
+            log.info("dispatcher.stopped", worker=self.worker_id)
+
+    async def _claim_and_start(self) -> None:
+        # Cleared before claiming, so a wake-up that lands during the claim is not lost.
+        self._wakeup.clear()
+        wanted = min(self.settings.concurrency - len(self._in_flight), self.settings.batch_size)
+        claimed = await self._claim(wanted) if wanted > 0 else []
+        for claim in claimed:
+            self._start(claim)
+        if wanted == 0:
+            await self._sleep(self.settings.poll_seconds)  # a finished delivery wakes us
+        elif len(claimed) < wanted:
+            await self._sleep(await self._seconds_until_due())
+
+    async def stop(self) -> None:
+        """Stop claiming; in-flight deliveries get the grace period, then their leases go back."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def run_until_idle(self) -> None:
+        """Deliver everything due now, waiting for each attempt (for tests and one-off runs)."""
+        while claimed := await self._claim(self.settings.batch_size):
+            await asyncio.gather(*(self._deliver(c) for c in claimed))
+
+    def _start(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._deliver(claim))
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wakeup.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dispatcher.task_failed", error=repr(task.exception()))
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+    async def _seconds_until_due(self) -> float:
+        async with reading(self.engine) as conn:
+            next_due = await conn.scalar(
+                select(func.min(d.next_attempt_at)).where(d.state == "pending")
+            )
+            next_expiry = await conn.scalar(
+                select(func.min(d.lease_until)).where(d.state == "delivering")
+            )
+        due: list[datetime] = [t for t in (next_due, next_expiry) if t is not None]
+        if not due:
+            return self.settings.poll_seconds
+        wait = (min(due) - utcnow()).total_seconds()
+        return max(0.0, min(wait + 0.01, self.settings.poll_seconds))
+
+    async def _claim(self, limit: int) -> list[Claim]:
+        now = utcnow()
+        due = (
+            select(d.id)
+            .where(
+                or_(
+                    and_(d.state == "pending", d.next_attempt_at <= now),
+                    and_(d.state == "delivering", d.lease_until < now),
+                )
+            )
+            .order_by(d.next_attempt_at)
+            .limit(limit)
+        )
+        if is_postgres(self.engine):
+            due = due.with_for_update(skip_locked=True)
+        claim = (
+            update(dispatch_table)
+            .where(d.id.in_(due.scalar_subquery()))
+            .values(
+                state="delivering",
+                lease_owner=self.worker_id,
+                lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                claims=d.claims + 1,
+                updated_at=now,
+            )
+            .returning(d.id, d.enquiry_id, d.organisation_id, d.attempts, d.claims)
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(claim)).all()
+        return [Claim(*row) for row in rows]
+
+    async def _deliver(self, claim: Claim) -> None:
+        attempts = claim.attempts
+        if claim.claims > attempts + 1:
+            # An earlier lease ran out with no outcome written: its worker died mid-attempt.
+            attempts = await self._record_interrupted(claim)
+        attempt = attempts + 1
+        started = utcnow()
+        outcome = await self._attempt(claim, attempt)
+        if outcome.kind == "retry" and attempt >= self.settings.max_attempts:
+            outcome = Outcome("dead", f"gave up after {attempt} attempts: {outcome.error}")
+        await self._record(claim, attempt=attempt, started=started, outcome=outcome)
+
+    async def _attempt(self, claim: Claim, attempt: int) -> Outcome:
+        adapter = self.adapters.get(claim.organisation_id)
+        if adapter is None:
+            return Outcome("dead", f"organisation {claim.organisation_id} is not configured")
+        try:
+            delivery = await self._delivery(claim, attempt)
+            receipt = await adapter.deliver(delivery)
+        except RetryableError as exc:
+            return Outcome("retry", str(exc), retry_after=exc.retry_after)
+        except PermanentError as exc:
+            return Outcome("dead", str(exc))
+        except Exception as exc:
+            # A bug in an adapter must not stop the worker; it is retried and shows in the API.
+            log.exception("dispatch.adapter_crashed", dispatch=str(claim.dispatch_id))
+            return Outcome("retry", f"internal error in adapter: {type(exc).__name__}")
+        return Outcome("delivered", remote_reference=receipt.remote_reference)
+
+    async def _delivery(self, claim: Claim, attempt: int) -> Delivery:
+        async with reading(self.engine) as conn:
+            enquiry = (
+                (
+                    await conn.execute(
+                        select(enquiry_table).where(enquiry_table.c.id == claim.enquiry_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+        service = self.catalogue.services.get(enquiry["service_code"])
+        return Delivery(
+            dispatch_id=claim.dispatch_id,
+            reference=display(enquiry["reference"]),
+            attempt=attempt,
+            organisation=self.catalogue.organisations[claim.organisation_id],
+            enquiry=dict(enquiry),
+            service_name=service.name if service else enquiry["service_code"],
+        )
+
+    async def _record_interrupted(self, claim: Claim) -> int:
+        attempts = claim.claims - 1
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                attempt_table.insert(),
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "dispatch_id": claim.dispatch_id,
+                        "number": number,
+                        "outcome": "interrupted",
+                        "error": "the worker stopped before the attempt finished",
+                        "worker": "unknown",
+                        "started_at": now,
+                        "finished_at": now,
+                    }
+                    for number in range(claim.attempts + 1, attempts + 1)
+                ],
+            )
+            await conn.execute(
+                update(dispatch_table).where(d.id == claim.dispatch_id).values(attempts=attempts)
+            )
+        return attempts
+
+    async def _record(
+        self, claim: Claim, *, attempt: int, started: datetime, outcome: Outcome
+    ) -> None:
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            if is_postgres(conn):
+                # Serialise outcomes per enquiry, so "all delivered" is judged on committed rows.
+                await conn.execute(
+                    select(enquiry_table.c.id)
+                    .where(enquiry_table.c.id == claim.enquiry_id)
+                    .with_for_update()
+                )
+            updated = await conn.execute(
+                update(dispatch_table)
+                .where(
+                    d.id == claim.dispatch_id,
+                    d.lease_owner == self.worker_id,
+                    d.state == "delivering",
+                )
+                .values(**self._dispatch_values(outcome, attempt=attempt, now=now))
+            )
+            if updated.rowcount == 0:
+                log.warning("dispatch.lease_lost", dispatch=str(claim.dispatch_id))
+                return
+            await conn.execute(
+                attempt_table.insert(),
+                {
+                    "id": uuid.uuid4(),
+                    "dispatch_id": claim.dispatch_id,
+                    "number": attempt,
+                    "outcome": outcome.kind,
+                    "error": outcome.error,
+                    "worker": self.worker_id,
+                    "started_at": started,
+                    "finished_at": now,
+                },
+            )
+            await self._timeline(conn, claim, attempt=attempt, outcome=outcome, now=now)
+        log.info(
+            f"dispatch.{outcome.kind}",
+            dispatch=str(claim.dispatch_id),
+            organisation=claim.organisation_id,
+            attempt=attempt,
+            error=outcome.error,
+        )
+
+    def _dispatch_values(self, outcome: Outcome, *, attempt: int, now: datetime) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "attempts": attempt,
+            "lease_owner": None,
+            "lease_until": None,
+            "updated_at": now,
+            "last_error": outcome.error,
+        }
+        if outcome.kind == "delivered":
+            values.update(
+                state="delivered", delivered_at=now, remote_reference=outcome.remote_reference
+            )
+        elif outcome.kind == "dead":
+            values.update(state="dead")
+        else:
+            values.update(state="pending", next_attempt_at=now + self._backoff(attempt, outcome))
+        return values
+
+    def _backoff(self, attempt: int, outcome: Outcome) -> timedelta:
+        schedule = self.settings.retry_schedule
+        base = schedule[min(attempt, len(schedule)) - 1]
+        jitter = self.settings.jitter
+        delay = base * random.uniform(1 - jitter, 1 + jitter)
+        return timedelta(seconds=max(delay, outcome.retry_after or 0.0))
+
+    async def _timeline(
+        self, conn: AsyncConnection, claim: Claim, *, attempt: int, outcome: Outcome, now: datetime
+    ) -> None:
+        organisation = self.catalogue.organisations.get(claim.organisation_id)
+        name = organisation.name if organisation else claim.organisation_id
+        if outcome.kind == "delivered":
+            remote = f" as {outcome.remote_reference}" if outcome.remote_reference else ""
+            detail = f"{name} accepted it{remote}"
+        elif outcome.kind == "dead":
+            detail = f"{name} could not be sent it: {outcome.error}"
+        else:
+            detail = f"attempt {attempt} to {name} failed ({outcome.error}); it will be retried"
+        event = {
+            "enquiry_id": claim.enquiry_id,
+            "dispatch_id": claim.dispatch_id,
+            "organisation_id": claim.organisation_id,
+            "created_at": now,
+        }
+        await conn.execute(
+            event_table.insert(),
+            {**event, "id": uuid.uuid4(), "type": f"dispatch.{outcome.kind}", "detail": detail},
+        )
+        status = await self._enquiry_status_change(conn, claim, outcome, now)
+        if status is not None:
+            text = {
+                "dispatched": "every organisation has received it",
+                "failed": f"it could not be delivered to {name}; the contact centre can see why",
+            }[status]
+            await conn.execute(
+                event_table.insert(),
+                {
+                    **event,
+                    "id": uuid.uuid4(),
+                    "type": f"enquiry.{status}",
+                    "status": status,
+                    "detail": text,
+                    # Just after the dispatch event, so the timeline reads in order.
+                    "created_at": now + timedelta(microseconds=1),
+                },
+            )
+
+    async def _enquiry_status_change(
+        self, conn: AsyncConnection, claim: Claim, outcome: Outcome, now: datetime
+    ) -> str | None:
+        e = enquiry_table.c
+        if outcome.kind == "delivered":
+            undelivered = exists().where(d.enquiry_id == claim.enquiry_id, d.state != "delivered")
+            condition, status = ~undelivered, "dispatched"
+        elif outcome.kind == "dead":
+            condition, status = e.id.is_not(None), "failed"
+        else:
+            return None
+        changed = await conn.execute(
+            update(enquiry_table)
+            .where(e.id == claim.enquiry_id, e.status == "routed", condition)
+            .values(status=status, updated_at=now)
+        )
+        return status if changed.rowcount else None
+
+    async def _drain(self) -> None:
+        if self._in_flight:
+            _, pending = await asyncio.wait(
+                self._in_flight, timeout=self.settings.shutdown_grace_seconds
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._release_leases()
+
+    async def _release_leases(self) -> None:
+        """Hand back what we still hold so another worker can take it at once."""
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            released = await conn.execute(
+                update(dispatch_table)
+                .where(d.lease_owner == self.worker_id, d.state == "delivering")
+                .values(
+                    state="pending",
+                    lease_owner=None,
+                    lease_until=None,
+                    next_attempt_at=now,
+                    claims=d.claims - 1,
+                    updated_at=now,
+                )
+            )
+        if released.rowcount:
+            log.info("dispatcher.leases_released", count=released.rowcount)
+
+    async def _listen(self) -> None:
+        if not is_postgres(self.engine):
+            return
+        url = self.engine.url.set(drivername="postgresql")
+        try:
+            self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
+            await self._listener.add_listener(DISPATCH_CHANNEL, lambda *_: self.wake())
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Polling still finds the work; only the instant wake-up is lost.
+            log.warning("dispatcher.listen_failed", error=type(exc).__name__)
+            self._listener = None
+
+    async def _unlisten(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None

@@ -1,0 +1,183 @@
+"""Reading enquiries back: one in full with its dispatches and timeline, or a filtered page."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import reference as references
+from app.catalogue import Catalogue
+from app.db import reading
+from app.errors import FieldError, NotFound, ValidationFailed
+from app.models import dispatch_table, enquiry_table, event_table
+from app.schemas import (
+    Advice,
+    DestinationOut,
+    EnquiryOut,
+    EnquiryPage,
+    EnquirySummary,
+    TimelineEvent,
+)
+
+
+async def get_enquiry(*, engine: AsyncEngine, catalogue: Catalogue, reference: str) -> EnquiryOut:
+    """One enquiry by its reference (as typed), with destinations and timeline."""
+    canonical = references.parse(reference)
+    async with reading(engine) as conn:
+        enquiry = (
+            (
+                await conn.execute(
+                    select(enquiry_table).where(enquiry_table.c.reference == canonical)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if enquiry is None:
+            raise NotFound(f"No enquiry has the reference {references.display(canonical)}.")
+        dispatches = (
+            await conn.execute(
+                select(dispatch_table)
+                .where(dispatch_table.c.enquiry_id == enquiry["id"])
+                .order_by(dispatch_table.c.created_at, dispatch_table.c.organisation_id)
+            )
+        ).mappings()
+        destinations = [_destination(d, catalogue) for d in dispatches]
+        events = (
+            await conn.execute(
+                select(event_table)
+                .where(event_table.c.enquiry_id == enquiry["id"])
+                .order_by(event_table.c.created_at, event_table.c.id)
+            )
+        ).mappings()
+        timeline = [_timeline_event(e) for e in events]
+    return EnquiryOut(
+        reference=references.display(enquiry["reference"]),
+        status=enquiry["status"],
+        service_code=enquiry["service_code"],
+        channel=enquiry["channel"],
+        description=enquiry["description"],
+        location=enquiry["location"],
+        place=enquiry["place"],
+        citizen=enquiry["citizen"],
+        attributes=enquiry["attributes"] or {},
+        advice=[Advice(**a) for a in enquiry["advice"] or []],
+        destinations=destinations,
+        created_at=enquiry["created_at"],
+        updated_at=enquiry["updated_at"],
+        timeline=timeline,
+    )
+
+
+def _destination(row: Any, catalogue: Catalogue) -> DestinationOut:
+    organisation = catalogue.organisations.get(row["organisation_id"])
+    return DestinationOut(
+        organisation_id=row["organisation_id"],
+        organisation_name=organisation.name if organisation else row["organisation_id"],
+        reason=row["reason"],
+        state=row["state"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        remote_reference=row["remote_reference"],
+        next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
+        delivered_at=row["delivered_at"],
+    )
+
+
+def _timeline_event(row: Any) -> TimelineEvent:
+    return TimelineEvent(
+        at=row["created_at"],
+        type=row["type"],
+        status=row["status"],
+        organisation_id=row["organisation_id"],
+        detail=row["detail"],
+    )
+
+
+@dataclass(frozen=True)
+class EnquiryFilter:
+    service_code: str | None = None
+    status: str | None = None
+    channel: str | None = None
+    organisation_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+async def list_enquiries(
+    *, engine: AsyncEngine, filters: EnquiryFilter, cursor: str | None, limit: int
+) -> EnquiryPage:
+    """Newest first, keyset-paginated so pages stay stable while enquiries arrive."""
+    e = enquiry_table.c
+    query = select(
+        e.id, e.reference, e.service_code, e.status, e.channel, e.created_at, e.updated_at
+    )
+    for column, value in (
+        (e.service_code, filters.service_code),
+        (e.status, filters.status),
+        (e.channel, filters.channel),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.organisation_id is not None:
+        query = query.where(
+            e.id.in_(
+                select(dispatch_table.c.enquiry_id).where(
+                    dispatch_table.c.organisation_id == filters.organisation_id
+                )
+            )
+        )
+    if filters.created_after is not None:
+        query = query.where(e.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        query = query.where(e.created_at < filters.created_before)
+    if cursor is not None:
+        at, last_id = _decode_cursor(cursor)
+        query = query.where(or_(e.created_at < at, and_(e.created_at == at, e.id < last_id)))
+    query = query.order_by(e.created_at.desc(), e.id.desc()).limit(limit + 1)
+    async with reading(engine) as conn:
+        rows = list((await conn.execute(query)).mappings())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EnquiryPage(
+        items=[
+            EnquirySummary(
+                reference=references.display(r["reference"]),
+                service_code=r["service_code"],
+                status=r["status"],
+                channel=r["channel"],
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+            )
+            for r in rows
+        ],
+        next_cursor=_encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None,
+    )
+
+
+def _encode_cursor(at: datetime, last_id: uuid.UUID) -> str:
+    raw = json.dumps([at.isoformat(), str(last_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, last_id = json.loads(raw)
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive cursor time")
+        return parsed, uuid.UUID(last_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValidationFailed(
+            "That cursor is not one this API gave out.",
+            [FieldError("invalid cursor", parameter="cursor")],
+        ) from exc

@@ -1,0 +1,93 @@
+"""Settings: one pydantic-settings class, `IAP_` prefix, nested models per concern."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHIPPED_CONFIG_DIR = Path(__file__).parent / "data" / "oxfordshire"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class DispatchSettings(BaseModel):
+    """How the dispatcher claims, retries and gives up."""
+
+    lease_seconds: float = Field(default=60.0, gt=0)
+    batch_size: int = Field(default=32, ge=1, le=500)
+    concurrency: int = Field(default=16, ge=1, le=256)
+    poll_seconds: float = Field(default=2.0, gt=0)
+    # Seconds to wait before attempt 2, 3, ...; its length + 1 is the number of attempts.
+    retry_schedule: list[float] = Field(default=[5, 30, 120, 600, 1800, 3600, 7200, 14400])
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_schedule) + 1
+
+
+class HttpSettings(BaseModel):
+    """The one shared outbound HTTP client."""
+
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)
+
+
+class LocatorSettings(BaseModel):
+    """Where postcodes are looked up beyond the built-in table."""
+
+    http_url: str | None = None
+    http_timeout_seconds: float = Field(default=3.0, gt=0)
+
+
+class ApiSettings(BaseModel):
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    idempotency_hours: float = Field(default=24.0, ge=24.0)
+    in_flight_seconds: float = Field(default=60.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read from `IAP_*` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IAP_", env_nested_delimiter="__", extra="ignore", env_file=None
+    )
+
+    env: Environment = Environment.development
+    database_url: str = "sqlite+aiosqlite:///./iap.db"
+    config_dir: Path = SHIPPED_CONFIG_DIR
+    sandbox_url: str = "http://127.0.0.1:8090"
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+    dispatch: DispatchSettings = DispatchSettings()
+    http: HttpSettings = HttpSettings()
+    locator: LocatorSettings = LocatorSettings()
+    api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_call(self) -> Settings:
+        # A lease shorter than a call would let a second worker send the same dispatch.
+        if self.dispatch.lease_seconds <= 2 * self.http.timeout_seconds:
+            raise ValueError(
+                "IAP_DISPATCH__LEASE_SECONDS must be more than twice IAP_HTTP__TIMEOUT_SECONDS"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
