@@ -1,0 +1,187 @@
+"""Shared fixtures: a real database (SQLite file, or PostgreSQL when IAP_TEST_DATABASE_URL says
+so) with the schema built by the migrations, a real sandbox back-office on loopback, and the app
+driven in-process through httpx's ASGI transport with its lifespan running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import create_engine, migrate
+from app.main import create_app
+from app.sandbox import create_sandbox_app
+from app.settings import DispatchSettings, Environment, Settings
+
+POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")
+ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
+TABLES = ("event", "dispatch_attempt", "dispatch", "enquiry", "idempotency_record",
+          "gazetteer_postcode")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ThreadedServer:
+    """A real uvicorn server on a loopback port, in a thread of the test process."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
+                                access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[ThreadedServer]:
+    """The sandbox back-offices, shared by the session; reset before each test that uses it."""
+    app = create_sandbox_app()
+    server = ThreadedServer(app).start()
+    server.app = app  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def back_office(sandbox: ThreadedServer) -> Any:
+    """The sandbox's record of cases and posts, emptied for this test."""
+    office = sandbox.app.state.office  # type: ignore[attr-defined]
+    office.cases.clear()
+    office.by_key.clear()
+    office.posts.clear()
+    office.behaviour.clear()
+    return office
+
+
+@pytest.fixture(scope="session")
+def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database migrated once per session; each test gets a clean copy of it."""
+    if not ON_POSTGRES:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'template.db'}"
+        asyncio.run(_migrate(url))
+        yield url
+        return
+    name = f"iap_test_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(_migrate(url))
+    yield url
+    asyncio.run(_postgres_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+async def _postgres_admin(statement: str) -> None:
+    engine = create_engine(POSTGRES_URL)
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(statement))
+    await engine.dispose()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    await migrate(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def database_url(template_database: str, tmp_path: Path) -> str:
+    if ON_POSTGRES:
+        asyncio.run(_truncate(template_database))
+        return template_database
+    source = Path(template_database.removeprefix("sqlite+aiosqlite:///"))
+    target = tmp_path / "iap.db"
+    shutil.copy(source, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+async def _truncate(url: str) -> None:
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    await engine.dispose()
+
+
+def make_settings(database_url: str, sandbox_url: str, **overrides: Any) -> Settings:
+    """Settings for a test: fast retries, loopback sandbox, no migrations (already done)."""
+    values: dict[str, Any] = {
+        "env": Environment.test,
+        "database_url": database_url,
+        "sandbox_url": sandbox_url,
+        "migrate_on_start": False,
+        "dispatch": DispatchSettings(
+            retry_schedule=[0.05, 0.05], jitter=0.0, poll_seconds=0.2, lease_seconds=30
+        ),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str, sandbox: ThreadedServer) -> Settings:
+    return make_settings(database_url, sandbox.url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The gateway with its lifespan running and no dispatcher (tests deliver explicitly)."""
+    application = create_app(settings, run_dispatcher=False)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://iap.test") as http:
+        yield http
+
+
+@pytest.fixture
+def engine(app: FastAPI) -> AsyncEngine:
+    engine: AsyncEngine = app.state.iap.engine
+    return engine
+
+
+def enquiry_body(**overrides: Any) -> dict[str, Any]:
+    """A valid pothole enquiry; override any field."""
+    body: dict[str, Any] = {
+        "service_code": "pothole",
+        "description": "A deep pothole by the bus stop",
+        "channel": "web",
+        "location": {"postcode": "OX4 1AA"},
+        "attributes": {"road_or_pavement": "road"},
+    }
+    body.update(overrides)
+    return body
