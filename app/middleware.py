@@ -35,20 +35,29 @@ class BodyGuard:
             )
             await response(scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
+        if declared is not None:
+            # The server holds the client to its Content-Length.
+            await self.app(scope, receive, send)
+            return
+        body = await self._buffered(receive)
+        if body is None:
+            await self._too_large(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
 
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+    async def _buffered(self, receive: Receive) -> bytes | None:
+        """A body sent without Content-Length, read whole; None once it passes the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body_bytes:
-                raise BodyTooLarge
-            return message
-
-        return counted
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(
@@ -60,5 +69,15 @@ class BodyGuard:
         await response(scope, receive, send)
 
 
-class BodyTooLarge(Exception):
-    """A streamed body went over the limit."""
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The buffered body first, then whatever the client sends next (its disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

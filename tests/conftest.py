@@ -29,8 +29,14 @@ from app.settings import DispatchSettings, Environment, Settings
 
 POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
-TABLES = ("event", "dispatch_attempt", "dispatch", "enquiry", "idempotency_record",
-          "gazetteer_postcode")
+TABLES = (
+    "event",
+    "dispatch_attempt",
+    "dispatch",
+    "enquiry",
+    "idempotency_record",
+    "gazetteer_postcode",
+)
 
 
 def free_port() -> int:
@@ -45,8 +51,9 @@ class ThreadedServer:
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
