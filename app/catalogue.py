@@ -189,6 +189,11 @@ def _describe(path: Path, exc: ValidationError, *, prefix: str = "") -> str:
     problems = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        # Our own checks across fields name the field first: "areas: ...".
+        named = re.match(r"^([a-z_]+): (.*)$", message) if not field else None
+        if named:
+            field, message = named[1], named[2]
         where = ".".join(part for part in (prefix, field) if part)
-        problems.append(f"{path}: {where}: {error['msg']}")
+        problems.append(f"{path}: {where}: {message}")
     return "\n".join(problems)

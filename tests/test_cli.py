@@ -1,0 +1,129 @@
+"""The `iap` command as an operator runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.main import create_app
+from tests.conftest import make_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def iap(*args, database_url, env=None, check=True):
+    environment = {**os.environ, "IAP_ENV": "test", "IAP_DATABASE_URL": database_url, **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        cwd=ROOT,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_routes_explain_prints_the_decision_and_why(database_url):
+    result = iap(
+        "routes",
+        "explain",
+        "--service",
+        "missed-bin",
+        "--postcode",
+        "ox16 1aa",
+        database_url=database_url,
+    )
+    assert "decision: cherwell:" in result.stdout
+    assert "E07000177" in result.stdout
+
+
+def test_routes_explain_says_when_it_cannot_decide(database_url):
+    result = iap(
+        "routes",
+        "explain",
+        "--service",
+        "missed-bin",
+        "--postcode",
+        "OX1 5ZZ",
+        database_url=database_url,
+    )
+    assert "decision: contact-centre:" in result.stdout
+    assert "cannot be decided" in result.stdout
+
+
+def test_routes_explain_refuses_out_of_area_and_unknown_input(database_url):
+    outside = iap(
+        "routes",
+        "explain",
+        "--service",
+        "pothole",
+        "--postcode",
+        "SW1A 1AA",
+        database_url=database_url,
+        check=False,
+    )
+    assert outside.returncode == 1
+    assert "refused (out-of-area)" in outside.stdout
+    unknown = iap(
+        "routes", "explain", "--service", "unicorns", database_url=database_url, check=False
+    )
+    assert unknown.returncode == 2
+    assert "no service 'unicorns'" in unknown.stderr
+
+
+def test_gazetteer_import_makes_answers_exact(database_url, tmp_path):
+    onspd = tmp_path / "onspd.csv"
+    onspd.write_text(
+        "pcd,pcds,oscty,oslaua,pfa,icb,lat,long,doterm\n"
+        "OX1 5AB,OX1 5AB,E10000025,E07000180,E23000029,E54000044,51.724,-1.254,\n"
+        "OX1 5AD,OX1 5AD,E10000025,E07000178,E23000029,E54000044,51.730,-1.255,\n"
+    )
+    imported = iap("gazetteer", "import", str(onspd), database_url=database_url)
+    assert "imported 2 postcodes" in imported.stdout
+    again = iap("gazetteer", "import", str(onspd), database_url=database_url)
+    assert "imported 2 postcodes" in again.stdout  # re-import replaces, no duplicates
+    vale = iap(
+        "routes",
+        "explain",
+        "--service",
+        "missed-bin",
+        "--postcode",
+        "OX1 5AB",
+        database_url=database_url,
+    )
+    assert "decision: vale-of-white-horse:" in vale.stdout
+    assert "postcode via gazetteer" in vale.stdout
+
+
+def test_bad_configuration_stops_start_up_with_a_clear_message(database_url, tmp_path):
+    (tmp_path / "organisations.yaml").write_text("organisations: []\n")
+    (tmp_path / "services.yaml").write_text("services: []\n")
+    result = iap(
+        "routes",
+        "explain",
+        "--service",
+        "pothole",
+        database_url=database_url,
+        env={"IAP_CONFIG_DIR": str(tmp_path)},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr
+    assert "triage" in result.stderr
+
+
+def test_committed_openapi_document_is_current(database_url):
+    app = create_app(make_settings(database_url, "http://127.0.0.1:8090"))
+    committed = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    assert committed == app.openapi(), "run `iap openapi` and commit openapi/openapi.json"
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "migrate", "sandbox", "openapi"])
+def test_every_command_documents_itself(command, database_url):
+    assert "Usage" in iap(command, "--help", database_url=database_url).stdout

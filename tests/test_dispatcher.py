@@ -1,0 +1,213 @@
+"""The dispatcher in-process against the real sandbox back-office on loopback."""
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from app.models import attempt_table, dispatch_table, utcnow
+from app.services.dispatcher import Dispatcher
+from tests.conftest import enquiry_body
+
+
+async def submit(client, **change):
+    response = await client.post("/v1/enquiries", json=enquiry_body(**change))
+    assert response.status_code == 201, response.text
+    return response.json()["reference"]
+
+
+async def read(client, ref):
+    return (await client.get(f"/v1/enquiries/{ref}")).json()
+
+
+async def deliver_all(app, rounds=10):
+    """Run the dispatcher until nothing is due, letting retry delays pass between rounds."""
+    dispatcher = app.state.dispatcher
+    for _ in range(rounds):
+        await dispatcher.run_until_idle()
+        async with app.state.iap.engine.connect() as conn:
+            waiting = await conn.scalar(
+                select(dispatch_table.c.next_attempt_at)
+                .where(dispatch_table.c.state == "pending")
+                .order_by(dispatch_table.c.next_attempt_at)
+                .limit(1)
+            )
+        if waiting is None:
+            return
+        await asyncio.sleep(max(0.0, (waiting - utcnow()).total_seconds()) + 0.01)
+
+
+async def test_delivered_enquiry_shows_the_back_office_reference(client, app, back_office):
+    ref = await submit(client)
+    await deliver_all(app)
+    enquiry = await read(client, ref)
+    assert enquiry["status"] == "dispatched"
+    [county] = enquiry["destinations"]
+    assert county["state"] == "delivered"
+    assert county["attempts"] == 1
+    case_id = county["remote_reference"]
+    assert back_office.cases["oxfordshire-county"][case_id]["reference"] == ref
+    assert [e["type"] for e in enquiry["timeline"]] == [
+        "enquiry.received",
+        "dispatch.delivered",
+        "enquiry.dispatched",
+    ]
+
+
+async def test_contact_details_go_only_with_consent(client, app, back_office):
+    citizen = {"name": "Ann Example", "email": "ann@example.org", "language": "pl"}
+    private = await submit(client, citizen=citizen)
+    shared = await submit(client, citizen=citizen, consent={"share_contact_details": True})
+    await deliver_all(app)
+    cases = {c["reference"]: c for c in back_office.cases["oxfordshire-county"].values()}
+    assert "citizen" not in cases[private]
+    assert cases[private]["language"] == "pl"
+    assert cases[shared]["citizen"]["email"] == "ann@example.org"
+    assert cases[shared]["description"] == "A deep pothole by the bus stop"
+
+
+async def test_back_office_down_is_retried_then_dead_with_its_reason(client, app, back_office):
+    back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(update={"down": True})
+    ref = await submit(client)
+    await app.state.dispatcher.run_until_idle()
+    after_one = await read(client, ref)
+    [county] = after_one["destinations"]
+    assert (county["state"], county["attempts"]) == ("pending", 1)
+    assert "HTTP 503" in county["last_error"]
+    await deliver_all(app)
+    enquiry = await read(client, ref)
+    [county] = enquiry["destinations"]
+    assert (county["state"], county["attempts"]) == ("dead", 3)
+    assert "gave up after 3 attempts" in county["last_error"]
+    assert enquiry["status"] == "failed"
+    assert [e["type"] for e in enquiry["timeline"]] == [
+        "enquiry.received",
+        "dispatch.retry",
+        "dispatch.retry",
+        "dispatch.dead",
+        "enquiry.failed",
+    ]
+    assert back_office.posts["oxfordshire-county"] == 3
+
+
+async def test_retry_after_is_honoured(client, app, back_office):
+    behaviour = back_office.behaviour_for("x").model_copy(
+        update={"fail_rate": 1.0, "fail_status": 429, "retry_after_seconds": 120}
+    )
+    back_office.behaviour["*"] = behaviour
+    ref = await submit(client)
+    before = utcnow()
+    await app.state.dispatcher.run_until_idle()
+    [county] = (await read(client, ref))["destinations"]
+    assert county["state"] == "pending"
+    async with app.state.iap.engine.connect() as conn:
+        due = await conn.scalar(select(dispatch_table.c.next_attempt_at))
+    assert due >= before + timedelta(seconds=119)
+
+
+async def test_client_error_is_permanent_at_once(client, app, back_office):
+    back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(
+        update={"fail_rate": 1.0, "fail_status": 400}
+    )
+    ref = await submit(client)
+    await app.state.dispatcher.run_until_idle()
+    [county] = (await read(client, ref))["destinations"]
+    assert (county["state"], county["attempts"]) == ("dead", 1)
+    assert "HTTP 400" in county["last_error"]
+
+
+async def test_one_dead_destination_fails_the_enquiry_the_other_still_delivered(
+    client, app, back_office
+):
+    back_office.behaviour["thames-valley-police"] = back_office.behaviour_for("x").model_copy(
+        update={"fail_rate": 1.0, "fail_status": 404}
+    )
+    ref = await submit(
+        client,
+        service_code="anti-social-behaviour",
+        attributes={},
+        description="Shouting outside every night",
+    )
+    await deliver_all(app)
+    enquiry = await read(client, ref)
+    states = {d["organisation_id"]: d["state"] for d in enquiry["destinations"]}
+    assert states == {"oxford-city": "delivered", "thames-valley-police": "dead"}
+    assert enquiry["status"] == "failed"
+
+
+async def test_unreachable_back_office_is_a_transport_error(client, app, settings):
+    dead_port = settings.model_copy(update={"sandbox_url": "http://127.0.0.1:9"})
+    from app.main import create_app
+
+    other = create_app(dead_port, run_dispatcher=False)
+    async with other.router.lifespan_context(other):
+        ref = await submit(client)
+        await other.state.dispatcher.run_until_idle()
+    [county] = (await read(client, ref))["destinations"]
+    assert county["state"] == "pending"
+    assert "ConnectError" in county["last_error"]
+
+
+async def test_running_dispatcher_delivers_new_work_at_once(client, app, back_office):
+    dispatcher = app.state.dispatcher
+    app.state.iap.intake.wake_dispatcher = dispatcher.wake
+    dispatcher.settings = dispatcher.settings.model_copy(update={"poll_seconds": 30})
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await asyncio.sleep(0.05)  # let it go idle on its 30 s poll
+        ref = await submit(client)
+        async with asyncio.timeout(2):
+            while (await read(client, ref))["status"] != "dispatched":
+                await asyncio.sleep(0.01)
+    finally:
+        await dispatcher.stop()
+        await task
+
+
+async def test_expired_lease_is_taken_over_and_the_lost_attempt_recorded(client, app, back_office):
+    ref = await submit(client)
+    state = app.state.iap
+    crashed = Dispatcher(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        adapters=app.state.dispatcher.adapters,
+        settings=state.settings.dispatch,
+        worker_id="crashed",
+    )
+    [claim] = await crashed._claim(10)  # claimed, then the worker "dies"
+    assert await app.state.dispatcher._claim(10) == []  # leased: nobody else may take it
+    async with state.engine.begin() as conn:
+        await conn.execute(update(dispatch_table).values(lease_until=utcnow()))
+    await app.state.dispatcher.run_until_idle()
+    [county] = (await read(client, ref))["destinations"]
+    assert (county["state"], county["attempts"]) == ("delivered", 2)
+    async with state.engine.connect() as conn:
+        outcomes = (
+            await conn.execute(
+                select(attempt_table.c.number, attempt_table.c.outcome).order_by(
+                    attempt_table.c.number
+                )
+            )
+        ).all()
+    assert [tuple(o) for o in outcomes] == [(1, "interrupted"), (2, "delivered")]
+    # The dead worker's late answer does not overwrite the new owner's outcome.
+    await crashed._deliver(claim)
+    assert (await read(client, ref))["destinations"][0]["attempts"] == 2
+    assert len(back_office.cases["oxfordshire-county"]) == 1
+
+
+async def test_stopping_hands_back_unfinished_work(client, app, back_office):
+    back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(
+        update={"latency_ms": 1000}
+    )
+    dispatcher = app.state.dispatcher
+    dispatcher.settings = dispatcher.settings.model_copy(update={"shutdown_grace_seconds": 0.1})
+    ref = await submit(client)
+    task = asyncio.create_task(dispatcher.run())
+    async with asyncio.timeout(2):
+        while (await read(client, ref))["destinations"][0]["state"] != "delivering":
+            await asyncio.sleep(0.01)
+    await dispatcher.stop()
+    await task
+    [county] = (await read(client, ref))["destinations"]
+    assert (county["state"], county["attempts"]) == ("pending", 0)
