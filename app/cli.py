@@ -20,16 +20,14 @@ from pydantic import ValidationError
 from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters import build_adapters
 from app.db import create_engine, migrate
 from app.errors import ConfigError, DomainError
 from app.locate import import_onspd_rows, normalise_postcode
 from app.logs import configure_logging
-from app.main import build_locator, create_app, load_configured_catalogue
+from app.main import build_locator, create_app, load_configured_catalogue, runtime
 from app.models import gazetteer_table
 from app.routing import route
 from app.sandbox import create_sandbox_app
-from app.services.dispatcher import Dispatcher
 from app.settings import Environment, Settings, get_settings
 
 cli = typer.Typer(
@@ -125,22 +123,11 @@ def worker() -> None:
 
 
 async def _work(settings: Settings) -> None:
-    catalogue = load_configured_catalogue(settings)
-    engine = create_engine(settings.database_url)
-    if settings.migrate_on_start:
-        await migrate(engine)
-    async with httpx.AsyncClient(timeout=settings.http.timeout_seconds) as client:
-        dispatcher = Dispatcher(
-            engine=engine,
-            catalogue=catalogue,
-            adapters=build_adapters(catalogue, client),
-            settings=settings.dispatch,
-        )
+    async with runtime(settings, load_configured_catalogue(settings)) as (_, _, dispatcher):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(dispatcher.stop()))
         await dispatcher.run()
-    await engine.dispose()
 
 
 @cli.command("migrate")

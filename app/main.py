@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters import build_adapters
 from app.catalogue import Catalogue, load_catalogue
@@ -45,19 +46,7 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
-        if settings.migrate_on_start:
-            await migrate(engine)
-        limits = httpx.Limits(max_connections=settings.http.max_connections)
-        async with httpx.AsyncClient(
-            timeout=settings.http.timeout_seconds, limits=limits, follow_redirects=False
-        ) as client:
-            dispatcher = Dispatcher(
-                engine=engine,
-                catalogue=catalogue_,
-                adapters=build_adapters(catalogue_, client),
-                settings=settings.dispatch,
-            )
+        async with runtime(settings, catalogue_) as (engine, client, dispatcher):
             intake = IntakeContext(
                 engine=engine,
                 catalogue=catalogue_,
@@ -74,7 +63,6 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
                     await dispatcher.stop()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-        await engine.dispose()
 
     app = FastAPI(
         title="IAP: integrated access point",
@@ -90,7 +78,33 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
     return app
 
 
-def build_locator(settings: Settings, engine: Any, client: httpx.AsyncClient) -> LocatorChain:
+@asynccontextmanager
+async def runtime(
+    settings: Settings, catalogue: Catalogue
+) -> AsyncIterator[tuple[AsyncEngine, httpx.AsyncClient, Dispatcher]]:
+    """The database engine (migrated), the one shared HTTP client, and a dispatcher."""
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.migrate_on_start:
+            await migrate(engine)
+        limits = httpx.Limits(max_connections=settings.http.max_connections)
+        async with httpx.AsyncClient(
+            timeout=settings.http.timeout_seconds, limits=limits, follow_redirects=False
+        ) as client:
+            dispatcher = Dispatcher(
+                engine=engine,
+                catalogue=catalogue,
+                adapters=build_adapters(catalogue, client, settings),
+                settings=settings.dispatch,
+            )
+            yield engine, client, dispatcher
+    finally:
+        await engine.dispose()
+
+
+def build_locator(
+    settings: Settings, engine: AsyncEngine, client: httpx.AsyncClient
+) -> LocatorChain:
     """Gazetteer first, then the HTTP locator if configured, then the built-in table."""
     sources: list[Locator] = [Gazetteer(engine)]
     if settings.locator.http_url:

@@ -36,6 +36,7 @@ class BackOffice:
     cases: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     by_key: dict[tuple[str, str], str] = field(default_factory=dict)
     posts: dict[str, int] = field(default_factory=dict)
+    posts_by_key: dict[tuple[str, str], int] = field(default_factory=dict)
     behaviour: dict[str, Behaviour] = field(default_factory=dict)
     next_number: int = 1
 
@@ -67,7 +68,13 @@ def create_sandbox_app() -> FastAPI:
         request: Request,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
+        # Read first: a caller that gives up during the delay has still sent its request.
+        body = await request.json()
         office.posts[organisation] = office.posts.get(organisation, 0) + 1
+        key = idempotency_key or ""
+        office.posts_by_key[(organisation, key)] = (
+            office.posts_by_key.get((organisation, key), 0) + 1
+        )
         behaviour = office.behaviour_for(organisation)
         if behaviour.latency_ms:
             await asyncio.sleep(behaviour.latency_ms / 1000)
@@ -76,7 +83,6 @@ def create_sandbox_app() -> FastAPI:
             if behaviour.retry_after_seconds is not None:
                 headers["Retry-After"] = str(behaviour.retry_after_seconds)
             return JSONResponse({"error": "unavailable"}, behaviour.fail_status, headers=headers)
-        body = await request.json()
         if idempotency_key and (organisation, idempotency_key) in office.by_key:
             return JSONResponse({"id": office.by_key[(organisation, idempotency_key)]}, 200)
         case_id = f"{organisation[:3].upper()}-{office.next_number:06d}"

@@ -6,7 +6,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_CONFIG_DIR = Path(__file__).parent / "data" / "oxfordshire"
@@ -72,15 +72,6 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     locator: LocatorSettings = LocatorSettings()
     api: ApiSettings = ApiSettings()
-
-    @model_validator(mode="after")
-    def _lease_outlives_a_call(self) -> Settings:
-        # A lease shorter than a call would let a second worker send the same dispatch.
-        if self.dispatch.lease_seconds <= 2 * self.http.timeout_seconds:
-            raise ValueError(
-                "IAP_DISPATCH__LEASE_SECONDS must be more than twice IAP_HTTP__TIMEOUT_SECONDS"
-            )
-        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -85,10 +85,7 @@ def sandbox() -> Iterator[ThreadedServer]:
 def back_office(sandbox: ThreadedServer) -> Any:
     """The sandbox's record of cases and posts, emptied for this test."""
     office = sandbox.app.state.office  # type: ignore[attr-defined]
-    office.cases.clear()
-    office.by_key.clear()
-    office.posts.clear()
-    office.behaviour.clear()
+    office.__init__()  # every field back to empty
     return office
 
 

@@ -8,7 +8,7 @@ import yaml
 from app.adapters import build_adapters
 from app.catalogue import load_catalogue
 from app.errors import ConfigError
-from app.settings import SHIPPED_CONFIG_DIR
+from app.settings import SHIPPED_CONFIG_DIR, Settings
 
 SHIPPED_ORGANISATIONS = {
     "oxfordshire-county",
@@ -100,5 +100,5 @@ async def test_bad_adapter_settings_fail_start_up_by_organisation(config_dir, ad
     edit(config_dir / "organisations.yaml", "organisations", 1, adapter=adapter)
     catalogue = load_catalogue(config_dir, variables={"IAP_SANDBOX_URL": "http://x"})
     with pytest.raises(ConfigError, match=message) as caught:
-        build_adapters(catalogue, client=None)
+        build_adapters(catalogue, None, Settings())
     assert "cherwell" in str(caught.value)

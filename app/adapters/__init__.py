@@ -10,6 +10,7 @@ from app.adapters.http_json import HttpJsonAdapter
 from app.adapters.triage import TriageAdapter
 from app.catalogue import Catalogue
 from app.errors import ConfigError
+from app.settings import Settings
 
 ADAPTER_TYPES: dict[str, type[Adapter]] = {
     "http-json": HttpJsonAdapter,
@@ -17,20 +18,33 @@ ADAPTER_TYPES: dict[str, type[Adapter]] = {
 }
 
 
-def build_adapters(catalogue: Catalogue, client: httpx.AsyncClient) -> dict[str, Adapter]:
-    """One configured adapter per organisation; a bad adapter entry fails start-up by name."""
+def build_adapters(
+    catalogue: Catalogue, client: httpx.AsyncClient, settings: Settings
+) -> dict[str, Adapter]:
+    """One configured adapter per organisation; a bad adapter entry fails start-up by name.
+
+    A call must end well inside the dispatcher's lease, or a second worker could take the
+    dispatch over and send it again while the first call still waits.
+    """
     adapters: dict[str, Adapter] = {}
     for organisation in catalogue.organisations.values():
-        settings = organisation.adapter.model_dump()
-        adapter_type = ADAPTER_TYPES.get(settings["type"])
+        raw = organisation.adapter.model_dump()
+        adapter_type = ADAPTER_TYPES.get(raw["type"])
         where = f"organisations.yaml: {organisation.id}: adapter"
         if adapter_type is None:
             known = ", ".join(sorted(ADAPTER_TYPES))
-            raise ConfigError(f"{where}.type: unknown adapter '{settings['type']}' ({known})")
+            raise ConfigError(f"{where}.type: unknown adapter '{raw['type']}' ({known})")
         try:
-            config = adapter_type.config_model.model_validate(settings)
+            config = adapter_type.config_model.model_validate(raw)
         except ValidationError as exc:
             fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"{where}: {fields}") from exc
-        adapters[organisation.id] = adapter_type(config=config, client=client)
+        timeout = config.timeout_seconds or settings.http.timeout_seconds
+        if 2 * timeout >= settings.dispatch.lease_seconds:
+            raise ConfigError(
+                f"{where}.timeout_seconds: {timeout} s is too long for a lease of "
+                f"{settings.dispatch.lease_seconds} s (IAP_DISPATCH__LEASE_SECONDS must be more "
+                "than twice the longest call)"
+            )
+        adapters[organisation.id] = adapter_type(config=config, client=client, timeout=timeout)
     return adapters

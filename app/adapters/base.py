@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.catalogue import Organisation
 
@@ -59,6 +59,8 @@ class AdapterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str
+    # Seconds one call may take; without it, IAP_HTTP__TIMEOUT_SECONDS.
+    timeout_seconds: float | None = Field(default=None, gt=0, le=120)
 
 
 class Adapter:
@@ -66,9 +68,10 @@ class Adapter:
 
     config_model: ClassVar[type[AdapterConfig]] = AdapterConfig
 
-    def __init__(self, *, config: Any, client: httpx.AsyncClient) -> None:
+    def __init__(self, *, config: Any, client: httpx.AsyncClient, timeout: float) -> None:
         self.config = config
         self.client = client
+        self.timeout = timeout
 
     async def deliver(self, delivery: Delivery) -> Receipt:
         raise NotImplementedError

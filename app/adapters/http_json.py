@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from pydantic import AnyHttpUrl, Field, SecretStr
+from pydantic import AnyHttpUrl, SecretStr
 
 from app.adapters.base import (
     Adapter,
@@ -25,7 +25,6 @@ from app.adapters.base import (
 
 class HttpJsonConfig(AdapterConfig):
     base_url: AnyHttpUrl
-    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     api_key: SecretStr | None = None
 
 
@@ -40,7 +39,7 @@ class HttpJsonAdapter(Adapter):
             headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
         try:
             response = await self.client.post(
-                url, json=payload(delivery), headers=headers, timeout=self.config.timeout_seconds
+                url, json=payload(delivery), headers=headers, timeout=self.timeout
             )
         except httpx.HTTPError as exc:
             raise RetryableError(describe_transport_error(exc)) from exc

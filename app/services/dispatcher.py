@@ -34,6 +34,7 @@ from app.settings import DispatchSettings
 
 log = structlog.get_logger()
 d = dispatch_table.c
+_RELISTEN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ class Dispatcher:
         self.worker_id = worker_id or new_worker_id()
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], uuid.UUID] = {}
         self._listener: asyncpg.Connection | None = None
+        self._listened_at = 0.0
 
     def wake(self) -> None:
         """New work is waiting: claim it now rather than at the next poll."""
@@ -88,6 +90,7 @@ class Dispatcher:
         """Claim and deliver until stop() is called."""
         await self._listen()
         log.info("dispatcher.started", worker=self.worker_id)
+        self._listened_at = asyncio.get_running_loop().time()
         try:
             while not self._stopping.is_set():
                 try:
@@ -102,6 +105,7 @@ class Dispatcher:
             log.info("dispatcher.stopped", worker=self.worker_id)
 
     async def _claim_and_start(self) -> None:
+        await self._keep_listening()
         # Cleared before claiming, so a wake-up that lands during the claim is not lost.
         self._wakeup.clear()
         wanted = min(self.settings.concurrency - len(self._in_flight), self.settings.batch_size)
@@ -125,11 +129,11 @@ class Dispatcher:
 
     def _start(self, claim: Claim) -> None:
         task = asyncio.create_task(self._deliver(claim))
-        self._in_flight.add(task)
+        self._in_flight[task] = claim.dispatch_id
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self._wakeup.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("dispatcher.task_failed", error=repr(task.exception()))
@@ -166,6 +170,9 @@ class Dispatcher:
             .order_by(d.next_attempt_at)
             .limit(limit)
         )
+        if self._in_flight:
+            # Our own call may outlive its lease; it must not be sent a second time alongside.
+            due = due.where(d.id.not_in(list(self._in_flight.values())))
         if is_postgres(self.engine):
             due = due.with_for_update(skip_locked=True)
         claim = (
@@ -255,7 +262,9 @@ class Dispatcher:
                 ],
             )
             await conn.execute(
-                update(dispatch_table).where(d.id == claim.dispatch_id).values(attempts=attempts)
+                update(dispatch_table)
+                .where(d.id == claim.dispatch_id, d.claims == claim.claims)
+                .values(attempts=attempts)
             )
         return attempts
 
@@ -276,6 +285,8 @@ class Dispatcher:
                 .where(
                     d.id == claim.dispatch_id,
                     d.lease_owner == self.worker_id,
+                    # The claim number fences off a lease that ran out and was taken again.
+                    d.claims == claim.claims,
                     d.state == "delivering",
                 )
                 .values(**self._dispatch_values(outcome, attempt=attempt, now=now))
@@ -392,7 +403,7 @@ class Dispatcher:
     async def _drain(self) -> None:
         if self._in_flight:
             _, pending = await asyncio.wait(
-                self._in_flight, timeout=self.settings.shutdown_grace_seconds
+                list(self._in_flight), timeout=self.settings.shutdown_grace_seconds
             )
             for task in pending:
                 task.cancel()
@@ -430,7 +441,21 @@ class Dispatcher:
             log.warning("dispatcher.listen_failed", error=type(exc).__name__)
             self._listener = None
 
+    async def _keep_listening(self) -> None:
+        """Reconnect LISTEN if its connection dropped (at most every few seconds)."""
+        if not is_postgres(self.engine):
+            return
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._listened_at < _RELISTEN_SECONDS:
+            return
+        self._listened_at = now
+        await self._unlisten()
+        await self._listen()
+
     async def _unlisten(self) -> None:
         if self._listener is not None:
-            await self._listener.close()
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await self._listener.close()
             self._listener = None

@@ -49,6 +49,7 @@ async def send(d: Delivery, **config):
         adapter = HttpJsonAdapter(
             config=HttpJsonConfig(type="http-json", base_url="http://bo.test/cherwell", **config),
             client=client,
+            timeout=5,
         )
         return await adapter.deliver(d)
 

@@ -1,0 +1,332 @@
+"""End-to-end harness: `iap` processes on loopback against the test database and a sandbox whose
+every POST is counted per Idempotency-Key, with bounded waits that fail instead of hanging."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import create_engine, reading
+from app.models import attempt_table, dispatch_table
+from app.sandbox import BackOffice, create_sandbox_app
+from tests.conftest import ThreadedServer, enquiry_body, free_port
+
+IAP = str(Path(sys.executable).parent / "iap")
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, within: float, what: str, every: float = 0.02
+) -> T:
+    """Poll `check` until it returns something truthy; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {within} s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+class PostRecorder:
+    """ASGI wrapper around the sandbox: counts every POST per (organisation, Idempotency-Key).
+
+    It reads the request body before the sandbox sees it, as a real back-office that takes the
+    request in and then works slowly does: a case is still made when the caller has gone away
+    (killed mid-call), which is the ambiguous failure the Idempotency-Key exists for.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.posts: Counter[tuple[str, str]] = Counter()
+        self.in_flight = 0
+
+    def reset(self) -> None:
+        self.posts.clear()
+
+    def posts_for(self, organisation: str, key: object) -> int:
+        return self.posts[(organisation, str(key))]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        key = dict(scope["headers"]).get(b"idempotency-key", b"").decode()
+        organisation = scope["path"].strip("/").split("/")[0]
+        self.posts[(organisation, key)] += 1
+        self.in_flight += 1
+        try:
+            body = await _whole_body(receive)
+            replayed = False
+
+            async def replay() -> Any:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send)
+        finally:
+            self.in_flight -= 1
+
+
+async def _whole_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[ThreadedServer]:
+    """The root sandbox, wrapped so these tests can count POSTs per Idempotency-Key."""
+    app = create_sandbox_app()
+    recorder = PostRecorder(app)
+    server = ThreadedServer(recorder).start()
+    server.app = app  # type: ignore[attr-defined]
+    server.recorder = recorder  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox_posts(sandbox: ThreadedServer, back_office: BackOffice) -> Iterator[PostRecorder]:
+    """POSTs counted for this test; teardown waits for the sandbox to answer them all."""
+    recorder: PostRecorder = sandbox.recorder  # type: ignore[attr-defined]
+    recorder.reset()
+    yield recorder
+    deadline = time.monotonic() + 10
+    while recorder.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    back_office.behaviour.clear()
+
+
+class IapProcess:
+    """One `iap` command running as a child process, its output going to a log file."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        try:
+            self.process = subprocess.Popen(
+                [IAP, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            )
+        except OSError:
+            self._log.close()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The structured log lines so far, optionally only those with this event name."""
+        lines = []
+        for line in self.log_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or entry.get("event") == name:
+                lines.append(entry)
+        return lines
+
+    async def wait_for_event(self, name: str, *, within: float = 15) -> dict[str, Any]:
+        async def logged() -> dict[str, Any] | None:
+            found = self.events(name)
+            if not found and self.process.poll() is not None:
+                raise AssertionError(f"iap {self.args[0]} exited before logging {name}")
+            return found[0] if found else None
+
+        return await eventually(logged, within=within, what=f"{name} from iap {self.args[0]}")
+
+    async def wait_exit(self, *, within: float) -> int:
+        async def exited() -> bool:
+            return self.process.poll() is not None
+
+        await eventually(exited, within=within, what=f"iap {self.args[0]} to exit")
+        return self.process.returncode
+
+    def send(self, sig: signal.Signals) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self) -> None:
+        """Terminate (then kill) if still running; always reap it and close the log."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._log.close()
+
+
+class Launcher:
+    """Starts `iap serve` and `iap worker` against this test's database and the sandbox."""
+
+    def __init__(self, *, database_url: str, sandbox_url: str, log_dir: Path) -> None:
+        # The caller's own IAP_* settings would make runs differ; each test sets what it needs.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("IAP_")}
+        self.base_env = {
+            **inherited,
+            "IAP_ENV": "test",
+            "IAP_DATABASE_URL": database_url,
+            "IAP_SANDBOX_URL": sandbox_url,
+            "IAP_MIGRATE_ON_START": "false",
+            "IAP_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log_dir = log_dir
+        self.started: list[IapProcess] = []
+
+    def _start(self, args: list[str], env: dict[str, str]) -> IapProcess:
+        log_path = self.log_dir / f"{len(self.started):02d}-{args[0]}.log"
+        process = IapProcess(args, env={**self.base_env, **env}, log_path=log_path)
+        self.started.append(process)
+        return process
+
+    @asynccontextmanager
+    async def worker(self, **env: str) -> AsyncIterator[Worker]:
+        """An `iap worker`, yielded once its dispatcher has started; stopped on the way out."""
+        async with self.workers(1, **env) as (worker,):
+            yield worker
+
+    @asynccontextmanager
+    async def workers(self, count: int, **env: str) -> AsyncIterator[tuple[Worker, ...]]:
+        """`count` workers launched at the same moment, yielded once all have started."""
+        processes = [self._start(["worker"], env) for _ in range(count)]
+        try:
+            started = await asyncio.gather(
+                *(p.wait_for_event("dispatcher.started") for p in processes)
+            )
+            yield tuple(Worker(p, s["worker"]) for p, s in zip(processes, started, strict=True))
+        finally:
+            for process in processes:
+                process.stop()
+
+    @asynccontextmanager
+    async def serve(self, *args: str, **env: str) -> AsyncIterator[Gateway]:
+        """An `iap serve` on a free loopback port, yielded once /readyz answers."""
+        port = free_port()
+        process = self._start(["serve", "--port", str(port), "--no-sandbox", *args], env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+
+                async def ready() -> bool:
+                    if process.process.poll() is not None:
+                        raise AssertionError("iap serve exited before it was ready")
+                    try:
+                        return (await http.get("/readyz")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                await eventually(ready, within=15, what="iap serve to be ready", every=0.05)
+                yield Gateway(process, http)
+        finally:
+            process.stop()
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.stop()
+
+
+@dataclass(frozen=True)
+class Worker:
+    process: IapProcess
+    id: str
+
+
+@dataclass(frozen=True)
+class Gateway:
+    process: IapProcess
+    http: httpx.AsyncClient
+
+
+@pytest.fixture
+def iap(database_url: str, sandbox: ThreadedServer, tmp_path: Path) -> Iterator[Launcher]:
+    """Start `iap` processes; all are stopped at teardown and their logs printed (shown on
+    failure)."""
+    launcher = Launcher(database_url=database_url, sandbox_url=sandbox.url, log_dir=tmp_path)
+    yield launcher
+    launcher.stop_all()
+    for process in launcher.started:
+        print(f"----- iap {' '.join(process.args)} (pid {process.pid}) -----")
+        print(process.log_text())
+
+
+class Ledger:
+    """Read-only view of the dispatch tables, as a contact-centre supervisor would query them."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def dispatches(self) -> list[dict[str, Any]]:
+        async with reading(self.engine) as conn:
+            rows = await conn.execute(select(dispatch_table).order_by(dispatch_table.c.id))
+            return [dict(row) for row in rows.mappings()]
+
+    async def attempts(self) -> list[dict[str, Any]]:
+        async with reading(self.engine) as conn:
+            rows = await conn.execute(
+                select(attempt_table).order_by(attempt_table.c.dispatch_id, attempt_table.c.number)
+            )
+            return [dict(row) for row in rows.mappings()]
+
+    async def states(self) -> Counter[str]:
+        return Counter(row["state"] for row in await self.dispatches())
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    engine = create_engine(database_url)
+    yield Ledger(engine)
+    await engine.dispose()
+
+
+# Places in each district, so a batch of enquiries spreads over every back-office.
+POSTCODES = ("OX5 1AA", "OX1 1AA", "OX11 1AA", "OX14 1AA", "OX18 1AA")
+
+
+def mixed_enquiry(number: int) -> dict[str, Any]:
+    """Every third is anti-social behaviour (district and police); the rest are potholes."""
+    postcode = POSTCODES[number % len(POSTCODES)]
+    if number % 3 == 0:
+        return enquiry_body(
+            service_code="anti-social-behaviour",
+            description=f"Youths kicking a ball at windows every evening ({number})",
+            location={"postcode": postcode},
+            attributes={"ongoing": "yes"},
+        )
+    return enquiry_body(description=f"Pothole number {number}", location={"postcode": postcode})
