@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import gc
 import json
 import signal
 import socket
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import create_engine, migrate
+from app.db import create_engine, migrate, writing
 from app.errors import ConfigError, DomainError
 from app.locate import import_onspd_rows, normalise_postcode
 from app.logs import configure_logging
@@ -76,6 +77,7 @@ def serve(
         uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     )
     sandbox_server = _embedded_sandbox(settings) if sandbox else None
+    tune_garbage_collector()
     asyncio.run(_serve_together(gateway, sandbox_server))
 
 
@@ -118,6 +120,7 @@ async def _serve_together(gateway: uvicorn.Server, sandbox: uvicorn.Server | Non
 def worker() -> None:
     """Run a dispatcher only; run as many as you like against one PostgreSQL database."""
     settings = _settings()
+    tune_garbage_collector()
     with _config_errors():
         asyncio.run(_work(settings))
 
@@ -213,7 +216,7 @@ async def _import(settings: Settings, file: Path, *, replace: bool) -> int:
     total = 0
     with file.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        async with engine.begin() as conn:
+        async with writing(engine) as conn:
             if replace:
                 await conn.execute(delete(gazetteer_table))
             batch: list[dict[str, str]] = []
@@ -249,6 +252,18 @@ def openapi_command(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(app.openapi(), indent=2, sort_keys=False) + "\n")
     typer.echo(f"wrote {output}")
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never walk the objects loaded at start-up again.
+
+    Python's default collects every 700 allocations and a request makes thousands, so a busy
+    server spent much of its time collecting (measured: a third more intake throughput and
+    p99 latency cut from ~70 ms to ~20 ms under 32 connections; docs/performance.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def main() -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -18,6 +20,7 @@ DISPATCH_CHANNEL = "iap_dispatch"
 _READ_ONLY = "iap_read_only"
 # Any constant will do: it only has to be the same for every process running migrations.
 _MIGRATION_LOCK_ID = 0x1A9_2026
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON")
 
 
 def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
@@ -40,12 +43,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # Let SQLAlchemy's "begin" event own BEGIN so writers can take the lock up front.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=NORMAL",
-            "busy_timeout=10000",
-            "foreign_keys=ON",
-        ):
+        for pragma in SQLITE_PRAGMAS:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -57,18 +55,35 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+_WRITE_LOCKS: WeakKeyDictionary[Engine, asyncio.Lock] = WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction: committed on exit, rolled back on error.
+
+    On SQLite only one writer can hold the database; writers in this process queue here, in
+    asyncio, rather than in SQLite's busy handler, which sleeps for milliseconds at a time.
+    """
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            yield conn
+        return
+    async with sqlite_write_lock(engine), engine.begin() as conn:
+        yield conn
+
+
+def sqlite_write_lock(engine: AsyncEngine) -> asyncio.Lock:
+    """The lock every writer to this SQLite database in this process takes first."""
+    return _WRITE_LOCKS.setdefault(engine.sync_engine, asyncio.Lock())
+
+
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection for reads only: on SQLite it does not take the write lock."""
     async with engine.connect() as conn:
         await conn.execution_options(**{_READ_ONLY: True})
         yield conn
-
-
-async def notify_dispatchers(conn: AsyncConnection) -> None:
-    """Wake dispatchers in other processes once this transaction commits (PostgreSQL only)."""
-    if is_postgres(conn):
-        await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
 
 
 def alembic_config(database_url: str) -> Config:
@@ -81,7 +96,7 @@ def alembic_config(database_url: str) -> Config:
 
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision; safe to run from several processes at once."""
-    async with engine.begin() as conn:
+    async with writing(engine) as conn:
         if is_postgres(conn):
             await conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"))
         await conn.run_sync(_upgrade, str(engine.url.render_as_string(hide_password=False)))

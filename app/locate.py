@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import re
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")
 _NO_AREA = {"", "E99999999", "W99999999", "S99999999", "N99999999"}
 # About 200 m: how far a point may be from a postcode's centre to take its areas.
 _NEAR_DEGREES = 0.002
+_CACHE_SIZE = 50_000
 
 
 def normalise_postcode(text: str) -> str | None:
@@ -115,13 +118,46 @@ class PostcodeTable:
 
 
 class Gazetteer:
-    """Full postcodes imported from the ONS Postcode Directory (`iap gazetteer import`)."""
+    """Full postcodes imported from the ONS Postcode Directory (`iap gazetteer import`).
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    Answers are kept for a minute (postcodes change only on import), and an empty gazetteer is
+    not asked at all until it is checked again, so intake pays for a look-up only when there is
+    something to find. A new import is used within a minute.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, cache_seconds: float = 60.0) -> None:
         self._engine = engine
+        self._cache_seconds = cache_seconds
+        self._cache: OrderedDict[str, tuple[float, Place | None]] = OrderedDict()
+        self._empty_until = 0.0
 
     async def locate(
         self, *, postcode: str | None, latitude: float | None, longitude: float | None
+    ) -> Place | None:
+        now = time.monotonic()
+        if now < self._empty_until:
+            return None
+        if postcode is None:
+            return await self._look_up(postcode, latitude, longitude)
+        cached = self._cache.get(postcode)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        place = await self._look_up(postcode, latitude, longitude)
+        self._cache[postcode] = (now + self._cache_seconds, place)
+        self._cache.move_to_end(postcode)
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        if place is None and not await self._has_postcodes():
+            self._empty_until = now + self._cache_seconds
+        return place
+
+    async def _has_postcodes(self) -> bool:
+        async with reading(self._engine) as conn:
+            found = await conn.scalar(select(gazetteer_table.c.postcode).limit(1))
+        return found is not None
+
+    async def _look_up(
+        self, postcode: str | None, latitude: float | None, longitude: float | None
     ) -> Place | None:
         query = select(gazetteer_table)
         if postcode is not None:

@@ -49,7 +49,7 @@ class Enquiry(SQLModel, table=True):
 
     id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
     reference: str = Field(max_length=16, unique=True)
-    service_code: str = Field(max_length=64, index=True)
+    service_code: str = Field(max_length=64)
     status: str = Field(max_length=32, index=True)
     channel: str = Field(max_length=32)
     description: str = Field(sa_column=Column(Text, nullable=False))
@@ -59,7 +59,7 @@ class Enquiry(SQLModel, table=True):
     attributes: dict[str, Any] | None = _json()
     consent: dict[str, Any] | None = _json()
     advice: list[dict[str, Any]] | None = _json()
-    client_id: str | None = Field(default=None, max_length=64, index=True)
+    client_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 

@@ -19,7 +19,8 @@ _RANDOM_LENGTH = 8
 
 def new_reference() -> str:
     """A fresh random reference in its canonical form (no separators)."""
-    body = "".join(secrets.choice(ALPHABET) for _ in range(_RANDOM_LENGTH))
+    bits = int.from_bytes(secrets.token_bytes(5))  # 40 bits: 8 characters of 5 bits
+    body = "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(_RANDOM_LENGTH))
     return body + _check_character(body)
 
 

@@ -20,7 +20,7 @@ class AppState:
     intake: IntakeContext
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     """The application state (a FastAPI dependency)."""
     state: AppState = request.app.state.iap
     return state

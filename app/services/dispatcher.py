@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import Adapter, Delivery, PermanentError, RetryableError
 from app.catalogue import Catalogue
-from app.db import DISPATCH_CHANNEL, is_postgres, reading
+from app.db import DISPATCH_CHANNEL, is_postgres, reading, writing
 from app.models import attempt_table, dispatch_table, enquiry_table, event_table, utcnow
 from app.reference import display
 from app.settings import DispatchSettings
@@ -187,7 +187,7 @@ class Dispatcher:
             )
             .returning(d.id, d.enquiry_id, d.organisation_id, d.attempts, d.claims)
         )
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             rows = (await conn.execute(claim)).all()
         return [Claim(*row) for row in rows]
 
@@ -244,7 +244,7 @@ class Dispatcher:
     async def _record_interrupted(self, claim: Claim) -> int:
         attempts = claim.claims - 1
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(
                 attempt_table.insert(),
                 [
@@ -272,7 +272,7 @@ class Dispatcher:
         self, claim: Claim, *, attempt: int, started: datetime, outcome: Outcome
     ) -> None:
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             if is_postgres(conn):
                 # Serialise outcomes per enquiry, so "all delivered" is judged on committed rows.
                 await conn.execute(
@@ -413,7 +413,7 @@ class Dispatcher:
     async def _release_leases(self) -> None:
         """Hand back what we still hold so another worker can take it at once."""
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             released = await conn.execute(
                 update(dispatch_table)
                 .where(d.lease_owner == self.worker_id, d.state == "delivering")

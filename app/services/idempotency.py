@@ -17,6 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.db import writing
 from app.errors import IdempotencyInFlight, IdempotencyMismatch
 from app.models import idempotency_table, utcnow
 from app.settings import ApiSettings
@@ -59,7 +60,7 @@ async def begin(
 async def _try_claim(engine: AsyncEngine, key: IdempotencyKey, settings: ApiSettings) -> bool:
     now = utcnow()
     try:
-        async with engine.begin() as conn:
+        async with writing(engine) as conn:
             await conn.execute(
                 idempotency_table.insert(),
                 {
@@ -82,7 +83,7 @@ async def _existing(
     """The stored answer; None when the record was stale and has been cleared for a retry."""
     now = utcnow()
     where = (t.client_id == key.client_id, t.key == key.key)
-    async with engine.begin() as conn:
+    async with writing(engine) as conn:
         row = (await conn.execute(select(idempotency_table).where(*where))).mappings().first()
         if row is None:
             return None
@@ -115,7 +116,7 @@ async def complete(conn: AsyncConnection, key: IdempotencyKey, response: StoredR
 
 async def release(engine: AsyncEngine, key: IdempotencyKey) -> None:
     """Forget a claim whose request failed, so the client may fix it and send it again."""
-    async with engine.begin() as conn:
+    async with writing(engine) as conn:
         await conn.execute(
             delete(idempotency_table).where(
                 t.client_id == key.client_id, t.key == key.key, t.state == "in_flight"

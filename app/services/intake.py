@@ -9,19 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import reference as references
 from app.catalogue import Catalogue, Service, ServiceAttribute, Tier
-from app.db import notify_dispatchers
 from app.errors import FieldError, ValidationFailed
 from app.locate import LocatorChain, Place
-from app.models import dispatch_table, enquiry_table, event_table, utcnow
+from app.models import utcnow
 from app.routing import Destination, route
 from app.schemas import Advice, DestinationOut, EnquiryCreated, EnquiryIn
-from app.services import idempotency
-from app.services.idempotency import IdempotencyKey, StoredResponse
+from app.services.enquiry_store import NewEnquiry, ReferenceTaken, store_new_enquiry
+from app.services.idempotency import IdempotencyKey
 
 _EMERGENCY = re.compile(
     r"\b(999|emergency|in danger|happening now|right now|weapon|knife|knives|gun|stabb\w*|"
@@ -240,18 +238,14 @@ async def _insert(
     for _ in range(3):
         reference = references.new_reference()
         created = answer(reference)
+        stored = None
+        if idempotency_key is not None:
+            body = created.model_dump(mode="json")
+            stored = (idempotency_key.client_id, idempotency_key.key, 201, body)
+        new = NewEnquiry({**enquiry, "reference": reference}, dispatches, event, stored)
         try:
-            async with engine.begin() as conn:
-                await conn.execute(enquiry_table.insert(), {**enquiry, "reference": reference})
-                await conn.execute(dispatch_table.insert(), dispatches)
-                await conn.execute(event_table.insert(), event)
-                if idempotency_key is not None:
-                    stored = StoredResponse(201, created.model_dump(mode="json"))
-                    await idempotency.complete(conn, idempotency_key, stored)
-                await notify_dispatchers(conn)
-        except IntegrityError as exc:
-            if "reference" not in str(exc.orig).lower():
-                raise
+            await store_new_enquiry(engine, new)
+        except ReferenceTaken:
             continue
         return created
     raise RuntimeError("could not find a free enquiry reference")

@@ -23,7 +23,7 @@ def upgrade() -> None:
         "enquiry",
         sa.Column("id", sa.Uuid(), primary_key=True),
         sa.Column("reference", sa.String(16), nullable=False, unique=True),
-        sa.Column("service_code", sa.String(64), nullable=False, index=True),
+        sa.Column("service_code", sa.String(64), nullable=False),
         sa.Column("status", sa.String(32), nullable=False, index=True),
         sa.Column("channel", sa.String(32), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("attributes", sa.JSON(), nullable=True),
         sa.Column("consent", sa.JSON(), nullable=True),
         sa.Column("advice", sa.JSON(), nullable=True),
-        sa.Column("client_id", sa.String(64), nullable=True, index=True),
+        sa.Column("client_id", sa.String(64), nullable=True),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("updated_at", UTC, nullable=False),
     )

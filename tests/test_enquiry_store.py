@@ -1,0 +1,67 @@
+"""The intake's one-trip writer: what it stores reads back through the models, a taken
+reference is redrawn, and on SQLite one failing enquiry in a group commit fails alone."""
+
+import asyncio
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+from sqlmodel import SQLModel
+
+from app import reference
+from app.models import enquiry_table
+from app.services import enquiry_store
+from tests.conftest import enquiry_body
+
+
+async def test_a_taken_reference_is_drawn_again(client, engine, monkeypatch):
+    first = await client.post("/v1/enquiries", json=enquiry_body())
+    taken = first.json()["reference"].replace("-", "")
+    fresh = reference.new_reference()
+    draws = iter([taken, fresh])
+    monkeypatch.setattr(reference, "new_reference", lambda: next(draws))
+    second = await client.post("/v1/enquiries", json=enquiry_body())
+    assert second.status_code == 201
+    assert second.json()["reference"] == reference.display(fresh)
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(enquiry_table)) == 2
+
+
+async def test_one_failure_in_a_group_does_not_sink_the_others(client, engine, monkeypatch):
+    """Many enquiries at once, one of them reusing a reference: only that one is redrawn."""
+    first = await client.post("/v1/enquiries", json=enquiry_body())
+    taken = first.json()["reference"].replace("-", "")
+    calls = {"n": 0}
+    real = reference.new_reference
+
+    def sometimes_taken():
+        calls["n"] += 1
+        return taken if calls["n"] == 5 else real()
+
+    monkeypatch.setattr(reference, "new_reference", sometimes_taken)
+    answers = await asyncio.gather(
+        *(client.post("/v1/enquiries", json=enquiry_body()) for _ in range(20))
+    )
+    assert [a.status_code for a in answers] == [201] * 20
+    assert len({a.json()["reference"] for a in answers}) == 20
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(enquiry_table)) == 21
+
+
+async def test_other_integrity_errors_are_not_mistaken_for_a_taken_reference(engine):
+    new = enquiry_store.NewEnquiry(
+        enquiry=dict.fromkeys(enquiry_store.ENQUIRY_COLUMNS), dispatches=[], event={}
+    )
+    with pytest.raises(Exception, match=r"(?i)not ?null") as caught:
+        await enquiry_store.store_new_enquiry(engine, new)
+    assert not isinstance(caught.value, enquiry_store.ReferenceTaken)
+
+
+async def test_migrations_and_models_agree(engine):
+    def differences(sync_conn):
+        context = MigrationContext.configure(sync_conn, opts={"compare_type": False})
+        return compare_metadata(context, SQLModel.metadata)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
