@@ -51,9 +51,11 @@ async def test_one_failure_in_a_group_does_not_sink_the_others(client, engine, m
 
 async def test_other_integrity_errors_are_not_mistaken_for_a_taken_reference(engine):
     new = enquiry_store.NewEnquiry(
-        enquiry=dict.fromkeys(enquiry_store.ENQUIRY_COLUMNS), dispatches=[], event={}
+        enquiry=dict.fromkeys(enquiry_store.ENQUIRY_COLUMNS),
+        dispatches=[],
+        event=dict.fromkeys(enquiry_store.EVENT_COLUMNS),
     )
-    with pytest.raises(Exception, match=r"(?i)not ?null") as caught:
+    with pytest.raises(Exception, match=r"(?i)not.?null") as caught:
         await enquiry_store.store_new_enquiry(engine, new)
     assert not isinstance(caught.value, enquiry_store.ReferenceTaken)
 
