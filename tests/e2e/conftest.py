@@ -46,12 +46,9 @@ async def eventually(
 
 
 class PostRecorder:
-    """ASGI wrapper around the sandbox: counts every POST per (organisation, Idempotency-Key).
-
-    It reads the request body before the sandbox sees it, as a real back-office that takes the
-    request in and then works slowly does: a case is still made when the caller has gone away
-    (killed mid-call), which is the ambiguous failure the Idempotency-Key exists for.
-    """
+    """ASGI wrapper around the sandbox: counts every POST per (organisation, Idempotency-Key),
+    and how many are still being answered (the sandbox reads each request before its delay, so
+    a case is still made when the caller has gone away)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -73,31 +70,9 @@ class PostRecorder:
         self.posts[(organisation, key)] += 1
         self.in_flight += 1
         try:
-            body = await _whole_body(receive)
-            replayed = False
-
-            async def replay() -> Any:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
-
-
-async def _whole_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 @pytest.fixture(scope="session")
