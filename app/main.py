@@ -21,7 +21,7 @@ from app.middleware import BodyGuard
 from app.problems import PROBLEM_JSON, install_problem_handlers
 from app.routers import catalogue, enquiries, meta
 from app.services.dispatcher import Dispatcher
-from app.services.enquiry_store import close_writer
+from app.services.enquiry_store import close_store
 from app.services.intake import IntakeContext
 from app.settings import Settings, get_settings
 from app.state import AppState
@@ -100,7 +100,7 @@ async def runtime(
             )
             yield engine, client, dispatcher
     finally:
-        close_writer(engine)
+        await close_store(engine)
         await engine.dispose()
 
 

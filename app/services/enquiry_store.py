@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import asyncpg
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -111,19 +112,34 @@ def _postgres_arguments(new: NewEnquiry) -> list[Any]:
 
 
 async def _store_postgres(engine: AsyncEngine, new: NewEnquiry) -> None:
-    import asyncpg
+    pool = await _postgres_pool(engine)
+    try:
+        await pool.execute(
+            _POSTGRES_STATEMENTS[new.idempotency is not None], *_postgres_arguments(new)
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "enquiry_reference_key":
+            raise ReferenceTaken from exc
+        raise
 
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: asyncpg.Connection = raw.driver_connection
-        try:
-            await driver.execute(
-                _POSTGRES_STATEMENTS[new.idempotency is not None], *_postgres_arguments(new)
-            )
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == "enquiry_reference_key":
-                raise ReferenceTaken from exc
-            raise
+
+_POOLS: WeakKeyDictionary[Engine, asyncpg.Pool] = WeakKeyDictionary()
+
+
+async def _postgres_pool(engine: AsyncEngine) -> asyncpg.Pool:
+    """A pool of the intake's own: its one autocommit statement changes no session state, so a
+    connection goes back without the reset query (or SQLAlchemy's ping and rollback) each
+    checkout would otherwise cost."""
+    pool = _POOLS.get(engine.sync_engine)
+    if pool is None:
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=20, reset=_no_reset)
+        _POOLS[engine.sync_engine] = pool
+    return pool
+
+
+async def _no_reset(connection: asyncpg.Connection) -> None:
+    return None
 
 
 # --- SQLite: one trip to the writer thread ---------------------------------------------------
@@ -300,8 +316,11 @@ async def _store_sqlite(engine: AsyncEngine, new: NewEnquiry) -> None:
     await _writer(engine).run(new)
 
 
-def close_writer(engine: AsyncEngine) -> None:
-    """Close the SQLite writer thread of this engine, if it has one."""
+async def close_store(engine: AsyncEngine) -> None:
+    """Close this engine's SQLite writer thread or PostgreSQL pool, whichever it has."""
     writer = _WRITERS.pop(engine.sync_engine, None)
     if writer is not None:
         writer.close()
+    pool = _POOLS.pop(engine.sync_engine, None)
+    if pool is not None:
+        await pool.close()
