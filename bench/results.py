@@ -1,0 +1,284 @@
+"""Results, targets and the Markdown page (docs/performance.md) that shows them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness import BENCH_DIR, ROOT
+from loadgen import CONNECTIONS, MAX_ERROR_SHARE, LoadResult
+
+DRAIN_ENQUIRIES = 2000
+LATENCY_ENQUIRIES = 200
+TARGET_THROUGHPUT = 0.6  # gateway req/s at least this times the floor's
+TARGET_P99 = 2.0  # gateway p99 at most this times the floor's
+TARGET_DELIVERED_P50_MS = 50.0
+NOTES_MARKER = "<!-- Everything below this line is kept when bench/run.py rewrites the file. -->"
+
+
+@dataclass
+class DrainResult:
+    dispatches: int
+    seconds: float
+    other_cpu: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.dispatches / self.seconds
+
+
+@dataclass
+class LatencyResult:
+    enquiries: int
+    p50_ms: float
+    p99_ms: float
+    other_cpu: float = 0.0
+
+
+@dataclass
+class DatabaseFigures:
+    database: str
+    floor: LoadResult
+    gateway: LoadResult
+    drain: DrainResult
+    latency: LatencyResult
+    version: str = ""
+
+    @property
+    def rps_ratio(self) -> float:
+        return self.gateway.rps / self.floor.rps
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.gateway.p99_ms / self.floor.p99_ms
+
+
+@dataclass
+class Run:
+    duration: float
+    warm_up: float
+    tool: str
+    pinned: bool
+    machine: dict[str, str]
+    figures: list[DatabaseFigures] = field(default_factory=list)
+
+
+def code_version() -> str:
+    """The commit measured, and whether app/ differs from it."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    changed = subprocess.run([*git, "status", "--porcelain", "--", "app"], capture_output=True)
+    dirty = " with uncommitted changes in app/" if changed.stdout.strip() else ""
+    return f"commit {head.stdout.strip()}{dirty}"
+
+
+def machine() -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return {
+        "cpus": str(len(os.sched_getaffinity(0))),
+        "cpu": model[1].strip() if model else platform.processor() or "unknown",
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "code": code_version(),
+        # Other work on the machine skews every figure; this shows whether there was any.
+        "load": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def targets(figures: DatabaseFigures) -> list[tuple[bool, str]]:
+    """Each target with whether it was met; a run with too many errors meets none."""
+    valid = figures.floor.valid and figures.gateway.valid
+    note = "" if valid else " (invalid run: errors over 0.1%)"
+    return [
+        (
+            valid and figures.rps_ratio >= TARGET_THROUGHPUT,
+            f"intake req/s {figures.rps_ratio:.2f} x floor (target ≥ {TARGET_THROUGHPUT}){note}",
+        ),
+        (
+            valid and figures.p99_ratio <= TARGET_P99,
+            f"intake p99 {figures.p99_ratio:.2f} x floor (target ≤ {TARGET_P99}){note}",
+        ),
+        (
+            figures.latency.p50_ms <= TARGET_DELIVERED_P50_MS,
+            f"accepted→delivered p50 {figures.latency.p50_ms:.1f} ms "
+            f"(target ≤ {TARGET_DELIVERED_P50_MS:.0f} ms)",
+        ),
+    ]
+
+
+def intake_rows(figures: DatabaseFigures) -> list[list[str]]:
+    ratios = [f"{figures.rps_ratio:.2f}", f"{figures.p99_ratio:.2f}"]
+    return [
+        load_row(figures.database, "floor", figures.floor, ["", ""]),
+        load_row(figures.database, "gateway", figures.gateway, ratios),
+    ]
+
+
+def load_row(database: str, server: str, result: LoadResult, ratios: list[str]) -> list[str]:
+    figures = [f"{result.rps:.0f}", f"{result.p50_ms:.2f}", f"{result.p99_ms:.2f}"]
+    errors = f"{result.errors} of {result.requests}"
+    return [database, server, *figures, *ratios, errors, f"{result.other_cpu:.1%}"]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def report(run: Run) -> str:
+    """The whole results page as Markdown (also what the console shows)."""
+    lines = [
+        "# Performance",
+        "",
+        "Written by `bench/run.py`; do not edit the figures by hand, run it again:",
+        "",
+        "    .venv/bin/python bench/run.py --db both --write docs/performance.md",
+        "",
+        *section("Machine", machine_lines(run)),
+        *section("Method", method_lines(run)),
+        *section("Intake", markdown_table(INTAKE_HEADER, rows(run, intake_rows))),
+        *section("Delivery", markdown_table(DELIVERY_HEADER, rows(run, delivery_rows))),
+        *section("Targets", target_lines(run)),
+    ]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+INTAKE_HEADER = [
+    "database",
+    "server",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "req/s ÷ floor",
+    "p99 ÷ floor",
+    "errors",
+    "other CPU",
+]
+DELIVERY_HEADER = ["database", "measure", "figure", "over", "other CPU"]
+BUSY_SHARE = 0.05  # other CPU above this makes a figure suspect
+
+
+def rows(run: Run, of: Callable[[DatabaseFigures], list[list[str]]]) -> list[list[str]]:
+    return [row for figures in run.figures for row in of(figures)]
+
+
+def section(title: str, lines: list[str]) -> list[str]:
+    return [f"## {title}", "", *lines, ""]
+
+
+def machine_lines(run: Run) -> list[str]:
+    m = run.machine
+    versions = ", ".join(f.version for f in run.figures if f.version)
+    return [
+        f"- {m['cpus']} CPUs: {m['cpu']}",
+        f"- Python {m['python']}, {m['os']}; {versions}",
+        f"- Run on {m['date']}; load average before the run {m['load']} (1 / 5 / 15 min)",
+        f"- Code: {m['code']}; load generator: {run.tool}",
+    ]
+
+
+def method_lines(run: Run) -> list[str]:
+    pinning = (
+        "the server on CPU 0, the load generator on CPU 1 (`taskset`), PostgreSQL on either"
+        if run.pinned
+        else "no CPU pinning"
+    )
+    return [
+        "- Intake: the floor (`bench/floor.py`: FastAPI, the gateway's `EnquiryIn` body model, "
+        "one raw INSERT per request; aiosqlite with the gateway's PRAGMAs on one connection, or "
+        "an asyncpg pool), then the gateway (`iap serve --no-worker --no-sandbox`); one uvicorn "
+        "worker each, both run as `iap serve` runs (asyncio.run, its garbage-collector settings), "
+        "one after the other, each on a fresh database migrated by `iap migrate`.",
+        f"- Each server gets {run.warm_up:g} s of warm-up, then {run.duration:g} s of "
+        f"{CONNECTIONS} connections POSTing a valid `pothole` enquiry; {pinning}.",
+        f"- A run with over {MAX_ERROR_SHARE:.1%} non-2xx or socket errors fails the intake "
+        "targets.",
+        f"- Drain: {DRAIN_ENQUIRIES} enquiries queued with no worker, then a sandbox back-office "
+        "and one `iap worker`; dispatches/s from the worker's `dispatcher.started` log line until "
+        "every dispatch is `delivered`.",
+        "- Accepted→delivered: `iap serve` with its in-process worker and a sandbox; "
+        f"{LATENCY_ENQUIRIES} enquiries one at a time; `dispatch.delivered_at - created_at`.",
+        "- Other CPU: the share of all CPUs used during a timed part by anything but this run's "
+        "processes, PostgreSQL and kernel threads, hypervisor steal included (from /proc). Above "
+        f"{BUSY_SHARE:.0%} the figure is marked suspect.",
+    ]
+
+
+def target_lines(run: Run) -> list[str]:
+    verdicts = [
+        f"- **{verdict(ok)}** {f.database}: {text}" for f in run.figures for ok, text in targets(f)
+    ]
+    return verdicts + busy_lines(run)
+
+
+def delivery_rows(f: DatabaseFigures) -> list[list[str]]:
+    drain, latency = f.drain, f.latency
+    return [
+        [
+            f.database,
+            "drain",
+            f"{drain.rate:.0f} dispatches/s",
+            f"{drain.dispatches} dispatches in {drain.seconds:.1f} s",
+            f"{drain.other_cpu:.1%}",
+        ],
+        [
+            f.database,
+            "accepted→delivered",
+            f"p50 {latency.p50_ms:.1f} ms, p99 {latency.p99_ms:.1f} ms",
+            f"{latency.enquiries} enquiries, one at a time",
+            f"{latency.other_cpu:.1%}",
+        ],
+    ]
+
+
+def busy_lines(run: Run) -> list[str]:
+    """A warning for each figure taken while other work used the machine."""
+    shares = {
+        f"{f.database} {name}": result.other_cpu
+        for f in run.figures
+        for name, result in (
+            ("floor", f.floor),
+            ("gateway", f.gateway),
+            ("drain", f.drain),
+            ("accepted→delivered", f.latency),
+        )
+    }
+    return [
+        f"- **Suspect**: other processes used {share:.0%} of the CPU during {name}; run again "
+        "on a quiet machine."
+        for name, share in shares.items()
+        if share > BUSY_SHARE
+    ]
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write the page, keeping whatever follows NOTES_MARKER in the old one."""
+    kept = ""
+    if path.exists() and NOTES_MARKER in (old := path.read_text()):
+        kept = old.split(NOTES_MARKER, 1)[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{text}\n{NOTES_MARKER}{kept or chr(10)}")
+
+
+def save_raw(run: Run) -> Path:
+    """Everything measured, with wrk's own output, in bench/results/ (not committed)."""
+    folder = BENCH_DIR / "results"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(asdict(run), indent=2) + "\n")
+    return path

@@ -1,0 +1,268 @@
+"""Benchmark the gateway against a floor measured in the same run, on SQLite and PostgreSQL.
+
+For each database, one after the other on loopback:
+  intake   the floor (bench/floor.py) then `iap serve --no-worker --no-sandbox`, each on a fresh
+           database, warmed up then driven by wrk (32 connections) for --duration seconds;
+  drain    N enquiries queued with no worker, then a sandbox and one `iap worker`: dispatches/s
+           until every dispatch is delivered;
+  latency  `iap serve` with its in-process worker and a sandbox, one request at a time:
+           accepted→delivered (dispatch.delivered_at - dispatch.created_at).
+
+Run: .venv/bin/python bench/run.py [--duration 15] [--db sqlite|postgres|both]
+                                    [--write docs/performance.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from harness import (
+    BENCH_DIR,
+    IAP,
+    LOAD_CPU,
+    ROOT,
+    SERVER_CPU,
+    Databases,
+    Processes,
+    accepted_to_delivered_ms,
+    database_version,
+    dispatch_counts,
+    free_port,
+    iap_env,
+    other_cpu,
+    wait_until_delivered,
+    wait_until_ready,
+)
+from loadgen import CONNECTIONS, Load, LoadResult, ensure_wrk, percentile, submit, submit_many
+from results import (
+    DRAIN_ENQUIRIES,
+    LATENCY_ENQUIRIES,
+    DatabaseFigures,
+    DrainResult,
+    LatencyResult,
+    Run,
+    machine,
+    report,
+    save_raw,
+    write_report,
+)
+
+
+@dataclass
+class Bench:
+    """The phases for one kind of database, each on a fresh database of its own."""
+
+    procs: Processes
+    databases: Databases
+    load: Load
+    duration: float
+    warm_up: float
+
+    @property
+    def kind(self) -> str:
+        return self.databases.kind
+
+    @contextlib.asynccontextmanager
+    async def server(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        port: int,
+        cpu: str,
+        ready_path: str = "/healthz",
+    ) -> AsyncIterator[str]:
+        """A started server that answers on ready_path; its base URL. Stopped on the way out."""
+        name = f"{self.kind}-{name}"
+        proc = self.procs.start(name, argv, env=env, cpu=cpu)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await wait_until_ready(self.procs, name, proc, base + ready_path)
+            yield base
+        finally:
+            await self.procs.stop(proc)
+
+    def gateway(self, name: str, env: dict[str, str], *, worker: bool) -> AsyncContextManager[str]:
+        port = free_port()
+        argv = [IAP, "serve", "--no-sandbox", "--port", str(port)]
+        argv += [] if worker else ["--no-worker"]
+        return self.server(name, argv, env=env, port=port, cpu=SERVER_CPU)
+
+    def sandbox(self, name: str, env: dict[str, str]) -> AsyncContextManager[str]:
+        port = int(env["IAP_SANDBOX_URL"].rsplit(":", 1)[1])
+        argv = [IAP, "sandbox", "--port", str(port)]
+        return self.server(
+            name, argv, env=env, port=port, cpu=LOAD_CPU, ready_path="/_sandbox/stats"
+        )
+
+    async def intake(self, name: str, server: AsyncContextManager[str]) -> LoadResult:
+        """Check that one enquiry gets 201, warm up, then measure."""
+        async with server as base, httpx.AsyncClient(timeout=10) as client:
+            url = f"{base}/v1/enquiries"
+            await submit(client, url)
+            await self.load.run(url, self.warm_up)
+            with other_cpu() as other:
+                result = await self.load.run(url, self.duration)
+        result.other_cpu = other.share
+        print(
+            f"  {name:8} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
+            f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
+            flush=True,
+        )
+        return result
+
+    async def floor_intake(self) -> LoadResult:
+        url, port = await self.databases.fresh("floor"), free_port()
+        argv = [sys.executable, str(BENCH_DIR / "floor.py"), "--database-url", url]
+        argv += ["--port", str(port)]
+        floor = self.server("floor", argv, env=iap_env(url), port=port, cpu=SERVER_CPU)
+        return await self.intake("floor", floor)
+
+    async def gateway_intake(self) -> LoadResult:
+        env = iap_env(await self.databases.fresh("gateway"))
+        return await self.intake("gateway", self.gateway("gateway", env, worker=False))
+
+    async def drain(self) -> DrainResult:
+        """Queue DRAIN_ENQUIRIES with no worker; time one `iap worker` delivering them all."""
+        url = await self.databases.fresh("drain")
+        env = iap_env(url, free_port())
+        async with self.gateway("drain-gateway", env, worker=False) as base:
+            await submit_many(f"{base}/v1/enquiries", DRAIN_ENQUIRIES, CONNECTIONS)
+        expected = sum((await dispatch_counts(url)).values())
+        async with self.sandbox("drain-sandbox", env):
+            name = f"{self.kind}-drain-worker"
+            worker = self.procs.start(name, [IAP, "worker"], env=env, cpu=SERVER_CPU)
+            try:
+                started = await self.wait_for_log(name, worker, "dispatcher.started")
+                with other_cpu() as other:
+                    finished = await wait_until_delivered(url, expected, timeout=300)
+            finally:
+                await self.procs.stop(worker)
+        result = DrainResult(expected, finished - started, other.share)
+        print(
+            f"  drain    {result.rate:9.1f} dispatches/s ({expected} in {result.seconds:.1f} s)",
+            flush=True,
+        )
+        return result
+
+    async def wait_for_log(self, name: str, proc: subprocess.Popen[bytes], event: str) -> float:
+        """The monotonic time `event` first shows in the process's log."""
+        path = self.procs.logs / f"{name}.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if event in path.read_text(errors="replace"):
+                return time.monotonic()
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.procs.log_tail(name)}")
+            await asyncio.sleep(0.01)
+        raise RuntimeError(f"{name} did not log {event} within 30 s")
+
+    async def latency(self) -> LatencyResult:
+        """`iap serve` with its worker; LATENCY_ENQUIRIES one at a time; accepted→delivered."""
+        url = await self.databases.fresh("latency")
+        env = iap_env(url, free_port())
+        async with (
+            self.sandbox("latency-sandbox", env),
+            self.gateway("latency-gateway", env, worker=True) as base,
+            httpx.AsyncClient(timeout=10) as client,
+        ):
+            with other_cpu() as other:
+                for _ in range(LATENCY_ENQUIRIES):
+                    await submit(client, f"{base}/v1/enquiries")
+                await wait_until_delivered(url, LATENCY_ENQUIRIES, timeout=60)
+        delays = await accepted_to_delivered_ms(url)
+        p50, p99 = percentile(delays, 50), percentile(delays, 99)
+        result = LatencyResult(len(delays), p50, p99, other.share)
+        print(
+            f"  accepted→delivered  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms",
+            flush=True,
+        )
+        return result
+
+    async def measure(self) -> DatabaseFigures:
+        print(f"{self.kind}:", flush=True)
+        return DatabaseFigures(
+            database=self.kind,
+            floor=await self.floor_intake(),
+            gateway=await self.gateway_intake(),
+            drain=await self.drain(),
+            latency=await self.latency(),
+            version=await database_version(self.kind),
+        )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per timed intake run")
+    parser.add_argument("--warm-up", type=float, default=3.0, help="seconds of warm-up per server")
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--write", type=Path, help="write the results page here (Markdown)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--httpx", action="store_true", help="use the httpx generator, not wrk")
+    args = parser.parse_args(argv)
+    if not 1 <= args.duration <= 120 or not 0 <= args.warm_up <= 60:
+        parser.error("--duration must be 1-120 s and --warm-up 0-60 s")
+    return args
+
+
+async def bench_database(kind: str, run: Run, procs: Processes, load: Load, workdir: Path) -> None:
+    databases = Databases(kind, workdir)
+    try:
+        bench = Bench(procs, databases, load, run.duration, run.warm_up)
+        run.figures.append(await bench.measure())
+    finally:
+        await procs.stop_all()
+        await databases.drop_all()
+
+
+async def main(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    pin = (
+        not args.no_pin
+        and shutil.which("taskset") is not None
+        and len(os.sched_getaffinity(0)) >= 2
+    )
+    load_with_wrk = not args.httpx and ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="iap-bench-") as tmp:
+        procs = Processes(Path(tmp), pin=pin)
+        load = Load(procs, use_wrk=load_with_wrk)
+        run = Run(args.duration, args.warm_up, load.tool, pin, machine())
+        print(
+            f"load generator: {load.tool}; {run.machine['cpus']} CPUs; pinned: {pin}; "
+            f"load average {run.machine['load']}",
+            flush=True,
+        )
+        kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+        for kind in kinds:
+            await bench_database(kind, run, procs, load, Path(tmp))
+    text = report(run)
+    raw = save_raw(run)
+    if args.write:
+        write_report(args.write, text)
+    print("\n" + text)
+    print(f"raw results: {raw.relative_to(ROOT)}" + (f"; wrote {args.write}" if args.write else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))
