@@ -69,13 +69,9 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.begin() as conn:
             yield conn
         return
-    async with sqlite_write_lock(engine), engine.begin() as conn:
+    lock = _WRITE_LOCKS.setdefault(engine.sync_engine, asyncio.Lock())
+    async with lock, engine.begin() as conn:
         yield conn
-
-
-def sqlite_write_lock(engine: AsyncEngine) -> asyncio.Lock:
-    """The lock every writer to this SQLite database in this process takes first."""
-    return _WRITE_LOCKS.setdefault(engine.sync_engine, asyncio.Lock())
 
 
 @asynccontextmanager

@@ -2,7 +2,8 @@
 
 Same key and same body → the first answer again; a different body → 422; the first request
 still running → 409. Keys are per client and kept at least 24 hours. The answer is stored in the
-same transaction as the enquiry, so a key is never left claiming an enquiry that was not stored.
+same transaction as the enquiry (app/services/enquiry_store.py), so a key is never left
+claiming an enquiry that was not stored.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import writing
 from app.errors import IdempotencyInFlight, IdempotencyMismatch
@@ -103,15 +104,6 @@ async def _existing(
                 "A request with this Idempotency-Key is still being processed; retry later."
             )
         return StoredResponse(row["response_status"], row["response_body"])
-
-
-async def complete(conn: AsyncConnection, key: IdempotencyKey, response: StoredResponse) -> None:
-    """Store the answer, inside the transaction that stores what it answers for."""
-    await conn.execute(
-        update(idempotency_table)
-        .where(t.client_id == key.client_id, t.key == key.key)
-        .values(state="completed", response_status=response.status, response_body=response.body)
-    )
 
 
 async def release(engine: AsyncEngine, key: IdempotencyKey) -> None:
