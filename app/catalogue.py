@@ -47,6 +47,11 @@ class AdapterConfig(BaseModel):
     type: str = Field(min_length=1)
 
 
+CitizenField = Literal[
+    "name", "email", "phone", "preferred_contact", "accessibility_needs", "language"
+]
+
+
 class Organisation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,6 +60,9 @@ class Organisation(BaseModel):
     kind: OrganisationKind
     areas: tuple[str, ...] = ()
     adapter: AdapterConfig
+    # The citizen's details this organisation may receive under its data-sharing agreement,
+    # and then only when the citizen agreed to share them. None unless listed.
+    shares: tuple[CitizenField, ...] = ()
 
     @model_validator(mode="after")
     def _areas_fit_kind(self) -> Organisation:

@@ -212,3 +212,6 @@ class OrganisationOut(BaseModel):
     kind: str
     areas: list[str]
     adapter: str
+    shares: list[str] = Field(
+        description="The citizen's details it may receive, and only with their consent"
+    )

@@ -57,6 +57,13 @@ def test_environment_values_fill_placeholders(config_dir, monkeypatch):
         ("organisations.yaml", "organisations", 1, {"kind": "parish"}, "organisations[1].kind"),
         ("organisations.yaml", "organisations", 2, {"areas": []}, "organisations[2].areas"),
         ("organisations.yaml", "organisations", 3, {"id": "Bad Id"}, "organisations[3].id"),
+        (
+            "organisations.yaml",
+            "organisations",
+            4,
+            {"shares": ["shoe_size"]},
+            "organisations[4].shares.0",
+        ),
         ("services.yaml", "services", 0, {"tiers": ["parish"]}, "services[0].tiers.0"),
         ("services.yaml", "services", 0, {"colour": "red"}, "services[0].colour"),
         ("services.yaml", "services", 1, {"code": "pothole"}, "duplicate id 'pothole'"),

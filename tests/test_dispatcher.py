@@ -61,9 +61,32 @@ async def test_contact_details_go_only_with_consent(client, app, back_office):
     await deliver_all(app)
     cases = {c["reference"]: c for c in back_office.cases["oxfordshire-county"].values()}
     assert "citizen" not in cases[private]
-    assert cases[private]["language"] == "pl"
-    assert cases[shared]["citizen"]["email"] == "ann@example.org"
+    assert "ann@example.org" not in str(cases[private])
+    assert cases[shared]["citizen"] == citizen
     assert cases[shared]["description"] == "A deep pothole by the bus stop"
+
+
+async def test_an_organisation_gets_only_the_details_its_agreement_lists(client, app, back_office):
+    dispatcher = app.state.dispatcher
+    county = dispatcher.catalogue.organisations["oxfordshire-county"]
+    dispatcher.catalogue = dispatcher.catalogue.model_copy(
+        update={
+            "organisations": {
+                **dispatcher.catalogue.organisations,
+                "oxfordshire-county": county.model_copy(update={"shares": ("name", "language")}),
+            }
+        }
+    )
+    citizen = {
+        "name": "Ann Example",
+        "email": "ann@example.org",
+        "phone": "01865 000000",
+        "language": "pl",
+    }
+    ref = await submit(client, citizen=citizen, consent={"share_contact_details": True})
+    await deliver_all(app)
+    [case] = [c for c in back_office.cases["oxfordshire-county"].values() if c["reference"] == ref]
+    assert case["citizen"] == {"name": "Ann Example", "language": "pl"}
 
 
 async def test_back_office_down_is_retried_then_dead_with_its_reason(client, app, back_office):

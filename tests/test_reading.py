@@ -117,6 +117,7 @@ async def test_services_and_organisations_are_listed(client):
     organisations = (await client.get("/v1/organisations")).json()
     assert {o["id"] for o in organisations} >= {"cherwell", "contact-centre", "nhs-bob-icb"}
     assert all("base_url" not in str(o) for o in organisations)
+    assert "email" in next(o for o in organisations if o["id"] == "cherwell")["shares"]
 
 
 async def test_unknown_routes_and_methods_are_problems(client):

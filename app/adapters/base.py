@@ -40,12 +40,20 @@ class Delivery:
     reference: str
     attempt: int
     organisation: Organisation
-    enquiry: dict[str, Any]
+    enquiry: dict[str, Any]  # the stored enquiry, without the citizen's details
     service_name: str
+    # Only what this organisation may receive, and only with the citizen's consent; else None.
+    citizen: dict[str, Any] | None
 
-    @property
-    def shares_contact_details(self) -> bool:
-        return bool((self.enquiry.get("consent") or {}).get("share_contact_details"))
+
+def shareable_citizen(enquiry: dict[str, Any], organisation: Organisation) -> dict[str, Any] | None:
+    """The citizen's details this organisation may be sent: none without consent, and then
+    only the fields its data-sharing agreement lists."""
+    citizen = enquiry.get("citizen") or {}
+    if not (enquiry.get("consent") or {}).get("share_contact_details"):
+        return None
+    shared = {k: v for k, v in citizen.items() if k in organisation.shares}
+    return shared or None
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,8 @@ class HttpJsonAdapter(Adapter):
 
 
 def payload(delivery: Delivery) -> dict[str, Any]:
-    """What the organisation receives: the enquiry, and contact details only with consent."""
+    """What the organisation receives: the enquiry, and the citizen's details it may have."""
     enquiry = delivery.enquiry
-    citizen = enquiry.get("citizen") or {}
     body: dict[str, Any] = {
         "reference": delivery.reference,
         "dispatch_id": str(delivery.dispatch_id),
@@ -68,8 +67,7 @@ def payload(delivery: Delivery) -> dict[str, Any]:
         "location": enquiry.get("location"),
         "attributes": enquiry.get("attributes") or {},
         "submitted_at": enquiry["created_at"].isoformat(),
-        "language": citizen.get("language"),
     }
-    if delivery.shares_contact_details and citizen:
-        body["citizen"] = citizen
+    if delivery.citizen is not None:
+        body["citizen"] = delivery.citizen
     return body

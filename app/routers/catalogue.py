@@ -66,4 +66,5 @@ def _organisation(organisation: Organisation) -> OrganisationOut:
         kind=organisation.kind.value,
         areas=list(organisation.areas),
         adapter=organisation.adapter.type,
+        shares=list(organisation.shares),
     )

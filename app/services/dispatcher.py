@@ -25,7 +25,13 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.adapters.base import Adapter, Delivery, PermanentError, RetryableError
+from app.adapters.base import (
+    Adapter,
+    Delivery,
+    PermanentError,
+    RetryableError,
+    shareable_citizen,
+)
 from app.catalogue import Catalogue
 from app.db import DISPATCH_CHANNEL, is_postgres, reading, writing
 from app.models import attempt_table, dispatch_table, enquiry_table, event_table, utcnow
@@ -232,13 +238,15 @@ class Dispatcher:
                 .one()
             )
         service = self.catalogue.services.get(enquiry["service_code"])
+        organisation = self.catalogue.organisations[claim.organisation_id]
         return Delivery(
             dispatch_id=claim.dispatch_id,
             reference=display(enquiry["reference"]),
             attempt=attempt,
-            organisation=self.catalogue.organisations[claim.organisation_id],
-            enquiry=dict(enquiry),
+            organisation=organisation,
+            enquiry={k: v for k, v in enquiry.items() if k != "citizen"},
             service_name=service.name if service else enquiry["service_code"],
+            citizen=shareable_citizen(dict(enquiry), organisation),
         )
 
     async def _record_interrupted(self, claim: Claim) -> int:

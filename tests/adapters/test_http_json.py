@@ -8,7 +8,7 @@ import httpx
 import pytest
 import respx
 
-from app.adapters.base import Delivery, PermanentError, RetryableError
+from app.adapters.base import Delivery, PermanentError, RetryableError, shareable_citizen
 from app.adapters.http_json import HttpJsonAdapter, HttpJsonConfig
 from app.catalogue import load_catalogue
 from app.settings import SHIPPED_CONFIG_DIR
@@ -25,22 +25,25 @@ CITIZEN = {
 
 
 def delivery(*, share: bool) -> Delivery:
+    organisation = CATALOGUE.organisations["cherwell"]
+    enquiry = {
+        "service_code": "missed-bin",
+        "description": "Bin missed again",
+        "channel": "phone",
+        "location": {"postcode": "OX16 1AA"},
+        "attributes": {"bin_type": "food"},
+        "citizen": CITIZEN,
+        "consent": {"share_contact_details": share},
+        "created_at": datetime(2026, 11, 25, 9, 30, tzinfo=UTC),
+    }
     return Delivery(
         dispatch_id=DISPATCH_ID,
         reference="K7Q-M4X-PB6",
         attempt=1,
-        organisation=CATALOGUE.organisations["cherwell"],
+        organisation=organisation,
         service_name="Missed bin collection",
-        enquiry={
-            "service_code": "missed-bin",
-            "description": "Bin missed again",
-            "channel": "phone",
-            "location": {"postcode": "OX16 1AA"},
-            "attributes": {"bin_type": "food"},
-            "citizen": CITIZEN,
-            "consent": {"share_contact_details": share},
-            "created_at": datetime(2026, 11, 25, 9, 30, tzinfo=UTC),
-        },
+        enquiry={k: v for k, v in enquiry.items() if k != "citizen"},
+        citizen=shareable_citizen(enquiry, organisation),
     )
 
 
@@ -72,7 +75,6 @@ async def test_payload_without_consent_carries_no_contact_details():
         "location": {"postcode": "OX16 1AA"},
         "attributes": {"bin_type": "food"},
         "submitted_at": "2026-11-25T09:30:00+00:00",
-        "language": "cy",
     }
 
 
@@ -130,3 +132,16 @@ async def test_success_without_json_is_permanent():
     respx.post("http://bo.test/cherwell/enquiries").respond(201, text="<html>ok</html>")
     with pytest.raises(PermanentError, match="not JSON"):
         await send(delivery(share=False))
+
+
+def test_only_the_fields_an_agreement_lists_are_shared():
+    limited = CATALOGUE.organisations["cherwell"].model_copy(update={"shares": ("name", "phone")})
+    enquiry = {"citizen": CITIZEN, "consent": {"share_contact_details": True}}
+    assert shareable_citizen(enquiry, limited) == {
+        "name": "Ann Example",
+        "phone": "01865 000000",
+    }
+    nothing = limited.model_copy(update={"shares": ()})
+    assert shareable_citizen(enquiry, nothing) is None
+    refused = {"citizen": CITIZEN, "consent": {"share_contact_details": False}}
+    assert shareable_citizen(refused, limited) is None
