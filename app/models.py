@@ -157,9 +157,23 @@ class GazetteerPostcode(SQLModel, table=True):
     terminated: bool = False
 
 
+class Circuit(SQLModel, table=True):
+    """A circuit breaker per organisation: open after consecutive failures, so dispatches
+    wait for the cool-down instead of spending their attempts on a back-office that is down."""
+
+    __tablename__ = "circuit"
+
+    organisation_id: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    opened_until: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    updated_at: datetime = _ts()
+
+
 enquiry_table = Enquiry.__table__  # type: ignore[attr-defined]
 dispatch_table = Dispatch.__table__  # type: ignore[attr-defined]
 attempt_table = DispatchAttempt.__table__  # type: ignore[attr-defined]
 event_table = Event.__table__  # type: ignore[attr-defined]
 idempotency_table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 gazetteer_table = GazetteerPostcode.__table__  # type: ignore[attr-defined]
+circuit_table = Circuit.__table__  # type: ignore[attr-defined]

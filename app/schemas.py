@@ -206,6 +206,15 @@ class ServiceOut(BaseModel):
     attributes: list[AttributeOut]
 
 
+class CircuitOut(BaseModel):
+    state: Literal["closed", "open", "half_open"] = Field(
+        description="open: deliveries wait for the cool-down; half_open: the next one tests it"
+    )
+    failures: int = Field(description="Consecutive failed attempts")
+    open_until: datetime | None = None
+    last_error: str | None = None
+
+
 class OrganisationOut(BaseModel):
     id: str
     name: str
@@ -215,3 +224,4 @@ class OrganisationOut(BaseModel):
     shares: list[str] = Field(
         description="The citizen's details it may receive, and only with their consent"
     )
+    circuit: CircuitOut

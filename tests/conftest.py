@@ -36,6 +36,7 @@ TABLES = (
     "enquiry",
     "idempotency_record",
     "gazetteer_postcode",
+    "circuit",
 )
 
 

@@ -234,3 +234,58 @@ async def test_stopping_hands_back_unfinished_work(client, app, back_office):
     await task
     [county] = (await read(client, ref))["destinations"]
     assert (county["state"], county["attempts"]) == ("pending", 0)
+
+
+async def test_circuit_opens_so_deliveries_wait_then_a_trial_closes_it(client, app, back_office):
+    dispatcher = app.state.dispatcher
+    dispatcher.settings = dispatcher.settings.model_copy(
+        update={
+            "circuit_failures": 2,
+            "circuit_cooldown_seconds": 0.5,
+            "retry_schedule": [0.05, 0.05, 0.05, 0.05],
+        }
+    )
+    back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(update={"down": True})
+    refs = [await submit(client) for _ in range(3)]
+    await dispatcher.run_until_idle()
+    county = next(
+        o for o in (await client.get("/v1/organisations")).json() if o["id"] == "oxfordshire-county"
+    )
+    assert county["circuit"]["state"] == "open"
+    assert "HTTP 503" in county["circuit"]["last_error"]
+    # While it is open, due retries are not even claimed: no attempts are spent.
+    await asyncio.sleep(0.1)
+    await dispatcher.run_until_idle()
+    assert [(await read(client, r))["destinations"][0]["attempts"] for r in refs] == [1, 1, 1]
+    assert back_office.posts["oxfordshire-county"] == 3
+
+    back_office.behaviour.clear()  # the back-office returns
+    await asyncio.sleep(0.5)  # the cool-down
+    await deliver_all(app)
+    for ref in refs:
+        [destination] = (await read(client, ref))["destinations"]
+        assert (destination["state"], destination["attempts"]) == ("delivered", 2)
+    assert len(back_office.cases["oxfordshire-county"]) == 3
+    county = next(
+        o for o in (await client.get("/v1/organisations")).json() if o["id"] == "oxfordshire-county"
+    )
+    assert county["circuit"] == {
+        "state": "closed",
+        "failures": 0,
+        "open_until": None,
+        "last_error": None,
+    }
+
+
+async def test_a_refusal_does_not_count_against_the_circuit(client, app, back_office):
+    dispatcher = app.state.dispatcher
+    dispatcher.settings = dispatcher.settings.model_copy(update={"circuit_failures": 1})
+    back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(
+        update={"fail_rate": 1.0, "fail_status": 422}
+    )
+    await submit(client)
+    await dispatcher.run_until_idle()
+    county = next(
+        o for o in (await client.get("/v1/organisations")).json() if o["id"] == "oxfordshire-county"
+    )
+    assert county["circuit"]["state"] == "closed"

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends
 
 from app.catalogue import Organisation, Service
 from app.errors import NotFound
-from app.schemas import AttributeOut, OrganisationOut, ServiceOut
+from app.schemas import AttributeOut, CircuitOut, OrganisationOut, ServiceOut
+from app.services import circuits
 from app.state import AppState, get_state
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
@@ -33,8 +34,12 @@ async def read_service(code: str, state: Annotated[AppState, Depends(get_state)]
 async def list_organisations(
     state: Annotated[AppState, Depends(get_state)],
 ) -> list[OrganisationOut]:
-    """Every organisation enquiries can be sent to, the areas it covers and how it is reached."""
-    return [_organisation(o) for o in state.catalogue.organisations.values()]
+    """Every organisation enquiries can be sent to, the areas it covers, how it is reached, and
+    whether deliveries to it are flowing (its circuit breaker)."""
+    known = await circuits.states(state.engine)
+    return [
+        _organisation(o, known.get(o.id, _CLOSED)) for o in state.catalogue.organisations.values()
+    ]
 
 
 def _service(service: Service) -> ServiceOut:
@@ -59,7 +64,10 @@ def _service(service: Service) -> ServiceOut:
     )
 
 
-def _organisation(organisation: Organisation) -> OrganisationOut:
+_CLOSED = circuits.CircuitState(state="closed", failures=0, open_until=None, last_error=None)
+
+
+def _organisation(organisation: Organisation, circuit: circuits.CircuitState) -> OrganisationOut:
     return OrganisationOut(
         id=organisation.id,
         name=organisation.name,
@@ -67,4 +75,5 @@ def _organisation(organisation: Organisation) -> OrganisationOut:
         areas=list(organisation.areas),
         adapter=organisation.adapter.type,
         shares=list(organisation.shares),
+        circuit=CircuitOut(**circuit.__dict__),
     )

@@ -36,6 +36,7 @@ from app.catalogue import Catalogue
 from app.db import DISPATCH_CHANNEL, is_postgres, reading, writing
 from app.models import attempt_table, dispatch_table, enquiry_table, event_table, utcnow
 from app.reference import display
+from app.services import circuits
 from app.settings import DispatchSettings
 
 log = structlog.get_logger()
@@ -60,6 +61,7 @@ class Outcome:
     error: str | None = None
     remote_reference: str | None = None
     retry_after: float | None = None
+    transient: bool = False  # the back-office was unreachable or failing, not refusing
 
 
 def new_worker_id() -> str:
@@ -87,6 +89,7 @@ class Dispatcher:
         self._in_flight: dict[asyncio.Task[None], uuid.UUID] = {}
         self._listener: asyncpg.Connection | None = None
         self._listened_at = 0.0
+        self._circuits_ready = False
 
     def wake(self) -> None:
         """New work is waiting: claim it now rather than at the next poll."""
@@ -179,6 +182,10 @@ class Dispatcher:
         if self._in_flight:
             # Our own call may outlive its lease; it must not be sent a second time alongside.
             due = due.where(d.id.not_in(list(self._in_flight.values())))
+        if not self._circuits_ready:
+            await circuits.ensure(self.engine, list(self.catalogue.organisations))
+            self._circuits_ready = True
+        due = due.where(d.organisation_id.not_in(circuits.open_now(now)))
         if is_postgres(self.engine):
             due = due.with_for_update(skip_locked=True)
         claim = (
@@ -203,11 +210,35 @@ class Dispatcher:
             # An earlier lease ran out with no outcome written: its worker died mid-attempt.
             attempts = await self._record_interrupted(claim)
         attempt = attempts + 1
+        wait_until = await circuits.take_trial(self.engine, claim.organisation_id, self.settings)
+        if wait_until is not None:
+            # Its circuit is being tested by another delivery: wait, spending no attempt.
+            await self._put_back(claim, wait_until)
+            return
         started = utcnow()
         outcome = await self._attempt(claim, attempt)
         if outcome.kind == "retry" and attempt >= self.settings.max_attempts:
-            outcome = Outcome("dead", f"gave up after {attempt} attempts: {outcome.error}")
+            error = f"gave up after {attempt} attempts: {outcome.error}"
+            outcome = Outcome("dead", error, transient=True)
         await self._record(claim, attempt=attempt, started=started, outcome=outcome)
+
+    async def _put_back(self, claim: Claim, when: datetime) -> None:
+        async with writing(self.engine) as conn:
+            await conn.execute(
+                update(dispatch_table)
+                .where(
+                    d.id == claim.dispatch_id,
+                    d.lease_owner == self.worker_id,
+                    d.claims == claim.claims,
+                )
+                .values(
+                    state="pending",
+                    lease_owner=None,
+                    lease_until=None,
+                    claims=d.claims - 1,
+                    next_attempt_at=when,
+                )
+            )
 
     async def _attempt(self, claim: Claim, attempt: int) -> Outcome:
         adapter = self.adapters.get(claim.organisation_id)
@@ -217,7 +248,7 @@ class Dispatcher:
             delivery = await self._delivery(claim, attempt)
             receipt = await adapter.deliver(delivery)
         except RetryableError as exc:
-            return Outcome("retry", str(exc), retry_after=exc.retry_after)
+            return Outcome("retry", str(exc), retry_after=exc.retry_after, transient=True)
         except PermanentError as exc:
             return Outcome("dead", str(exc))
         except Exception as exc:
@@ -316,6 +347,8 @@ class Dispatcher:
                 },
             )
             await self._timeline(conn, claim, attempt=attempt, outcome=outcome, now=now)
+            if outcome.kind == "delivered" or outcome.transient:
+                await self._count_for_circuit(conn, claim, outcome, now)
         log.info(
             f"dispatch.{outcome.kind}",
             dispatch=str(claim.dispatch_id),
@@ -323,6 +356,32 @@ class Dispatcher:
             attempt=attempt,
             error=outcome.error,
         )
+
+    async def _count_for_circuit(
+        self, conn: AsyncConnection, claim: Claim, outcome: Outcome, now: datetime
+    ) -> None:
+        change = await circuits.record(
+            conn,
+            claim.organisation_id,
+            failed=outcome.kind != "delivered",
+            error=outcome.error,
+            settings=self.settings,
+            now=now,
+        )
+        if change is None:
+            return
+        log.warning(f"circuit.{change}", organisation=claim.organisation_id)
+        if change == "closed":
+            # The back-office is answering again: what waited for it need wait no longer.
+            await conn.execute(
+                update(dispatch_table)
+                .where(
+                    d.organisation_id == claim.organisation_id,
+                    d.state == "pending",
+                    d.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            )
 
     def _dispatch_values(self, outcome: Outcome, *, attempt: int, now: datetime) -> dict[str, Any]:
         values: dict[str, Any] = {

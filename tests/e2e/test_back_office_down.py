@@ -18,7 +18,12 @@ from tests.e2e.conftest import Launcher, PostRecorder, eventually, mixed_enquiry
 
 pytestmark = pytest.mark.e2e
 
-FAST_RETRIES = {"IAP_DISPATCH__RETRY_SCHEDULE": "[0.1, 0.1]", "IAP_DISPATCH__JITTER": "0"}
+FAST_RETRIES = {
+    "IAP_DISPATCH__RETRY_SCHEDULE": "[0.1, 0.1]",
+    "IAP_DISPATCH__JITTER": "0",
+    # Every attempt should reach the back-office here; the circuit breaker has its own tests.
+    "IAP_DISPATCH__CIRCUIT_FAILURES": "1000",
+}
 POLICE = "thames-valley-police"
 
 
