@@ -44,7 +44,9 @@ def consistent(counts, accepted):
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(body=nearly_valid | json_values)
 async def test_any_body_gets_an_answer_and_nothing_half_stored(client, engine, body):
@@ -60,7 +62,9 @@ async def test_any_body_gets_an_answer_and_nothing_half_stored(client, engine, b
 
 
 @settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(postcode=postcodes)
 async def test_any_postcode_is_routed_or_refused_clearly(client, postcode):
@@ -73,7 +77,9 @@ async def test_any_postcode_is_routed_or_refused_clearly(client, postcode):
 
 
 @settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(text=st.text(max_size=40))
 async def test_any_reference_text_is_answered(client, text):

@@ -53,6 +53,14 @@ async def ensure(engine: AsyncEngine, organisation_ids: list[str]) -> None:
         pass  # another dispatcher made them first
 
 
+async def tripped(engine: AsyncEngine) -> set[str]:
+    """Organisations whose circuit has opened and not closed since: their deliveries must
+    go through take_trial."""
+    async with reading(engine) as conn:
+        found = await conn.execute(select(c.organisation_id).where(c.opened_until.is_not(None)))
+    return set(found.scalars())
+
+
 async def take_trial(
     engine: AsyncEngine, organisation_id: str, settings: DispatchSettings
 ) -> datetime | None:
@@ -84,9 +92,12 @@ async def record(
     now: datetime,
 ) -> str | None:
     """Count a delivered or failed attempt; 'opened' or 'closed' when the circuit changes."""
+    # Locked (on PostgreSQL) so concurrent outcomes for one organisation count one by one.
     row = (
         await conn.execute(
-            select(c.failures, c.opened_until).where(c.organisation_id == organisation_id)
+            select(c.failures, c.opened_until)
+            .where(c.organisation_id == organisation_id)
+            .with_for_update()
         )
     ).first()
     failures, was_open = (row.failures, row.opened_until is not None) if row else (0, False)

@@ -90,6 +90,8 @@ class Dispatcher:
         self._listener: asyncpg.Connection | None = None
         self._listened_at = 0.0
         self._circuits_ready = False
+        # Organisations whose circuit has opened and not yet closed, as of the last claim.
+        self._tripped: set[str] = set()
 
     def wake(self) -> None:
         """New work is waiting: claim it now rather than at the next poll."""
@@ -202,6 +204,8 @@ class Dispatcher:
         )
         async with writing(self.engine) as conn:
             rows = (await conn.execute(claim)).all()
+        if rows:
+            self._tripped = await circuits.tripped(self.engine)
         return [Claim(*row) for row in rows]
 
     async def _deliver(self, claim: Claim) -> None:
@@ -210,7 +214,11 @@ class Dispatcher:
             # An earlier lease ran out with no outcome written: its worker died mid-attempt.
             attempts = await self._record_interrupted(claim)
         attempt = attempts + 1
-        wait_until = await circuits.take_trial(self.engine, claim.organisation_id, self.settings)
+        wait_until = None
+        if claim.organisation_id in self._tripped:
+            wait_until = await circuits.take_trial(
+                self.engine, claim.organisation_id, self.settings
+            )
         if wait_until is not None:
             # Its circuit is being tested by another delivery: wait, spending no attempt.
             await self._put_back(claim, wait_until)
