@@ -53,12 +53,16 @@ async def ensure(engine: AsyncEngine, organisation_ids: list[str]) -> None:
         pass  # another dispatcher made them first
 
 
-async def tripped(engine: AsyncEngine) -> set[str]:
-    """Organisations whose circuit has opened and not closed since: their deliveries must
-    go through take_trial."""
+async def troubled(engine: AsyncEngine) -> tuple[set[str], set[str]]:
+    """Organisations with failures counted, and of those the ones whose circuit has opened and
+    not closed since (their deliveries go through take_trial). Others need no bookkeeping."""
     async with reading(engine) as conn:
-        found = await conn.execute(select(c.organisation_id).where(c.opened_until.is_not(None)))
-    return set(found.scalars())
+        rows = (
+            await conn.execute(select(c.organisation_id, c.opened_until).where(c.failures > 0))
+        ).all()
+    return {r.organisation_id for r in rows}, {
+        r.organisation_id for r in rows if r.opened_until is not None
+    }
 
 
 async def take_trial(

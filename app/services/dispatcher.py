@@ -90,7 +90,9 @@ class Dispatcher:
         self._listener: asyncpg.Connection | None = None
         self._listened_at = 0.0
         self._circuits_ready = False
-        # Organisations whose circuit has opened and not yet closed, as of the last claim.
+        # As of the last claim: organisations with failures counted, and those whose circuit
+        # has opened and not yet closed.
+        self._failing: set[str] = set()
         self._tripped: set[str] = set()
 
     def wake(self) -> None:
@@ -205,7 +207,7 @@ class Dispatcher:
         async with writing(self.engine) as conn:
             rows = (await conn.execute(claim)).all()
         if rows:
-            self._tripped = await circuits.tripped(self.engine)
+            self._failing, self._tripped = await circuits.troubled(self.engine)
         return [Claim(*row) for row in rows]
 
     async def _deliver(self, claim: Claim) -> None:
@@ -355,7 +357,8 @@ class Dispatcher:
                 },
             )
             await self._timeline(conn, claim, attempt=attempt, outcome=outcome, now=now)
-            if outcome.kind == "delivered" or outcome.transient:
+            failing = claim.organisation_id in self._failing
+            if outcome.transient or (outcome.kind == "delivered" and failing):
                 await self._count_for_circuit(conn, claim, outcome, now)
         log.info(
             f"dispatch.{outcome.kind}",
