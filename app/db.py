@@ -65,7 +65,7 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     On SQLite only one writer can hold the database; writers in this process queue here, in
     asyncio, rather than in SQLite's busy handler, which sleeps for milliseconds at a time.
     """
-    if engine.dialect.name != "sqlite":
+    if is_postgres(engine):
         async with engine.begin() as conn:
             yield conn
         return

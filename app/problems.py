@@ -43,6 +43,8 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     ),
     "payload-too-large": ("Request body too large", "The body is larger than the limit."),
     "unsupported-media-type": ("Unsupported media type", "Send the body as application/json."),
+    "bad-request": ("Bad request", "The request could not be understood."),
+    "unavailable": ("Not ready", "The database is not answering; try again shortly."),
     "internal": ("Internal error", "Something went wrong on our side; it has been logged."),
 }
 

@@ -77,10 +77,6 @@ class Settings(BaseSettings):
     locator: LocatorSettings = LocatorSettings()
     api: ApiSettings = ApiSettings()
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 @lru_cache
 def get_settings() -> Settings:

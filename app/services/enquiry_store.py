@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Every statement here is built from the column constants below, never from input (S608).
-from app.db import DISPATCH_CHANNEL, SQLITE_PRAGMAS
+from app.db import DISPATCH_CHANNEL, SQLITE_PRAGMAS, is_postgres
 
 
 class ReferenceTaken(Exception):
@@ -55,7 +55,7 @@ JSON_COLUMNS = {"location", "place", "citizen", "attributes", "consent", "advice
 
 async def store_new_enquiry(engine: AsyncEngine, new: NewEnquiry) -> None:
     """Write it all in one transaction; ReferenceTaken if the reference is in use."""
-    if engine.dialect.name == "postgresql":
+    if is_postgres(engine):
         await _store_postgres(engine, new)
     else:
         await _store_sqlite(engine, new)
