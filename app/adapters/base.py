@@ -7,7 +7,8 @@ dispatcher tries again later, honouring retry_after) or PermanentError (the disp
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.catalogue import Organisation
+from app.status import Status
 
 
 class DeliveryError(Exception):
@@ -63,18 +65,57 @@ class Receipt:
     remote_reference: str | None
 
 
+@dataclass(frozen=True)
+class Tracked:
+    """A delivered dispatch whose progress is followed at the back-office."""
+
+    dispatch_id: uuid.UUID
+    reference: str  # ours, as people read it: K7Q-M4X-PB6
+    remote_reference: str
+    delivered_at: datetime
+
+
+@dataclass(frozen=True)
+class RemoteUpdate:
+    """One change reported by a back-office, in its own words."""
+
+    remote_reference: str
+    # Unique per organisation: an update seen twice (pushed and polled) is recorded once.
+    update_id: str
+    status: str
+    description: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class PollResult:
+    updates: list[RemoteUpdate]
+    # Back-office references learnt after delivery (an Open311 token resolved), by dispatch.
+    references: dict[uuid.UUID, str] = field(default_factory=dict)
+    # Where the next poll starts, opaque to the poller (e.g. a start_date); None keeps the last.
+    cursor: str | None = None
+
+
 class AdapterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str
     # Seconds one call may take; without it, IAP_HTTP__TIMEOUT_SECONDS.
     timeout_seconds: float | None = Field(default=None, gt=0, le=120)
+    # At most this many calls to this organisation at once, across every worker.
+    max_concurrent: int = Field(default=8, ge=1, le=256)
+    # Ask the back-office for status changes this often; None: it pushes them, or never tells.
+    poll_seconds: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class Adapter:
     """Delivers enquiries to one organisation's back-office."""
 
     config_model: ClassVar[type[AdapterConfig]] = AdapterConfig
+    # The back-office's status words in our vocabulary; an organisation's status_map adds more.
+    status_words: ClassVar[Mapping[str, Status]] = {}
+    # Whether poll() is implemented, so that poll_seconds may be set.
+    can_poll: ClassVar[bool] = False
 
     def __init__(self, *, config: Any, client: httpx.AsyncClient, timeout: float) -> None:
         self.config = config
@@ -82,6 +123,11 @@ class Adapter:
         self.timeout = timeout
 
     async def deliver(self, delivery: Delivery) -> Receipt:
+        """Create the enquiry at the back-office once; safe to repeat after an ambiguous failure."""
+        raise NotImplementedError
+
+    async def poll(self, tracked: Sequence[Tracked], *, cursor: str | None) -> PollResult:
+        """Changes to these dispatches since `cursor` (the last poll's cursor, None at first)."""
         raise NotImplementedError
 
 

@@ -1,0 +1,91 @@
+"""The canonical status vocabulary, and how each back-office's own words map onto it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Where an enquiry, or one organisation's part of it, has got to."""
+
+    received = "received"
+    routed = "routed"
+    dispatched = "dispatched"
+    acknowledged = "acknowledged"
+    in_progress = "in_progress"
+    action_scheduled = "action_scheduled"
+    resolved = "resolved"
+    closed = "closed"
+    not_our_responsibility = "not_our_responsibility"
+    duplicate = "duplicate"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+# An organisation's part is over once it reports one of these.
+FINAL: frozenset[Status] = frozenset(
+    {
+        Status.resolved,
+        Status.closed,
+        Status.not_our_responsibility,
+        Status.duplicate,
+        Status.cancelled,
+    }
+)
+
+# How far along each status is; an enquiry sent to several organisations shows the one least
+# far along, so it never looks finished while one of them still has work to do.
+PROGRESS: Mapping[Status, int] = {
+    Status.received: 0,
+    Status.routed: 1,
+    Status.failed: 2,
+    Status.dispatched: 3,
+    Status.acknowledged: 4,
+    Status.in_progress: 5,
+    Status.action_scheduled: 6,
+    Status.resolved: 7,
+    Status.duplicate: 8,
+    Status.cancelled: 8,
+    Status.not_our_responsibility: 8,
+    Status.closed: 9,
+}
+
+# Open311 GeoReport v2 has open/closed; FixMyStreet's extension adds the rest (see DOMAIN.md).
+OPEN311_WORDS: Mapping[str, Status] = {
+    "open": Status.acknowledged,
+    "investigating": Status.acknowledged,
+    "for_triage": Status.acknowledged,
+    "reopen": Status.acknowledged,
+    "in_progress": Status.in_progress,
+    "internal_referral": Status.in_progress,
+    "action_scheduled": Status.action_scheduled,
+    "fixed": Status.resolved,
+    "closed": Status.closed,
+    "no_further_action": Status.closed,
+    "duplicate": Status.duplicate,
+    "not_councils_responsibility": Status.not_our_responsibility,
+    "cancelled": Status.cancelled,
+}
+
+# FHIR R4 ServiceRequest.status (request-status value set).
+FHIR_WORDS: Mapping[str, Status] = {
+    "draft": Status.acknowledged,
+    "active": Status.in_progress,
+    "on-hold": Status.in_progress,
+    "completed": Status.resolved,
+    "revoked": Status.cancelled,
+    "entered-in-error": Status.cancelled,
+}
+
+
+def canonical(word: str, *mappings: Mapping[str, Status]) -> Status | None:
+    """Their word in our vocabulary: the first mapping that knows it, then our own words."""
+    key = word.strip().lower()
+    for mapping in mappings:
+        if key in mapping:
+            return mapping[key]
+    try:
+        return Status(key)
+    except ValueError:
+        return None
