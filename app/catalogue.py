@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from app.errors import ConfigError
+from app.status import Status
 
 GSS_CODE = r"^[EWSN]\d{8}$"
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -52,6 +53,17 @@ CitizenField = Literal[
 ]
 
 
+class Inbound(BaseModel):
+    """How an organisation proves the status updates it pushes to us are its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Standard Webhooks secret ("whsec_" + base64) it signs POST /v1/inbound/{id} with.
+    webhook_secret: SecretStr | None = None
+    # The api_key an Open311 partner sends with mySociety-style servicerequestupdates pushes.
+    api_key: SecretStr | None = None
+
+
 class Organisation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,6 +75,9 @@ class Organisation(BaseModel):
     # The citizen's details this organisation may receive under its data-sharing agreement,
     # and then only when the citizen agreed to share them. None unless listed.
     shares: tuple[CitizenField, ...] = ()
+    inbound: Inbound = Inbound()
+    # Its own status words in our vocabulary, beyond those its adapter already knows.
+    status_map: dict[str, Status] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _areas_fit_kind(self) -> Organisation:
