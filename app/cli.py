@@ -118,7 +118,7 @@ async def _serve_together(gateway: uvicorn.Server, sandbox: uvicorn.Server | Non
 
 @cli.command()
 def worker() -> None:
-    """Run a dispatcher only; run as many as you like against one PostgreSQL database."""
+    """Deliver and poll only (no API); run as many as you like against one PostgreSQL database."""
     settings = _settings()
     tune_garbage_collector()
     with _config_errors():
@@ -126,11 +126,11 @@ def worker() -> None:
 
 
 async def _work(settings: Settings) -> None:
-    async with runtime(settings, load_configured_catalogue(settings)) as (_, _, dispatcher):
+    async with runtime(settings, load_configured_catalogue(settings)) as running:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(dispatcher.stop()))
-        await dispatcher.run()
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(running.stop()))
+        await running.work()
 
 
 @cli.command("migrate")

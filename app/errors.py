@@ -48,6 +48,10 @@ class NotFound(DomainError):
     slug, title, status = "not-found", "Not found", 404
 
 
+class Unauthenticated(DomainError):
+    slug, title, status = "unauthenticated", "We could not tell who sent this", 401
+
+
 class IdempotencyMismatch(DomainError):
     slug, title, status = (
         "idempotency-key-reused",

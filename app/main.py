@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -14,15 +15,18 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters import build_adapters
+from app.adapters.base import Adapter
 from app.catalogue import Catalogue, load_catalogue
 from app.db import create_engine, migrate
 from app.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
 from app.middleware import BodyGuard
 from app.problems import PROBLEM_JSON, install_problem_handlers
-from app.routers import catalogue, enquiries, meta
+from app.routers import catalogue, enquiries, inbound, meta
 from app.services.dispatcher import Dispatcher
 from app.services.enquiry_store import close_store
+from app.services.inbound import InboundUpdate
 from app.services.intake import IntakeContext
+from app.services.poller import Poller
 from app.settings import Settings, get_settings
 from app.state import AppState
 
@@ -47,21 +51,21 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime(settings, catalogue_) as (engine, client, dispatcher):
+        async with runtime(settings, catalogue_) as running:
             intake = IntakeContext(
-                engine=engine,
+                engine=running.engine,
                 catalogue=catalogue_,
-                locator=build_locator(settings, engine, client),
-                wake_dispatcher=dispatcher.wake if run_dispatcher else lambda: None,
+                locator=build_locator(settings, running.engine, running.client),
+                wake_dispatcher=running.dispatcher.wake if run_dispatcher else lambda: None,
             )
-            app.state.iap = AppState(settings, engine, catalogue_, intake)
-            app.state.dispatcher = dispatcher
-            task = asyncio.create_task(dispatcher.run()) if run_dispatcher else None
+            app.state.iap = AppState(settings, running.engine, catalogue_, intake, running.adapters)
+            app.state.runtime = running
+            task = asyncio.create_task(running.work()) if run_dispatcher else None
             try:
                 yield
             finally:
                 if task is not None:
-                    await dispatcher.stop()
+                    await running.stop()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
 
@@ -73,17 +77,35 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
     )
     app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
     install_problem_handlers(app)
-    for router in (enquiries.router, catalogue.router, meta.router):
+    for router in (enquiries.router, inbound.router, catalogue.router, meta.router):
         app.include_router(router)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app
 
 
+@dataclass
+class Runtime:
+    """What a gateway or worker process runs on: the database, the one HTTP client, the
+    adapters, and the background work (delivering, and polling back-offices for status)."""
+
+    engine: AsyncEngine
+    client: httpx.AsyncClient
+    adapters: dict[str, Adapter]
+    dispatcher: Dispatcher
+    poller: Poller
+
+    async def work(self) -> None:
+        """Deliver and poll until stop() is called."""
+        await asyncio.gather(self.dispatcher.run(), self.poller.run())
+
+    async def stop(self) -> None:
+        await self.poller.stop()
+        await self.dispatcher.stop()
+
+
 @asynccontextmanager
-async def runtime(
-    settings: Settings, catalogue: Catalogue
-) -> AsyncIterator[tuple[AsyncEngine, httpx.AsyncClient, Dispatcher]]:
-    """The database engine (migrated), the one shared HTTP client, and a dispatcher."""
+async def runtime(settings: Settings, catalogue: Catalogue) -> AsyncIterator[Runtime]:
+    """The database engine (migrated), the shared HTTP client, adapters, dispatcher, poller."""
     engine = create_engine(settings.database_url)
     try:
         if settings.migrate_on_start:
@@ -92,13 +114,17 @@ async def runtime(
         async with httpx.AsyncClient(
             timeout=settings.http.timeout_seconds, limits=limits, follow_redirects=False
         ) as client:
+            adapters = build_adapters(catalogue, client, settings)
             dispatcher = Dispatcher(
+                engine=engine, catalogue=catalogue, adapters=adapters, settings=settings.dispatch
+            )
+            poller = Poller(
                 engine=engine,
                 catalogue=catalogue,
-                adapters=build_adapters(catalogue, client, settings),
-                settings=settings.dispatch,
+                adapters=adapters,
+                worker_id=dispatcher.worker_id,
             )
-            yield engine, client, dispatcher
+            yield Runtime(engine, client, adapters, dispatcher, poller)
     finally:
         await close_store(engine)
         await engine.dispose()
@@ -126,6 +152,8 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     )
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
+    # Read raw (its signature covers the bytes), so FastAPI cannot document it by itself.
+    schemas["InboundUpdate"] = InboundUpdate.model_json_schema()
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -7,6 +7,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.problems import problem
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+# Open311 partners push their updates as forms (the mySociety servicerequestupdates style).
+_FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
 
 
 class BodyGuard:
@@ -26,7 +28,7 @@ class BodyGuard:
             await self._too_large(scope, receive, send)
             return
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if content_type != b"application/json" and not content_type.endswith(b"+json"):
+        if not _acceptable(content_type, scope["path"]):
             response = problem(
                 415,
                 "unsupported-media-type",
@@ -67,6 +69,14 @@ class BodyGuard:
             instance=scope["path"],
         )
         await response(scope, receive, send)
+
+
+def _acceptable(content_type: bytes, path: str) -> bool:
+    if content_type == b"application/json" or content_type.endswith(b"+json"):
+        return True
+    prefix, suffix = _FORM_PATH
+    is_form_path = path.startswith(prefix) and path.endswith(suffix)
+    return is_form_path and content_type == b"application/x-www-form-urlencoded"
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -6,7 +6,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Text, TypeDecorator, Uuid
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -68,7 +78,10 @@ class Dispatch(SQLModel, table=True):
     """One destination of an enquiry: the outbox row the dispatcher delivers."""
 
     __tablename__ = "dispatch"
-    __table_args__ = (Index("ix_dispatch_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_dispatch_due", "state", "next_attempt_at"),
+        Index("ix_dispatch_remote", "organisation_id", "remote_reference"),
+    )
 
     id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
     enquiry_id: uuid.UUID = Field(
@@ -87,6 +100,9 @@ class Dispatch(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     remote_reference: str | None = Field(default=None, max_length=128)
     delivered_at: datetime | None = _ts(nullable=True)
+    # The organisation's latest reported status, in our vocabulary, and when it reported it.
+    remote_status: str | None = Field(default=None, max_length=32)
+    remote_status_at: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -170,6 +186,55 @@ class Circuit(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class StatusUpdate(SQLModel, table=True):
+    """A status change an organisation reported, recorded once however often it arrives."""
+
+    __tablename__ = "status_update"
+    __table_args__ = (UniqueConstraint("organisation_id", "update_id", name="uq_status_update"),)
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    organisation_id: str = Field(max_length=64)
+    update_id: str = Field(max_length=255)
+    dispatch_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("dispatch.id", ondelete="CASCADE"), nullable=False)
+    )
+    enquiry_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    their_status: str = Field(max_length=64)
+    status: str | None = Field(default=None, max_length=32)  # None: a word we do not know
+    description: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    updated_at: datetime = _ts()
+    received_via: str = Field(max_length=16)  # push | poll
+    created_at: datetime = _ts()
+
+
+class InboundMessage(SQLModel, table=True):
+    """A pushed message's id, kept so that a replay is recognised and ignored."""
+
+    __tablename__ = "inbound_message"
+
+    organisation_id: str = Field(primary_key=True, max_length=64)
+    message_id: str = Field(primary_key=True, max_length=255)
+    received_at: datetime = _ts(index=True)
+
+
+class PollState(SQLModel, table=True):
+    """Where polling an organisation's back-office has got to, and who is doing it now."""
+
+    __tablename__ = "poll_state"
+
+    organisation_id: str = Field(primary_key=True, max_length=64)
+    cursor: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    next_poll_at: datetime = _ts()
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    updated_at: datetime = _ts()
+
+
 enquiry_table = Enquiry.__table__  # type: ignore[attr-defined]
 dispatch_table = Dispatch.__table__  # type: ignore[attr-defined]
 attempt_table = DispatchAttempt.__table__  # type: ignore[attr-defined]
@@ -177,3 +242,6 @@ event_table = Event.__table__  # type: ignore[attr-defined]
 idempotency_table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 gazetteer_table = GazetteerPostcode.__table__  # type: ignore[attr-defined]
 circuit_table = Circuit.__table__  # type: ignore[attr-defined]
+status_update_table = StatusUpdate.__table__  # type: ignore[attr-defined]
+inbound_message_table = InboundMessage.__table__  # type: ignore[attr-defined]
+poll_state_table = PollState.__table__  # type: ignore[attr-defined]

@@ -32,6 +32,10 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "or its check character does not match: probably a typing mistake.",
     ),
     "not-found": ("Not found", "Nothing exists at this address."),
+    "unauthenticated": (
+        "We could not tell who sent this",
+        "The credentials or the signature are missing, wrong or too old.",
+    ),
     "method-not-allowed": ("Method not allowed", "This address does not accept that method."),
     "idempotency-key-reused": (
         "Idempotency-Key reused with a different request",

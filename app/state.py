@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.adapters.base import Adapter
 from app.catalogue import Catalogue
 from app.services.intake import IntakeContext
 from app.settings import Settings
@@ -18,6 +19,7 @@ class AppState:
     engine: AsyncEngine
     catalogue: Catalogue
     intake: IntakeContext
+    adapters: dict[str, Adapter]
 
 
 async def get_state(request: Request) -> AppState:

@@ -37,6 +37,9 @@ TABLES = (
     "idempotency_record",
     "gazetteer_postcode",
     "circuit",
+    "status_update",
+    "inbound_message",
+    "poll_state",
 )
 
 

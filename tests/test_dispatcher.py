@@ -22,7 +22,7 @@ async def read(client, ref):
 
 async def deliver_all(app, rounds=10):
     """Run the dispatcher until nothing is due, letting retry delays pass between rounds."""
-    dispatcher = app.state.dispatcher
+    dispatcher = app.state.runtime.dispatcher
     for _ in range(rounds):
         await dispatcher.run_until_idle()
         async with app.state.iap.engine.connect() as conn:
@@ -67,7 +67,7 @@ async def test_contact_details_go_only_with_consent(client, app, back_office):
 
 
 async def test_an_organisation_gets_only_the_details_its_agreement_lists(client, app, back_office):
-    dispatcher = app.state.dispatcher
+    dispatcher = app.state.runtime.dispatcher
     county = dispatcher.catalogue.organisations["oxfordshire-county"]
     dispatcher.catalogue = dispatcher.catalogue.model_copy(
         update={
@@ -92,7 +92,7 @@ async def test_an_organisation_gets_only_the_details_its_agreement_lists(client,
 async def test_back_office_down_is_retried_then_dead_with_its_reason(client, app, back_office):
     back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(update={"down": True})
     ref = await submit(client)
-    await app.state.dispatcher.run_until_idle()
+    await app.state.runtime.dispatcher.run_until_idle()
     after_one = await read(client, ref)
     [county] = after_one["destinations"]
     assert (county["state"], county["attempts"]) == ("pending", 1)
@@ -120,7 +120,7 @@ async def test_retry_after_is_honoured(client, app, back_office):
     back_office.behaviour["*"] = behaviour
     ref = await submit(client)
     before = utcnow()
-    await app.state.dispatcher.run_until_idle()
+    await app.state.runtime.dispatcher.run_until_idle()
     [county] = (await read(client, ref))["destinations"]
     assert county["state"] == "pending"
     async with app.state.iap.engine.connect() as conn:
@@ -133,7 +133,7 @@ async def test_client_error_is_permanent_at_once(client, app, back_office):
         update={"fail_rate": 1.0, "fail_status": 400}
     )
     ref = await submit(client)
-    await app.state.dispatcher.run_until_idle()
+    await app.state.runtime.dispatcher.run_until_idle()
     [county] = (await read(client, ref))["destinations"]
     assert (county["state"], county["attempts"]) == ("dead", 1)
     assert "HTTP 400" in county["last_error"]
@@ -165,14 +165,14 @@ async def test_unreachable_back_office_is_a_transport_error(client, app, setting
     other = create_app(dead_port, run_dispatcher=False)
     async with other.router.lifespan_context(other):
         ref = await submit(client)
-        await other.state.dispatcher.run_until_idle()
+        await other.state.runtime.dispatcher.run_until_idle()
     [county] = (await read(client, ref))["destinations"]
     assert county["state"] == "pending"
     assert "ConnectError" in county["last_error"]
 
 
 async def test_running_dispatcher_delivers_new_work_at_once(client, app, back_office):
-    dispatcher = app.state.dispatcher
+    dispatcher = app.state.runtime.dispatcher
     app.state.iap.intake.wake_dispatcher = dispatcher.wake
     dispatcher.settings = dispatcher.settings.model_copy(update={"poll_seconds": 30})
     task = asyncio.create_task(dispatcher.run())
@@ -193,15 +193,15 @@ async def test_expired_lease_is_taken_over_and_the_lost_attempt_recorded(client,
     crashed = Dispatcher(
         engine=state.engine,
         catalogue=state.catalogue,
-        adapters=app.state.dispatcher.adapters,
+        adapters=app.state.runtime.dispatcher.adapters,
         settings=state.settings.dispatch,
         worker_id="crashed",
     )
     [claim] = await crashed._claim(10)  # claimed, then the worker "dies"
-    assert await app.state.dispatcher._claim(10) == []  # leased: nobody else may take it
+    assert await app.state.runtime.dispatcher._claim(10) == []  # leased: nobody else may take it
     async with state.engine.begin() as conn:
         await conn.execute(update(dispatch_table).values(lease_until=utcnow()))
-    await app.state.dispatcher.run_until_idle()
+    await app.state.runtime.dispatcher.run_until_idle()
     [county] = (await read(client, ref))["destinations"]
     assert (county["state"], county["attempts"]) == ("delivered", 2)
     async with state.engine.connect() as conn:
@@ -223,7 +223,7 @@ async def test_stopping_hands_back_unfinished_work(client, app, back_office):
     back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(
         update={"latency_ms": 1000}
     )
-    dispatcher = app.state.dispatcher
+    dispatcher = app.state.runtime.dispatcher
     dispatcher.settings = dispatcher.settings.model_copy(update={"shutdown_grace_seconds": 0.1})
     ref = await submit(client)
     task = asyncio.create_task(dispatcher.run())
@@ -237,7 +237,7 @@ async def test_stopping_hands_back_unfinished_work(client, app, back_office):
 
 
 async def test_circuit_opens_so_deliveries_wait_then_a_trial_closes_it(client, app, back_office):
-    dispatcher = app.state.dispatcher
+    dispatcher = app.state.runtime.dispatcher
     dispatcher.settings = dispatcher.settings.model_copy(
         update={
             "circuit_failures": 2,
@@ -265,7 +265,9 @@ async def test_circuit_opens_so_deliveries_wait_then_a_trial_closes_it(client, a
     for ref in refs:
         [destination] = (await read(client, ref))["destinations"]
         assert (destination["state"], destination["attempts"]) == ("delivered", 2)
-    assert len(back_office.cases["oxfordshire-county"]) == 3
+    # One case each at the back-office (a slow request from an earlier test may land here too).
+    ours = [c for c in back_office.cases["oxfordshire-county"].values() if c["reference"] in refs]
+    assert len(ours) == 3
     county = next(
         o for o in (await client.get("/v1/organisations")).json() if o["id"] == "oxfordshire-county"
     )
@@ -278,7 +280,7 @@ async def test_circuit_opens_so_deliveries_wait_then_a_trial_closes_it(client, a
 
 
 async def test_a_refusal_does_not_count_against_the_circuit(client, app, back_office):
-    dispatcher = app.state.dispatcher
+    dispatcher = app.state.runtime.dispatcher
     dispatcher.settings = dispatcher.settings.model_copy(update={"circuit_failures": 1})
     back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(
         update={"fail_rate": 1.0, "fail_status": 422}

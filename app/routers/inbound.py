@@ -1,0 +1,106 @@
+"""HTTP for status updates that organisations push to us."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from app.problems import PROBLEM_JSON
+from app.services.inbound import InboundReceipt, Inbox
+from app.state import AppState, get_state
+
+router = APIRouter(prefix="/v1/inbound", tags=["inbound"])
+Organisation = Annotated[str, Path(max_length=64, examples=["oxfordshire-county"])]
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _inbox(state: Annotated[AppState, Depends(get_state)]) -> Inbox:
+    return Inbox(engine=state.engine, catalogue=state.catalogue, adapters=state.adapters)
+
+
+@router.post(
+    "/{organisation}",
+    response_model=InboundReceipt,
+    summary="Receive a status update (Standard Webhooks)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InboundUpdate"}}
+            },
+        }
+    },
+    responses={
+        401: _problem("Signature missing, wrong, or timestamp more than 5 minutes off"),
+        404: _problem("Unknown organisation, one that does not push, or an unknown case"),
+        422: _problem("The update is not valid"),
+    },
+)
+async def receive_webhook(
+    organisation: Organisation, request: Request, inbox: Annotated[Inbox, Depends(_inbox)]
+) -> InboundReceipt:
+    """An organisation tells us a case moved on. Signed per Standard Webhooks with the
+    organisation's secret (`webhook-id`, `webhook-timestamp`, `webhook-signature`). A message
+    whose `webhook-id` was already received is answered 200 and ignored; an `update_id` already
+    recorded (pushed twice, or polled too) is recorded once."""
+    body = await request.body()
+    return await inbox.webhook(organisation, body=body, headers=request.headers)
+
+
+@router.post(
+    "/{organisation}/servicerequestupdates",
+    response_model=InboundReceipt,
+    summary="Receive an Open311 service request update (mySociety style)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": [
+                            "api_key",
+                            "service_request_id",
+                            "update_id",
+                            "updated_datetime",
+                            "status",
+                        ],
+                        "properties": {
+                            name: {"type": "string"}
+                            for name in (
+                                "api_key",
+                                "jurisdiction_id",
+                                "service_request_id",
+                                "update_id",
+                                "updated_datetime",
+                                "status",
+                                "description",
+                                "external_status_code",
+                            )
+                        },
+                    }
+                }
+            },
+        }
+    },
+    responses={
+        401: _problem("The api_key is missing or wrong"),
+        404: _problem("Unknown organisation, one that does not push, or an unknown case"),
+        422: _problem("The update is not valid"),
+    },
+)
+async def receive_open311_update(
+    organisation: Organisation, request: Request, inbox: Annotated[Inbox, Depends(_inbox)]
+) -> InboundReceipt:
+    """The FixMyStreet `servicerequestupdates` push, form-encoded, for Open311 back-offices."""
+    body = await request.body()
+    form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    return await inbox.open311(organisation, form=form)
