@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from app.locate import normalise_postcode
+from app.status import Status
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -139,6 +140,10 @@ class DestinationOut(BaseModel):
     attempts: int
     last_error: str | None = None
     remote_reference: str | None = None
+    remote_status: Status | None = Field(
+        default=None, description="The organisation's latest reported status, in our words"
+    )
+    remote_status_at: datetime | None = None
     next_attempt_at: datetime | None = None
     delivered_at: datetime | None = None
 

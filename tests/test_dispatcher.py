@@ -291,3 +291,32 @@ async def test_a_refusal_does_not_count_against_the_circuit(client, app, back_of
         o for o in (await client.get("/v1/organisations")).json() if o["id"] == "oxfordshire-county"
     )
     assert county["circuit"]["state"] == "closed"
+
+
+async def test_an_organisation_never_gets_more_calls_at_once_than_its_cap(client, app, back_office):
+    dispatcher = app.state.runtime.dispatcher
+    county = dispatcher.adapters["oxfordshire-county"]
+    county.config = county.config.model_copy(update={"max_concurrent": 2})
+    back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(
+        update={"latency_ms": 200}
+    )
+    refs = [await submit(client) for _ in range(6)]
+    worker = asyncio.create_task(dispatcher.run())
+    try:
+        for _ in range(100):
+            states = [(await read(client, r))["destinations"][0]["state"] for r in refs]
+            if states == ["delivered"] * 6:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await dispatcher.stop()
+        await worker
+    assert states == ["delivered"] * 6
+    async with app.state.iap.engine.connect() as conn:
+        spans = (
+            await conn.execute(select(attempt_table.c.started_at, attempt_table.c.finished_at))
+        ).all()
+    # Every attempt succeeded first time: the cap made calls wait, it spent no attempts.
+    assert len(spans) == 6
+    overlap = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
+    assert overlap == 2

@@ -94,6 +94,8 @@ class Dispatcher:
         # has opened and not yet closed.
         self._failing: set[str] = set()
         self._tripped: set[str] = set()
+        # Organisations whose max_concurrent calls were all in flight at the last count.
+        self._full: set[str] = set()
 
     def wake(self) -> None:
         """New work is waiting: claim it now rather than at the next poll."""
@@ -158,8 +160,11 @@ class Dispatcher:
 
     async def _seconds_until_due(self) -> float:
         async with reading(self.engine) as conn:
+            # Work for an organisation at its cap waits for a call to end, which wakes us.
             next_due = await conn.scalar(
-                select(func.min(d.next_attempt_at)).where(d.state == "pending")
+                select(func.min(d.next_attempt_at)).where(
+                    d.state == "pending", d.organisation_id.not_in(self._full)
+                )
             )
             next_expiry = await conn.scalar(
                 select(func.min(d.lease_until)).where(d.state == "delivering")
@@ -190,6 +195,8 @@ class Dispatcher:
             await circuits.ensure(self.engine, list(self.catalogue.organisations))
             self._circuits_ready = True
         due = due.where(d.organisation_id.not_in(circuits.open_now(now)))
+        if full := await self._still_full():
+            due = due.where(d.organisation_id.not_in(list(full)))
         if is_postgres(self.engine):
             due = due.with_for_update(skip_locked=True)
         claim = (
@@ -206,9 +213,52 @@ class Dispatcher:
         )
         async with writing(self.engine) as conn:
             rows = (await conn.execute(claim)).all()
-        if rows:
-            self._failing, self._tripped = await circuits.troubled(self.engine)
-        return [Claim(*row) for row in rows]
+        if not rows:
+            return []
+        self._failing, self._tripped = await circuits.troubled(self.engine)
+        return await self._within_caps([Claim(*row) for row in rows])
+
+    def _cap(self, organisation_id: str) -> int:
+        adapter = self.adapters.get(organisation_id)
+        return adapter.config.max_concurrent if adapter is not None else 1
+
+    async def _in_flight_by_organisation(self, organisations: set[str]) -> dict[str, int]:
+        """Calls in flight now, across every worker, per organisation."""
+        async with reading(self.engine) as conn:
+            rows = await conn.execute(
+                select(d.organisation_id, func.count())
+                .where(
+                    d.state == "delivering",
+                    d.lease_until > utcnow(),
+                    d.organisation_id.in_(list(organisations)),
+                )
+                .group_by(d.organisation_id)
+            )
+            return {str(organisation): int(count) for organisation, count in rows.all()}
+
+    async def _still_full(self) -> set[str]:
+        if self._full:
+            counts = await self._in_flight_by_organisation(self._full)
+            self._full = {o for o in self._full if counts.get(o, 0) >= self._cap(o)}
+        return self._full
+
+    async def _within_caps(self, claimed: list[Claim]) -> list[Claim]:
+        """Hand back what would take an organisation past its max_concurrent calls.
+
+        Counted after our claim committed, so of two workers claiming at once the second to
+        count sees both claims; at worst both hand back, and neither goes over the cap.
+        """
+        counts = await self._in_flight_by_organisation({c.organisation_id for c in claimed})
+        kept: list[Claim] = []
+        for claim in reversed(claimed):
+            organisation = claim.organisation_id
+            if counts.get(organisation, 0) > self._cap(organisation):
+                counts[organisation] -= 1
+                await self._put_back(claim, utcnow())
+            else:
+                kept.append(claim)
+        self._full |= {o for o, n in counts.items() if n >= self._cap(o)}
+        return kept[::-1]
 
     async def _deliver(self, claim: Claim) -> None:
         attempts = claim.attempts

@@ -87,6 +87,8 @@ def _destination(row: Any, catalogue: Catalogue) -> DestinationOut:
         attempts=row["attempts"],
         last_error=row["last_error"],
         remote_reference=row["remote_reference"],
+        remote_status=row["remote_status"],
+        remote_status_at=row["remote_status_at"],
         next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
         delivered_at=row["delivered_at"],
     )
