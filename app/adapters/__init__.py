@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from app.adapters.base import Adapter
 from app.adapters.http_json import HttpJsonAdapter
+from app.adapters.open311 import Open311Adapter
 from app.adapters.triage import TriageAdapter
 from app.catalogue import Catalogue
 from app.errors import ConfigError
@@ -14,6 +15,7 @@ from app.settings import Settings
 
 ADAPTER_TYPES: dict[str, type[Adapter]] = {
     "http-json": HttpJsonAdapter,
+    "open311": Open311Adapter,
     "triage": TriageAdapter,
 }
 
