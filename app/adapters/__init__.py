@@ -7,12 +7,14 @@ from pydantic import ValidationError
 
 from app.adapters.base import Adapter
 from app.adapters.http_json import HttpJsonAdapter
+from app.adapters.smtp import EmailAdapter
 from app.adapters.triage import TriageAdapter
 from app.catalogue import Catalogue
 from app.errors import ConfigError
 from app.settings import Settings
 
 ADAPTER_TYPES: dict[str, type[Adapter]] = {
+    "email": EmailAdapter,
     "http-json": HttpJsonAdapter,
     "triage": TriageAdapter,
 }
