@@ -8,12 +8,14 @@ from pydantic import ValidationError
 from app.adapters.base import Adapter
 from app.adapters.http_json import HttpJsonAdapter
 from app.adapters.open311 import Open311Adapter
+from app.adapters.smtp import EmailAdapter
 from app.adapters.triage import TriageAdapter
 from app.catalogue import Catalogue
 from app.errors import ConfigError
 from app.settings import Settings
 
 ADAPTER_TYPES: dict[str, type[Adapter]] = {
+    "email": EmailAdapter,
     "http-json": HttpJsonAdapter,
     "open311": Open311Adapter,
     "triage": TriageAdapter,
