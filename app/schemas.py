@@ -220,6 +220,17 @@ class CircuitOut(BaseModel):
     last_error: str | None = None
 
 
+class StatusUpdatesOut(BaseModel):
+    pushed_by: Literal["webhook", "open311"] | None = Field(
+        default=None, description="How the organisation pushes updates to us, if it does"
+    )
+    poll_seconds: float | None = Field(
+        default=None, description="How often we ask it for updates; null: we do not poll"
+    )
+    next_poll_at: datetime | None = None
+    last_poll_error: str | None = None
+
+
 class OrganisationOut(BaseModel):
     id: str
     name: str
@@ -229,4 +240,6 @@ class OrganisationOut(BaseModel):
     shares: list[str] = Field(
         description="The citizen's details it may receive, and only with their consent"
     )
+    max_concurrent: int = Field(description="At most this many calls to it at once")
     circuit: CircuitOut
+    status_updates: StatusUpdatesOut

@@ -6,10 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from app.adapters.base import Adapter
 from app.catalogue import Organisation, Service
 from app.errors import NotFound
-from app.schemas import AttributeOut, CircuitOut, OrganisationOut, ServiceOut
+from app.schemas import AttributeOut, CircuitOut, OrganisationOut, ServiceOut, StatusUpdatesOut
 from app.services import circuits
+from app.services.poller import PollStatus, poll_states
 from app.state import AppState, get_state
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
@@ -37,8 +39,15 @@ async def list_organisations(
     """Every organisation enquiries can be sent to, the areas it covers, how it is reached, and
     whether deliveries to it are flowing (its circuit breaker)."""
     known = await circuits.states(state.engine)
+    polled = await poll_states(state.engine)
     return [
-        _organisation(o, known.get(o.id, _CLOSED)) for o in state.catalogue.organisations.values()
+        _organisation(
+            o,
+            known.get(o.id, _CLOSED),
+            state.adapters.get(o.id),
+            polled.get(o.id),
+        )
+        for o in state.catalogue.organisations.values()
     ]
 
 
@@ -67,7 +76,14 @@ def _service(service: Service) -> ServiceOut:
 _CLOSED = circuits.CircuitState(state="closed", failures=0, open_until=None, last_error=None)
 
 
-def _organisation(organisation: Organisation, circuit: circuits.CircuitState) -> OrganisationOut:
+def _organisation(
+    organisation: Organisation,
+    circuit: circuits.CircuitState,
+    adapter: Adapter | None,
+    polled: PollStatus | None,
+) -> OrganisationOut:
+    inbound = organisation.inbound
+    pushed_by = "webhook" if inbound.webhook_secret else "open311" if inbound.api_key else None
     return OrganisationOut(
         id=organisation.id,
         name=organisation.name,
@@ -75,5 +91,12 @@ def _organisation(organisation: Organisation, circuit: circuits.CircuitState) ->
         areas=list(organisation.areas),
         adapter=organisation.adapter.type,
         shares=list(organisation.shares),
+        max_concurrent=adapter.config.max_concurrent if adapter else 1,
         circuit=CircuitOut(**circuit.__dict__),
+        status_updates=StatusUpdatesOut(
+            pushed_by=pushed_by,
+            poll_seconds=adapter.config.poll_seconds if adapter else None,
+            next_poll_at=polled.next_poll_at if polled else None,
+            last_poll_error=polled.last_error if polled else None,
+        ),
     )

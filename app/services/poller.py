@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -35,6 +36,19 @@ TRACK_FOR = timedelta(days=90)
 TRACK_AT_ONCE = 500
 _IDLE_SECONDS = 5.0
 _FORGET_MESSAGES_AFTER = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class PollStatus:
+    next_poll_at: datetime
+    last_error: str | None
+
+
+async def poll_states(engine: AsyncEngine) -> dict[str, PollStatus]:
+    """Where polling each organisation stands, for those that are polled."""
+    async with reading(engine) as conn:
+        rows = (await conn.execute(select(p.organisation_id, p.next_poll_at, p.last_error))).all()
+    return {row[0]: PollStatus(row[1], row[2]) for row in rows}
 
 
 class Poller:
