@@ -45,7 +45,7 @@ async def set_behaviour(
 @router.get("/stats")
 async def stats(sandbox: SandboxDep) -> dict[str, Any]:
     """Counts at a glance."""
-    return sandbox.office.stats()
+    return {**sandbox.office.stats(), "in_flight": sandbox.in_flight}
 
 
 @router.post("/reset", status_code=204)

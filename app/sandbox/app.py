@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.catalogue import Catalogue
 from app.sandbox import admin, county, fhir, generic, mail, open311
@@ -66,10 +67,30 @@ def create_sandbox_app(
     app.state.sandbox = sandbox
     app.state.office = sandbox.office
     app.add_exception_handler(SimulatorError, render_simulator_error)
+    app.add_middleware(CountInFlight, sandbox=sandbox)
     for router in (admin.router, mail.router, open311.router, county.router, fhir.router):
         app.include_router(router)
     app.include_router(generic.router)
     return app
+
+
+class CountInFlight:
+    """Plain ASGI middleware: how many requests the sandbox is still answering."""
+
+    def __init__(self, app: ASGIApp, *, sandbox: Sandbox) -> None:
+        self.app = app
+        self.sandbox = sandbox
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request while the app answers it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.sandbox.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.sandbox.in_flight -= 1
 
 
 def _free_port() -> int:

@@ -59,6 +59,8 @@ class Sandbox:
     # The last push of each case, so a case's updates reach the gateway in order.
     last_push: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     on_move: dict[str, MoveHook] = field(default_factory=dict)
+    # Requests still being answered (a delayed one may make a case after its caller left).
+    in_flight: int = 0
 
     def organisation(self, organisation_id: str, protocol: str) -> Organisation | None:
         """The organisation, if the catalogue binds it to this protocol."""
