@@ -2,7 +2,8 @@
 
 - PUT /_sandbox/behaviour?organisation=<id or *>: how it misbehaves (see faults.py).
 - GET /_sandbox/stats: create calls per organisation and per dedupe key, cases, duplicates,
-  updates, pushes, mail, and requests in flight (this one included).  POST /_sandbox/reset: forget everything.
+  updates, pushes, mail, and requests in flight (this one included).
+- POST /_sandbox/reset: forget everything.
 - POST /_sandbox/tokens/expire[?organisation=]: every OAuth2 access token expires now.
 - GET /_sandbox/{org}/cases[/{case_id}]: the unified record of cases (see office.py).
 - POST /_sandbox/{org}/cases/{case_id}/status {"status", "description"}: the back-office moves
