@@ -31,6 +31,8 @@ from app.routing import route
 from app.sandbox import create_sandbox_app
 from app.settings import Environment, Settings, get_settings
 
+DEFAULT_SMTP_PORT = 8025
+
 cli = typer.Typer(
     help="IAP: the integrated access point for public-service enquiries.", no_args_is_help=True
 )
@@ -76,7 +78,9 @@ def serve(
     gateway = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     )
-    sandbox_server = _embedded_sandbox(settings) if sandbox else None
+    sandbox_server = (
+        _embedded_sandbox(settings, gateway_url=_loopback_url(host, port)) if sandbox else None
+    )
     tune_garbage_collector()
     asyncio.run(_serve_together(gateway, sandbox_server))
 
@@ -89,7 +93,18 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def _embedded_sandbox(settings: Settings) -> uvicorn.Server | None:
+def _loopback_url(host: str, port: int) -> str:
+    """How a process on this machine reaches a server listening on host:port."""
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    return f"http://{reachable}:{port}"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _embedded_sandbox(settings: Settings, *, gateway_url: str) -> uvicorn.Server | None:
     target = urlsplit(settings.sandbox_url)
     if settings.env is not Environment.development or target.hostname not in (
         "127.0.0.1",
@@ -97,11 +112,16 @@ def _embedded_sandbox(settings: Settings) -> uvicorn.Server | None:
     ):
         return None
     port = target.port or 80
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            return None  # a sandbox (or something else) already listens there
+    if _listening(port):
+        return None  # a sandbox (or something else) already listens there
+    # TODO(integrator): the SMTP port and step seconds belong in Settings; until then the
+    # defaults, and no sink when something else already has the port.
+    smtp_port = None if _listening(DEFAULT_SMTP_PORT) else DEFAULT_SMTP_PORT
+    application = create_sandbox_app(
+        load_configured_catalogue(settings), gateway_url=gateway_url, smtp_port=smtp_port
+    )
     config = uvicorn.Config(
-        create_sandbox_app(), host="127.0.0.1", port=port, log_config=None, access_log=False
+        application, host="127.0.0.1", port=port, log_config=None, access_log=False
     )
     return _QuietServer(config)
 
@@ -149,12 +169,30 @@ def migrate_command() -> None:
 
 @cli.command("sandbox")
 def sandbox_command(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8090,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port of the back-offices")] = 8090,
+    smtp_port: Annotated[
+        int, typer.Option(help="SMTP sink port on 127.0.0.1 (0: none)")
+    ] = DEFAULT_SMTP_PORT,
+    gateway_url: Annotated[
+        str | None,
+        typer.Option(help="Gateway to push status updates to, e.g. http://127.0.0.1:8000"),
+    ] = None,
+    step_seconds: Annotated[
+        float | None, typer.Option(help="Move each new case to its next status this often")
+    ] = None,
 ) -> None:
-    """Run the simulated back-offices the embedded default delivers to."""
-    _settings()
-    uvicorn.run(create_sandbox_app(), host=host, port=port, log_config=None, access_log=False)
+    """Run the simulated back-offices of the configured organisations."""
+    settings = _settings()
+    with _config_errors():
+        catalogue = load_configured_catalogue(settings)
+    application = create_sandbox_app(
+        catalogue,
+        gateway_url=gateway_url,
+        step_seconds=step_seconds,
+        smtp_port=smtp_port or None,
+    )
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
 
 
 @routes_cli.command("explain")

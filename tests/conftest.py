@@ -87,8 +87,13 @@ def sandbox() -> Iterator[ThreadedServer]:
 
 @pytest.fixture
 def back_office(sandbox: ThreadedServer) -> Any:
-    """The sandbox's record of cases and posts, emptied for this test."""
-    office = sandbox.app.state.office  # type: ignore[attr-defined]
+    """The sandbox's record of cases and posts, emptied for this test once the requests an
+    earlier test left behind (a delayed one still makes its case) have been answered."""
+    state = sandbox.app.state  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while state.sandbox.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    office = state.office
     office.__init__()  # every field back to empty
     return office
 

@@ -2,14 +2,17 @@
 
 import json
 import os
+import smtplib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,3 +130,34 @@ def test_committed_openapi_document_is_current(database_url):
 @pytest.mark.parametrize("command", ["serve", "worker", "migrate", "sandbox", "openapi"])
 def test_every_command_documents_itself(command, database_url):
     assert "Usage" in iap(command, "--help", database_url=database_url).stdout
+
+
+def test_sandbox_serves_the_back_offices_and_an_smtp_sink():
+    port, smtp_port = free_port(), free_port()
+    options = ["--port", str(port), "--smtp-port", str(smtp_port), "--step-seconds", "30"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from app.cli import main; main()", "sandbox", *options],
+        env={**os.environ, "IAP_ENV": "test"},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if http.get("/_sandbox/stats").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, "iap sandbox exited"
+                assert time.monotonic() < deadline, "iap sandbox did not answer"
+                time.sleep(0.05)
+            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as smtp:
+                smtp.sendmail("iap@example.org", ["desk@example.org"], b"Subject: Hello\r\n\r\nHi")
+            [message] = http.get("/mail.json").json()["messages"]
+            assert message["subject"] == "Hello"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
