@@ -31,8 +31,6 @@ from app.routing import route
 from app.sandbox import create_sandbox_app
 from app.settings import Environment, Settings, get_settings
 
-DEFAULT_SMTP_PORT = 8025
-
 cli = typer.Typer(
     help="IAP: the integrated access point for public-service enquiries.", no_args_is_help=True
 )
@@ -114,11 +112,13 @@ def _embedded_sandbox(settings: Settings, *, gateway_url: str) -> uvicorn.Server
     port = target.port or 80
     if _listening(port):
         return None  # a sandbox (or something else) already listens there
-    # TODO(integrator): the SMTP port and step seconds belong in Settings; until then the
-    # defaults, and no sink when something else already has the port.
-    smtp_port = None if _listening(DEFAULT_SMTP_PORT) else DEFAULT_SMTP_PORT
+    # No sink when something else already has the port (a sandbox of its own, say).
+    smtp_port = None if _listening(settings.sandbox_smtp_port) else settings.sandbox_smtp_port
     application = create_sandbox_app(
-        load_configured_catalogue(settings), gateway_url=gateway_url, smtp_port=smtp_port
+        load_configured_catalogue(settings),
+        gateway_url=gateway_url,
+        smtp_port=smtp_port,
+        step_seconds=settings.sandbox_step_seconds,
     )
     config = uvicorn.Config(
         application, host="127.0.0.1", port=port, log_config=None, access_log=False
@@ -172,25 +172,29 @@ def sandbox_command(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port of the back-offices")] = 8090,
     smtp_port: Annotated[
-        int, typer.Option(help="SMTP sink port on 127.0.0.1 (0: none)")
-    ] = DEFAULT_SMTP_PORT,
+        int | None,
+        typer.Option(help="SMTP sink port on 127.0.0.1 (0: none) [default: IAP_SANDBOX_SMTP_PORT]"),
+    ] = None,
     gateway_url: Annotated[
         str | None,
         typer.Option(help="Gateway to push status updates to, e.g. http://127.0.0.1:8000"),
     ] = None,
     step_seconds: Annotated[
-        float | None, typer.Option(help="Move each new case to its next status this often")
+        float | None,
+        typer.Option(
+            help="Move each new case to its next status this often (0: only when told) "
+            "[default: IAP_SANDBOX_STEP_SECONDS]"
+        ),
     ] = None,
 ) -> None:
     """Run the simulated back-offices of the configured organisations."""
     settings = _settings()
     with _config_errors():
         catalogue = load_configured_catalogue(settings)
+    smtp = settings.sandbox_smtp_port if smtp_port is None else smtp_port
+    step = settings.sandbox_step_seconds if step_seconds is None else step_seconds
     application = create_sandbox_app(
-        catalogue,
-        gateway_url=gateway_url,
-        step_seconds=step_seconds,
-        smtp_port=smtp_port or None,
+        catalogue, gateway_url=gateway_url, step_seconds=step or None, smtp_port=smtp or None
     )
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
 

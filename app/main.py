@@ -40,8 +40,12 @@ Every error is an RFC 9457 `application/problem+json` document with a stable `ty
 
 
 def load_configured_catalogue(settings: Settings) -> Catalogue:
-    """The catalogue from IAP_CONFIG_DIR, with ${IAP_SANDBOX_URL} filled from the settings."""
-    return load_catalogue(settings.config_dir, variables={"IAP_SANDBOX_URL": settings.sandbox_url})
+    """The catalogue from IAP_CONFIG_DIR, with the sandbox's addresses filled from the settings."""
+    variables = {
+        "IAP_SANDBOX_URL": settings.sandbox_url,
+        "IAP_SANDBOX_SMTP_PORT": str(settings.sandbox_smtp_port),
+    }
+    return load_catalogue(settings.config_dir, variables=variables)
 
 
 def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True) -> FastAPI:

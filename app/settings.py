@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./iap.db"
     config_dir: Path = SHIPPED_CONFIG_DIR
     sandbox_url: str = "http://127.0.0.1:8090"
+    # The sandbox's SMTP sink (the shipped police binding sends there) and how often its
+    # simulated cases move to their next status.
+    sandbox_smtp_port: int = Field(default=8025, ge=1, le=65535)
+    sandbox_step_seconds: float | None = Field(default=20.0, gt=0)
     migrate_on_start: bool = True
     log_level: str = "INFO"
     dispatch: DispatchSettings = DispatchSettings()
