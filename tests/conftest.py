@@ -22,10 +22,11 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.catalogue import load_catalogue
 from app.db import create_engine, migrate
 from app.main import create_app
 from app.sandbox import create_sandbox_app
-from app.settings import DispatchSettings, Environment, Settings
+from app.settings import SHIPPED_CONFIG_DIR, DispatchSettings, Environment, Settings
 
 POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
@@ -52,11 +53,16 @@ def free_port() -> int:
 class ThreadedServer:
     """A real uvicorn server on a loopback port, in a thread of the test process."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, *, lifespan: str = "off") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan=lifespan,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -75,12 +81,26 @@ class ThreadedServer:
         self.thread.join(timeout=10)
 
 
+def start_sandbox(wrap: Any = None) -> ThreadedServer:
+    """The sandbox back-offices of the shipped configuration on loopback ports, SMTP sink
+    included; `wrap` may put ASGI middleware around it."""
+    port, smtp_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    catalogue = load_catalogue(
+        SHIPPED_CONFIG_DIR,
+        variables={"IAP_SANDBOX_URL": url, "IAP_SANDBOX_SMTP_PORT": str(smtp_port)},
+    )
+    app = create_sandbox_app(catalogue, smtp_port=smtp_port)
+    server = ThreadedServer(wrap(app) if wrap else app, port, lifespan="on").start()
+    server.app = app  # type: ignore[attr-defined]
+    server.smtp_port = smtp_port  # type: ignore[attr-defined]
+    return server
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[ThreadedServer]:
     """The sandbox back-offices, shared by the session; reset before each test that uses it."""
-    app = create_sandbox_app()
-    server = ThreadedServer(app).start()
-    server.app = app  # type: ignore[attr-defined]
+    server = start_sandbox()
     yield server
     server.stop()
 
@@ -146,12 +166,15 @@ async def _truncate(url: str) -> None:
     await engine.dispose()
 
 
-def make_settings(database_url: str, sandbox_url: str, **overrides: Any) -> Settings:
+def make_settings(
+    database_url: str, sandbox_url: str, smtp_port: int = 8025, **overrides: Any
+) -> Settings:
     """Settings for a test: fast retries, loopback sandbox, no migrations (already done)."""
     values: dict[str, Any] = {
         "env": Environment.test,
         "database_url": database_url,
         "sandbox_url": sandbox_url,
+        "sandbox_smtp_port": smtp_port,
         "migrate_on_start": False,
         "dispatch": DispatchSettings(
             retry_schedule=[0.05, 0.05], jitter=0.0, poll_seconds=0.2, lease_seconds=30
@@ -163,7 +186,7 @@ def make_settings(database_url: str, sandbox_url: str, **overrides: Any) -> Sett
 
 @pytest.fixture
 def settings(database_url: str, sandbox: ThreadedServer) -> Settings:
-    return make_settings(database_url, sandbox.url)
+    return make_settings(database_url, sandbox.url, sandbox.smtp_port)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_environment_values_fill_placeholders(config_dir, monkeypatch):
     monkeypatch.setenv("IAP_SANDBOX_URL", "http://10.0.0.1:9")
     catalogue = load_catalogue(config_dir)
     assert catalogue.organisations["cherwell"].adapter.model_dump()["base_url"] == (
-        "http://10.0.0.1:9/cherwell"
+        "http://10.0.0.1:9/cherwell/open311/v2"
     )
 
 
@@ -99,8 +99,10 @@ def test_a_triage_desk_is_required(config_dir):
     ("adapter", "message"),
     [
         ({"type": "carrier-pigeon"}, "unknown adapter 'carrier-pigeon'"),
-        ({"type": "http-json"}, "base_url"),
-        ({"type": "http-json", "base_url": "not a url"}, "base_url"),
+        ({"type": "open311", "api_key": "k"}, "base_url"),
+        ({"type": "open311", "api_key": "k", "base_url": "not a url"}, "base_url"),
+        ({"type": "open311", "base_url": "http://x/v2"}, "api_key"),
+        ({"type": "open311", "api_key": "k", "base_url": "http://x/v2", "poll_seconds": 0}, "poll"),
     ],
 )
 async def test_bad_adapter_settings_fail_start_up_by_organisation(config_dir, adapter, message):

@@ -6,8 +6,9 @@ import httpx
 from pydantic import ValidationError
 
 from app.adapters.base import Adapter
-from app.adapters.http_json import HttpJsonAdapter
+from app.adapters.fhir import FhirAdapter
 from app.adapters.open311 import Open311Adapter
+from app.adapters.rest_json import RestJsonAdapter
 from app.adapters.smtp import EmailAdapter
 from app.adapters.triage import TriageAdapter
 from app.catalogue import Catalogue
@@ -16,8 +17,9 @@ from app.settings import Settings
 
 ADAPTER_TYPES: dict[str, type[Adapter]] = {
     "email": EmailAdapter,
-    "http-json": HttpJsonAdapter,
+    "fhir": FhirAdapter,
     "open311": Open311Adapter,
+    "rest-json": RestJsonAdapter,
     "triage": TriageAdapter,
 }
 

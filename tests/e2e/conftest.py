@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine, reading
 from app.models import attempt_table, dispatch_table
-from app.sandbox import BackOffice, create_sandbox_app
-from tests.conftest import ThreadedServer, enquiry_body, free_port
+from app.sandbox import BackOffice
+from tests.conftest import ThreadedServer, enquiry_body, free_port, start_sandbox
 
 IAP = str(Path(sys.executable).parent / "iap")
 T = TypeVar("T")
@@ -77,12 +77,15 @@ class PostRecorder:
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[ThreadedServer]:
-    """The root sandbox, wrapped so these tests can count POSTs per Idempotency-Key."""
-    app = create_sandbox_app()
-    recorder = PostRecorder(app)
-    server = ThreadedServer(recorder).start()
-    server.app = app  # type: ignore[attr-defined]
-    server.recorder = recorder  # type: ignore[attr-defined]
+    """The sandbox, wrapped so these tests can count POSTs per Idempotency-Key."""
+    recorders: list[PostRecorder] = []
+
+    def recorded(app: Any) -> PostRecorder:
+        recorders.append(PostRecorder(app))
+        return recorders[0]
+
+    server = start_sandbox(recorded)
+    server.recorder = recorders[0]  # type: ignore[attr-defined]
     yield server
     server.stop()
 
@@ -170,7 +173,9 @@ class IapProcess:
 class Launcher:
     """Starts `iap serve` and `iap worker` against this test's database and the sandbox."""
 
-    def __init__(self, *, database_url: str, sandbox_url: str, log_dir: Path) -> None:
+    def __init__(
+        self, *, database_url: str, sandbox_url: str, smtp_port: int, log_dir: Path
+    ) -> None:
         # The caller's own IAP_* settings would make runs differ; each test sets what it needs.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("IAP_")}
         self.base_env = {
@@ -178,6 +183,7 @@ class Launcher:
             "IAP_ENV": "test",
             "IAP_DATABASE_URL": database_url,
             "IAP_SANDBOX_URL": sandbox_url,
+            "IAP_SANDBOX_SMTP_PORT": str(smtp_port),
             "IAP_MIGRATE_ON_START": "false",
             "IAP_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
@@ -253,7 +259,12 @@ class Gateway:
 def iap(database_url: str, sandbox: ThreadedServer, tmp_path: Path) -> Iterator[Launcher]:
     """Start `iap` processes; all are stopped at teardown and their logs printed (shown on
     failure)."""
-    launcher = Launcher(database_url=database_url, sandbox_url=sandbox.url, log_dir=tmp_path)
+    launcher = Launcher(
+        database_url=database_url,
+        sandbox_url=sandbox.url,
+        smtp_port=sandbox.smtp_port,  # type: ignore[attr-defined]
+        log_dir=tmp_path,
+    )
     yield launcher
     launcher.stop_all()
     for process in launcher.started:

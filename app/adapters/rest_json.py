@@ -1,0 +1,206 @@
+"""`rest-json`: a county's case-management API, POST `{base_url}/cases`, OAuth2 client credentials.
+
+The `Idempotency-Key` header is the dispatch id, so a create repeated after an ambiguous failure
+(a timeout after the request left) answers 200 with the case made the first time instead of
+making a second one. The county pushes status changes (Standard Webhooks), so this never polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from time import monotonic
+from typing import Any
+
+import httpx
+from pydantic import AnyHttpUrl, SecretStr, model_validator
+
+from app.adapters.base import (
+    Adapter,
+    AdapterConfig,
+    Delivery,
+    PermanentError,
+    Receipt,
+    RetryableError,
+    describe_transport_error,
+    raise_for_response,
+)
+from app.status import Status
+
+# A token this close to its expiry is renewed first, so it cannot lapse while a call is on the way.
+EXPIRY_MARGIN_SECONDS = 30.0
+
+CASE_WORDS: dict[str, Status] = {
+    "new": Status.acknowledged,
+    "assigned": Status.acknowledged,
+    "in_progress": Status.in_progress,
+    "scheduled": Status.action_scheduled,
+    "completed": Status.resolved,
+    "closed": Status.closed,
+    "rejected": Status.not_our_responsibility,
+    "duplicate": Status.duplicate,
+    "withdrawn": Status.cancelled,
+}
+
+
+class RestJsonConfig(AdapterConfig):
+    base_url: AnyHttpUrl
+    # None: no OAuth; then api_key, if set, is sent as the bearer token instead.
+    token_url: AnyHttpUrl | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    scope: str | None = None
+    api_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _credentials_for_oauth(self) -> RestJsonConfig:
+        if self.token_url is not None and (not self.client_id or self.client_secret is None):
+            raise ValueError("token_url needs client_id and client_secret")
+        return self
+
+
+class RestJsonAdapter(Adapter):
+    config_model = RestJsonConfig
+    config: RestJsonConfig
+    status_words = CASE_WORDS
+
+    def __init__(self, *, config: Any, client: httpx.AsyncClient, timeout: float) -> None:
+        super().__init__(config=config, client=client, timeout=timeout)
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        # One token request at a time: a burst of deliveries must not each ask for its own.
+        self._token_lock = asyncio.Lock()
+
+    async def deliver(self, delivery: Delivery) -> Receipt:
+        """Create the case, or get back the one an earlier attempt with this dispatch id made."""
+        url = f"{str(self.config.base_url).rstrip('/')}/cases"
+        body = case_payload(delivery)
+        headers = {"Idempotency-Key": str(delivery.dispatch_id)}
+        response = await self._post_authorised(url, body, headers)
+        if response.status_code == 401 and self.config.token_url is not None:
+            # The county may revoke a token before its expiry (key rotation, restart): renew once.
+            self._forget_token(response.request.headers.get("authorization"))
+            response = await self._post_authorised(url, body, headers)
+        raise_for_case_response(response)
+        return Receipt(remote_reference=case_id(response))
+
+    async def _post_authorised(
+        self, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> httpx.Response:
+        bearer = await self._bearer()
+        sent = {**headers, "Authorization": f"Bearer {bearer}"} if bearer else headers
+        try:
+            return await self.client.post(url, json=body, headers=sent, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise RetryableError(describe_transport_error(exc)) from exc
+
+    async def _bearer(self) -> str | None:
+        if self.config.token_url is None:
+            key = self.config.api_key
+            return key.get_secret_value() if key is not None else None
+        async with self._token_lock:
+            if self._token is None or monotonic() >= self._token_expires_at:
+                self._token, lifetime = await self._fetch_token()
+                self._token_expires_at = monotonic() + lifetime - EXPIRY_MARGIN_SECONDS
+            return self._token
+
+    def _forget_token(self, authorization: str | None) -> None:
+        # Only the token the county refused: a concurrent call may already have renewed it.
+        if authorization == f"Bearer {self._token}":
+            self._token = None
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        """A new access token and its lifetime in seconds (client_secret_post)."""
+        config = self.config
+        # Both are set whenever a token is fetched: the config model refuses token_url without them.
+        assert config.token_url is not None
+        assert config.client_secret is not None
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": config.client_id or "",
+            "client_secret": config.client_secret.get_secret_value(),
+        }
+        if config.scope:
+            form["scope"] = config.scope
+        try:
+            response = await self.client.post(
+                str(config.token_url), data=form, timeout=self.timeout
+            )
+        except httpx.HTTPError as exc:
+            raise RetryableError(describe_transport_error(exc)) from exc
+        if response.status_code in (400, 401):
+            raise PermanentError(
+                f"HTTP {response.status_code} from {response.request.url.host}: "
+                "county rejected our client credentials"
+            )
+        raise_for_response(response)
+        return token_from(response)
+
+
+def token_from(response: httpx.Response) -> tuple[str, float]:
+    """The access token and its lifetime from a token answer; without expires_in, until refused."""
+    try:
+        answer = response.json()
+    except ValueError as exc:
+        raise PermanentError("token endpoint answered with a body that is not JSON") from exc
+    token = answer.get("access_token") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token:
+        raise PermanentError("token endpoint answered without an access_token")
+    if str(answer.get("token_type", "Bearer")).lower() != "bearer":
+        raise PermanentError("token endpoint answered with a token type other than Bearer")
+    lifetime = answer.get("expires_in")
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
+        return token, math.inf
+    return token, float(lifetime)
+
+
+def raise_for_case_response(response: httpx.Response) -> None:
+    """As raise_for_response, but a refusal names only the problem's title, never its body.
+
+    The county's validation errors echo the fields they rejected, which may be the citizen's.
+    """
+    status = response.status_code
+    if 400 <= status < 500 and status not in (408, 409, 425, 429):
+        raise PermanentError(f"HTTP {status} from {response.request.url.host}{_title(response)}")
+    raise_for_response(response)
+
+
+def _title(response: httpx.Response) -> str:
+    # RFC 9457: a problem's title is the same for every occurrence of its type, so holds no data.
+    try:
+        answer = response.json()
+    except ValueError:
+        return ""
+    title = answer.get("title") if isinstance(answer, dict) else None
+    return f": {title[:200]}" if isinstance(title, str) and title else ""
+
+
+def case_id(response: httpx.Response) -> str:
+    """The county's case id from a create answer."""
+    try:
+        answer = response.json()
+    except ValueError as exc:
+        raise PermanentError(f"HTTP {response.status_code} with a body that is not JSON") from exc
+    remote = answer.get("id") if isinstance(answer, dict) else None
+    if remote is None or isinstance(remote, bool | dict | list) or str(remote) == "":
+        raise PermanentError(f"HTTP {response.status_code} without a case id")
+    return str(remote)
+
+
+def case_payload(delivery: Delivery) -> dict[str, Any]:
+    """What the county receives: the enquiry, and the citizen's details it may have."""
+    enquiry = delivery.enquiry
+    body: dict[str, Any] = {
+        "reference": delivery.reference,
+        "dispatch_id": str(delivery.dispatch_id),
+        "service_code": enquiry["service_code"],
+        "service_name": delivery.service_name,
+        "description": enquiry["description"],
+        "channel": enquiry["channel"],
+        "location": enquiry.get("location"),
+        "attributes": enquiry.get("attributes") or {},
+        "submitted_at": enquiry["created_at"].isoformat(),
+    }
+    if delivery.citizen is not None:
+        body["citizen"] = delivery.citizen
+    return body
