@@ -4,7 +4,9 @@
 - POST /{org}/oauth/token: client_credentials grant; the client authenticates with client_id
   and client_secret in the form (client_secret_post) or with HTTP Basic, and must match the
   adapter's configured `client_id`/`client_secret` (401 invalid_client otherwise). Tokens live
-  `token_seconds` (300 by default); POST /_sandbox/tokens/expire ends them all now.
+  `token_seconds` (300 by default); POST /_sandbox/tokens/expire ends them all now. The
+  token service stands apart from the case API, as an identity provider does: misbehaviour
+  set for the county (slow, failing, down) is the case API's, not the token service's.
 - POST /{org}/api/cases (Bearer): JSON with at least `reference` and `description`; the same
   Idempotency-Key gives the same case back with 200, a new one 201 {"id": "OCC-000123",
   "status": "new"}. An unknown or expired token gets 401 with WWW-Authenticate.
@@ -75,7 +77,6 @@ async def token(organisation: str, request: Request, sandbox: SandboxDep) -> JSO
     """Issue an access token for the client credentials grant."""
     county = _find(sandbox, organisation)
     form = dict(parse_qsl((await request.body()).decode(errors="replace")))
-    await _arrive(sandbox, county)
     if form.get("grant_type") != "client_credentials":
         raise CountyError(400, "unsupported_grant_type", "Only client_credentials is supported")
     client_id, client_secret = _client_credentials(request.headers.get("authorization"), form)

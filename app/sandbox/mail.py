@@ -44,7 +44,10 @@ class MailSink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """Record the message (in the sandbox's loop, where everything else is recorded)."""
         work = receive(self.sandbox, envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
+        recorded = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
+        # A message whose data has all arrived is kept even if the client then goes away,
+        # as a real mail server keeps it: that is how a sender comes to send it twice.
+        return await asyncio.shield(recorded)
 
 
 async def start_sink(sandbox: Sandbox, port: int) -> Controller:

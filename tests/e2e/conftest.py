@@ -1,5 +1,6 @@
-"""End-to-end harness: `iap` processes on loopback against the test database and a sandbox whose
-every POST is counted per Idempotency-Key, with bounded waits that fail instead of hanging."""
+"""End-to-end harness: `iap` processes on loopback against the test database and the sandbox
+back-offices (which count every create call per dedupe key), with bounded waits that fail
+instead of hanging."""
 
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.catalogue import load_catalogue
 from app.db import create_engine, reading
-from app.models import attempt_table, dispatch_table
+from app.models import attempt_table, dispatch_table, enquiry_table
+from app.reference import display
 from app.sandbox import BackOffice
-from tests.conftest import ThreadedServer, enquiry_body, free_port, start_sandbox
+from app.settings import SHIPPED_CONFIG_DIR
+from tests.conftest import ThreadedServer, enquiry_body, free_port
 
 IAP = str(Path(sys.executable).parent / "iap")
 T = TypeVar("T")
@@ -45,59 +49,59 @@ async def eventually(
         await asyncio.sleep(every)
 
 
-class PostRecorder:
-    """ASGI wrapper around the sandbox: counts every POST per (organisation, Idempotency-Key),
-    and how many are still being answered (the sandbox reads each request before its delay, so
-    a case is still made when the caller has gone away)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.posts: Counter[tuple[str, str]] = Counter()
-        self.in_flight = 0
-
-    def reset(self) -> None:
-        self.posts.clear()
-
-    def posts_for(self, organisation: str, key: object) -> int:
-        return self.posts[(organisation, str(key))]
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        key = dict(scope["headers"]).get(b"idempotency-key", b"").decode()
-        organisation = scope["path"].strip("/").split("/")[0]
-        self.posts[(organisation, key)] += 1
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
+# How each shipped organisation is reached, to know what its back-office deduplicates on.
+ADAPTER_TYPE = {
+    o.id: o.adapter.type
+    for o in load_catalogue(
+        SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://x"}
+    ).organisations.values()
+}
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[ThreadedServer]:
-    """The sandbox, wrapped so these tests can count POSTs per Idempotency-Key."""
-    recorders: list[PostRecorder] = []
+def create_key(dispatch: dict[str, Any]) -> str:
+    """The key a back-office deduplicates a dispatch's create on: the Idempotency-Key (county),
+    our reference (Open311 attribute, FHIR identifier), or the Message-ID (email)."""
+    kind = ADAPTER_TYPE[dispatch["organisation_id"]]
+    if kind == "rest-json":
+        return str(dispatch["id"])
+    if kind == "email":
+        return f"{dispatch['id']}@iap.invalid"
+    return str(dispatch["reference"])
 
-    def recorded(app: Any) -> PostRecorder:
-        recorders.append(PostRecorder(app))
-        return recorders[0]
 
-    server = start_sandbox(recorded)
-    server.recorder = recorders[0]  # type: ignore[attr-defined]
-    yield server
-    server.stop()
+class Calls:
+    """What the sandbox back-offices were asked: create calls per (organisation, dedupe key),
+    counted as they arrive (before any delay or failure), and requests still being answered."""
+
+    def __init__(self, sandbox: ThreadedServer) -> None:
+        self.state = sandbox.app.state  # type: ignore[attr-defined]
+
+    @property
+    def creates(self) -> Counter[tuple[str, str]]:
+        return Counter(self.state.office.posts_by_key)
+
+    def creates_for(self, dispatch: dict[str, Any]) -> int:
+        return self.creates[(dispatch["organisation_id"], create_key(dispatch))]
+
+    def case_for(self, dispatch: dict[str, Any]) -> str | None:
+        """The case id the back-office made for this dispatch, if it made one."""
+        found: str | None = self.state.office.by_key.get(
+            (dispatch["organisation_id"], create_key(dispatch))
+        )
+        return found
+
+    @property
+    def in_flight(self) -> int:
+        return int(self.state.sandbox.in_flight)
 
 
 @pytest.fixture
-def sandbox_posts(sandbox: ThreadedServer, back_office: BackOffice) -> Iterator[PostRecorder]:
-    """POSTs counted for this test; teardown waits for the sandbox to answer them all."""
-    recorder: PostRecorder = sandbox.recorder  # type: ignore[attr-defined]
-    recorder.reset()
-    yield recorder
+def calls(sandbox: ThreadedServer, back_office: BackOffice) -> Iterator[Calls]:
+    """The back-offices' calls for this test; teardown waits for the sandbox to answer them."""
+    view = Calls(sandbox)
+    yield view
     deadline = time.monotonic() + 10
-    while recorder.in_flight and time.monotonic() < deadline:
+    while view.in_flight and time.monotonic() < deadline:
         time.sleep(0.02)
     back_office.behaviour.clear()
 
@@ -280,8 +284,12 @@ class Ledger:
 
     async def dispatches(self) -> list[dict[str, Any]]:
         async with reading(self.engine) as conn:
-            rows = await conn.execute(select(dispatch_table).order_by(dispatch_table.c.id))
-            return [dict(row) for row in rows.mappings()]
+            rows = await conn.execute(
+                select(dispatch_table, enquiry_table.c.reference)
+                .join_from(dispatch_table, enquiry_table)
+                .order_by(dispatch_table.c.id)
+            )
+            return [{**row, "reference": display(row["reference"])} for row in rows.mappings()]
 
     async def attempts(self) -> list[dict[str, Any]]:
         async with reading(self.engine) as conn:

@@ -14,7 +14,7 @@ import pytest
 from app.sandbox import BackOffice, Behaviour
 from app.settings import SHIPPED_CONFIG_DIR
 from tests.conftest import free_port
-from tests.e2e.conftest import Launcher, PostRecorder, eventually, mixed_enquiry
+from tests.e2e.conftest import Calls, Launcher, eventually, mixed_enquiry
 
 pytestmark = pytest.mark.e2e
 
@@ -34,25 +34,25 @@ class Outage:
     calls_arrive: bool  # the back-office sees the calls (and is slow to refuse them)
 
 
-@pytest.fixture(params=["503", "refused"])
+@pytest.fixture(params=["421", "refused"])
 def police_outage(
     request: pytest.FixtureRequest, back_office: BackOffice, tmp_path: Path
 ) -> Outage:
-    """The police back-office answering 503 after 1.5 s, or nothing listening at all."""
-    if request.param == "503":
+    """The police mail server answering 421 after 1.5 s, or nothing listening at all."""
+    if request.param == "421":
         back_office.behaviour[POLICE] = Behaviour(down=True, latency_ms=1500)
-        return Outage({}, "HTTP 503 from 127.0.0.1", calls_arrive=True)
+        return Outage({}, "SMTP 421", calls_arrive=True)
     config_dir = tmp_path / "config"
     shutil.copytree(SHIPPED_CONFIG_DIR, config_dir)
     organisations = config_dir / "organisations.yaml"
-    closed = f"http://127.0.0.1:{free_port()}/{POLICE}"
-    text = organisations.read_text().replace(f"${{IAP_SANDBOX_URL}}/{POLICE}", closed)
+    closed = f'port: "{free_port()}"'
+    text = organisations.read_text().replace('port: "${IAP_SANDBOX_SMTP_PORT}"', closed)
     organisations.write_text(text)
-    return Outage({"IAP_CONFIG_DIR": str(config_dir)}, "ConnectError", calls_arrive=False)
+    return Outage({"IAP_CONFIG_DIR": str(config_dir)}, "SMTPConnectError", calls_arrive=False)
 
 
 async def test_a_down_back_office_leaves_intake_alone_and_ends_dead_with_its_reason(
-    iap: Launcher, back_office: BackOffice, sandbox_posts: PostRecorder, police_outage: Outage
+    iap: Launcher, back_office: BackOffice, calls: Calls, police_outage: Outage
 ) -> None:
     reason = police_outage.reason
     async with iap.serve(**FAST_RETRIES, **police_outage.env) as gateway:
@@ -66,7 +66,7 @@ async def test_a_down_back_office_leaves_intake_alone_and_ends_dead_with_its_rea
         if police_outage.calls_arrive:
 
             async def police_call_in_flight() -> bool:
-                return any(org == POLICE for org, _ in sandbox_posts.posts)
+                return back_office.posts.get(POLICE, 0) > 0
 
             await eventually(police_call_in_flight, within=5, what="a call to the police")
         for number in (3, 6):
@@ -100,6 +100,5 @@ async def test_a_down_back_office_leaves_intake_alone_and_ends_dead_with_its_rea
         assert police_events[3:] == ["enquiry.failed"]
         dead = next(e for e in enquiry["timeline"] if e["type"] == "dispatch.dead")
         assert reason in dead["detail"]
-    police_posts = sum(n for (org, _), n in sandbox_posts.posts.items() if org == POLICE)
-    assert police_posts == (9 if police_outage.calls_arrive else 0)
+    assert back_office.posts.get(POLICE, 0) == (9 if police_outage.calls_arrive else 0)
     assert POLICE not in back_office.cases

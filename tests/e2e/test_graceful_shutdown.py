@@ -12,9 +12,9 @@ from httpx import AsyncClient
 
 from app.sandbox import BackOffice, Behaviour
 from tests.e2e.conftest import (
+    Calls,
     Launcher,
     Ledger,
-    PostRecorder,
     Worker,
     eventually,
     mixed_enquiry,
@@ -31,15 +31,13 @@ async def submit(client: AsyncClient) -> None:
         assert created.status_code == 201, created.text
 
 
-async def all_in_flight(
-    ledger: Ledger, sandbox_posts: PostRecorder, worker: Worker
-) -> list[dict[str, Any]]:
+async def all_in_flight(ledger: Ledger, calls: Calls, worker: Worker) -> list[dict[str, Any]]:
     """Wait until the worker holds every dispatch and has sent each to the back-office."""
 
     async def posted() -> list[dict[str, Any]] | None:
         rows = await ledger.dispatches()
         leased = all(r["state"] == "delivering" and r["lease_owner"] == worker.id for r in rows)
-        return rows if leased and sum(sandbox_posts.posts.values()) == len(rows) else None
+        return rows if leased and sum(calls.creates.values()) == len(rows) else None
 
     return await eventually(posted, within=10, what="every dispatch in flight")
 
@@ -56,12 +54,12 @@ async def test_sigterm_lets_in_flight_deliveries_finish(
     iap: Launcher,
     ledger: Ledger,
     back_office: BackOffice,
-    sandbox_posts: PostRecorder,
+    calls: Calls,
 ) -> None:
     back_office.behaviour["*"] = Behaviour(latency_ms=700)
     await submit(client)
     async with iap.worker(IAP_DISPATCH__SHUTDOWN_GRACE_SECONDS="10") as worker:
-        dispatches = await all_in_flight(ledger, sandbox_posts, worker)
+        dispatches = await all_in_flight(ledger, calls, worker)
         assert await stop_and_time(worker) < 10
 
     rows = await ledger.dispatches()
@@ -71,7 +69,7 @@ async def test_sigterm_lets_in_flight_deliveries_finish(
     assert [(a["number"], a["outcome"], a["worker"]) for a in attempts] == [
         (1, "delivered", worker.id)
     ] * len(dispatches)
-    assert set(sandbox_posts.posts.values()) == {1}
+    assert set(calls.creates.values()) == {1}
     assert sum(len(c) for c in back_office.cases.values()) == len(dispatches)
 
 
@@ -80,13 +78,13 @@ async def test_sigterm_past_the_grace_period_hands_leases_back(
     iap: Launcher,
     ledger: Ledger,
     back_office: BackOffice,
-    sandbox_posts: PostRecorder,
+    calls: Calls,
 ) -> None:
     back_office.behaviour["*"] = Behaviour(latency_ms=3000)
     grace = 0.3
     await submit(client)
     async with iap.worker(IAP_DISPATCH__SHUTDOWN_GRACE_SECONDS=str(grace)) as worker:
-        dispatches = await all_in_flight(ledger, sandbox_posts, worker)
+        dispatches = await all_in_flight(ledger, calls, worker)
         assert await stop_and_time(worker) < grace + 2  # not the 3 s the calls take
         [released] = worker.process.events("dispatcher.leases_released")
         assert released["count"] == len(dispatches)
@@ -106,14 +104,15 @@ async def test_sigterm_past_the_grace_period_hands_leases_back(
         await eventually(all_delivered, within=5, what="the next worker to deliver them")
 
     async def back_office_idle() -> bool:
-        return sandbox_posts.in_flight == 0  # the abandoned calls have been answered too
+        return calls.in_flight == 0  # the abandoned calls have been answered too
 
     await eventually(back_office_idle, within=5, what="the back-office to finish")
     assert sum(len(c) for c in back_office.cases.values()) == len(dispatches)
     for row in await ledger.dispatches():
-        organisation, key = row["organisation_id"], str(row["id"])
-        assert sandbox_posts.posts_for(organisation, key) == 2
-        assert row["remote_reference"] == back_office.by_key[(organisation, key)]
+        # Sent again (the first call's answer never came), and the back-office knew it: the
+        # same Idempotency-Key, reference or Message-ID gave the first case back.
+        assert calls.creates_for(row) == 2
+        assert row["remote_reference"] == calls.case_for(row)
     attempts = await ledger.attempts()
     assert {(a["number"], a["outcome"], a["worker"]) for a in attempts} == {
         (1, "delivered", later.id)

@@ -8,7 +8,7 @@ import pytest
 from httpx import AsyncClient
 
 from app.sandbox import BackOffice, Behaviour
-from tests.e2e.conftest import Launcher, Ledger, PostRecorder, eventually, mixed_enquiry
+from tests.e2e.conftest import Calls, Launcher, Ledger, create_key, eventually, mixed_enquiry
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ async def test_two_workers_never_deliver_a_dispatch_twice(
     iap: Launcher,
     ledger: Ledger,
     back_office: BackOffice,
-    sandbox_posts: PostRecorder,
+    calls: Calls,
 ) -> None:
     for number in range(ENQUIRIES):
         created = await client.post("/v1/enquiries", json=mixed_enquiry(number))
@@ -39,8 +39,8 @@ async def test_two_workers_never_deliver_a_dispatch_twice(
 
         await eventually(all_delivered, within=30, what="every dispatch delivered", every=0.1)
 
-    expected = Counter((d["organisation_id"], str(d["id"])) for d in dispatches)
-    assert sandbox_posts.posts == expected  # exactly one POST per dispatch, no stray keys
+    expected = Counter((d["organisation_id"], create_key(d)) for d in dispatches)
+    assert calls.creates == expected  # exactly one create per dispatch, no stray keys
     assert sum(len(cases) for cases in back_office.cases.values()) == len(dispatches)
 
     attempts = await ledger.attempts()

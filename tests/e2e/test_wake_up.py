@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import ON_POSTGRES
-from tests.e2e.conftest import Gateway, Launcher, PostRecorder, eventually, mixed_enquiry
+from tests.e2e.conftest import Calls, Gateway, Launcher, eventually, mixed_enquiry
 
 pytestmark = pytest.mark.e2e
 
@@ -32,17 +32,15 @@ async def seconds_to_dispatch(gateway: Gateway, number: int, *, within: float) -
     return time.monotonic() - started
 
 
-async def test_serve_delivers_new_work_at_once(iap: Launcher, sandbox_posts: PostRecorder) -> None:
+async def test_serve_delivers_new_work_at_once(iap: Launcher, calls: Calls) -> None:
     async with iap.serve(**SLOW_POLL) as gateway:
         # One after another, so each arrives while the dispatcher sleeps in its 10 s poll.
         for number in range(3):
             assert await seconds_to_dispatch(gateway, number, within=POLL_SECONDS) < AT_ONCE
-    assert sum(sandbox_posts.posts.values()) == 4  # the first is anti-social behaviour
+    assert sum(calls.creates.values()) == 4  # the first is anti-social behaviour
 
 
-async def test_a_separate_worker_hears_of_new_work(
-    iap: Launcher, sandbox_posts: PostRecorder
-) -> None:
+async def test_a_separate_worker_hears_of_new_work(iap: Launcher, calls: Calls) -> None:
     # SQLite has no signal between processes, so there the worker's next poll must find it.
     poll = POLL_SECONDS if ON_POSTGRES else 2.0
     worker_env = {"IAP_DISPATCH__POLL_SECONDS": str(poll)}

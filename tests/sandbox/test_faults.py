@@ -40,10 +40,22 @@ async def test_down_answers_in_each_protocols_own_shape(http, office):
     )
     assert fhir.status_code == 503
     assert fhir.json()["resourceType"] == "OperationOutcome"
-    county = await http.post("/oxfordshire-county/oauth/token", data={"grant_type": "x"})
+    county = await http.post(
+        "/oxfordshire-county/api/cases", json={}, headers={"authorization": "Bearer x"}
+    )
     assert (county.status_code, county.json()["error"]) == (503, "unavailable")
     assert office.cases == {}
-    assert office.posts == {"cherwell": 1, "nhs-bob-icb": 1}  # create calls counted all the same
+    # Create calls are counted all the same.
+    assert office.posts == {"cherwell": 1, "nhs-bob-icb": 1, "oxfordshire-county": 1}
+
+
+async def test_the_county_token_service_stands_apart_from_its_case_api(http, office):
+    office.behaviour["oxfordshire-county"] = Behaviour(down=True)
+    token = await http.post(
+        "/oxfordshire-county/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": "x", "client_secret": "y"},
+    )
+    assert (token.status_code, token.json()["error"]) == (401, "invalid_client")
 
 
 async def test_down_for_a_while_comes_back_by_itself(http, office):
