@@ -139,7 +139,19 @@ def raise_for_response(response: httpx.Response) -> None:
     summary = f"HTTP {status} from {response.request.url.host}"
     if status >= 500 or status in (408, 409, 425, 429):
         raise RetryableError(summary, retry_after=retry_after_seconds(response))
-    raise PermanentError(f"{summary}: {response.text[:200]}")
+    # Never the body: a refusal may echo back the fields it rejected, the citizen's among them.
+    raise PermanentError(f"{summary}{problem_title(response)}")
+
+
+def problem_title(response: httpx.Response) -> str:
+    """ ": title" of an RFC 9457 problem answer, else nothing. A title is the same for every
+    occurrence of its type, so it holds no personal data."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return ""
+    title = answer.get("title") if isinstance(answer, dict) else None
+    return f": {title[:200]}" if isinstance(title, str) and title else ""
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:

@@ -360,14 +360,15 @@ def raise_for_open311(response: httpx.Response) -> None:
 
 
 def error_description(response: httpx.Response) -> str:
-    """The description of an Open311 error array, else the start of the body."""
+    """The description of an Open311 error array (the council's words for the fault), else none:
+    a body of any other shape might echo what we sent."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200]
+        return ""
     if isinstance(body, list) and body and isinstance(body[0], dict):
         return str(body[0].get("description") or "")[:200]
-    return response.text[:200]
+    return ""
 
 
 def json_body(response: httpx.Response) -> Any:

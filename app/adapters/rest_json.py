@@ -81,7 +81,7 @@ class RestJsonAdapter(Adapter):
             # The county may revoke a token before its expiry (key rotation, restart): renew once.
             self._forget_token(response.request.headers.get("authorization"))
             response = await self._post_authorised(url, body, headers)
-        raise_for_case_response(response)
+        raise_for_response(response)
         return Receipt(remote_reference=case_id(response))
 
     async def _post_authorised(
@@ -152,27 +152,6 @@ def token_from(response: httpx.Response) -> tuple[str, float]:
     if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
         return token, math.inf
     return token, float(lifetime)
-
-
-def raise_for_case_response(response: httpx.Response) -> None:
-    """As raise_for_response, but a refusal names only the problem's title, never its body.
-
-    The county's validation errors echo the fields they rejected, which may be the citizen's.
-    """
-    status = response.status_code
-    if 400 <= status < 500 and status not in (408, 409, 425, 429):
-        raise PermanentError(f"HTTP {status} from {response.request.url.host}{_title(response)}")
-    raise_for_response(response)
-
-
-def _title(response: httpx.Response) -> str:
-    # RFC 9457: a problem's title is the same for every occurrence of its type, so holds no data.
-    try:
-        answer = response.json()
-    except ValueError:
-        return ""
-    title = answer.get("title") if isinstance(answer, dict) else None
-    return f": {title[:200]}" if isinstance(title, str) and title else ""
 
 
 def case_id(response: httpx.Response) -> str:

@@ -210,7 +210,11 @@ class Poller:
         async with writing(self.engine) as conn:
             await conn.execute(
                 update(poll_state_table)
-                .where(p.organisation_id == organisation_id, p.lease_owner == self.worker_id)
+                # Ours, or nobody's when asked to poll now; never another worker's lease.
+                .where(
+                    p.organisation_id == organisation_id,
+                    or_(p.lease_owner == self.worker_id, p.lease_owner.is_(None)),
+                )
                 .values(
                     cursor=cursor,
                     last_error=error,
