@@ -29,6 +29,8 @@ def gateway(database_url, sandbox):
         "IAP_ENV": "test",
         "IAP_DATABASE_URL": database_url,
         "IAP_SANDBOX_URL": sandbox.url,
+        "IAP_SANDBOX_SMTP_PORT": str(sandbox.smtp_port),
+        "IAP_STATUS_POLL_SECONDS": "0.2",
     }
     process = subprocess.Popen(
         [
@@ -70,8 +72,13 @@ def run(command: str, port: int) -> dict:
     return json.loads(result.stdout)
 
 
+def next_poll(port: int) -> str:
+    organisations = httpx.get(f"http://127.0.0.1:{port}/v1/organisations").json()
+    return next(o for o in organisations if o["id"] == "cherwell")["status_updates"]["next_poll_at"]
+
+
 @pytest.mark.e2e
-def test_the_readme_core_flow_works_as_written(gateway, back_office):
+def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox):
     submit, read_back = readme_curls()
     created = run(submit, gateway)
     assert created["status"] == "routed"
@@ -81,6 +88,23 @@ def test_the_readme_core_flow_works_as_written(gateway, back_office):
     while (enquiry := run(read_command, gateway))["status"] != "dispatched":
         assert time.monotonic() < deadline, enquiry
         time.sleep(0.05)
-    assert enquiry["destinations"][0]["remote_reference"]
+    case = enquiry["destinations"][0]["remote_reference"]
+    assert case
     assert run(submit, gateway)["reference"] == created["reference"]  # same Idempotency-Key
     assert len(back_office.cases["cherwell"]) == 1
+    # Cherwell's back-office moves the case on; the gateway polls it and shows it once.
+    moved = httpx.post(
+        f"{sandbox.url}/_sandbox/cherwell/cases/{case}/status", json={"status": "in_progress"}
+    )
+    assert moved.status_code < 300, moved.text
+    deadline = time.monotonic() + 10
+    while (enquiry := run(read_command, gateway))["status"] != "in_progress":
+        assert time.monotonic() < deadline, enquiry
+        time.sleep(0.1)
+    for _ in range(2):  # two more polls: the update is still there, once
+        polled_at = next_poll(gateway)
+        while next_poll(gateway) == polled_at:
+            assert time.monotonic() < deadline + 10, "the poller stopped"
+            time.sleep(0.05)
+    updates = [e for e in run(read_command, gateway)["timeline"] if e["type"] == "status.updated"]
+    assert [u["status"] for u in updates] == ["in_progress"]
