@@ -60,7 +60,15 @@ async def start_sink(sandbox: Sandbox, port: int) -> Controller:
 
 
 async def receive(sandbox: Sandbox, mail_from: str, rcpt_tos: list[str], content: bytes) -> str:
-    """Keep one message; the SMTP reply to give."""
+    """Keep one message; the SMTP reply to give. Counted in flight like an HTTP request."""
+    sandbox.in_flight += 1
+    try:
+        return await _receive(sandbox, mail_from, rcpt_tos, content)
+    finally:
+        sandbox.in_flight -= 1
+
+
+async def _receive(sandbox: Sandbox, mail_from: str, rcpt_tos: list[str], content: bytes) -> str:
     message = BytesParser(policy=policy.default).parsebytes(content)
     assert isinstance(message, EmailMessage)  # policy.default parses to EmailMessage
     message_id = str(message.get("Message-ID") or "").strip().strip("<>") or None

@@ -46,6 +46,11 @@ async def test_a_gateway_not_answering_is_tried_again(make_sandbox, gateway):
         case_id = await open_county_case(http)
         await http.post(f"/_sandbox/{COUNTY}/cases/{case_id}/status", json={"status": "assigned"})
         await eventually(lambda: gateway.webhooks, what="the webhook after two 503s")
+        # The gateway has it; the sandbox records so once it reads the answer.
+        await eventually(
+            lambda: [p for p in app.state.office.pushes if p["outcome"] == "delivered"],
+            what="the push recorded as delivered",
+        )
     [push] = app.state.office.pushes
     assert (push["outcome"], push["attempts"]) == ("delivered", 3)
     assert len(gateway.webhooks) == 1
