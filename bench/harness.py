@@ -96,6 +96,7 @@ def iap_env(database_url: str, sandbox_port: int | None = None) -> dict[str, str
     env = {k: v for k, v in os.environ.items() if not k.startswith("IAP_")}
     env["IAP_DATABASE_URL"] = database_url
     env["IAP_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port or free_port()}"
+    env["IAP_SANDBOX_SMTP_PORT"] = str(free_port())
     return env
 
 
