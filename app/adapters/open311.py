@@ -338,8 +338,13 @@ def updates_since(
     if cursor is not None:
         # A token resolved just now may have had updates before the cursor that we could not
         # match to it then; read again from its delivery (repeats keep their update ids).
-        starts.append(parse_time(cursor))
+        # The cursor itself is read from a little before: an update the back-office was still
+        # writing as we last read may carry an earlier time than the latest we saw.
+        starts.append(parse_time(cursor) - CURSOR_OVERLAP)
     return iso(min(starts))
+
+
+CURSOR_OVERLAP = timedelta(minutes=5)
 
 
 def later(seen: str | None, cursor: str | None) -> str | None:
