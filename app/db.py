@@ -75,10 +75,20 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 @asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for reads only: on SQLite it does not take the write lock."""
+async def reading(
+    engine: AsyncEngine, *, one_snapshot: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only: on SQLite it does not take the write lock.
+
+    With one_snapshot, every query sees the database as of the first one (PostgreSQL's
+    REPEATABLE READ; a SQLite read transaction already does), so rows read one after another
+    agree with each other.
+    """
     async with engine.connect() as conn:
-        await conn.execution_options(**{_READ_ONLY: True})
+        options: dict[str, Any] = {_READ_ONLY: True}
+        if one_snapshot and is_postgres(engine):
+            options["isolation_level"] = "REPEATABLE READ"
+        await conn.execution_options(**options)
         yield conn
 
 

@@ -31,7 +31,9 @@ from app.schemas import (
 async def get_enquiry(*, engine: AsyncEngine, catalogue: Catalogue, reference: str) -> EnquiryOut:
     """One enquiry by its reference (as typed), with destinations and timeline."""
     canonical = references.parse(reference)
-    async with reading(engine) as conn:
+    # One snapshot: else a delivery committed between the reads shows every destination
+    # delivered beside the status from before.
+    async with reading(engine, one_snapshot=True) as conn:
         enquiry = (
             (
                 await conn.execute(
