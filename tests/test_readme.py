@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import bearer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,8 +21,21 @@ def readme_curls() -> list[str]:
     return [b for b in blocks if b.startswith("curl")]
 
 
+def iap(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", "from app.cli import main; main()", *args]
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+
+
 @pytest.fixture
-def gateway(database_url, sandbox):
+def key(database_url):
+    """An API key made as the README says an administrator makes one: its last line."""
+    env = {**os.environ, "IAP_ENV": "test", "IAP_DATABASE_URL": database_url}
+    made = iap("clients", "create", "readme", "--scope", "admin", env=env)
+    return made.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def gateway(database_url, sandbox, key):
     port = free_port()
     env = {
         **os.environ,
@@ -64,33 +77,40 @@ def gateway(database_url, sandbox):
     process.stderr.close()
 
 
-def run(command: str, port: int) -> dict:
+def run(command: str, port: int, key: str = "") -> dict:
     command = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     result = subprocess.run(
-        ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, "IAP_KEY": key},
     )
     return json.loads(result.stdout)
 
 
-def next_poll(port: int) -> str:
-    organisations = httpx.get(f"http://127.0.0.1:{port}/v1/organisations").json()
+def next_poll(port: int, key: str) -> str:
+    organisations = httpx.get(
+        f"http://127.0.0.1:{port}/v1/organisations", headers=bearer(key)
+    ).json()
     return next(o for o in organisations if o["id"] == "cherwell")["status_updates"]["next_poll_at"]
 
 
 @pytest.mark.e2e
-def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox):
-    submit, read_back = readme_curls()
-    created = run(submit, gateway)
+def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, key):
+    submit, read_back, citizen_read = readme_curls()
+    created = run(submit, gateway, key)
     assert created["status"] == "routed"
     assert created["destinations"][0]["organisation_id"] == "cherwell"
     read_command = read_back.replace("K7Q-M4X-PB6", created["reference"])
     deadline = time.monotonic() + 10
-    while (enquiry := run(read_command, gateway))["status"] != "dispatched":
+    while (enquiry := run(read_command, gateway, key))["status"] != "dispatched":
         assert time.monotonic() < deadline, enquiry
         time.sleep(0.05)
     case = enquiry["destinations"][0]["remote_reference"]
     assert case
-    assert run(submit, gateway)["reference"] == created["reference"]  # same Idempotency-Key
+    assert run(submit, gateway, key)["reference"] == created["reference"]  # same Idempotency-Key
     assert len(back_office.cases["cherwell"]) == 1
     # Cherwell's back-office moves the case on; the gateway polls it and shows it once.
     moved = httpx.post(
@@ -98,13 +118,26 @@ def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox):
     )
     assert moved.status_code < 300, moved.text
     deadline = time.monotonic() + 10
-    while (enquiry := run(read_command, gateway))["status"] != "in_progress":
+    while (enquiry := run(read_command, gateway, key))["status"] != "in_progress":
         assert time.monotonic() < deadline, enquiry
         time.sleep(0.1)
     for _ in range(2):  # two more polls: the update is still there, once
-        polled_at = next_poll(gateway)
-        while next_poll(gateway) == polled_at:
+        polled_at = next_poll(gateway, key)
+        while next_poll(gateway, key) == polled_at:
             assert time.monotonic() < deadline + 10, "the poller stopped"
             time.sleep(0.05)
-    updates = [e for e in run(read_command, gateway)["timeline"] if e["type"] == "status.updated"]
+    updates = [
+        e for e in run(read_command, gateway, key)["timeline"] if e["type"] == "status.updated"
+    ]
     assert [u["status"] for u in updates] == ["in_progress"]
+    # The citizen follows it with the access token alone, their details masked.
+    citizen_command = citizen_read.replace("K7Q-M4X-PB6", created["reference"]).replace(
+        "THE-ACCESS-TOKEN", created["access_token"]
+    )
+    seen = run(citizen_command, gateway)
+    assert seen["status"] == "in_progress"
+    assert seen["citizen"] == {
+        "name": "A*** E******",
+        "phone": "********000",
+        "preferred_contact": "phone",
+    }
