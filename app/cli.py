@@ -7,6 +7,7 @@ import contextlib
 import csv
 import gc
 import json
+import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -320,8 +321,10 @@ def clients_create(
 ) -> None:
     """Make an API client; its key is printed once, as the last line, and never again."""
     settings = _settings()
-    if not 1 <= len(name) <= 64:
-        raise typer.BadParameter("give a name of 1 to 64 characters", param_hint="NAME")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise typer.BadParameter(
+            "use 1 to 64 letters, digits, dots, dashes or underscores", param_hint="NAME"
+        )
 
     async def run() -> tuple[clients.ClientInfo, str]:
         async with _engine(settings) as engine:

@@ -272,11 +272,19 @@ async def test_clients_create_list_and_revoke(database_url, anonymous):
     assert "revoked" in iap("clients", "list", database_url=database_url).stdout
 
 
-def test_a_taken_name_is_refused(database_url):
+def test_a_taken_name_an_odd_name_and_an_unknown_scope_are_refused(database_url):
     iap("clients", "create", "desk", "--scope", "admin", database_url=database_url)
-    with pytest.raises(subprocess.CalledProcessError) as refused:
-        iap("clients", "create", "desk", "--scope", "admin", database_url=database_url)
-    assert "already exists" in refused.value.stderr
+    for args, says in (
+        (["desk", "--scope", "admin"], "already exists"),
+        (["desk two", "--scope", "admin"], "letters, digits"),
+        (["desk-2", "--scope", "everything"], "is not one of"),
+    ):
+        with pytest.raises(subprocess.CalledProcessError) as refused:
+            iap("clients", "create", *args, database_url=database_url)
+        assert says in refused.value.stderr, refused.value.stderr
+    with pytest.raises(subprocess.CalledProcessError) as unknown:
+        iap("clients", "revoke", "nobody", database_url=database_url)
+    assert "No client" in unknown.value.stderr
 
 
 async def test_the_development_key_is_kept_and_made_again_when_it_stops_working(

@@ -167,14 +167,21 @@ async def revoke_client(engine: AsyncEngine, name_or_id: str) -> ClientInfo:
     as_id = _uuid(name_or_id)
     match = or_(c.name == name_or_id, c.key_id == name_or_id, *([c.id == as_id] if as_id else []))
     async with writing(engine) as conn:
-        await conn.execute(
-            update(api_client_table)
-            .where(match, c.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
-        row = (await conn.execute(select(api_client_table).where(match))).mappings().first()
-    if row is None:
-        raise NotFound(f"No client is named or numbered '{name_or_id}'.")
+        rows = list((await conn.execute(select(api_client_table).where(match))).mappings())
+        if len(rows) != 1:
+            raise NotFound(
+                f"No client is named or numbered '{name_or_id}'."
+                if not rows
+                else f"More than one client matches '{name_or_id}'; give its id."
+            )
+        row = dict(rows[0])
+        if row["revoked_at"] is None:
+            row["revoked_at"] = utcnow()
+            await conn.execute(
+                update(api_client_table)
+                .where(c.id == row["id"])
+                .values(revoked_at=row["revoked_at"])
+            )
     return ClientInfo(**{k: v for k, v in row.items() if k != "secret_hash"})
 
 
