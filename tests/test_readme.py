@@ -1,4 +1,5 @@
-"""The README's curl commands, run as written against a real `iap serve` on loopback."""
+"""The README's commands (the development key, the curls), run as written against a real
+`iap serve` on loopback."""
 
 import json
 import os
@@ -16,35 +17,29 @@ from tests.conftest import bearer, free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def readme_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
 def readme_curls() -> list[str]:
-    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    return [b for b in blocks if b.startswith("curl")]
-
-
-def iap(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from app.cli import main; main()", *args]
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    return [b for b in readme_blocks() if b.startswith("curl")]
 
 
 @pytest.fixture
-def key(database_url):
-    """An API key made as the README says an administrator makes one: its last line."""
-    env = {**os.environ, "IAP_ENV": "test", "IAP_DATABASE_URL": database_url}
-    made = iap("clients", "create", "readme", "--scope", "admin", env=env)
-    return made.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture
-def gateway(database_url, sandbox, key):
+def gateway(database_url, sandbox, tmp_path):
+    """`iap serve` in the development default, run in an empty folder: it prints the
+    development key and keeps it in ./.iap-dev-key there, as the README says."""
     port = free_port()
     env = {
         **os.environ,
-        "IAP_ENV": "test",
+        "IAP_ENV": "development",
         "IAP_DATABASE_URL": database_url,
         "IAP_SANDBOX_URL": sandbox.url,
         "IAP_SANDBOX_SMTP_PORT": str(sandbox.smtp_port),
         "IAP_STATUS_POLL_SECONDS": "0.2",
     }
+    env.pop("IAP_DEV_KEY_FILE", None)
+    output = (tmp_path / "serve.out").open("w")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -56,8 +51,8 @@ def gateway(database_url, sandbox, key):
             "--no-sandbox",
         ],
         env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+        stdout=output,
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
@@ -75,6 +70,27 @@ def gateway(database_url, sandbox, key):
     process.terminate()
     process.wait(timeout=15)
     process.stderr.close()
+    output.close()
+
+
+@pytest.fixture
+def key(gateway, tmp_path):
+    """IAP_KEY as the README's export sets it, in the folder `iap serve` ran in."""
+    export = next(b for b in readme_blocks() if b.startswith("export IAP_KEY"))
+    result = subprocess.run(
+        ["bash", "-c", export + 'printf %s "$IAP_KEY"'],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = result.stdout
+    assert key.startswith("iap_")
+    assert (
+        f"development API key (all scopes, kept in .iap-dev-key): {key}"
+        in (tmp_path / "serve.out").read_text()
+    )
+    return key
 
 
 def run(command: str, port: int, key: str = "") -> dict:
