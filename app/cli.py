@@ -7,9 +7,10 @@ import contextlib
 import csv
 import gc
 import json
+import re
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 from sqlalchemy import delete, insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import create_engine, migrate, writing
 from app.errors import ConfigError, DomainError
@@ -29,6 +30,8 @@ from app.main import build_locator, create_app, load_configured_catalogue, runti
 from app.models import gazetteer_table
 from app.routing import route
 from app.sandbox import create_sandbox_app
+from app.schemas import Channel
+from app.services import clients
 from app.settings import Environment, Settings, get_settings
 
 cli = typer.Typer(
@@ -36,8 +39,10 @@ cli = typer.Typer(
 )
 routes_cli = typer.Typer(help="Explain routing decisions.", no_args_is_help=True)
 gazetteer_cli = typer.Typer(help="Manage the postcode gazetteer.", no_args_is_help=True)
+clients_cli = typer.Typer(help="Manage API clients and their keys.", no_args_is_help=True)
 cli.add_typer(routes_cli, name="routes")
 cli.add_typer(gazetteer_cli, name="gazetteer")
+cli.add_typer(clients_cli, name="clients")
 
 
 def _settings() -> Settings:
@@ -79,8 +84,28 @@ def serve(
     sandbox_server = (
         _embedded_sandbox(settings, gateway_url=_loopback_url(host, port)) if sandbox else None
     )
+    if settings.env is Environment.development:
+        key = asyncio.run(load_development_key(settings))
+        typer.echo(f"development API key (all scopes, kept in {settings.dev_key_file}): {key}")
     tune_garbage_collector()
     asyncio.run(_serve_together(gateway, sandbox_server))
+
+
+async def load_development_key(settings: Settings) -> str:
+    """The development client's key: the one kept in the key file, or a new one kept there."""
+    key_file = settings.dev_key_file
+    kept = key_file.read_text().strip() if key_file.exists() else None
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.migrate_on_start:
+            await migrate(engine)
+        key = await clients.development_key(engine, kept)
+    finally:
+        await engine.dispose()
+    if key != kept:
+        key_file.touch(mode=0o600)
+        key_file.write_text(key + "\n")
+    return key
 
 
 class _QuietServer(uvicorn.Server):
@@ -281,6 +306,89 @@ async def _import_batch(conn: AsyncConnection, batch: list[dict[str, str]]) -> i
     await conn.execute(delete(gazetteer_table).where(gazetteer_table.c.postcode.in_(postcodes)))
     await conn.execute(insert(gazetteer_table), rows)
     return len(rows)
+
+
+@clients_cli.command("create")
+def clients_create(
+    name: Annotated[str, typer.Argument(help="A name people will recognise, e.g. kiosk-banbury")],
+    scope: Annotated[
+        list[clients.Scope], typer.Option("--scope", help="What it may do; repeat for more")
+    ],
+    channel: Annotated[
+        Channel | None,
+        typer.Option(help="The one channel its enquiries are on (a kiosk, a phone line)"),
+    ] = None,
+) -> None:
+    """Make an API client; its key is printed once, as the last line, and never again."""
+    settings = _settings()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise typer.BadParameter(
+            "use 1 to 64 letters, digits, dots, dashes or underscores", param_hint="NAME"
+        )
+
+    async def run() -> tuple[clients.ClientInfo, str]:
+        async with _engine(settings) as engine:
+            return await clients.create_client(
+                engine, name=name, scopes=scope, channel=channel.value if channel else None
+            )
+
+    try:
+        made, key = asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"created {made.name} ({made.id}) with scopes {' '.join(made.scopes)}")
+    if made.channel:
+        typer.echo(f"its enquiries must be on the channel {made.channel}")
+    typer.echo("the key is shown only now; keep it secret:")
+    typer.echo(key)
+
+
+@clients_cli.command("list")
+def clients_list() -> None:
+    """Every client: name, id, key id, scopes, channel, and whether it is revoked."""
+    settings = _settings()
+
+    async def run() -> list[clients.ClientInfo]:
+        async with _engine(settings) as engine:
+            return await clients.list_clients(engine)
+
+    for made in asyncio.run(run()):
+        state = f"revoked {made.revoked_at:%Y-%m-%d %H:%M}" if made.revoked_at else "active"
+        typer.echo(
+            f"{made.name}\t{made.id}\t{made.key_hint}\t{','.join(made.scopes)}"
+            f"\t{made.channel or '-'}\t{state}"
+        )
+
+
+@clients_cli.command("revoke")
+def clients_revoke(
+    client: Annotated[str, typer.Argument(help="The client's name, id or key id")],
+) -> None:
+    """Stop a client's key working, from its next request on."""
+    settings = _settings()
+
+    async def run() -> clients.ClientInfo:
+        async with _engine(settings) as engine:
+            return await clients.revoke_client(engine, client)
+
+    try:
+        revoked = asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"revoked {revoked.name} ({revoked.id})")
+
+
+@contextlib.asynccontextmanager
+async def _engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.migrate_on_start:
+            await migrate(engine)
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 @cli.command("openapi")

@@ -25,6 +25,7 @@ class DomainError(Exception):
     slug = "bad-request"
     title = "Bad request"
     status = 400
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -50,6 +51,20 @@ class NotFound(DomainError):
 
 class Unauthenticated(DomainError):
     slug, title, status = "unauthenticated", "We could not tell who sent this", 401
+
+
+class NoValidKey(Unauthenticated):
+    """No API key, or one that is unknown or revoked."""
+
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(DomainError):
+    slug, title, status = "forbidden", "Your API key may not do this", 403
+
+    def __init__(self, detail: str, *, needs: str) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needs}"'}
 
 
 class IdempotencyMismatch(DomainError):

@@ -55,7 +55,10 @@ def _json(*, nullable: bool = True) -> Any:
 
 class Enquiry(SQLModel, table=True):
     __tablename__ = "enquiry"
-    __table_args__ = (Index("ix_enquiry_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_enquiry_created", "created_at", "id"),
+        Index("ix_enquiry_client", "client_id", "created_at"),
+    )
 
     id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
     reference: str = Field(max_length=16, unique=True)
@@ -70,6 +73,8 @@ class Enquiry(SQLModel, table=True):
     consent: dict[str, Any] | None = _json()
     advice: list[dict[str, Any]] | None = _json()
     client_id: str | None = Field(default=None, max_length=64)
+    # SHA-256 of the citizen's access token (GET /v1/enquiries/{reference}?token=...).
+    access_token_hash: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -235,6 +240,22 @@ class PollState(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class ApiClient(SQLModel, table=True):
+    """A system allowed to call the API (a front end, an agent's desk, a kiosk, a partner)."""
+
+    __tablename__ = "api_client"
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    name: str = Field(max_length=64, unique=True)
+    # The key's non-secret middle part, so a request's key is found by one indexed look-up.
+    key_id: str = Field(max_length=16, unique=True)
+    secret_hash: str = Field(max_length=64)  # SHA-256 hex of the key's secret part
+    scopes: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    channel: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
 enquiry_table = Enquiry.__table__  # type: ignore[attr-defined]
 dispatch_table = Dispatch.__table__  # type: ignore[attr-defined]
 attempt_table = DispatchAttempt.__table__  # type: ignore[attr-defined]
@@ -245,3 +266,4 @@ circuit_table = Circuit.__table__  # type: ignore[attr-defined]
 status_update_table = StatusUpdate.__table__  # type: ignore[attr-defined]
 inbound_message_table = InboundMessage.__table__  # type: ignore[attr-defined]
 poll_state_table = PollState.__table__  # type: ignore[attr-defined]
+api_client_table = ApiClient.__table__  # type: ignore[attr-defined]

@@ -36,6 +36,11 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "We could not tell who sent this",
         "The credentials or the signature are missing, wrong or too old.",
     ),
+    "forbidden": (
+        "Your API key may not do this",
+        "The key is valid but lacks the scope this request needs; `WWW-Authenticate` names it.",
+    ),
+    "conflict": ("That name is taken", "Something with that name already exists."),
     "method-not-allowed": ("Method not allowed", "This address does not accept that method."),
     "idempotency-key-reused": (
         "Idempotency-Key reused with a different request",
@@ -94,6 +99,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             title=exc.title,
             errors=exc.errors,
             instance=request.url.path,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

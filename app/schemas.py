@@ -148,13 +148,20 @@ class DestinationOut(BaseModel):
     delivered_at: datetime | None = None
 
 
-class EnquiryCreated(BaseModel):
+class EnquiryBase(BaseModel):
     reference: str = Field(examples=["K7Q-M4X-PB6"])
     status: str
     service_code: str
     destinations: list[DestinationOut]
     advice: list[Advice] = []
     created_at: datetime
+
+
+class EnquiryCreated(EnquiryBase):
+    access_token: str = Field(
+        description="Give this to the citizen: with the reference it lets them follow the "
+        "enquiry without an account (GET /v1/enquiries/{reference}?token=...). Shown only here."
+    )
 
 
 class TimelineEvent(BaseModel):
@@ -165,7 +172,7 @@ class TimelineEvent(BaseModel):
     detail: str | None = None
 
 
-class EnquiryOut(EnquiryCreated):
+class EnquiryOut(EnquiryBase):
     channel: str
     description: str
     location: dict[str, Any] | None = None

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     sandbox_smtp_port: int = Field(default=8025, ge=1, le=65535)
     sandbox_step_seconds: float | None = Field(default=20.0, gt=0)
     migrate_on_start: bool = True
+    # Where `iap serve` keeps the development API key (IAP_ENV=development only).
+    dev_key_file: Path = Path(".iap-dev-key")
     log_level: str = "INFO"
     dispatch: DispatchSettings = DispatchSettings()
     http: HttpSettings = HttpSettings()

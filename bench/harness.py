@@ -30,6 +30,9 @@ PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 # The server and the load generator on different cores; PostgreSQL floats.
 SERVER_CPU, LOAD_CPU = "0", "1"
+# Sent with every request: the API key of the database the current phase runs on (phases run
+# one after another, each on a fresh database, so one at a time is enough).
+API_HEADERS: dict[str, str] = {}
 
 
 class Processes:
@@ -202,6 +205,11 @@ class Databases:
             self.created.append(name)
             url = PG_URL.format(name=name)
         await run_checked([IAP, "migrate"], env=iap_env(url))
+        made = await run_checked(
+            [IAP, "clients", "create", "bench", "--scope", "enquiries:submit"],
+            env={**iap_env(url), "IAP_MIGRATE_ON_START": "false"},
+        )
+        API_HEADERS["Authorization"] = f"Bearer {made.strip().splitlines()[-1]}"
         return url
 
     async def drop_all(self) -> None:

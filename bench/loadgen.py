@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from harness import BENCH_DIR, LOAD_CPU, Processes, run_checked
+from harness import API_HEADERS, BENCH_DIR, LOAD_CPU, Processes, run_checked
 
 BODY = {
     "service_code": "pothole",
@@ -97,6 +97,7 @@ class Load:
             "--timeout",
             "10s",
             "--latency",
+            *[arg for name, value in API_HEADERS.items() for arg in ("-H", f"{name}: {value}")],
             "-s",
             str(BENCH_DIR / "intake.lua"),
             url,
@@ -164,7 +165,7 @@ async def run_httpx(url: str, seconds: float) -> LoadResult:
             latencies.append((time.perf_counter() - sent) * 1000)
 
     try:
-        async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=10, limits=limits, headers=API_HEADERS) as client:
             await asyncio.gather(*(loop(client) for _ in range(CONNECTIONS)))
     finally:
         with contextlib.suppress(OSError):
@@ -200,7 +201,7 @@ async def submit_many(url: str, count: int, concurrency: int) -> None:
     """`count` enquiries, `concurrency` at a time."""
     queue = iter(range(count))
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=30, limits=limits, headers=API_HEADERS) as client:
 
         async def loop() -> None:
             for _ in queue:

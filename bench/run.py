@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from harness import (
+    API_HEADERS,
     BENCH_DIR,
     IAP,
     LOAD_CPU,
@@ -113,7 +114,7 @@ class Bench:
 
     async def intake(self, name: str, server: AsyncContextManager[str]) -> LoadResult:
         """Check that one enquiry gets 201, warm up, then measure."""
-        async with server as base, httpx.AsyncClient(timeout=10) as client:
+        async with server as base, httpx.AsyncClient(timeout=10, headers=API_HEADERS) as client:
             url = f"{base}/v1/enquiries"
             await submit(client, url)
             await self.load.run(url, self.warm_up)
@@ -180,7 +181,7 @@ class Bench:
         async with (
             self.sandbox("latency-sandbox", env),
             self.gateway("latency-gateway", env, worker=True) as base,
-            httpx.AsyncClient(timeout=10) as client,
+            httpx.AsyncClient(timeout=10, headers=API_HEADERS) as client,
         ):
             with other_cpu() as other:
                 for _ in range(LATENCY_ENQUIRIES):

@@ -26,6 +26,7 @@ from app.catalogue import load_catalogue
 from app.db import create_engine, migrate
 from app.main import create_app
 from app.sandbox import create_sandbox_app
+from app.services.clients import Scope, create_client
 from app.settings import SHIPPED_CONFIG_DIR, DispatchSettings, Environment, Settings
 
 POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")
@@ -41,6 +42,7 @@ TABLES = (
     "status_update",
     "inbound_message",
     "poll_state",
+    "api_client",
 )
 
 
@@ -197,10 +199,36 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
 
 
+async def make_key(
+    engine: AsyncEngine, *scopes: Scope, channel: str | None = None, name: str | None = None
+) -> str:
+    """A new API client's key with these scopes."""
+    _, key = await create_client(
+        engine, name=name or f"test-{uuid.uuid4().hex[:8]}", scopes=list(scopes), channel=channel
+    )
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with no API key."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://iap.test") as http:
+        yield http
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app, called with an admin API key made for this test."""
+    key = await make_key(app.state.iap.engine, Scope.admin)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://iap.test", headers=bearer(key)
+    ) as http:
         yield http
 
 

@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from app.models import enquiry_table
 from app.schemas import EnquiryIn
 from app.services import idempotency
-from tests.conftest import enquiry_body
+from app.services.clients import Scope, create_client
+from tests.conftest import bearer, enquiry_body, make_key
 
 
 async def enquiries(engine):
@@ -40,17 +41,30 @@ async def test_same_key_with_a_different_body_is_refused(client, engine):
     assert await enquiries(engine) == 1
 
 
-async def test_key_in_flight_is_409(client, app):
+async def test_key_in_flight_is_409(anonymous, app):
     state = app.state.iap
+    made, api_key = await create_client(state.engine, name="desk", scopes=[Scope.admin])
     body = enquiry_body()
     parsed = EnquiryIn.model_validate(body).model_dump(mode="json")
-    key = idempotency.IdempotencyKey("anonymous", "call-4473", idempotency.fingerprint(parsed))
+    key = idempotency.IdempotencyKey(str(made.id), "call-4473", idempotency.fingerprint(parsed))
     assert await idempotency.begin(state.engine, key, state.settings.api) is None
-    response = await client.post(
-        "/v1/enquiries", json=body, headers={"Idempotency-Key": "call-4473"}
+    response = await anonymous.post(
+        "/v1/enquiries", json=body, headers={"Idempotency-Key": "call-4473", **bearer(api_key)}
     )
     assert response.status_code == 409
     assert response.json()["type"] == "/problems/idempotency-key-in-flight"
+
+
+async def test_keys_are_per_client(anonymous, engine):
+    """Two clients that happen to pick the same key each get their own enquiry."""
+    answers = []
+    for _ in range(2):
+        api_key = await make_key(engine, Scope.enquiries_submit)
+        headers = {"Idempotency-Key": "call-0001", **bearer(api_key)}
+        answers.append(await anonymous.post("/v1/enquiries", json=enquiry_body(), headers=headers))
+    assert [a.status_code for a in answers] == [201, 201]
+    assert answers[0].json()["reference"] != answers[1].json()["reference"]
+    assert await enquiries(engine) == 2
 
 
 async def test_concurrent_retries_make_one_enquiry(client, engine):

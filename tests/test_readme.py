@@ -1,4 +1,5 @@
-"""The README's curl commands, run as written against a real `iap serve` on loopback."""
+"""The README's commands (the development key, the curls), run as written against a real
+`iap serve` on loopback."""
 
 import json
 import os
@@ -11,27 +12,34 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import bearer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def readme_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
 def readme_curls() -> list[str]:
-    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    return [b for b in blocks if b.startswith("curl")]
+    return [b for b in readme_blocks() if b.startswith("curl")]
 
 
 @pytest.fixture
-def gateway(database_url, sandbox):
+def gateway(database_url, sandbox, tmp_path):
+    """`iap serve` in the development default, run in an empty folder: it prints the
+    development key and keeps it in ./.iap-dev-key there, as the README says."""
     port = free_port()
     env = {
         **os.environ,
-        "IAP_ENV": "test",
+        "IAP_ENV": "development",
         "IAP_DATABASE_URL": database_url,
         "IAP_SANDBOX_URL": sandbox.url,
         "IAP_SANDBOX_SMTP_PORT": str(sandbox.smtp_port),
         "IAP_STATUS_POLL_SECONDS": "0.2",
     }
+    env.pop("IAP_DEV_KEY_FILE", None)
+    output = (tmp_path / "serve.out").open("w")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -43,8 +51,8 @@ def gateway(database_url, sandbox):
             "--no-sandbox",
         ],
         env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+        stdout=output,
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
@@ -62,35 +70,63 @@ def gateway(database_url, sandbox):
     process.terminate()
     process.wait(timeout=15)
     process.stderr.close()
+    output.close()
 
 
-def run(command: str, port: int) -> dict:
+@pytest.fixture
+def key(gateway, tmp_path):
+    """IAP_KEY as the README's export sets it, in the folder `iap serve` ran in."""
+    export = next(b for b in readme_blocks() if b.startswith("export IAP_KEY"))
+    result = subprocess.run(
+        ["bash", "-c", export + 'printf %s "$IAP_KEY"'],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = result.stdout
+    assert key.startswith("iap_")
+    assert (
+        f"development API key (all scopes, kept in .iap-dev-key): {key}"
+        in (tmp_path / "serve.out").read_text()
+    )
+    return key
+
+
+def run(command: str, port: int, key: str = "") -> dict:
     command = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     result = subprocess.run(
-        ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, "IAP_KEY": key},
     )
     return json.loads(result.stdout)
 
 
-def next_poll(port: int) -> str:
-    organisations = httpx.get(f"http://127.0.0.1:{port}/v1/organisations").json()
+def next_poll(port: int, key: str) -> str:
+    organisations = httpx.get(
+        f"http://127.0.0.1:{port}/v1/organisations", headers=bearer(key)
+    ).json()
     return next(o for o in organisations if o["id"] == "cherwell")["status_updates"]["next_poll_at"]
 
 
 @pytest.mark.e2e
-def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox):
-    submit, read_back = readme_curls()
-    created = run(submit, gateway)
+def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, key):
+    submit, read_back, citizen_read = readme_curls()
+    created = run(submit, gateway, key)
     assert created["status"] == "routed"
     assert created["destinations"][0]["organisation_id"] == "cherwell"
     read_command = read_back.replace("K7Q-M4X-PB6", created["reference"])
     deadline = time.monotonic() + 10
-    while (enquiry := run(read_command, gateway))["status"] != "dispatched":
+    while (enquiry := run(read_command, gateway, key))["status"] != "dispatched":
         assert time.monotonic() < deadline, enquiry
         time.sleep(0.05)
     case = enquiry["destinations"][0]["remote_reference"]
     assert case
-    assert run(submit, gateway)["reference"] == created["reference"]  # same Idempotency-Key
+    assert run(submit, gateway, key)["reference"] == created["reference"]  # same Idempotency-Key
     assert len(back_office.cases["cherwell"]) == 1
     # Cherwell's back-office moves the case on; the gateway polls it and shows it once.
     moved = httpx.post(
@@ -98,13 +134,26 @@ def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox):
     )
     assert moved.status_code < 300, moved.text
     deadline = time.monotonic() + 10
-    while (enquiry := run(read_command, gateway))["status"] != "in_progress":
+    while (enquiry := run(read_command, gateway, key))["status"] != "in_progress":
         assert time.monotonic() < deadline, enquiry
         time.sleep(0.1)
     for _ in range(2):  # two more polls: the update is still there, once
-        polled_at = next_poll(gateway)
-        while next_poll(gateway) == polled_at:
+        polled_at = next_poll(gateway, key)
+        while next_poll(gateway, key) == polled_at:
             assert time.monotonic() < deadline + 10, "the poller stopped"
             time.sleep(0.05)
-    updates = [e for e in run(read_command, gateway)["timeline"] if e["type"] == "status.updated"]
+    updates = [
+        e for e in run(read_command, gateway, key)["timeline"] if e["type"] == "status.updated"
+    ]
     assert [u["status"] for u in updates] == ["in_progress"]
+    # The citizen follows it with the access token alone, their details masked.
+    citizen_command = citizen_read.replace("K7Q-M4X-PB6", created["reference"]).replace(
+        "THE-ACCESS-TOKEN", created["access_token"]
+    )
+    seen = run(citizen_command, gateway)
+    assert seen["status"] == "in_progress"
+    assert seen["citizen"] == {
+        "name": "A*** E******",
+        "phone": "********000",
+        "preferred_contact": "phone",
+    }

@@ -7,10 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from app.adapters.base import Adapter
+from app.auth import require
 from app.catalogue import Organisation, Service
 from app.errors import NotFound
 from app.schemas import AttributeOut, CircuitOut, OrganisationOut, ServiceOut, StatusUpdatesOut
 from app.services import circuits
+from app.services.clients import Scope
 from app.services.poller import PollStatus, poll_states
 from app.state import AppState, get_state
 
@@ -32,12 +34,18 @@ async def read_service(code: str, state: Annotated[AppState, Depends(get_state)]
     return _service(service)
 
 
-@router.get("/organisations", response_model=list[OrganisationOut], summary="List organisations")
+@router.get(
+    "/organisations",
+    response_model=list[OrganisationOut],
+    summary="List organisations",
+    dependencies=[Depends(require(Scope.enquiries_read_all))],
+)
 async def list_organisations(
     state: Annotated[AppState, Depends(get_state)],
 ) -> list[OrganisationOut]:
     """Every organisation enquiries can be sent to, the areas it covers, how it is reached, and
-    whether deliveries to it are flowing (its circuit breaker)."""
+    whether deliveries to it are flowing (its circuit breaker). Needs `enquiries:read-all`:
+    back-office outages and their errors are for staff, not the public."""
     known = await circuits.states(state.engine)
     polled = await poll_states(state.engine)
     return [

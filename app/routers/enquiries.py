@@ -8,16 +8,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
+from app.auth import check_scope, optional_caller, require
 from app.problems import PROBLEM_JSON
 from app.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
 from app.services import idempotency
+from app.services.clients import Caller, Scope
 from app.services.enquiries import EnquiryFilter, get_enquiry, list_enquiries
 from app.services.intake import submit_enquiry
 from app.state import AppState, get_state
 
 router = APIRouter(prefix="/v1/enquiries", tags=["enquiries"])
-# Until API clients exist, every caller shares one idempotency key space.
-ANONYMOUS = "anonymous"
+READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -34,15 +35,21 @@ def _problem(description: str) -> dict[str, Any]:
     summary="Submit an enquiry",
     responses={
         400: _problem("The body is not valid JSON"),
+        401: _problem("No valid API key"),
+        403: _problem("The API key lacks the scope enquiries:submit"),
         409: _problem("The first request with this Idempotency-Key is still in progress"),
         413: _problem("The body is too large"),
         415: _problem("The body is not JSON"),
-        422: _problem("Invalid enquiry, out-of-area place, or Idempotency-Key reused"),
+        422: _problem(
+            "Invalid enquiry, out-of-area place, Idempotency-Key reused, or a channel this "
+            "API key may not use"
+        ),
     },
 )
 async def create_enquiry(
     enquiry: EnquiryIn,
     state: Annotated[AppState, Depends(get_state)],
+    caller: Annotated[Caller, Depends(require(Scope.enquiries_submit))],
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -58,12 +65,16 @@ async def create_enquiry(
     header `Idempotent-Replayed: true`.
 
     The answer gives the reference to read to the citizen, the organisations that will receive
-    it and why, and advice to call 999 when the description suggests an emergency.
+    it and why, advice to call 999 when the description suggests an emergency, and the
+    citizen's access token. An API key made with `--channel` may submit on that channel only.
+    Idempotency keys are per API key.
     """
     key = None
     if idempotency_key is not None:
         key = idempotency.IdempotencyKey(
-            ANONYMOUS, idempotency_key, idempotency.fingerprint(enquiry.model_dump(mode="json"))
+            caller.client_id,
+            idempotency_key,
+            idempotency.fingerprint(enquiry.model_dump(mode="json")),
         )
         stored = await idempotency.begin(state.engine, key, state.settings.api)
         if stored is not None:
@@ -77,7 +88,11 @@ async def create_enquiry(
             )
     try:
         created = await submit_enquiry(
-            enquiry=enquiry, context=state.intake, client_id=None, idempotency_key=key
+            enquiry=enquiry,
+            context=state.intake,
+            client_id=caller.client_id,
+            idempotency_key=key,
+            fixed_channel=caller.channel,
         )
     except Exception:
         if key is not None:
@@ -100,25 +115,60 @@ def _location(reference: str) -> str:
     "/{reference}",
     response_model=EnquiryOut,
     summary="Read one enquiry with its destinations and timeline",
-    responses={404: _problem("No such enquiry"), 422: _problem("Not a valid reference")},
+    responses={
+        401: _problem("No valid API key, and no token"),
+        403: _problem("The API key lacks enquiries:read and enquiries:read-all"),
+        404: _problem("No such enquiry (or not yours, or the token is wrong)"),
+        422: _problem("Not a valid reference"),
+    },
 )
 async def read_enquiry(
     reference: Annotated[str, Path(max_length=32, examples=["K7Q-M4X-PB6"])],
     state: Annotated[AppState, Depends(get_state)],
+    caller: Annotated[Caller | None, Depends(optional_caller)],
+    token: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            description="The citizen's access token from the 201 answer: no API key is needed, "
+            "and the citizen's details are shown masked.",
+        ),
+    ] = None,
 ) -> EnquiryOut:
     """Status, each destination's delivery state (attempts, last error, their reference), and
-    the timeline. The reference may be typed in any case, with or without dashes."""
-    return await get_enquiry(engine=state.engine, catalogue=state.catalogue, reference=reference)
+    the timeline. The reference may be typed in any case, with or without dashes.
+
+    With an API key: `enquiries:read-all` sees any enquiry, `enquiries:read` only those its
+    own key submitted. With `token` instead, the citizen sees their own enquiry. A wrong token
+    or another client's enquiry is answered 404, exactly like a reference that does not exist.
+    """
+    if token is not None:
+        return await get_enquiry(
+            engine=state.engine, catalogue=state.catalogue, reference=reference, token=token
+        )
+    reader = check_scope(caller, READERS)
+    return await get_enquiry(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        reference=reference,
+        client_id=None if reader.allows(Scope.enquiries_read_all) else reader.client_id,
+    )
 
 
 @router.get(
     "",
     response_model=EnquiryPage,
     summary="List enquiries, newest first",
-    responses={422: _problem("A filter or the cursor is not valid")},
+    responses={
+        401: _problem("No valid API key"),
+        403: _problem("The API key lacks enquiries:read and enquiries:read-all"),
+        422: _problem("A filter or the cursor is not valid"),
+    },
 )
 async def search_enquiries(
     state: Annotated[AppState, Depends(get_state)],
+    caller: Annotated[Caller, Depends(require(*READERS))],
     service_code: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
     channel: Channel | None = None,
@@ -128,8 +178,10 @@ async def search_enquiries(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> EnquiryPage:
-    """Filter by service, status, channel, organisation and creation time; page with `cursor`."""
+    """Filter by service, status, channel, organisation and creation time; page with `cursor`.
+    With only `enquiries:read`, the list holds the enquiries this API key submitted."""
     filters = EnquiryFilter(
+        client_id=None if caller.allows(Scope.enquiries_read_all) else caller.client_id,
         service_code=service_code,
         status=status,
         channel=channel.value if channel else None,

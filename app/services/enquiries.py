@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import uuid
 from dataclasses import dataclass
@@ -26,10 +27,26 @@ from app.schemas import (
     EnquirySummary,
     TimelineEvent,
 )
+from app.services.clients import hash_secret
+
+# Compared against when there is no such enquiry, so a wrong reference and a wrong token take
+# the same steps: a look-up, then one constant-time comparison.
+_NO_TOKEN_HASH = hash_secret("no enquiry has this token")
 
 
-async def get_enquiry(*, engine: AsyncEngine, catalogue: Catalogue, reference: str) -> EnquiryOut:
-    """One enquiry by its reference (as typed), with destinations and timeline."""
+async def get_enquiry(
+    *,
+    engine: AsyncEngine,
+    catalogue: Catalogue,
+    reference: str,
+    client_id: str | None = None,
+    token: str | None = None,
+) -> EnquiryOut:
+    """One enquiry by its reference (as typed), with destinations and timeline.
+
+    With `client_id`, only if that client submitted it; with `token`, only if it is the
+    enquiry's access token, and with the citizen's details masked. Otherwise it is not found,
+    answered exactly as for a reference that does not exist."""
     canonical = references.parse(reference)
     # One snapshot: else a delivery committed between the reads shows every destination
     # delivered beside the status from before.
@@ -43,7 +60,7 @@ async def get_enquiry(*, engine: AsyncEngine, catalogue: Catalogue, reference: s
             .mappings()
             .first()
         )
-        if enquiry is None:
+        if not _may_see(enquiry, client_id=client_id, token=token) or enquiry is None:
             raise NotFound(f"No enquiry has the reference {references.display(canonical)}.")
         dispatches = (
             await conn.execute(
@@ -67,9 +84,9 @@ async def get_enquiry(*, engine: AsyncEngine, catalogue: Catalogue, reference: s
         service_code=enquiry["service_code"],
         channel=enquiry["channel"],
         description=enquiry["description"],
-        location=enquiry["location"],
+        location=masked_location(enquiry["location"]) if token else enquiry["location"],
         place=enquiry["place"],
-        citizen=enquiry["citizen"],
+        citizen=masked_citizen(enquiry["citizen"]) if token else enquiry["citizen"],
         attributes=enquiry["attributes"] or {},
         advice=[Advice(**a) for a in enquiry["advice"] or []],
         destinations=destinations,
@@ -77,6 +94,42 @@ async def get_enquiry(*, engine: AsyncEngine, catalogue: Catalogue, reference: s
         updated_at=enquiry["updated_at"],
         timeline=timeline,
     )
+
+
+def _may_see(enquiry: Any, *, client_id: str | None, token: str | None) -> bool:
+    if token is not None:
+        stored = enquiry["access_token_hash"] if enquiry else None
+        matches = hmac.compare_digest(hash_secret(token), stored or _NO_TOKEN_HASH)
+        return matches and stored is not None
+    if enquiry is None:
+        return False
+    return client_id is None or enquiry["client_id"] == client_id
+
+
+def masked_citizen(citizen: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Enough of the citizen's details to recognise them, not to learn them."""
+    if not citizen:
+        return citizen
+    shown: dict[str, Any] = {}
+    if citizen.get("name"):
+        shown["name"] = " ".join(w[0] + "*" * max(3, len(w) - 1) for w in citizen["name"].split())
+    if citizen.get("email"):
+        local, _, domain = citizen["email"].partition("@")
+        shown["email"] = f"{local[:1]}***@{domain}"
+    if citizen.get("phone"):
+        digits = [ch for ch in citizen["phone"] if ch.isdigit()]
+        shown["phone"] = "*" * (len(digits) - 3) + "".join(digits[-3:])
+    for kept in ("preferred_contact", "language"):
+        if citizen.get(kept):
+            shown[kept] = citizen[kept]
+    return shown
+
+
+def masked_location(location: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The place without a street address or property number, which may be the citizen's home."""
+    if not location:
+        return location
+    return {k: ("***" if k in ("address", "uprn") else v) for k, v in location.items()}
 
 
 def _destination(row: Any, catalogue: Catalogue) -> DestinationOut:
@@ -112,6 +165,7 @@ class EnquiryFilter:
     status: str | None = None
     channel: str | None = None
     organisation_id: str | None = None
+    client_id: str | None = None  # only the enquiries this client submitted
     created_after: datetime | None = None
     created_before: datetime | None = None
 
@@ -128,6 +182,7 @@ async def list_enquiries(
         (e.service_code, filters.service_code),
         (e.status, filters.status),
         (e.channel, filters.channel),
+        (e.client_id, filters.client_id),
     ):
         if value is not None:
             query = query.where(column == value)

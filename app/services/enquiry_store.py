@@ -43,7 +43,8 @@ class NewEnquiry:
 
 ENQUIRY_COLUMNS = (
     "id", "reference", "service_code", "status", "channel", "description", "location", "place",
-    "citizen", "attributes", "consent", "advice", "client_id", "created_at", "updated_at",
+    "citizen", "attributes", "consent", "advice", "client_id", "access_token_hash", "created_at",
+    "updated_at",
 )  # fmt: skip
 DISPATCH_COLUMNS = (
     "id", "enquiry_id", "organisation_id", "reason", "state", "attempts", "claims",

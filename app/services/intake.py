@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from app.locate import LocatorChain, Place
 from app.models import utcnow
 from app.routing import Destination, route
 from app.schemas import Advice, DestinationOut, EnquiryCreated, EnquiryIn
+from app.services.clients import hash_secret
 from app.services.enquiry_store import NewEnquiry, ReferenceTaken, store_new_enquiry
 from app.services.idempotency import IdempotencyKey
 
@@ -52,8 +54,16 @@ async def submit_enquiry(
     context: IntakeContext,
     client_id: str | None,
     idempotency_key: IdempotencyKey | None = None,
+    fixed_channel: str | None = None,
 ) -> EnquiryCreated:
-    """Accept an enquiry: one transaction writes it, its dispatches and its first event."""
+    """Accept an enquiry: one transaction writes it, its dispatches and its first event.
+
+    A client bound to a channel (a kiosk, say) may only submit enquiries on that channel."""
+    if fixed_channel is not None and enquiry.channel.value != fixed_channel:
+        raise ValidationFailed(
+            f"This API key submits enquiries on the channel '{fixed_channel}' only.",
+            [FieldError(f"must be '{fixed_channel}' for this API key", pointer="#/channel")],
+        )
     service = _service(enquiry, context.catalogue)
     attributes = _checked_attributes(service, enquiry.attributes)
     location = enquiry.location
@@ -158,6 +168,8 @@ async def _store(
 ) -> EnquiryCreated:
     now = utcnow()
     enquiry_id = uuid.uuid4()
+    # The citizen's key to this one enquiry; random, so a fast hash is enough (see clients.py).
+    access_token = secrets.token_urlsafe(24)
     dispatches = [
         {
             "id": uuid.uuid4(),
@@ -186,6 +198,7 @@ async def _store(
         "consent": enquiry.consent.model_dump(),
         "advice": [a.model_dump() for a in advice] or None,
         "client_id": client_id,
+        "access_token_hash": hash_secret(access_token),
         "created_at": now,
         "updated_at": now,
     }
@@ -216,6 +229,7 @@ async def _store(
             ],
             advice=advice,
             created_at=now,
+            access_token=access_token,
         )
 
     created = await _insert(

@@ -28,8 +28,9 @@ from app.db import create_engine, reading
 from app.models import attempt_table, dispatch_table, enquiry_table
 from app.reference import display
 from app.sandbox import BackOffice
+from app.services.clients import Scope
 from app.settings import SHIPPED_CONFIG_DIR
-from tests.conftest import ThreadedServer, enquiry_body, free_port
+from tests.conftest import ThreadedServer, bearer, enquiry_body, free_port, make_key
 
 IAP = str(Path(sys.executable).parent / "iap")
 T = TypeVar("T")
@@ -194,6 +195,7 @@ class Launcher:
         }
         self.log_dir = log_dir
         self.started: list[IapProcess] = []
+        self._admin_key: str | None = None
 
     def _start(self, args: list[str], env: dict[str, str]) -> IapProcess:
         log_path = self.log_dir / f"{len(self.started):02d}-{args[0]}.log"
@@ -226,8 +228,9 @@ class Launcher:
         port = free_port()
         process = self._start(["serve", "--port", str(port), "--no-sandbox", *args], env)
         url = f"http://127.0.0.1:{port}"
+        headers = bearer(await self.admin_key())
         try:
-            async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+            async with httpx.AsyncClient(base_url=url, timeout=5, headers=headers) as http:
 
                 async def ready() -> bool:
                     if process.process.poll() is not None:
@@ -241,6 +244,16 @@ class Launcher:
                 yield Gateway(process, http)
         finally:
             process.stop()
+
+    async def admin_key(self) -> str:
+        """An admin API key in this test's database, made once."""
+        if self._admin_key is None:
+            engine = create_engine(self.base_env["IAP_DATABASE_URL"])
+            try:
+                self._admin_key = await make_key(engine, Scope.admin)
+            finally:
+                await engine.dispose()
+        return self._admin_key
 
     def stop_all(self) -> None:
         for process in self.started:

@@ -1,0 +1,59 @@
+"""Who is calling: the API key in `Authorization: Bearer`, and the scope a route needs.
+
+Routes say what they need with `Depends(require(Scope.x, ...))` (any one of the scopes will do;
+`admin` always does). The catalogue, health and the problem pages need no key; the inbound
+routes are authenticated by the organisation's own signature or api_key instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import Forbidden, NoValidKey
+from app.services.clients import Caller, Scope, authenticate
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `iap clients create`, sent as `Authorization: Bearer iap_…`.",
+)
+
+
+async def optional_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Caller | None:
+    """The client whose key came with the request; None when none came; 401 when it is bad."""
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise NoValidKey("Send the API key as `Authorization: Bearer <key>`.")
+        return None
+    caller = await authenticate(request.app.state.iap.engine, credentials.credentials)
+    if caller is None:
+        raise NoValidKey("That API key is not known, or it has been revoked.")
+    return caller
+
+
+def check_scope(caller: Caller | None, scopes: tuple[Scope, ...]) -> Caller:
+    """The caller, if it holds one of the scopes: 401 without a key, 403 without the scope."""
+    if caller is None:
+        raise NoValidKey("This needs an API key: send `Authorization: Bearer <key>`.")
+    if not any(caller.allows(scope) for scope in scopes):
+        needs = " ".join(s.value for s in scopes)
+        raise Forbidden(f"This needs an API key with the scope {needs or 'admin'}.", needs=needs)
+    return caller
+
+
+def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the calling client, which must hold one of `scopes` (or admin)."""
+
+    async def dependency(
+        caller: Annotated[Caller | None, Security(optional_caller)],
+    ) -> Caller:
+        return check_scope(caller, scopes)
+
+    return dependency

@@ -1,0 +1,311 @@
+"""API keys and scopes on every route, own enquiries against all, a client's fixed channel, and
+the citizen's access token: masked details, and no way to tell a wrong token from no enquiry."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import iter_route_contexts
+from sqlalchemy import select
+
+from app.cli import load_development_key
+from app.main import create_app
+from app.models import enquiry_table
+from app.reference import display, new_reference
+from app.services import enquiries as enquiries_service
+from app.services.clients import DEVELOPMENT_CLIENT, Scope, authenticate, revoke_client
+from app.services.enquiries import masked_citizen
+from app.settings import Environment
+from tests.conftest import bearer, enquiry_body, make_key, make_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
+PUBLIC = "public"  # no key needed
+OWN_AUTH = "own"  # the organisation's signature or api_key, not an API key
+
+# Every route of the app and who may call it. A route missing here fails the first test, so a
+# new route cannot be added without deciding this.
+POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
+    ("POST", "/v1/enquiries"): (Scope.enquiries_submit,),
+    ("GET", "/v1/enquiries"): READERS,
+    ("GET", "/v1/enquiries/{reference}"): READERS,
+    ("GET", "/v1/organisations"): (Scope.enquiries_read_all,),
+    ("GET", "/v1/services"): PUBLIC,
+    ("GET", "/v1/services/{code}"): PUBLIC,
+    ("POST", "/v1/inbound/{organisation}"): OWN_AUTH,
+    ("POST", "/v1/inbound/{organisation}/servicerequestupdates"): OWN_AUTH,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/problems/{slug}"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+}
+PATH_VALUES = {"code": "pothole", "slug": "validation"}
+# The county pushes signed webhooks; Oxford City pushes Open311 updates with an api_key.
+PUSHER = {"/v1/inbound/{organisation}": "oxfordshire-county"}
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(method, path) of every route, included routers' routes too (as OpenAPI finds them)."""
+    app = create_app(make_settings("sqlite+aiosqlite:///unused.db", "http://127.0.0.1:8090"))
+    return {
+        (method, str(route.path))
+        for route in iter_route_contexts(app.routes)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+
+
+def test_every_route_has_a_policy():
+    assert app_routes() == set(POLICY)
+
+
+async def call(http: Any, method: str, path: str, reference: str, key: str | None = None) -> Any:
+    url = path.format(
+        reference=reference, organisation=PUSHER.get(path, "oxford-city"), **PATH_VALUES
+    )
+    headers = bearer(key) if key else {}
+    body = enquiry_body() if path == "/v1/enquiries" else {}
+    if method == "POST":
+        return await http.post(url, json=body, headers=headers)
+    return await http.get(url, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(POLICY))
+async def test_each_route_answers_by_key_and_scope(method, path, client, anonymous, engine):
+    reference = (await client.post("/v1/enquiries", json=enquiry_body())).json()["reference"]
+    policy = POLICY[(method, path)]
+    answer = await call(anonymous, method, path, reference)
+    if policy == PUBLIC:
+        assert answer.status_code not in (401, 403), answer.text
+        return
+    if policy == OWN_AUTH:
+        admin = await make_key(engine, Scope.admin)
+        signed_by_nobody = await call(anonymous, method, path, reference, admin)
+        assert signed_by_nobody.status_code == 401  # an API key is no signature
+        assert "WWW-Authenticate" not in signed_by_nobody.headers
+        return
+    assert isinstance(policy, tuple)
+    assert answer.status_code == 401
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["WWW-Authenticate"] == "Bearer"
+    unknown = await call(anonymous, method, path, reference, "iap_000000000000_nope")
+    assert unknown.status_code == 401
+    others = [s for s in Scope if s not in policy and s is not Scope.admin]
+    wrong = await call(anonymous, method, path, reference, await make_key(engine, *others))
+    assert wrong.status_code == 403, wrong.text
+    assert wrong.json()["type"] == "/problems/forbidden"
+    assert "insufficient_scope" in wrong.headers["WWW-Authenticate"]
+    for scope in (*policy, Scope.admin):
+        right = await call(anonymous, method, path, reference, await make_key(engine, scope))
+        assert right.status_code not in (401, 403), (scope, right.text)
+
+
+async def test_a_header_that_is_not_a_bearer_key_is_401(anonymous):
+    answer = await anonymous.get("/v1/enquiries", headers={"Authorization": "Basic dXNlcjpw"})
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_read_scope_sees_only_its_own_enquiries_and_read_all_sees_every_one(
+    anonymous, engine
+):
+    kiosk = await make_key(engine, Scope.enquiries_submit, Scope.enquiries_read)
+    partner = await make_key(engine, Scope.enquiries_submit, Scope.enquiries_read)
+    agent = await make_key(engine, Scope.enquiries_read_all)
+    mine = await anonymous.post("/v1/enquiries", json=enquiry_body(), headers=bearer(kiosk))
+    theirs = await anonymous.post("/v1/enquiries", json=enquiry_body(), headers=bearer(partner))
+    mine_ref, theirs_ref = mine.json()["reference"], theirs.json()["reference"]
+
+    assert (await anonymous.get(f"/v1/enquiries/{mine_ref}", headers=bearer(kiosk))).is_success
+    hidden = await anonymous.get(f"/v1/enquiries/{theirs_ref}", headers=bearer(kiosk))
+    assert hidden.status_code == 404  # as if it did not exist
+    listed = (await anonymous.get("/v1/enquiries", headers=bearer(kiosk))).json()["items"]
+    assert [e["reference"] for e in listed] == [mine_ref]
+
+    for reference in (mine_ref, theirs_ref):
+        seen = await anonymous.get(f"/v1/enquiries/{reference}", headers=bearer(agent))
+        assert seen.status_code == 200
+        assert seen.json()["citizen"] is None or "*" not in str(seen.json()["citizen"])
+    everything = (await anonymous.get("/v1/enquiries", headers=bearer(agent))).json()["items"]
+    assert {e["reference"] for e in everything} == {mine_ref, theirs_ref}
+    refused = await anonymous.post("/v1/enquiries", json=enquiry_body(), headers=bearer(agent))
+    assert refused.status_code == 403
+
+
+async def test_a_client_bound_to_a_channel_may_submit_on_that_channel_only(anonymous, engine):
+    kiosk = bearer(await make_key(engine, Scope.enquiries_submit, channel="kiosk"))
+    claimed = await anonymous.post(
+        "/v1/enquiries", json=enquiry_body(channel="phone"), headers=kiosk
+    )
+    assert claimed.status_code == 422
+    assert claimed.json()["errors"] == [
+        {"detail": "must be 'kiosk' for this API key", "pointer": "#/channel"}
+    ]
+    honest = await anonymous.post(
+        "/v1/enquiries", json=enquiry_body(channel="kiosk"), headers=kiosk
+    )
+    assert honest.status_code == 201
+
+
+CITIZEN = {
+    "name": "Ann Example",
+    "email": "ann.example@example.org",
+    "phone": "01295 000123",
+    "preferred_contact": "email",
+    "accessibility_needs": "Large print letters",
+}
+
+
+async def submitted_with_citizen(client: Any) -> dict[str, Any]:
+    body = enquiry_body(
+        citizen=CITIZEN, location={"postcode": "OX4 1AA", "address": "1 High Street"}
+    )
+    created = await client.post("/v1/enquiries", json=body)
+    assert created.status_code == 201
+    return created.json()
+
+
+async def test_the_citizen_reads_their_enquiry_with_the_token_and_no_key(client, anonymous):
+    created = await submitted_with_citizen(client)
+    reference, token = created["reference"], created["access_token"]
+    seen = await anonymous.get(f"/v1/enquiries/{reference}", params={"token": token})
+    assert seen.status_code == 200
+    assert seen.json()["reference"] == reference
+    assert seen.json()["citizen"] == {
+        "name": "A*** E******",
+        "email": "a***@example.org",
+        "phone": "********123",
+        "preferred_contact": "email",
+    }
+    assert seen.json()["location"] == {"postcode": "OX4 1AA", "address": "***"}
+    staff = (await client.get(f"/v1/enquiries/{reference}")).json()
+    assert staff["citizen"]["email"] == CITIZEN["email"]  # staff with read-all see it whole
+
+
+async def test_the_token_is_stored_only_as_a_hash(client, engine):
+    created = await submitted_with_citizen(client)
+    async with engine.connect() as conn:
+        stored = await conn.scalar(select(enquiry_table.c.access_token_hash))
+    assert stored == hashlib.sha256(created["access_token"].encode()).hexdigest()
+
+
+async def test_a_wrong_token_is_answered_exactly_like_an_unknown_reference(
+    client, anonymous, monkeypatch
+):
+    created = await submitted_with_citizen(client)
+    other = await submitted_with_citizen(client)
+    comparisons: list[int] = []
+    real = hmac.compare_digest
+
+    def counted(a: Any, b: Any) -> bool:
+        comparisons.append(1)
+        return real(a, b)
+
+    monkeypatch.setattr(enquiries_service.hmac, "compare_digest", counted)
+    unknown = display(new_reference())
+    answers = {}
+    for label, reference, token in (
+        ("wrong token", created["reference"], "not-the-token"),
+        ("another's token", created["reference"], other["access_token"]),
+        ("no such enquiry", unknown, created["access_token"]),
+    ):
+        comparisons.clear()
+        answer = await anonymous.get(f"/v1/enquiries/{reference}", params={"token": token})
+        assert comparisons == [1], label  # a look-up, then one constant-time comparison
+        body = answer.json()
+        detail = body["detail"].replace(reference, "REF")
+        answers[label] = (answer.status_code, body["type"], body["title"], detail)
+    assert len(set(answers.values())) == 1, answers
+    assert answers["wrong token"][0] == 404
+
+
+def test_masking_keeps_enough_to_recognise_and_no_more():
+    assert masked_citizen(
+        {"name": "Jo  Bo-Li", "email": "x@y.org", "phone": "+44 7700 900123"}
+    ) == {
+        "name": "J*** B****",
+        "email": "x***@y.org",
+        "phone": "*********123",
+    }
+    assert masked_citizen(None) is None
+
+
+def iap(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "IAP_ENV": "test", "IAP_DATABASE_URL": database_url}
+    command = [sys.executable, "-c", "from app.cli import main; main()", *args]
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+
+
+async def test_clients_create_list_and_revoke(database_url, anonymous):
+    made = iap(
+        "clients", "create", "kiosk-banbury", "--scope", "enquiries:submit",
+        "--scope", "enquiries:read", "--channel", "kiosk", database_url=database_url,
+    )  # fmt: skip
+    key = made.stdout.strip().splitlines()[-1]
+    assert key.startswith("iap_")
+    submitted = await anonymous.post(
+        "/v1/enquiries", json=enquiry_body(channel="kiosk"), headers=bearer(key)
+    )
+    assert submitted.status_code == 201
+
+    listed = iap("clients", "list", database_url=database_url).stdout
+    assert "kiosk-banbury" in listed
+    assert "enquiries:read,enquiries:submit" in listed
+    assert key.split("_", 2)[2] not in listed  # the secret is never shown again
+    assert key[:16] in listed  # the key id tells keys apart
+
+    iap("clients", "revoke", "kiosk-banbury", database_url=database_url)
+    after = await anonymous.post(
+        "/v1/enquiries", json=enquiry_body(channel="kiosk"), headers=bearer(key)
+    )
+    assert after.status_code == 401
+    assert "revoked" in iap("clients", "list", database_url=database_url).stdout
+
+
+def test_a_taken_name_an_odd_name_and_an_unknown_scope_are_refused(database_url):
+    iap("clients", "create", "desk", "--scope", "admin", database_url=database_url)
+    for args, says in (
+        (["desk", "--scope", "admin"], "already exists"),
+        (["desk two", "--scope", "admin"], "letters, digits"),
+        (["desk-2", "--scope", "everything"], "is not one of"),
+    ):
+        with pytest.raises(subprocess.CalledProcessError) as refused:
+            iap("clients", "create", *args, database_url=database_url)
+        assert says in refused.value.stderr, refused.value.stderr
+    with pytest.raises(subprocess.CalledProcessError) as unknown:
+        iap("clients", "revoke", "nobody", database_url=database_url)
+    assert "No client" in unknown.value.stderr
+
+
+async def test_the_development_key_is_kept_and_made_again_when_it_stops_working(
+    database_url, engine, tmp_path
+):
+    settings = make_settings(
+        database_url,
+        "http://127.0.0.1:8090",
+        env=Environment.development,
+        dev_key_file=tmp_path / "dev-key",
+    )
+    first = await load_development_key(settings)
+    assert (tmp_path / "dev-key").read_text().strip() == first
+    assert await load_development_key(settings) == first  # the same across restarts
+    caller = await authenticate(engine, first)
+    assert caller is not None
+    assert caller.name == DEVELOPMENT_CLIENT
+    assert caller.allows(Scope.privacy)
+
+    await revoke_client(engine, DEVELOPMENT_CLIENT)
+    second = await load_development_key(settings)
+    assert second != first
+    assert await authenticate(engine, first) is None
+    assert await authenticate(engine, second) is not None
