@@ -32,7 +32,10 @@ async def optional_caller(
         if request.headers.get("authorization"):
             raise NoValidKey("Send the API key as `Authorization: Bearer <key>`.")
         return None
-    caller = await authenticate(request.app.state.iap.engine, credentials.credentials)
+    state = request.app.state.iap
+    caller = await authenticate(
+        state.engine, credentials.credentials, cache_seconds=state.settings.api.key_cache_seconds
+    )
     if caller is None:
         raise NoValidKey("That API key is not known, or it has been revoked.")
     return caller

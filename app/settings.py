@@ -57,6 +57,9 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     idempotency_hours: float = Field(default=24.0, ge=24.0)
     in_flight_seconds: float = Field(default=60.0, gt=0)
+    # How long a client's key, once checked, is trusted without the database: a key revoked
+    # by another process stops working within this many seconds (0: checked every time).
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
 
 class Settings(BaseSettings):

@@ -27,7 +27,13 @@ from app.db import create_engine, migrate
 from app.main import create_app
 from app.sandbox import create_sandbox_app
 from app.services.clients import Scope, create_client
-from app.settings import SHIPPED_CONFIG_DIR, DispatchSettings, Environment, Settings
+from app.settings import (
+    SHIPPED_CONFIG_DIR,
+    ApiSettings,
+    DispatchSettings,
+    Environment,
+    Settings,
+)
 
 POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
@@ -181,6 +187,8 @@ def make_settings(
         "dispatch": DispatchSettings(
             retry_schedule=[0.05, 0.05], jitter=0.0, poll_seconds=0.2, lease_seconds=30
         ),
+        # Keys checked every time, so a key revoked by `iap clients revoke` fails at once.
+        "api": ApiSettings(key_cache_seconds=0),
     }
     values.update(overrides)
     return Settings(**values)

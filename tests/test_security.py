@@ -13,14 +13,20 @@ from typing import Any
 
 import pytest
 from fastapi.routing import iter_route_contexts
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.cli import load_development_key
 from app.main import create_app
-from app.models import enquiry_table
+from app.models import api_client_table, enquiry_table, utcnow
 from app.reference import display, new_reference
 from app.services import enquiries as enquiries_service
-from app.services.clients import DEVELOPMENT_CLIENT, Scope, authenticate, revoke_client
+from app.services.clients import (
+    DEVELOPMENT_CLIENT,
+    Scope,
+    authenticate,
+    create_client,
+    revoke_client,
+)
 from app.services.enquiries import masked_citizen
 from app.settings import Environment
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
@@ -309,3 +315,18 @@ async def test_the_development_key_is_kept_and_made_again_when_it_stops_working(
     assert second != first
     assert await authenticate(engine, first) is None
     assert await authenticate(engine, second) is not None
+
+
+async def test_a_checked_key_is_trusted_for_a_few_seconds_unless_revoked_here(engine):
+    _, key = await create_client(engine, name="cached", scopes=[Scope.enquiries_submit])
+    assert await authenticate(engine, key, cache_seconds=60) is not None
+    # Revoked by another process: this one keeps trusting what it read, for cache_seconds.
+    async with engine.begin() as conn:
+        await conn.execute(update(api_client_table).values(revoked_at=utcnow()))
+    assert await authenticate(engine, key, cache_seconds=60) is not None
+    assert await authenticate(engine, key) is None  # read afresh: revoked
+    # Revoked in this process: at once, cache or not.
+    _, other = await create_client(engine, name="cached-2", scopes=[Scope.enquiries_submit])
+    assert await authenticate(engine, other, cache_seconds=60) is not None
+    await revoke_client(engine, "cached-2")
+    assert await authenticate(engine, other, cache_seconds=60) is None
