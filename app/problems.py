@@ -58,6 +58,14 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
 }
 
 
+def documented_problem(description: str) -> dict[str, Any]:
+    """An OpenAPI `responses` entry for an error answered as problem+json."""
+    return {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
 def problem_type(slug: str) -> str:
     """The type URI of a problem: a page of this API describing it."""
     return f"/problems/{slug}"

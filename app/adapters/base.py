@@ -7,7 +7,7 @@ dispatcher tries again later, honouring retry_after) or PermanentError (the disp
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -131,16 +131,43 @@ class Adapter:
         raise NotImplementedError
 
 
-def raise_for_response(response: httpx.Response) -> None:
-    """Map an HTTP answer onto the error classes: 5xx, 408, 409, 425, 429 retry; other 4xx don't."""
+def enquiry_record(delivery: Delivery) -> dict[str, Any]:
+    """The enquiry as one JSON document: what it is, and the citizen's details the organisation
+    may have (for adapters that send it whole)."""
+    enquiry = delivery.enquiry
+    record: dict[str, Any] = {
+        "reference": delivery.reference,
+        "dispatch_id": str(delivery.dispatch_id),
+        "service_code": enquiry["service_code"],
+        "service_name": delivery.service_name,
+        "description": enquiry["description"],
+        "channel": enquiry["channel"],
+        "location": enquiry.get("location"),
+        "attributes": enquiry.get("attributes") or {},
+        "submitted_at": enquiry["created_at"].isoformat(),
+    }
+    if delivery.citizen is not None:
+        record["citizen"] = delivery.citizen
+    return record
+
+
+def raise_for_response(
+    response: httpx.Response, *, detail: Callable[[httpx.Response], str] | None = None
+) -> None:
+    """Map an HTTP answer onto the error classes: 5xx, 408, 409, 425, 429 retry; other 4xx don't.
+
+    `detail` gives a protocol's own data-free summary of the answer (": ..."), for either
+    class; without it a refusal names its RFC 9457 title. Never the body: a refusal may echo
+    back the fields it rejected, the citizen's among them.
+    """
     status = response.status_code
     if status < 400:
         return
     summary = f"HTTP {status} from {response.request.url.host}"
     if status >= 500 or status in (408, 409, 425, 429):
-        raise RetryableError(summary, retry_after=retry_after_seconds(response))
-    # Never the body: a refusal may echo back the fields it rejected, the citizen's among them.
-    raise PermanentError(f"{summary}{problem_title(response)}")
+        suffix = detail(response) if detail else ""
+        raise RetryableError(f"{summary}{suffix}", retry_after=retry_after_seconds(response))
+    raise PermanentError(f"{summary}{(detail or problem_title)(response)}")
 
 
 def problem_title(response: httpx.Response) -> str:

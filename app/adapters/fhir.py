@@ -27,7 +27,7 @@ from app.adapters.base import (
     RetryableError,
     Tracked,
     describe_transport_error,
-    retry_after_seconds,
+    raise_for_response,
 )
 from app.status import FHIR_WORDS
 
@@ -200,16 +200,14 @@ def contained_patient(citizen: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def raise_for_fhir_response(response: httpx.Response) -> None:
-    """5xx, 408, 409, 425, 429 retry; 412 (several matches) and other 4xx don't."""
-    status = response.status_code
-    if status < 400:
-        return
-    summary = f"HTTP {status} from {response.request.url.host}{outcome_summary(response)}"
-    if status >= 500 or status in (408, 409, 425, 429):
-        raise RetryableError(summary, retry_after=retry_after_seconds(response))
-    if status == 412:
-        raise PermanentError(f"{summary} (several ServiceRequests carry our identifier)")
-    raise PermanentError(summary)
+    """The shared mapping, told by the OperationOutcome; 412 means several matches."""
+    if response.status_code == 412:
+        host = response.request.url.host
+        raise PermanentError(
+            f"HTTP 412 from {host}{outcome_summary(response)} "
+            "(several ServiceRequests carry our identifier)"
+        )
+    raise_for_response(response, detail=outcome_summary)
 
 
 def outcome_summary(response: httpx.Response) -> str:

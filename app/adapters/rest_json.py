@@ -23,6 +23,7 @@ from app.adapters.base import (
     Receipt,
     RetryableError,
     describe_transport_error,
+    enquiry_record,
     raise_for_response,
 )
 from app.status import Status
@@ -74,7 +75,7 @@ class RestJsonAdapter(Adapter):
     async def deliver(self, delivery: Delivery) -> Receipt:
         """Create the case, or get back the one an earlier attempt with this dispatch id made."""
         url = f"{str(self.config.base_url).rstrip('/')}/cases"
-        body = case_payload(delivery)
+        body = enquiry_record(delivery)
         headers = {"Idempotency-Key": str(delivery.dispatch_id)}
         response = await self._post_authorised(url, body, headers)
         if response.status_code == 401 and self.config.token_url is not None:
@@ -164,22 +165,3 @@ def case_id(response: httpx.Response) -> str:
     if remote is None or isinstance(remote, bool | dict | list) or str(remote) == "":
         raise PermanentError(f"HTTP {response.status_code} without a case id")
     return str(remote)
-
-
-def case_payload(delivery: Delivery) -> dict[str, Any]:
-    """What the county receives: the enquiry, and the citizen's details it may have."""
-    enquiry = delivery.enquiry
-    body: dict[str, Any] = {
-        "reference": delivery.reference,
-        "dispatch_id": str(delivery.dispatch_id),
-        "service_code": enquiry["service_code"],
-        "service_name": delivery.service_name,
-        "description": enquiry["description"],
-        "channel": enquiry["channel"],
-        "location": enquiry.get("location"),
-        "attributes": enquiry.get("attributes") or {},
-        "submitted_at": enquiry["created_at"].isoformat(),
-    }
-    if delivery.citizen is not None:
-        body["citizen"] = delivery.citizen
-    return body

@@ -24,6 +24,7 @@ from app.adapters.base import (
     PermanentError,
     Receipt,
     RetryableError,
+    enquiry_record,
 )
 
 MESSAGE_ID_DOMAIN = "iap.invalid"
@@ -123,25 +124,6 @@ def build_message(delivery: Delivery, config: EmailConfig) -> EmailMessage:
         filename=f"enquiry-{delivery.reference}.json",
     )
     return message
-
-
-def enquiry_record(delivery: Delivery) -> dict[str, Any]:
-    """What the organisation receives: the enquiry, and the citizen's details it may have."""
-    enquiry = delivery.enquiry
-    record: dict[str, Any] = {
-        "reference": delivery.reference,
-        "dispatch_id": str(delivery.dispatch_id),
-        "service_code": enquiry["service_code"],
-        "service_name": delivery.service_name,
-        "description": enquiry["description"],
-        "channel": enquiry["channel"],
-        "location": enquiry.get("location"),
-        "attributes": enquiry.get("attributes") or {},
-        "submitted_at": enquiry["created_at"].isoformat(),
-    }
-    if delivery.citizen is not None:
-        record["citizen"] = delivery.citizen
-    return record
 
 
 def text_body(record: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from app.auth import check_scope, optional_caller, require
-from app.problems import PROBLEM_JSON
+from app.problems import documented_problem
 from app.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
 from app.services import idempotency
 from app.services.clients import Caller, Scope
@@ -21,26 +21,19 @@ router = APIRouter(prefix="/v1/enquiries", tags=["enquiries"])
 READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
-
-
 @router.post(
     "",
     status_code=201,
     response_model=EnquiryCreated,
     summary="Submit an enquiry",
     responses={
-        400: _problem("The body is not valid JSON"),
-        401: _problem("No valid API key"),
-        403: _problem("The API key lacks the scope enquiries:submit"),
-        409: _problem("The first request with this Idempotency-Key is still in progress"),
-        413: _problem("The body is too large"),
-        415: _problem("The body is not JSON"),
-        422: _problem(
+        400: documented_problem("The body is not valid JSON"),
+        401: documented_problem("No valid API key"),
+        403: documented_problem("The API key lacks the scope enquiries:submit"),
+        409: documented_problem("The first request with this Idempotency-Key is still in progress"),
+        413: documented_problem("The body is too large"),
+        415: documented_problem("The body is not JSON"),
+        422: documented_problem(
             "Invalid enquiry, out-of-area place, Idempotency-Key reused, or a channel this "
             "API key may not use"
         ),
@@ -116,10 +109,10 @@ def _location(reference: str) -> str:
     response_model=EnquiryOut,
     summary="Read one enquiry with its destinations and timeline",
     responses={
-        401: _problem("No valid API key, and no token"),
-        403: _problem("The API key lacks enquiries:read and enquiries:read-all"),
-        404: _problem("No such enquiry (or not yours, or the token is wrong)"),
-        422: _problem("Not a valid reference"),
+        401: documented_problem("No valid API key, and no token"),
+        403: documented_problem("The API key lacks enquiries:read and enquiries:read-all"),
+        404: documented_problem("No such enquiry (or not yours, or the token is wrong)"),
+        422: documented_problem("Not a valid reference"),
     },
 )
 async def read_enquiry(
@@ -161,9 +154,9 @@ async def read_enquiry(
     response_model=EnquiryPage,
     summary="List enquiries, newest first",
     responses={
-        401: _problem("No valid API key"),
-        403: _problem("The API key lacks enquiries:read and enquiries:read-all"),
-        422: _problem("A filter or the cursor is not valid"),
+        401: documented_problem("No valid API key"),
+        403: documented_problem("The API key lacks enquiries:read and enquiries:read-all"),
+        422: documented_problem("A filter or the cursor is not valid"),
     },
 )
 async def search_enquiries(

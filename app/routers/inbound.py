@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from app.problems import PROBLEM_JSON
+from app.problems import documented_problem
 from app.services.inbound import InboundReceipt, Inbox
 from app.state import AppState, get_state
 
 router = APIRouter(prefix="/v1/inbound", tags=["inbound"])
 Organisation = Annotated[str, Path(max_length=64, examples=["oxfordshire-county"])]
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
 
 
 def _inbox(state: Annotated[AppState, Depends(get_state)]) -> Inbox:
@@ -39,9 +32,9 @@ def _inbox(state: Annotated[AppState, Depends(get_state)]) -> Inbox:
         }
     },
     responses={
-        401: _problem("Signature missing, wrong, or timestamp more than 5 minutes off"),
-        404: _problem("Unknown organisation, one that does not push, or an unknown case"),
-        422: _problem("The update is not valid"),
+        401: documented_problem("Signature missing, wrong, or timestamp more than 5 minutes off"),
+        404: documented_problem("Unknown organisation, one that does not push, or an unknown case"),
+        422: documented_problem("The update is not valid"),
     },
 )
 async def receive_webhook(
@@ -92,9 +85,9 @@ async def receive_webhook(
         }
     },
     responses={
-        401: _problem("The api_key is missing or wrong"),
-        404: _problem("Unknown organisation, one that does not push, or an unknown case"),
-        422: _problem("The update is not valid"),
+        401: documented_problem("The api_key is missing or wrong"),
+        404: documented_problem("Unknown organisation, one that does not push, or an unknown case"),
+        422: documented_problem("The update is not valid"),
     },
 )
 async def receive_open311_update(
