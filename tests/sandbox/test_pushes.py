@@ -26,6 +26,11 @@ async def test_the_county_pushes_each_update_signed_per_standard_webhooks(make_s
             move = {"status": status, "description": f"Now {status}"}
             await http.post(f"/_sandbox/{COUNTY}/cases/{case_id}/status", json=move)
         await eventually(lambda: len(gateway.webhooks) == 2, what="two signed webhooks")
+        # The gateway has both; the sandbox records each once it reads the answer.
+        await eventually(
+            lambda: all(p["outcome"] == "delivered" for p in app.state.office.pushes),
+            what="both pushes recorded as delivered",
+        )
     first, second = gateway.webhooks
     assert gateway.refused == 0  # every signature verified
     assert first["organisation"] == COUNTY
