@@ -113,6 +113,10 @@ class ServiceAttribute(BaseModel):
         return self
 
 
+# For a service that does not say, and for enquiries whose service is no longer configured.
+DEFAULT_RETENTION_DAYS = 730
+
+
 class Service(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -125,6 +129,9 @@ class Service(BaseModel):
     group: str = Field(default="", max_length=100)
     keywords: tuple[str, ...] = ()
     attributes: tuple[ServiceAttribute, ...] = ()
+    # Days after an enquiry closes until its personal data is anonymised (UK GDPR storage
+    # limitation); the enquiry itself and its statistics remain.
+    retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=1, le=36500)
 
     def attribute(self, code: str) -> ServiceAttribute | None:
         """The attribute with this code, if the service asks it."""

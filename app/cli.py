@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app import crypto
 from app.db import create_engine, migrate, writing
 from app.errors import ConfigError, DomainError
 from app.locate import import_onspd_rows, normalise_postcode
@@ -31,7 +32,8 @@ from app.models import gazetteer_table
 from app.routing import route
 from app.sandbox import create_sandbox_app
 from app.schemas import Channel
-from app.services import clients
+from app.services import clients, privacy
+from app.services.audit import Actor
 from app.settings import Environment, Settings, get_settings
 
 cli = typer.Typer(
@@ -42,7 +44,11 @@ gazetteer_cli = typer.Typer(help="Manage the postcode gazetteer.", no_args_is_he
 clients_cli = typer.Typer(help="Manage API clients and their keys.", no_args_is_help=True)
 cli.add_typer(routes_cli, name="routes")
 cli.add_typer(gazetteer_cli, name="gazetteer")
+privacy_cli = typer.Typer(help="Keys for citizen details at rest.", no_args_is_help=True)
+retention_cli = typer.Typer(help="Anonymise enquiries past their retention.", no_args_is_help=True)
 cli.add_typer(clients_cli, name="clients")
+cli.add_typer(privacy_cli, name="privacy")
+cli.add_typer(retention_cli, name="retention")
 
 
 def _settings() -> Settings:
@@ -98,7 +104,7 @@ async def load_development_key(settings: Settings) -> str:
     engine = create_engine(settings.database_url)
     try:
         if settings.migrate_on_start:
-            await migrate(engine)
+            await migrate(engine, sealer=settings.sealer())
         key = await clients.development_key(engine, kept)
     finally:
         await engine.dispose()
@@ -185,7 +191,7 @@ def migrate_command() -> None:
 
     async def run() -> None:
         engine = create_engine(settings.database_url)
-        await migrate(engine)
+        await migrate(engine, sealer=settings.sealer())
         await engine.dispose()
 
     asyncio.run(run())
@@ -247,7 +253,7 @@ def routes_explain(
 async def _explain(settings: Settings, service_code: str, postcode: str | None) -> None:
     catalogue = load_configured_catalogue(settings)
     engine = create_engine(settings.database_url)
-    await migrate(engine)
+    await migrate(engine, sealer=settings.sealer())
     async with httpx.AsyncClient() as client:
         locator = build_locator(settings, engine, client)
         place = await locator.locate(postcode=postcode, latitude=None, longitude=None)
@@ -279,7 +285,7 @@ def gazetteer_import(
 
 async def _import(settings: Settings, file: Path, *, replace: bool) -> int:
     engine = create_engine(settings.database_url)
-    await migrate(engine)
+    await migrate(engine, sealer=settings.sealer())
     total = 0
     with file.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -385,10 +391,52 @@ async def _engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.database_url)
     try:
         if settings.migrate_on_start:
-            await migrate(engine)
+            await migrate(engine, sealer=settings.sealer())
         yield engine
     finally:
         await engine.dispose()
+
+
+@privacy_cli.command("new-key")
+def privacy_new_key() -> None:
+    """Print a fresh key for IAP_PRIVACY__KEYS (put it first to make it the sealing key)."""
+    typer.echo(crypto.new_key())
+
+
+@privacy_cli.command("rotate-keys")
+def privacy_rotate_keys() -> None:
+    """Re-seal every citizen's details under the first key in IAP_PRIVACY__KEYS and re-hash
+    their email and phone under IAP_PRIVACY__LOOKUP_KEY; afterwards the old key can go."""
+    settings = _settings()
+
+    async def run() -> int:
+        async with _engine(settings) as engine:
+            return await privacy.reseal_all(
+                engine=engine, sealer=settings.sealer(), actor=Actor("iap privacy rotate-keys")
+            )
+
+    try:
+        count = asyncio.run(run())
+    except crypto.SealedDataUnreadable as exc:
+        typer.echo(f"{exc}: keep every old key in IAP_PRIVACY__KEYS until this succeeds", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"re-sealed the citizen's details of {count} enquiries with the newest key")
+
+
+@retention_cli.command("run")
+def retention_run() -> None:
+    """Anonymise every enquiry whose service's retention_days have passed since it closed."""
+    settings = _settings()
+
+    async def run() -> int:
+        async with _engine(settings) as engine:
+            return await privacy.run_retention(
+                engine=engine,
+                catalogue=load_configured_catalogue(settings),
+                actor=Actor("iap retention run"),
+            )
+
+    typer.echo(f"anonymised {asyncio.run(run())} enquiries past their retention period")
 
 
 @cli.command("openapi")

@@ -15,6 +15,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.crypto import Sealer
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DISPATCH_CHANNEL = "iap_dispatch"
 _READ_ONLY = "iap_read_only"
@@ -100,15 +102,19 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision; safe to run from several processes at once."""
+async def migrate(engine: AsyncEngine, *, sealer: Sealer | None = None) -> None:
+    """Bring the schema to the newest revision; safe to run from several processes at once.
+
+    The sealer is for migrations that seal personal data stored by earlier versions."""
     async with writing(engine) as conn:
         if is_postgres(conn):
             await conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"))
-        await conn.run_sync(_upgrade, str(engine.url.render_as_string(hide_password=False)))
+        url = str(engine.url.render_as_string(hide_password=False))
+        await conn.run_sync(_upgrade, url, sealer)
 
 
-def _upgrade(sync_conn: Connection, database_url: str) -> None:
+def _upgrade(sync_conn: Connection, database_url: str, sealer: Sealer | None) -> None:
     config = alembic_config(database_url)
     config.attributes["connection"] = sync_conn
+    config.attributes["sealer"] = sealer
     command.upgrade(config, "head")

@@ -17,16 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters import build_adapters
 from app.adapters.base import Adapter
 from app.catalogue import Catalogue, load_catalogue
+from app.crypto import Sealer
 from app.db import create_engine, migrate
 from app.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
 from app.middleware import BodyGuard
 from app.problems import PROBLEM_JSON, install_problem_handlers
-from app.routers import catalogue, enquiries, inbound, meta
+from app.routers import catalogue, enquiries, inbound, meta, privacy
 from app.services.dispatcher import Dispatcher
 from app.services.enquiry_store import close_store
 from app.services.inbound import InboundUpdate
 from app.services.intake import IntakeContext
 from app.services.poller import Poller
+from app.services.privacy import Retention
 from app.settings import Settings, get_settings
 from app.state import AppState
 
@@ -61,8 +63,11 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
                 catalogue=catalogue_,
                 locator=build_locator(settings, running.engine, running.client),
                 wake_dispatcher=running.dispatcher.wake if run_dispatcher else lambda: None,
+                sealer=running.sealer,
             )
-            app.state.iap = AppState(settings, running.engine, catalogue_, intake, running.adapters)
+            app.state.iap = AppState(
+                settings, running.engine, catalogue_, intake, running.adapters, running.sealer
+            )
             app.state.runtime = running
             task = asyncio.create_task(running.work()) if run_dispatcher else None
             try:
@@ -81,7 +86,13 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
     )
     app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
     install_problem_handlers(app)
-    for router in (enquiries.router, inbound.router, catalogue.router, meta.router):
+    for router in (
+        enquiries.router,
+        privacy.router,
+        inbound.router,
+        catalogue.router,
+        meta.router,
+    ):
         app.include_router(router)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app
@@ -95,14 +106,17 @@ class Runtime:
     engine: AsyncEngine
     client: httpx.AsyncClient
     adapters: dict[str, Adapter]
+    sealer: Sealer
     dispatcher: Dispatcher
     poller: Poller
+    retention: Retention
 
     async def work(self) -> None:
-        """Deliver and poll until stop() is called."""
-        await asyncio.gather(self.dispatcher.run(), self.poller.run())
+        """Deliver, poll and apply retention until stop() is called."""
+        await asyncio.gather(self.dispatcher.run(), self.poller.run(), self.retention.run())
 
     async def stop(self) -> None:
+        self.retention.stop()
         await self.poller.stop()
         await self.dispatcher.stop()
 
@@ -110,17 +124,22 @@ class Runtime:
 @asynccontextmanager
 async def runtime(settings: Settings, catalogue: Catalogue) -> AsyncIterator[Runtime]:
     """The database engine (migrated), the shared HTTP client, adapters, dispatcher, poller."""
+    sealer = settings.sealer()
     engine = create_engine(settings.database_url)
     try:
         if settings.migrate_on_start:
-            await migrate(engine)
+            await migrate(engine, sealer=sealer)
         limits = httpx.Limits(max_connections=settings.http.max_connections)
         async with httpx.AsyncClient(
             timeout=settings.http.timeout_seconds, limits=limits, follow_redirects=False
         ) as client:
             adapters = build_adapters(catalogue, client, settings)
             dispatcher = Dispatcher(
-                engine=engine, catalogue=catalogue, adapters=adapters, settings=settings.dispatch
+                engine=engine,
+                catalogue=catalogue,
+                adapters=adapters,
+                sealer=sealer,
+                settings=settings.dispatch,
             )
             poller = Poller(
                 engine=engine,
@@ -128,7 +147,12 @@ async def runtime(settings: Settings, catalogue: Catalogue) -> AsyncIterator[Run
                 adapters=adapters,
                 worker_id=dispatcher.worker_id,
             )
-            yield Runtime(engine, client, adapters, dispatcher, poller)
+            retention = Retention(
+                engine=engine,
+                catalogue=catalogue,
+                interval_seconds=settings.privacy.retention_interval_seconds,
+            )
+            yield Runtime(engine, client, adapters, sealer, dispatcher, poller, retention)
     finally:
         await close_store(engine)
         await engine.dispose()

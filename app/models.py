@@ -58,6 +58,9 @@ class Enquiry(SQLModel, table=True):
     __table_args__ = (
         Index("ix_enquiry_created", "created_at", "id"),
         Index("ix_enquiry_client", "client_id", "created_at"),
+        Index("ix_enquiry_email_hash", "citizen_email_hash"),
+        Index("ix_enquiry_phone_hash", "citizen_phone_hash"),
+        Index("ix_enquiry_closed", "closed_at"),
     )
 
     id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
@@ -68,7 +71,10 @@ class Enquiry(SQLModel, table=True):
     description: str = Field(sa_column=Column(Text, nullable=False))
     location: dict[str, Any] | None = _json()
     place: dict[str, Any] | None = _json()
-    citizen: dict[str, Any] | None = _json()
+    # The citizen's details, sealed (app/crypto.py), and keyed hashes of their email and phone.
+    citizen_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    citizen_email_hash: str | None = Field(default=None, max_length=64)
+    citizen_phone_hash: str | None = Field(default=None, max_length=64)
     attributes: dict[str, Any] | None = _json()
     consent: dict[str, Any] | None = _json()
     advice: list[dict[str, Any]] | None = _json()
@@ -77,6 +83,10 @@ class Enquiry(SQLModel, table=True):
     access_token_hash: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    # When it reached a final status (retention counts from here), and when its personal
+    # data was removed (retention or erasure).
+    closed_at: datetime | None = _ts(nullable=True)
+    anonymised_at: datetime | None = _ts(nullable=True)
 
 
 class Dispatch(SQLModel, table=True):
@@ -256,6 +266,23 @@ class ApiClient(SQLModel, table=True):
     revoked_at: datetime | None = _ts(nullable=True)
 
 
+class AuditEntry(SQLModel, table=True):
+    """Who read, exported or erased personal data, and when. The database refuses changes."""
+
+    __tablename__ = "audit_log"
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    at: datetime = _ts(index=True)
+    actor_id: str | None = Field(default=None, max_length=64)
+    actor: str = Field(max_length=64)  # the API client's name, or the command that ran
+    action: str = Field(max_length=64, index=True)
+    subject: str | None = Field(default=None, max_length=128, index=True)
+    detail: dict[str, Any] | None = _json()
+
+
+# Enquiry columns that hold or identify the citizen: read only where the citizen is needed.
+PERSONAL_COLUMNS = frozenset({"citizen_sealed", "citizen_email_hash", "citizen_phone_hash"})
+
 enquiry_table = Enquiry.__table__  # type: ignore[attr-defined]
 dispatch_table = Dispatch.__table__  # type: ignore[attr-defined]
 attempt_table = DispatchAttempt.__table__  # type: ignore[attr-defined]
@@ -267,3 +294,4 @@ status_update_table = StatusUpdate.__table__  # type: ignore[attr-defined]
 inbound_message_table = InboundMessage.__table__  # type: ignore[attr-defined]
 poll_state_table = PollState.__table__  # type: ignore[attr-defined]
 api_client_table = ApiClient.__table__  # type: ignore[attr-defined]
+audit_table = AuditEntry.__table__  # type: ignore[attr-defined]

@@ -6,8 +6,10 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY, Sealer
 
 SHIPPED_CONFIG_DIR = Path(__file__).parent / "data" / "oxfordshire"
 
@@ -62,6 +64,18 @@ class ApiSettings(BaseModel):
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
 
+class PrivacySettings(BaseModel):
+    """Keys for citizen details at rest, and how long they are kept."""
+
+    # Fernet keys (`iap privacy new-key`), newest first: the first seals, all of them open.
+    keys: list[SecretStr] = Field(default_factory=list)
+    # The HMAC key emails and phone numbers are found by (subject access, erasure). Changing
+    # it needs `iap privacy rotate-keys` to hash every stored address again.
+    lookup_key: SecretStr | None = None
+    # How often the worker anonymises enquiries past their service's retention period.
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything configurable, read from `IAP_*` environment variables."""
 
@@ -85,6 +99,21 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     locator: LocatorSettings = LocatorSettings()
     api: ApiSettings = ApiSettings()
+    privacy: PrivacySettings = PrivacySettings()
+
+    def sealer(self) -> Sealer:
+        """What seals citizen details: the configured keys, or in development the public
+        development keys (production refuses to run without its own)."""
+        keys, lookup_key = self.privacy.keys, self.privacy.lookup_key
+        if self.env is Environment.production and (not keys or lookup_key is None):
+            raise ValueError(
+                "IAP_ENV=production needs IAP_PRIVACY__KEYS and IAP_PRIVACY__LOOKUP_KEY: "
+                "citizen details are never sealed with the public development keys"
+            )
+        return Sealer(
+            keys or [SecretStr(DEVELOPMENT_KEY)],
+            lookup_key or SecretStr(DEVELOPMENT_LOOKUP_KEY),
+        )
 
 
 @lru_cache

@@ -194,6 +194,7 @@ async def test_expired_lease_is_taken_over_and_the_lost_attempt_recorded(client,
         engine=state.engine,
         catalogue=state.catalogue,
         adapters=app.state.runtime.dispatcher.adapters,
+        sealer=state.sealer,
         settings=state.settings.dispatch,
         worker_id="crashed",
     )

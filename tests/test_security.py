@@ -43,6 +43,9 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/v1/enquiries"): READERS,
     ("GET", "/v1/enquiries/{reference}"): READERS,
     ("GET", "/v1/organisations"): (Scope.enquiries_read_all,),
+    ("POST", "/v1/privacy/subject-access"): (Scope.privacy,),
+    ("POST", "/v1/privacy/erasure"): (Scope.privacy,),
+    ("GET", "/v1/audit"): (Scope.admin,),
     ("GET", "/v1/services"): PUBLIC,
     ("GET", "/v1/services/{code}"): PUBLIC,
     ("POST", "/v1/inbound/{organisation}"): OWN_AUTH,
@@ -56,6 +59,11 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/redoc"): PUBLIC,
 }
 PATH_VALUES = {"code": "pothole", "slug": "validation"}
+BODIES = {
+    "/v1/enquiries": enquiry_body(),
+    "/v1/privacy/subject-access": {"email": "nobody@example.org"},
+    "/v1/privacy/erasure": {"email": "nobody@example.org"},
+}
 # The county pushes signed webhooks; Oxford City pushes Open311 updates with an api_key.
 PUSHER = {"/v1/inbound/{organisation}": "oxfordshire-county"}
 
@@ -80,7 +88,7 @@ async def call(http: Any, method: str, path: str, reference: str, key: str | Non
         reference=reference, organisation=PUSHER.get(path, "oxford-city"), **PATH_VALUES
     )
     headers = bearer(key) if key else {}
-    body = enquiry_body() if path == "/v1/enquiries" else {}
+    body = BODIES.get(path, {})
     if method == "POST":
         return await http.post(url, json=body, headers=headers)
     return await http.get(url, headers=headers)

@@ -133,18 +133,25 @@ async def read_enquiry(
     the timeline. The reference may be typed in any case, with or without dashes.
 
     With an API key: `enquiries:read-all` sees any enquiry, `enquiries:read` only those its
-    own key submitted. With `token` instead, the citizen sees their own enquiry. A wrong token
+    own key submitted; each read that shows the citizen's details is written to the audit
+    log. With `token` instead, the citizen sees their own enquiry. A wrong token
     or another client's enquiry is answered 404, exactly like a reference that does not exist.
     """
     if token is not None:
         return await get_enquiry(
-            engine=state.engine, catalogue=state.catalogue, reference=reference, token=token
+            engine=state.engine,
+            catalogue=state.catalogue,
+            sealer=state.sealer,
+            reference=reference,
+            token=token,
         )
     reader = check_scope(caller, READERS)
     return await get_enquiry(
         engine=state.engine,
         catalogue=state.catalogue,
+        sealer=state.sealer,
         reference=reference,
+        reader=reader,
         client_id=None if reader.allows(Scope.enquiries_read_all) else reader.client_id,
     )
 

@@ -33,8 +33,16 @@ from app.adapters.base import (
     shareable_citizen,
 )
 from app.catalogue import Catalogue
+from app.crypto import SealedDataUnreadable, Sealer
 from app.db import DISPATCH_CHANNEL, is_postgres, reading, writing
-from app.models import attempt_table, dispatch_table, enquiry_table, event_table, utcnow
+from app.models import (
+    PERSONAL_COLUMNS,
+    attempt_table,
+    dispatch_table,
+    enquiry_table,
+    event_table,
+    utcnow,
+)
 from app.reference import display
 from app.services import circuits
 from app.settings import DispatchSettings
@@ -76,12 +84,14 @@ class Dispatcher:
         engine: AsyncEngine,
         catalogue: Catalogue,
         adapters: dict[str, Adapter],
+        sealer: Sealer,
         settings: DispatchSettings,
         worker_id: str | None = None,
     ) -> None:
         self.engine = engine
         self.catalogue = catalogue
         self.adapters = adapters
+        self.sealer = sealer
         self.settings = settings
         self.worker_id = worker_id or new_worker_id()
         self._wakeup = asyncio.Event()
@@ -330,14 +340,20 @@ class Dispatcher:
             )
         service = self.catalogue.services.get(enquiry["service_code"])
         organisation = self.catalogue.organisations[claim.organisation_id]
+        try:
+            citizen = self.sealer.open(enquiry["citizen_sealed"])
+        except SealedDataUnreadable as exc:
+            # The keys are the operator's to fix; until then the delivery waits its turn.
+            raise RetryableError(str(exc)) from exc
+        shown = {k: v for k, v in enquiry.items() if k not in PERSONAL_COLUMNS}
         return Delivery(
             dispatch_id=claim.dispatch_id,
             reference=display(enquiry["reference"]),
             attempt=attempt,
             organisation=organisation,
-            enquiry={k: v for k, v in enquiry.items() if k != "citizen"},
+            enquiry=shown,
             service_name=service.name if service else enquiry["service_code"],
-            citizen=shareable_citizen(dict(enquiry), organisation),
+            citizen=shareable_citizen({**shown, "citizen": citizen}, organisation),
         )
 
     async def _record_interrupted(self, claim: Claim) -> int:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import json
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import reference as references
 from app.catalogue import Catalogue
-from app.db import reading
-from app.errors import FieldError, NotFound, ValidationFailed
+from app.crypto import Sealer
+from app.db import reading, writing
+from app.errors import NotFound
 from app.models import dispatch_table, enquiry_table, event_table
+from app.paging import decode_cursor, encode_cursor
 from app.schemas import (
     Advice,
     DestinationOut,
@@ -27,7 +25,9 @@ from app.schemas import (
     EnquirySummary,
     TimelineEvent,
 )
-from app.services.clients import hash_secret
+from app.services import audit
+from app.services.audit import Actor
+from app.services.clients import Caller, hash_secret
 
 # Compared against when there is no such enquiry, so a wrong reference and a wrong token take
 # the same steps: a look-up, then one constant-time comparison.
@@ -38,7 +38,9 @@ async def get_enquiry(
     *,
     engine: AsyncEngine,
     catalogue: Catalogue,
+    sealer: Sealer,
     reference: str,
+    reader: Caller | None = None,
     client_id: str | None = None,
     token: str | None = None,
 ) -> EnquiryOut:
@@ -46,7 +48,8 @@ async def get_enquiry(
 
     With `client_id`, only if that client submitted it; with `token`, only if it is the
     enquiry's access token, and with the citizen's details masked. Otherwise it is not found,
-    answered exactly as for a reference that does not exist."""
+    answered exactly as for a reference that does not exist. A `reader` shown the citizen's
+    details is written to the audit log."""
     canonical = references.parse(reference)
     # One snapshot: else a delivery committed between the reads shows every destination
     # delivered beside the status from before.
@@ -62,37 +65,52 @@ async def get_enquiry(
         )
         if not _may_see(enquiry, client_id=client_id, token=token) or enquiry is None:
             raise NotFound(f"No enquiry has the reference {references.display(canonical)}.")
-        dispatches = (
-            await conn.execute(
-                select(dispatch_table)
-                .where(dispatch_table.c.enquiry_id == enquiry["id"])
-                .order_by(dispatch_table.c.created_at, dispatch_table.c.organisation_id)
+        view = await enquiry_view(conn, enquiry, catalogue, sealer, masked=token is not None)
+    if reader is not None and view.citizen:
+        async with writing(engine) as conn:
+            await audit.record(
+                conn, actor=Actor.of(reader), action="enquiry.read", subject=view.reference
             )
-        ).mappings()
-        destinations = [_destination(d, catalogue) for d in dispatches]
-        events = (
-            await conn.execute(
-                select(event_table)
-                .where(event_table.c.enquiry_id == enquiry["id"])
-                .order_by(event_table.c.created_at, event_table.c.id)
-            )
-        ).mappings()
-        timeline = [_timeline_event(e) for e in events]
+    return view
+
+
+async def enquiry_view(
+    conn: AsyncConnection, enquiry: Any, catalogue: Catalogue, sealer: Sealer, *, masked: bool
+) -> EnquiryOut:
+    """The enquiry row as the API shows it, with its destinations and timeline."""
+    dispatches = (
+        await conn.execute(
+            select(dispatch_table)
+            .where(dispatch_table.c.enquiry_id == enquiry["id"])
+            .order_by(dispatch_table.c.created_at, dispatch_table.c.organisation_id)
+        )
+    ).mappings()
+    destinations = [_destination(d, catalogue) for d in dispatches]
+    events = (
+        await conn.execute(
+            select(event_table)
+            .where(event_table.c.enquiry_id == enquiry["id"])
+            .order_by(event_table.c.created_at, event_table.c.id)
+        )
+    ).mappings()
+    citizen = sealer.open(enquiry["citizen_sealed"])
     return EnquiryOut(
         reference=references.display(enquiry["reference"]),
         status=enquiry["status"],
         service_code=enquiry["service_code"],
         channel=enquiry["channel"],
         description=enquiry["description"],
-        location=masked_location(enquiry["location"]) if token else enquiry["location"],
+        location=masked_location(enquiry["location"]) if masked else enquiry["location"],
         place=enquiry["place"],
-        citizen=masked_citizen(enquiry["citizen"]) if token else enquiry["citizen"],
+        citizen=masked_citizen(citizen) if masked else citizen,
         attributes=enquiry["attributes"] or {},
         advice=[Advice(**a) for a in enquiry["advice"] or []],
         destinations=destinations,
         created_at=enquiry["created_at"],
         updated_at=enquiry["updated_at"],
-        timeline=timeline,
+        closed_at=enquiry["closed_at"],
+        anonymised_at=enquiry["anonymised_at"],
+        timeline=[_timeline_event(e) for e in events],
     )
 
 
@@ -199,7 +217,7 @@ async def list_enquiries(
     if filters.created_before is not None:
         query = query.where(e.created_at < filters.created_before)
     if cursor is not None:
-        at, last_id = _decode_cursor(cursor)
+        at, last_id = decode_cursor(cursor)
         query = query.where(or_(e.created_at < at, and_(e.created_at == at, e.id < last_id)))
     query = query.order_by(e.created_at.desc(), e.id.desc()).limit(limit + 1)
     async with reading(engine) as conn:
@@ -218,25 +236,5 @@ async def list_enquiries(
             )
             for r in rows
         ],
-        next_cursor=_encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None,
+        next_cursor=encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None,
     )
-
-
-def _encode_cursor(at: datetime, last_id: uuid.UUID) -> str:
-    raw = json.dumps([at.isoformat(), str(last_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, last_id = json.loads(raw)
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive cursor time")
-        return parsed, uuid.UUID(last_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise ValidationFailed(
-            "That cursor is not one this API gave out.",
-            [FieldError("invalid cursor", parameter="cursor")],
-        ) from exc

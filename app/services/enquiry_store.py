@@ -43,15 +43,15 @@ class NewEnquiry:
 
 ENQUIRY_COLUMNS = (
     "id", "reference", "service_code", "status", "channel", "description", "location", "place",
-    "citizen", "attributes", "consent", "advice", "client_id", "access_token_hash", "created_at",
-    "updated_at",
+    "citizen_sealed", "citizen_email_hash", "citizen_phone_hash", "attributes", "consent",
+    "advice", "client_id", "access_token_hash", "created_at", "updated_at",
 )  # fmt: skip
 DISPATCH_COLUMNS = (
     "id", "enquiry_id", "organisation_id", "reason", "state", "attempts", "claims",
     "next_attempt_at", "created_at", "updated_at",
 )  # fmt: skip
 EVENT_COLUMNS = ("id", "enquiry_id", "type", "status", "detail", "created_at")
-JSON_COLUMNS = {"location", "place", "citizen", "attributes", "consent", "advice"}
+JSON_COLUMNS = {"location", "place", "attributes", "consent", "advice"}
 
 
 async def store_new_enquiry(engine: AsyncEngine, new: NewEnquiry) -> None:

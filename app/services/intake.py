@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import reference as references
 from app.catalogue import Catalogue, Service, ServiceAttribute, Tier
+from app.crypto import Sealer
 from app.errors import FieldError, ValidationFailed
 from app.locate import LocatorChain, Place
 from app.models import utcnow
@@ -46,6 +47,7 @@ class IntakeContext:
     catalogue: Catalogue
     locator: LocatorChain
     wake_dispatcher: Callable[[], None]
+    sealer: Sealer
 
 
 async def submit_enquiry(
@@ -155,6 +157,17 @@ def _advice(service: Service, description: str) -> list[Advice]:
     return []
 
 
+def _sealed_citizen(enquiry: EnquiryIn, sealer: Sealer) -> dict[str, str | None]:
+    """The citizen's details as the enquiry row keeps them: sealed, with look-up hashes."""
+    citizen = enquiry.citizen
+    details = citizen.model_dump(mode="json", exclude_none=True) if citizen else None
+    return {
+        "citizen_sealed": sealer.seal(details),
+        "citizen_email_hash": sealer.email_hash(citizen.email if citizen else None),
+        "citizen_phone_hash": sealer.phone_hash(citizen.phone if citizen else None),
+    }
+
+
 async def _store(
     *,
     enquiry: EnquiryIn,
@@ -193,7 +206,7 @@ async def _store(
         "description": enquiry.description,
         "location": enquiry.location.model_dump(exclude_none=True) if enquiry.location else None,
         "place": place.as_dict(),
-        "citizen": enquiry.citizen.model_dump(exclude_none=True) if enquiry.citizen else None,
+        **_sealed_citizen(enquiry, context.sealer),
         "attributes": attributes,
         "consent": enquiry.consent.model_dump(),
         "advice": [a.model_dump() for a in advice] or None,

@@ -95,7 +95,7 @@ async def record_update(
         await _timeline(conn, organisation, dispatch, remote, status, now)
         if status is Status.not_our_responsibility and newest:
             await _send_to_triage(conn, catalogue, organisation, dispatch, remote, now)
-        await _follow_enquiry_status(conn, dispatch["enquiry_id"], now)
+        await follow_enquiry_status(conn, dispatch["enquiry_id"], now)
     log.info(
         "status.recorded",
         organisation=organisation.id,
@@ -238,7 +238,7 @@ async def _send_to_triage(
         await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
 
 
-async def _follow_enquiry_status(
+async def follow_enquiry_status(
     conn: AsyncConnection, enquiry_id: uuid.UUID, now: datetime
 ) -> None:
     """The enquiry shows the part least far along, so it never looks done while work remains."""
@@ -256,8 +256,11 @@ async def _follow_enquiry_status(
     current = await conn.scalar(select(e.status).where(e.id == enquiry_id).with_for_update())
     if current == status:
         return
+    closed_at = now if status in FINAL else None
     await conn.execute(
-        update(enquiry_table).where(e.id == enquiry_id).values(status=status, updated_at=now)
+        update(enquiry_table)
+        .where(e.id == enquiry_id)
+        .values(status=status, updated_at=now, closed_at=closed_at)
     )
     await conn.execute(
         event_table.insert(),
@@ -275,6 +278,8 @@ async def _follow_enquiry_status(
 def _part_status(state: str, remote_status: str | None) -> Status:
     if state == "dead":
         return Status.failed
+    if state == "cancelled":
+        return Status.cancelled
     if state != "delivered":
         return Status.routed
     return Status(remote_status) if remote_status else Status.dispatched

@@ -1,0 +1,96 @@
+"""Citizen details sealed at rest, and keyed hashes that find them without opening them.
+
+The citizen's contact details (name, email, phone, accessibility needs, language) are stored
+only as a Fernet token (AES-128-CBC with an HMAC-SHA256 tag, from `cryptography`). Keys come
+from `IAP_PRIVACY__KEYS`, newest first: the first seals, every one opens, so rotating is
+"put a new key first, run `iap privacy rotate-keys`, then drop the old one".
+
+A subject access or erasure request names a citizen by email or phone; the enquiry table
+keeps an HMAC-SHA256 of each, normalised, under a separate lookup key, so they can be found by
+an index without storing the address itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import SecretStr
+
+# The embedded development default: public, so production refuses it (see settings.py).
+DEVELOPMENT_KEY = "ZGV2ZWxvcG1lbnQtb25seS1ub3QtYS1zZWNyZXQtISE="
+DEVELOPMENT_LOOKUP_KEY = "development-only-lookup-key-not-a-secret"
+
+
+class SealedDataUnreadable(Exception):
+    """A sealed value that none of the configured keys opens."""
+
+
+class Sealer:
+    """Seals and opens citizen details; hashes emails and phone numbers for look-up."""
+
+    def __init__(self, keys: list[SecretStr], lookup_key: SecretStr) -> None:
+        if not keys:
+            raise ValueError("at least one key is needed to seal citizen details")
+        self._fernet = MultiFernet([Fernet(k.get_secret_value().encode()) for k in keys])
+        self._lookup_key = lookup_key.get_secret_value().encode()
+
+    def seal(self, details: dict[str, Any] | None) -> str | None:
+        """The details as one token; None for none."""
+        if not details:
+            return None
+        plain = json.dumps(details, separators=(",", ":"), ensure_ascii=False)
+        return self._fernet.encrypt(plain.encode()).decode()
+
+    def open(self, token: str | None) -> dict[str, Any] | None:
+        """The details a token holds; SealedDataUnreadable if no configured key opens it."""
+        if token is None:
+            return None
+        try:
+            plain = self._fernet.decrypt(token.encode())
+        except InvalidToken as exc:
+            raise SealedDataUnreadable("no configured key opens these citizen details") from exc
+        opened: dict[str, Any] = json.loads(plain)
+        return opened
+
+    def reseal(self, token: str) -> str:
+        """The same details sealed under the newest key."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken as exc:
+            raise SealedDataUnreadable("no configured key opens these citizen details") from exc
+
+    def email_hash(self, email: str | None) -> str | None:
+        """The keyed hash an email is found by, whatever its case or surrounding spaces."""
+        if not email or not email.strip():
+            return None
+        return self._hash("email", email.strip().lower())
+
+    def phone_hash(self, phone: str | None) -> str | None:
+        """The keyed hash a phone number is found by, however it was typed (UK +44 or 0)."""
+        normalised = normalise_phone(phone)
+        return self._hash("phone", normalised) if normalised else None
+
+    def _hash(self, kind: str, value: str) -> str:
+        message = f"{kind}:{value}".encode()
+        return hmac.new(self._lookup_key, message, hashlib.sha256).hexdigest()
+
+
+def normalise_phone(phone: str | None) -> str | None:
+    """Digits only, with a UK international prefix (+44 or 0044) written as the trunk 0."""
+    if not phone:
+        return None
+    digits = re.sub(r"\D", "", phone)
+    if phone.strip().startswith("+44") or digits.startswith("0044"):
+        national = digits.removeprefix("00").removeprefix("44")
+        digits = "0" + national.removeprefix("0")  # "+44 (0)7700 ..." has its 0 already
+    return digits or None
+
+
+def new_key() -> str:
+    """A fresh key for IAP_PRIVACY__KEYS."""
+    return Fernet.generate_key().decode()

@@ -1,0 +1,33 @@
+"""Keyset page cursors: the (time, id) of the last row given, opaque to clients."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+
+from app.errors import FieldError, ValidationFailed
+
+
+def encode_cursor(at: datetime, last_id: uuid.UUID) -> str:
+    """The cursor that continues after this row."""
+    raw = json.dumps([at.isoformat(), str(last_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The row a cursor continues after; 422 for one this API did not give out."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, last_id = json.loads(raw)
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive cursor time")
+        return parsed, uuid.UUID(last_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValidationFailed(
+            "That cursor is not one this API gave out.",
+            [FieldError("invalid cursor", parameter="cursor")],
+        ) from exc

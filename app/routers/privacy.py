@@ -1,0 +1,98 @@
+"""HTTP for personal data duties: subject access, erasure (scope privacy) and the audit log
+(scope admin). The citizen is named in the body, never in a URL that logs would keep."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from app.auth import require
+from app.problems import documented_problem
+from app.schemas import AuditPage, ErasureOut, Subject, SubjectAccessExport
+from app.services import audit, privacy
+from app.services.audit import Actor
+from app.services.clients import Caller, Scope
+from app.state import AppState, get_state
+
+router = APIRouter(tags=["privacy"])
+_AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: documented_problem("No valid API key"),
+    403: documented_problem("The API key lacks the scope privacy"),
+}
+
+
+@router.post(
+    "/v1/privacy/subject-access",
+    response_model=SubjectAccessExport,
+    summary="Export everything held about a citizen",
+    responses={**_AUTH_PROBLEMS, 422: documented_problem("Neither a valid email nor phone")},
+)
+async def subject_access(
+    subject: Subject,
+    state: Annotated[AppState, Depends(get_state)],
+    caller: Annotated[Caller, Depends(require(Scope.privacy))],
+) -> SubjectAccessExport:
+    """Every enquiry made with this email or phone number (a phone matches however it is
+    written, +44 or 0): the record with the citizen's details, the organisations that received
+    it and which details each was sent, and what they reported back. Written to the audit log.
+    """
+    return await privacy.export_subject(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        sealer=state.sealer,
+        subject=subject,
+        actor=Actor.of(caller),
+    )
+
+
+@router.post(
+    "/v1/privacy/erasure",
+    response_model=ErasureOut,
+    summary="Erase a citizen's personal data",
+    responses={**_AUTH_PROBLEMS, 422: documented_problem("Neither a valid email nor phone")},
+)
+async def erasure(
+    subject: Subject,
+    state: Annotated[AppState, Depends(get_state)],
+    caller: Annotated[Caller, Depends(require(Scope.privacy))],
+) -> ErasureOut:
+    """Anonymise every enquiry made with this email or phone number: the citizen's details,
+    the description, the address and free-text answers go; the service, status, areas and
+    timeline stay. Deliveries not yet made are called off, and each organisation that received
+    the details gets a `privacy.erasure_requested` event. Written to the audit log.
+    """
+    return await privacy.erase_subject(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        sealer=state.sealer,
+        subject=subject,
+        actor=Actor.of(caller),
+    )
+
+
+@router.get(
+    "/v1/audit",
+    response_model=AuditPage,
+    summary="Read the audit log, newest first",
+    responses={
+        401: documented_problem("No valid API key"),
+        403: documented_problem("The API key lacks the scope admin"),
+        422: documented_problem("The cursor is not valid"),
+    },
+)
+async def audit_log(
+    state: Annotated[AppState, Depends(get_state)],
+    caller: Annotated[Caller, Depends(require(Scope.admin))],
+    action: Annotated[str | None, Query(max_length=64, examples=["privacy.erase"])] = None,
+    subject: Annotated[
+        str | None, Query(max_length=128, description="An enquiry reference or subject hash")
+    ] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> AuditPage:
+    """Who read an enquiry's personal data, who exported or erased a citizen's, and what each
+    retention run anonymised. Entries are never changed or removed."""
+    return await audit.entries(
+        engine=state.engine, action=action, subject=subject, cursor=cursor, limit=limit
+    )
