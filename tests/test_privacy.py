@@ -3,19 +3,29 @@ retention, and every read, export and erasure in an audit log nobody can change.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from app.crypto import Sealer, new_key
+from app.db import create_engine
+from app.main import create_app
 from app.models import enquiry_table, utcnow
 from app.services import privacy
 from app.services.audit import Actor
 from app.services.clients import Scope
-from app.services.privacy import REMOVED
-from tests.conftest import bearer, enquiry_body, make_key
+from app.services.privacy import REMOVED, Retention
+from app.settings import PrivacySettings
+from tests.conftest import bearer, enquiry_body, make_key, make_settings
+from tests.sandbox.conftest import eventually
+from tests.test_cli import iap as iap_command
 from tests.test_inbound import push
 from tests.test_inbound import update as county_update
 
@@ -257,3 +267,102 @@ async def test_an_enquiry_that_never_closes_is_anonymised_once_nothing_happened_
     )
     assert done == 1
     assert (await client.get(f"/v1/enquiries/{reference}")).json()["citizen"] is None
+
+
+async def submitted_under(settings: Any, citizen: dict[str, Any]) -> tuple[str, Any]:
+    """Submit through an app with these settings; the reference and the app's sealer."""
+    application = create_app(settings, run_dispatcher=False)
+    async with application.router.lifespan_context(application):
+        engine = application.state.iap.engine
+        key = await make_key(engine, Scope.admin)
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://iap.test", headers=bearer(key)
+        ) as http:
+            return await submit(http, citizen), application.state.iap.sealer
+
+
+async def stored_citizen(database_url: str) -> tuple[str, str]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(enquiry_table.c.citizen_sealed, enquiry_table.c.citizen_email_hash)
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    return row[0], row[1]
+
+
+def privacy_env(keys: list[str], lookup: str) -> dict[str, str]:
+    return {"IAP_PRIVACY__KEYS": json.dumps(keys), "IAP_PRIVACY__LOOKUP_KEY": lookup}
+
+
+async def test_rotating_keys_reseals_every_citizen_so_the_old_key_can_go(database_url, sandbox):
+    old, new = new_key(), new_key()
+    settings = make_settings(
+        database_url,
+        sandbox.url,
+        privacy=PrivacySettings(keys=[SecretStr(old)], lookup_key=SecretStr("lookup-one")),
+    )
+    await submitted_under(settings, ADA)
+    sealed_before, _ = await stored_citizen(database_url)
+
+    missing_old = iap_command(
+        "privacy", "rotate-keys", database_url=database_url,
+        env=privacy_env([new], "lookup-two"), check=False,
+    )  # fmt: skip
+    assert missing_old.returncode == 1
+    assert "keep every old key" in missing_old.stderr
+
+    rotated = iap_command(
+        "privacy", "rotate-keys", database_url=database_url,
+        env=privacy_env([new, old], "lookup-two"),
+    )  # fmt: skip
+    assert "re-sealed the citizen's details of 1 enquiries" in rotated.stdout
+    sealed_after, email_hash = await stored_citizen(database_url)
+    only_new = Sealer([SecretStr(new)], SecretStr("lookup-two"))
+    assert sealed_after != sealed_before
+    assert only_new.open(sealed_after) == ADA
+    assert email_hash == only_new.email_hash(ADA["email"])  # found under the new lookup key
+
+
+def test_new_key_prints_a_key_that_seals():
+    printed = iap_command("privacy", "new-key", database_url="sqlite+aiosqlite:///unused.db")
+    key = printed.stdout.strip()
+    assert Sealer([SecretStr(key)], SecretStr("l")).seal(ADA)
+
+
+async def test_retention_run_from_the_command_line(client, app, engine, database_url):
+    reference = await submit(client, ADA)
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(enquiry_table).values(status="closed", closed_at=utcnow() - timedelta(days=2000))
+        )
+    ran = iap_command("retention", "run", database_url=database_url)
+    assert "anonymised 1 enquiries" in ran.stdout
+    assert (await client.get(f"/v1/enquiries/{reference}")).json()["citizen"] is None
+    [entry] = await audit_entries(client, action="retention.anonymised")
+    assert entry["actor"] == "iap retention run"
+
+
+async def test_the_worker_applies_retention_on_its_schedule(client, app, engine):
+    reference = await submit(client, ADA)
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(enquiry_table).values(status="closed", closed_at=utcnow() - timedelta(days=2000))
+        )
+    schedule = Retention(engine=engine, catalogue=app.state.iap.catalogue, interval_seconds=0.05)
+    running = asyncio.create_task(schedule.run())
+    try:
+
+        async def anonymised() -> bool:
+            shown = (await client.get(f"/v1/enquiries/{reference}")).json()
+            return shown["anonymised_at"] is not None
+
+        await eventually(anonymised, within=5, what="the scheduled retention run")
+    finally:
+        schedule.stop()
+        await asyncio.wait_for(running, 5)
