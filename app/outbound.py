@@ -155,12 +155,6 @@ class OutboundPolicy:
         """Why calling `target` at `addresses` (what its host resolves to) is refused, or None."""
         if not self.enforce:
             return None
-        if not target.encrypted and not self._plaintext_allowed(target, addresses):
-            return (
-                f"{target.scheme}://{target.host} is not encrypted (use "
-                f"{'https' if target.scheme == 'http' else 'TLS'}, or list the host in "
-                "IAP_OUTBOUND__ALLOWED_PLAINTEXT)"
-            )
         for address in addresses:
             kind = address_class(address)
             if kind is not None and not self.allowed_private.covers(target.host, address):
@@ -169,6 +163,12 @@ class OutboundPolicy:
                     f"{target.host}{shown} is {kind} (list the host or its network "
                     "in IAP_OUTBOUND__ALLOWED_PRIVATE to allow it)"
                 )
+        if not target.encrypted and not self._plaintext_allowed(target, addresses):
+            return (
+                f"{target.scheme}://{target.host} is not encrypted (use "
+                f"{'https' if target.scheme == 'http' else 'TLS'}, or list the host in "
+                "IAP_OUTBOUND__ALLOWED_PLAINTEXT)"
+            )
         return None
 
     def _plaintext_allowed(self, target: Target, addresses: Sequence[IPAddress]) -> bool:

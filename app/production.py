@@ -145,7 +145,7 @@ def weakness(secret: str) -> str | None:
     if len(secret) < MIN_SECRET_LENGTH:
         return f"is shorter than {MIN_SECRET_LENGTH} characters"
     if looks_like_placeholder(secret):
-        return "looks like a placeholder (a word such as 'changeme', 'example' or 'test')"
+        return "looks like a placeholder, not a generated secret"
     return None
 
 
