@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-import httpx
 import typer
 import uvicorn
 from pydantic import ValidationError
@@ -23,12 +22,21 @@ from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import crypto
+from app.catalogue import Catalogue
 from app.db import create_engine, migrate, writing
 from app.errors import ConfigError, DomainError
 from app.locate import import_onspd_rows, normalise_postcode
 from app.logs import configure_logging
-from app.main import build_locator, create_app, load_configured_catalogue, runtime
+from app.main import (
+    build_locator,
+    create_app,
+    load_configured_catalogue,
+    outbound_guard,
+    runtime,
+)
 from app.models import gazetteer_table
+from app.outbound import OutboundGuard, outbound_client
+from app.production import check_production
 from app.routing import route
 from app.sandbox import create_sandbox_app
 from app.schemas import Channel
@@ -173,11 +181,14 @@ def worker() -> None:
     settings = _settings()
     tune_garbage_collector()
     with _config_errors():
-        asyncio.run(_work(settings))
+        catalogue = load_configured_catalogue(settings)
+        guard = outbound_guard(settings)
+        check_production(settings, catalogue, guard=guard)
+        asyncio.run(_work(settings, catalogue, guard))
 
 
-async def _work(settings: Settings) -> None:
-    async with runtime(settings, load_configured_catalogue(settings)) as running:
+async def _work(settings: Settings, catalogue: Catalogue, guard: OutboundGuard) -> None:
+    async with runtime(settings, catalogue, guard=guard) as running:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(running.stop()))
@@ -254,7 +265,7 @@ async def _explain(settings: Settings, service_code: str, postcode: str | None) 
     catalogue = load_configured_catalogue(settings)
     engine = create_engine(settings.database_url)
     await migrate(engine, sealer=settings.sealer())
-    async with httpx.AsyncClient() as client:
+    async with outbound_client(settings, outbound_guard(settings)) as client:
         locator = build_locator(settings, engine, client)
         place = await locator.locate(postcode=postcode, latitude=None, longitude=None)
     await engine.dispose()

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import reading
 from app.models import gazetteer_table
+from app.outbound import OutboundRefused
 
 log = structlog.get_logger()
 
@@ -213,6 +214,9 @@ class HttpLocator:
             response = await self._client.get(url, params=params, timeout=self._timeout)
         except httpx.HTTPError as exc:
             log.warning("locate.http_unavailable", error=type(exc).__name__)
+            return None
+        except OutboundRefused as exc:  # its host now resolves somewhere production may not go
+            log.warning("locate.http_refused", error=str(exc))
             return None
         if response.status_code != 200:
             return None

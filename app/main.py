@@ -21,7 +21,9 @@ from app.crypto import Sealer
 from app.db import create_engine, migrate
 from app.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
 from app.middleware import BodyGuard
+from app.outbound import OutboundGuard, OutboundPolicy, Resolver, outbound_client
 from app.problems import PROBLEM_JSON, install_problem_handlers
+from app.production import check_production
 from app.routers import catalogue, enquiries, inbound, meta, privacy
 from app.services.dispatcher import Dispatcher
 from app.services.enquiry_store import close_store
@@ -50,14 +52,25 @@ def load_configured_catalogue(settings: Settings) -> Catalogue:
     return load_catalogue(settings.config_dir, variables=variables)
 
 
-def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True) -> FastAPI:
-    """Build the API; with run_dispatcher it also delivers enquiries in this process."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_dispatcher: bool = True,
+    resolver: Resolver | None = None,
+) -> FastAPI:
+    """Build the API; with run_dispatcher it also delivers enquiries in this process.
+
+    With IAP_ENV=production a configuration production refuses stops it here (ConfigError).
+    `resolver` answers host names for the outbound rules instead of the system's (tests).
+    """
     settings = settings or get_settings()
     catalogue_ = load_configured_catalogue(settings)
+    guard = outbound_guard(settings, resolver)
+    check_production(settings, catalogue_, guard=guard)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime(settings, catalogue_) as running:
+        async with runtime(settings, catalogue_, guard=guard) as running:
             intake = IntakeContext(
                 engine=running.engine,
                 catalogue=catalogue_,
@@ -121,19 +134,28 @@ class Runtime:
         await self.dispatcher.stop()
 
 
+def outbound_guard(settings: Settings, resolver: Resolver | None = None) -> OutboundGuard:
+    """The outbound rules of these settings (enforced in production only)."""
+    return OutboundGuard(
+        OutboundPolicy.from_settings(settings),
+        resolver=resolver,
+        cache_seconds=settings.outbound.resolve_cache_seconds,
+    )
+
+
 @asynccontextmanager
-async def runtime(settings: Settings, catalogue: Catalogue) -> AsyncIterator[Runtime]:
+async def runtime(
+    settings: Settings, catalogue: Catalogue, *, guard: OutboundGuard | None = None
+) -> AsyncIterator[Runtime]:
     """The database engine (migrated), the shared HTTP client, adapters, dispatcher, poller."""
+    guard = guard or outbound_guard(settings)
     sealer = settings.sealer()
     engine = create_engine(settings.database_url)
     try:
         if settings.migrate_on_start:
             await migrate(engine, sealer=sealer)
-        limits = httpx.Limits(max_connections=settings.http.max_connections)
-        async with httpx.AsyncClient(
-            timeout=settings.http.timeout_seconds, limits=limits, follow_redirects=False
-        ) as client:
-            adapters = build_adapters(catalogue, client, settings)
+        async with outbound_client(settings, guard) as client:
+            adapters = build_adapters(catalogue, client, settings, outbound=guard)
             dispatcher = Dispatcher(
                 engine=engine,
                 catalogue=catalogue,

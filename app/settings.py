@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY, Sealer
 
 SHIPPED_CONFIG_DIR = Path(__file__).parent / "data" / "oxfordshire"
+# A host name, or ".name" for every host under it.
+_HOST_PATTERN = re.compile(r"^\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 
 
 class Environment(StrEnum):
@@ -76,6 +80,34 @@ class PrivacySettings(BaseModel):
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
+class OutboundSettings(BaseModel):
+    """What production may call although it is private or unencrypted (docs/security.md)."""
+
+    # Host names (".corp.example" covers its subdomains), addresses or networks (CIDR) that
+    # production may reach although they are private, loopback or link-local.
+    allowed_private: list[str] = Field(default_factory=list)
+    # The same, for targets reached without TLS (http://, SMTP without STARTTLS).
+    allowed_plaintext: list[str] = Field(default_factory=list)
+    # How long a host name's addresses, once checked, are used without resolving it again.
+    resolve_cache_seconds: float = Field(default=10.0, ge=0, le=300)
+
+    @field_validator("allowed_private", "allowed_plaintext")
+    @classmethod
+    def _hosts_or_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            if not (_is_network(entry) or _HOST_PATTERN.fullmatch(entry)):
+                raise ValueError(f"{entry!r} is neither a host name nor an address or network")
+        return entries
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 class Settings(BaseSettings):
     """Everything configurable, read from `IAP_*` environment variables."""
 
@@ -114,6 +146,8 @@ class Settings(BaseSettings):
             keys or [SecretStr(DEVELOPMENT_KEY)],
             lookup_key or SecretStr(DEVELOPMENT_LOOKUP_KEY),
         )
+
+    outbound: OutboundSettings = OutboundSettings()
 
 
 @lru_cache

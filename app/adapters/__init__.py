@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from pydantic import ValidationError
 
-from app.adapters.base import Adapter
+from app.adapters.base import Adapter, AdapterConfig, OutboundCheck
 from app.adapters.fhir import FhirAdapter
 from app.adapters.open311 import Open311Adapter
 from app.adapters.rest_json import RestJsonAdapter
@@ -25,14 +25,30 @@ ADAPTER_TYPES: dict[str, type[Adapter]] = {
 
 
 def build_adapters(
-    catalogue: Catalogue, client: httpx.AsyncClient, settings: Settings
+    catalogue: Catalogue,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    *,
+    outbound: OutboundCheck | None = None,
 ) -> dict[str, Adapter]:
-    """One configured adapter per organisation; a bad adapter entry fails start-up by name.
+    """One configured adapter per organisation; a bad adapter entry fails start-up by name."""
+    adapters: dict[str, Adapter] = {}
+    for organisation_id, config in adapter_configs(catalogue, settings).items():
+        adapter_type = ADAPTER_TYPES[config.type]
+        timeout = config.timeout_seconds or settings.http.timeout_seconds
+        adapters[organisation_id] = adapter_type(
+            config=config, client=client, timeout=timeout, outbound=outbound
+        )
+    return adapters
+
+
+def adapter_configs(catalogue: Catalogue, settings: Settings) -> dict[str, AdapterConfig]:
+    """Each organisation's adapter config, validated by its adapter's model, by organisation.
 
     A call must end well inside the dispatcher's lease, or a second worker could take the
     dispatch over and send it again while the first call still waits.
     """
-    adapters: dict[str, Adapter] = {}
+    configs: dict[str, AdapterConfig] = {}
     for organisation in catalogue.organisations.values():
         raw = organisation.adapter.model_dump()
         adapter_type = ADAPTER_TYPES.get(raw["type"])
@@ -52,5 +68,5 @@ def build_adapters(
                 f"{settings.dispatch.lease_seconds} s (IAP_DISPATCH__LEASE_SECONDS must be more "
                 "than twice the longest call)"
             )
-        adapters[organisation.id] = adapter_type(config=config, client=client, timeout=timeout)
-    return adapters
+        configs[organisation.id] = config
+    return configs

@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field
 
 from app.catalogue import Organisation
 from app.status import Status
@@ -107,6 +107,17 @@ class AdapterConfig(BaseModel):
     # Ask the back-office for status changes this often; None: it pushes them, or never tells.
     poll_seconds: float | None = Field(default=None, gt=0, le=86_400)
 
+    def outbound_urls(self) -> dict[str, str]:
+        """Every address this adapter calls, by field, for the outbound rules: its URL fields."""
+        return {name: str(value) for name, value in self if isinstance(value, AnyUrl)}
+
+
+class OutboundCheck(Protocol):
+    """The outbound rules (app.outbound.OutboundGuard), for adapters that connect by themselves."""
+
+    async def check_url(self, url: str) -> None:
+        """Raise PermanentError unless `url` may be called."""
+
 
 class Adapter:
     """Delivers enquiries to one organisation's back-office."""
@@ -117,10 +128,19 @@ class Adapter:
     # Whether poll() is implemented, so that poll_seconds may be set.
     can_poll: ClassVar[bool] = False
 
-    def __init__(self, *, config: Any, client: httpx.AsyncClient, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        config: Any,
+        client: httpx.AsyncClient,
+        timeout: float,
+        outbound: OutboundCheck | None = None,
+    ) -> None:
         self.config = config
-        self.client = client
+        self.client = client  # checks the outbound rules itself, on every request
         self.timeout = timeout
+        # For connections made without `client` (SMTP); None: nothing is refused.
+        self.outbound = outbound
 
     async def deliver(self, delivery: Delivery) -> Receipt:
         """Create the enquiry at the back-office once; safe to repeat after an ambiguous failure."""

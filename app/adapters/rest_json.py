@@ -19,6 +19,7 @@ from app.adapters.base import (
     Adapter,
     AdapterConfig,
     Delivery,
+    OutboundCheck,
     PermanentError,
     Receipt,
     RetryableError,
@@ -65,8 +66,15 @@ class RestJsonAdapter(Adapter):
     config: RestJsonConfig
     status_words = CASE_WORDS
 
-    def __init__(self, *, config: Any, client: httpx.AsyncClient, timeout: float) -> None:
-        super().__init__(config=config, client=client, timeout=timeout)
+    def __init__(
+        self,
+        *,
+        config: Any,
+        client: httpx.AsyncClient,
+        timeout: float,
+        outbound: OutboundCheck | None = None,
+    ) -> None:
+        super().__init__(config=config, client=client, timeout=timeout, outbound=outbound)
         self._token: str | None = None
         self._token_expires_at = 0.0
         # One token request at a time: a burst of deliveries must not each ask for its own.

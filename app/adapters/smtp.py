@@ -54,12 +54,24 @@ class EmailConfig(AdapterConfig):
             raise ValueError("username and password: give both, or neither")
         return self
 
+    def outbound_urls(self) -> dict[str, str]:
+        """The SMTP server, as smtps:// when the conversation is encrypted (either TLS mode)."""
+        scheme = "smtps" if self.use_tls or self.starttls else "smtp"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return {"host": f"{scheme}://{host}:{self.port}"}
+
 
 class EmailAdapter(Adapter):
     config_model = EmailConfig
     config: EmailConfig
 
     async def deliver(self, delivery: Delivery) -> Receipt:
+        if self.outbound is not None:
+            # aiosmtplib connects by itself, so the outbound rules are checked here.
+            try:
+                await self.outbound.check_url(self.config.outbound_urls()["host"])
+            except OSError as exc:
+                raise smtp_error(exc) from exc
         message = build_message(delivery, self.config)
         refused = await self._send(message)
         if refused:
