@@ -21,6 +21,7 @@ from app.db import create_engine, migrate
 from app.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
 from app.middleware import BodyGuard
 from app.problems import PROBLEM_JSON, install_problem_handlers
+from app.ratelimit import RateLimiter
 from app.routers import catalogue, enquiries, inbound, meta
 from app.services.dispatcher import Dispatcher
 from app.services.enquiry_store import close_store
@@ -62,12 +63,16 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
                 locator=build_locator(settings, running.engine, running.client),
                 wake_dispatcher=running.dispatcher.wake if run_dispatcher else lambda: None,
             )
-            app.state.iap = AppState(settings, running.engine, catalogue_, intake, running.adapters)
+            limiter = RateLimiter(settings.api)
+            app.state.iap = AppState(
+                settings, running.engine, catalogue_, intake, running.adapters, limiter
+            )
             app.state.runtime = running
             task = asyncio.create_task(running.work()) if run_dispatcher else None
             try:
                 yield
             finally:
+                await limiter.close()
                 if task is not None:
                     await running.stop()
                     with contextlib.suppress(asyncio.CancelledError):

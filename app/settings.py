@@ -6,7 +6,8 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from limits import parse_many
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_CONFIG_DIR = Path(__file__).parent / "data" / "oxfordshire"
@@ -60,6 +61,39 @@ class ApiSettings(BaseModel):
     # How long a client's key, once checked, is trusted without the database: a key revoked
     # by another process stops working within this many seconds (0: checked every time).
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Rate limits (docs/security.md), as `limits` strings such as "600/minute"; "0" or "none"
+    # turns one off. Per API client; per address for calls without a key (the catalogue, the
+    # citizen's token look-up, failed keys); per address for organisations' inbound pushes.
+    rate_limit_client: str | None = "600/minute"
+    rate_limit_anonymous: str | None = "60/minute"
+    rate_limit_inbound: str | None = "600/minute"
+    # memory:// counts in this process; redis://host:6379/0 (or rediss://) shares the count
+    # between every gateway process using that Redis.
+    rate_limit_storage: str = "memory://"
+    rate_limit_key_prefix: str = Field(default="iap", min_length=1, max_length=64)
+
+    @field_validator("rate_limit_client", "rate_limit_anonymous", "rate_limit_inbound")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        return checked_rate(value)
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value.split("://", 1)[0] not in ("memory", "redis", "rediss"):
+            raise ValueError("must be memory:// or a redis:// or rediss:// URL")
+        return value
+
+
+def checked_rate(value: str | None) -> str | None:
+    """A rate limit in the `limits` notation ("600/minute"), or None when it is turned off."""
+    if value is None or value.strip().lower() in ("", "0", "none", "off"):
+        return None
+    try:
+        parse_many(value)
+    except ValueError as error:
+        raise ValueError(f"must read like '600/minute' or '10/second;100/hour': {error}") from None
+    return value.strip()
 
 
 class Settings(BaseSettings):

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.base import Adapter
 from app.catalogue import Catalogue
+from app.ratelimit import RateLimiter
 from app.services.intake import IntakeContext
 from app.settings import Settings
 
@@ -20,6 +21,7 @@ class AppState:
     catalogue: Catalogue
     intake: IntakeContext
     adapters: dict[str, Adapter]
+    limiter: RateLimiter
 
 
 async def get_state(request: Request) -> AppState:
