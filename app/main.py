@@ -19,7 +19,7 @@ from app.adapters.base import Adapter
 from app.catalogue import Catalogue, load_catalogue
 from app.db import create_engine, migrate
 from app.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
-from app.middleware import BodyGuard
+from app.middleware import BodyGuard, add_http_guards
 from app.problems import PROBLEM_JSON, install_problem_handlers
 from app.ratelimit import RateLimiter
 from app.routers import catalogue, enquiries, inbound, meta
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
         lifespan=lifespan,
     )
     app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
+    add_http_guards(app, settings)
     install_problem_handlers(app)
     for router in (enquiries.router, inbound.router, catalogue.router, meta.router):
         app.include_router(router)

@@ -58,6 +58,10 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "This API key, or this address for calls without a key, has used up its rate limit; "
         "wait the seconds `Retry-After` gives.",
     ),
+    "untrusted-host": (
+        "Unknown host",
+        "The Host header names a host this gateway is not configured to answer to.",
+    ),
     "unavailable": ("Not ready", "The database is not answering; try again shortly."),
     "internal": ("Internal error", "Something went wrong on our side; it has been logged."),
 }

@@ -71,6 +71,10 @@ class ApiSettings(BaseModel):
     # between every gateway process using that Redis.
     rate_limit_storage: str = "memory://"
     rate_limit_key_prefix: str = Field(default="iap", min_length=1, max_length=64)
+    # Origins of browser front ends allowed to call the API (CORS); none by default.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Host names the gateway answers to (`Host` header); others get 400. "*" allows any.
+    trusted_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
 
     @field_validator("rate_limit_client", "rate_limit_anonymous", "rate_limit_inbound")
     @classmethod

@@ -190,12 +190,13 @@ def make_settings(
         ),
         # Keys checked every time, so a key revoked by `iap clients revoke` fails at once.
         # Rate limits counted as in production, but too high for any test to reach by chance
-        # (tests/test_abuse.py sets small ones).
+        # (tests/test_abuse.py sets small ones); the test client's base_url host is trusted.
         "api": ApiSettings(
             key_cache_seconds=0,
             rate_limit_client=UNREACHABLE_RATE,
             rate_limit_anonymous=UNREACHABLE_RATE,
             rate_limit_inbound=UNREACHABLE_RATE,
+            trusted_hosts=["iap.test", "127.0.0.1", "localhost"],
         ),
     }
     values.update(overrides)

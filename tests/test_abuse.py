@@ -1,5 +1,5 @@
-"""Abuse: rate limits per client and per address (in memory, and shared through a real Redis).
-Limits are set tiny
+"""Abuse: rate limits per client and per address (in memory, and shared through a real Redis),
+CORS for front ends, security headers on every answer, and trusted hosts. Limits are set tiny
 ("2/hour") so a test reaches them in a few calls and never waits on a clock."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.conftest import bearer, enquiry_body, free_port, make_key, make_setti
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 HOME = ("192.0.2.10", 50000)  # the address calls come from unless a test says otherwise
+FRONT_END = "https://report.oxfordshire.example"
 
 
 def limited(settings: Settings, *, env: Environment | None = None, **api: Any) -> Settings:
@@ -190,10 +191,12 @@ def test_limits_are_on_by_default_and_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("IAP_API__RATE_LIMIT_CLIENT", "0")
     monkeypatch.setenv("IAP_API__RATE_LIMIT_ANONYMOUS", "10/second;100/hour")
     monkeypatch.setenv("IAP_API__RATE_LIMIT_STORAGE", REDIS_URL)
+    monkeypatch.setenv("IAP_API__CORS_ORIGINS", f'["{FRONT_END}"]')
     read = Settings().api
     assert read.rate_limit_client is None
     assert read.rate_limit_anonymous == "10/second;100/hour"
     assert read.rate_limit_storage == REDIS_URL
+    assert read.cors_origins == [FRONT_END]
     for wrong in ({"rate_limit_client": "lots"}, {"rate_limit_storage": "mongodb://x"}):
         with pytest.raises(ValidationError):
             ApiSettings(**wrong)
@@ -255,6 +258,112 @@ async def test_a_redis_that_does_not_answer_lets_calls_through_and_is_logged(set
                 assert (await http.get("/v1/services")).status_code == 200
     failures = [entry for entry in logs if entry["event"] == "ratelimit.storage_failed"]
     assert len(failures) == 1  # then left alone for a few seconds, not waited on every call
+
+
+async def test_cors_lets_a_listed_front_end_in_and_no_other(settings):
+    async with calling(limited(settings, cors_origins=[FRONT_END])) as browser:
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        }
+        allowed = await browser.options("/v1/enquiries", headers={"Origin": FRONT_END, **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["Access-Control-Allow-Origin"] == FRONT_END
+        assert "POST" in allowed.headers["Access-Control-Allow-Methods"]
+        assert "idempotency-key" in allowed.headers["Access-Control-Allow-Headers"].lower()
+        assert "Access-Control-Allow-Credentials" not in allowed.headers
+
+        refused = await browser.options(
+            "/v1/enquiries", headers={"Origin": "https://evil.example", **preflight}
+        )
+        assert refused.status_code == 400
+        assert "Access-Control-Allow-Origin" not in refused.headers
+
+        answer = await browser.get("/v1/services", headers={"Origin": FRONT_END})
+        assert answer.headers["Access-Control-Allow-Origin"] == FRONT_END
+        exposed = answer.headers["Access-Control-Expose-Headers"]
+        for header in ("Location", "Retry-After", "RateLimit", "Idempotent-Replayed"):
+            assert header in exposed
+        other = await browser.get("/v1/services", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_without_listed_origins_there_is_no_cors(anonymous):
+    preflight = await anonymous.options(
+        "/v1/enquiries",
+        headers={"Origin": FRONT_END, "Access-Control-Request-Method": "POST"},
+    )
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    answer = await anonymous.get("/v1/services", headers={"Origin": FRONT_END})
+    assert "Access-Control-Allow-Origin" not in answer.headers
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def test_every_answer_carries_the_security_headers(client, anonymous):
+    created = (await client.post("/v1/enquiries", json=enquiry_body())).json()
+    answers = [
+        await client.get(f"/v1/enquiries/{created['reference']}"),
+        await anonymous.get("/v1/enquiries"),  # 401 problem
+        await anonymous.get("/nowhere"),  # 404 problem
+        await anonymous.post("/v1/enquiries", content=b"x", headers={"Content-Type": "text/plain"}),
+        await anonymous.get("/healthz"),
+    ]
+    for answer in answers:
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers[name] == value, (answer.request.url, name)
+        assert answer.headers["Cache-Control"] == "no-store"
+        policy = answer.headers["Content-Security-Policy"]
+        assert policy == "default-src 'none'; frame-ancestors 'none'"
+        assert "Strict-Transport-Security" not in answer.headers  # not in production
+
+
+async def test_the_docs_pages_may_load_their_scripts_but_not_be_framed(anonymous):
+    for page in ("/docs", "/redoc"):
+        answer = await anonymous.get(page)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/html")
+        # Swagger UI and ReDoc load from a CDN and run an inline script: no default-src here.
+        assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        assert answer.headers["X-Frame-Options"] == "DENY"
+    schema = await anonymous.get("/openapi.json")
+    assert schema.status_code == 200
+
+
+async def test_production_answers_ask_browsers_for_https_only(settings):
+    async with calling(limited(settings, env=Environment.production)) as http:
+        answer = await http.get("/healthz")
+    assert answer.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+async def test_a_host_that_is_not_trusted_is_refused(settings):
+    async with running(settings) as gateway:
+        async with gateway.http(host="evil.example") as http:
+            refused = await http.get("/healthz")
+        assert refused.status_code == 400
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == "/problems/untrusted-host"
+        assert refused.headers["X-Content-Type-Options"] == "nosniff"
+        async with gateway.http(host="127.0.0.1:8000") as http:
+            assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_the_default_hosts_are_the_development_ones_and_star_allows_any(settings):
+    assert ApiSettings().trusted_hosts == ["localhost", "127.0.0.1", "[::1]"]
+    defaults = limited(settings, trusted_hosts=ApiSettings().trusted_hosts)
+    async with running(defaults) as gateway:
+        for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000"):
+            async with gateway.http(host=host) as http:
+                assert (await http.get("/healthz")).status_code == 200, host
+        async with gateway.http() as http:  # iap.test is trusted by the tests' settings only
+            assert (await http.get("/healthz")).status_code == 400
+    async with calling(limited(settings, trusted_hosts=["*"]), host="anything.example") as http:
+        assert (await http.get("/healthz")).status_code == 200
 
 
 def test_the_shipped_test_settings_keep_limits_out_of_reach():
