@@ -139,7 +139,7 @@ class RateLimiter:
         self.client = Quota.parse("client", settings.rate_limit_client)
         self.anonymous = Quota.parse("anonymous", settings.rate_limit_anonymous)
         self.inbound = Quota.parse("inbound", settings.rate_limit_inbound)
-        url = settings.rate_limit_storage
+        url = settings.rate_limit_storage.get_secret_value()
         self.counter: _Counter = (
             MemoryCounter()
             if url.startswith("memory://")

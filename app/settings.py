@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from limits import parse_many
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_CONFIG_DIR = Path(__file__).parent / "data" / "oxfordshire"
@@ -68,8 +68,8 @@ class ApiSettings(BaseModel):
     rate_limit_anonymous: str | None = "60/minute"
     rate_limit_inbound: str | None = "600/minute"
     # memory:// counts in this process; redis://host:6379/0 (or rediss://) shares the count
-    # between every gateway process using that Redis.
-    rate_limit_storage: str = "memory://"
+    # between every gateway process using that Redis. Secret: the URL may hold its password.
+    rate_limit_storage: SecretStr = SecretStr("memory://")
     rate_limit_key_prefix: str = Field(default="iap", min_length=1, max_length=64)
     # Origins of browser front ends allowed to call the API (CORS); none by default.
     cors_origins: list[str] = Field(default_factory=list)
@@ -83,8 +83,8 @@ class ApiSettings(BaseModel):
 
     @field_validator("rate_limit_storage")
     @classmethod
-    def _storage(cls, value: str) -> str:
-        if value.split("://", 1)[0] not in ("memory", "redis", "rediss"):
+    def _storage(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().split("://", 1)[0] not in ("memory", "redis", "rediss"):
             raise ValueError("must be memory:// or a redis:// or rediss:// URL")
         return value
 

@@ -16,6 +16,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from pydantic import SecretStr
+
 from app.ratelimit import RateLimiter
 from app.settings import ApiSettings
 
@@ -41,7 +43,7 @@ async def measure(storage: str, calls: int) -> dict[str, float]:
     settings = ApiSettings(
         rate_limit_client=NEVER_REACHED,
         rate_limit_anonymous=NEVER_REACHED,
-        rate_limit_storage=storage,
+        rate_limit_storage=SecretStr(storage),
         rate_limit_key_prefix=f"iap-bench-{uuid.uuid4().hex[:8]}",
     )
     limiter = RateLimiter(settings)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
@@ -187,7 +187,7 @@ def test_limits_are_on_by_default_and_read_from_the_environment(monkeypatch):
     defaults = ApiSettings()
     assert defaults.rate_limit_client == "600/minute"
     assert defaults.rate_limit_anonymous == "60/minute"
-    assert defaults.rate_limit_storage == "memory://"
+    assert defaults.rate_limit_storage.get_secret_value() == "memory://"
     monkeypatch.setenv("IAP_API__RATE_LIMIT_CLIENT", "0")
     monkeypatch.setenv("IAP_API__RATE_LIMIT_ANONYMOUS", "10/second;100/hour")
     monkeypatch.setenv("IAP_API__RATE_LIMIT_STORAGE", REDIS_URL)
@@ -195,7 +195,7 @@ def test_limits_are_on_by_default_and_read_from_the_environment(monkeypatch):
     read = Settings().api
     assert read.rate_limit_client is None
     assert read.rate_limit_anonymous == "10/second;100/hour"
-    assert read.rate_limit_storage == REDIS_URL
+    assert read.rate_limit_storage.get_secret_value() == REDIS_URL
     assert read.cors_origins == [FRONT_END]
     for wrong in ({"rate_limit_client": "lots"}, {"rate_limit_storage": "mongodb://x"}):
         with pytest.raises(ValidationError):
@@ -232,7 +232,7 @@ async def test_gateways_sharing_a_redis_share_the_count(settings, redis_prefix):
     shared = limited(
         settings,
         rate_limit_client="2/hour",
-        rate_limit_storage=REDIS_URL,
+        rate_limit_storage=SecretStr(REDIS_URL),
         rate_limit_key_prefix=redis_prefix,
     )
     async with running(shared) as first, running(shared) as second:
@@ -252,7 +252,7 @@ async def test_gateways_sharing_a_redis_share_the_count(settings, redis_prefix):
 
 async def test_a_redis_that_does_not_answer_lets_calls_through_and_is_logged(settings):
     down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    async with calling(limited(settings, rate_limit_storage=down)) as http:
+    async with calling(limited(settings, rate_limit_storage=SecretStr(down))) as http:
         with capture_logs() as logs:
             for _ in range(3):
                 assert (await http.get("/v1/services")).status_code == 200
