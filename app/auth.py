@@ -2,7 +2,8 @@
 
 Routes say what they need with `Depends(require(Scope.x, ...))` (any one of the scopes will do;
 `admin` always does). The catalogue, health and the problem pages need no key; the inbound
-routes are authenticated by the organisation's own signature or api_key instead.
+routes are authenticated by the organisation's own signature or api_key instead. Every call
+that comes through here is counted against a rate limit (app.ratelimit).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Forbidden, NoValidKey
+from app.ratelimit import limit_address, limit_caller
 from app.services.clients import Caller, Scope, authenticate
 
 bearer = HTTPBearer(
@@ -27,8 +29,13 @@ async def optional_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Caller | None:
-    """The client whose key came with the request; None when none came; 401 when it is bad."""
+    """The client whose key came with the request; None when none came; 401 when it is bad.
+
+    The call counts against the client's rate limit, or its address's without a valid key
+    (so guessing keys is limited too): 429 when it is over.
+    """
     if credentials is None:
+        await limit_address(request)
         if request.headers.get("authorization"):
             raise NoValidKey("Send the API key as `Authorization: Bearer <key>`.")
         return None
@@ -37,7 +44,9 @@ async def optional_caller(
         state.engine, credentials.credentials, cache_seconds=state.settings.api.key_cache_seconds
     )
     if caller is None:
+        await limit_address(request)
         raise NoValidKey("That API key is not known, or it has been revoked.")
+    await limit_caller(request, caller)
     return caller
 
 

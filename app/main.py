@@ -20,10 +20,11 @@ from app.catalogue import Catalogue, load_catalogue
 from app.crypto import Sealer
 from app.db import create_engine, migrate
 from app.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
-from app.middleware import BodyGuard
+from app.middleware import BodyGuard, add_http_guards
 from app.outbound import OutboundGuard, OutboundPolicy, Resolver, outbound_client
 from app.problems import PROBLEM_JSON, install_problem_handlers
 from app.production import check_production
+from app.ratelimit import RateLimiter
 from app.routers import catalogue, enquiries, inbound, meta, privacy
 from app.services.dispatcher import Dispatcher
 from app.services.enquiry_store import close_store
@@ -78,14 +79,22 @@ def create_app(
                 wake_dispatcher=running.dispatcher.wake if run_dispatcher else lambda: None,
                 sealer=running.sealer,
             )
+            limiter = RateLimiter(settings.api)
             app.state.iap = AppState(
-                settings, running.engine, catalogue_, intake, running.adapters, running.sealer
+                settings,
+                running.engine,
+                catalogue_,
+                intake,
+                running.adapters,
+                running.sealer,
+                limiter,
             )
             app.state.runtime = running
             task = asyncio.create_task(running.work()) if run_dispatcher else None
             try:
                 yield
             finally:
+                await limiter.close()
                 if task is not None:
                     await running.stop()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -98,6 +107,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
+    add_http_guards(app, settings)
     install_problem_handlers(app)
     for router in (
         enquiries.router,

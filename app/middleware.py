@@ -1,10 +1,15 @@
-"""ASGI middleware that guards every request before routing: body size and content type."""
+"""ASGI middleware that guards every request before routing: the host it names, CORS for
+browser front ends, body size and content type; and security headers on every answer."""
 
 from __future__ import annotations
 
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.problems import problem
+from app.settings import Environment, Settings
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 # Open311 partners push their updates as forms (the mySociety servicerequestupdates style).
@@ -91,3 +96,115 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replayed
+
+
+# What a browser front end sends, and the answer headers its script may read.
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
+CORS_EXPOSED_HEADERS = (
+    "Location",
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Idempotent-Replayed",
+    "WWW-Authenticate",
+)
+
+
+def add_http_guards(app: FastAPI, settings: Settings) -> None:
+    """CORS (only when origins are listed), trusted hosts, then security headers outermost, so
+    every answer carries them, the refusals of the guards inside included."""
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=("GET", "POST"),
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            allow_credentials=False,  # keys travel in Authorization, never in cookies
+            max_age=600,
+        )
+    app.add_middleware(TrustedHosts, allowed_hosts=settings.api.trusted_hosts)
+    app.add_middleware(SecurityHeaders, hsts=settings.env is Environment.production)
+
+
+_TRUSTED = "iap.trusted_host"
+
+
+async def _mark_trusted(scope: Scope, receive: Receive, send: Send) -> None:
+    scope[_TRUSTED] = True
+
+
+async def _discard(message: Message) -> None:
+    return None
+
+
+class TrustedHosts:
+    """Starlette's TrustedHostMiddleware decides; a refusal is answered as problem+json (400)
+    like every other error, rather than its plain-text one."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self.allow_any = "*" in allowed_hosts
+        self.check = TrustedHostMiddleware(
+            _mark_trusted, allowed_hosts=allowed_hosts, www_redirect=False
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.check(scope, receive, _discard)
+        if scope.pop(_TRUSTED, False):
+            await self.app(scope, receive, send)
+            return
+        response = problem(
+            400,
+            "untrusted-host",
+            "This gateway does not answer to the host named in the Host header.",
+            instance=scope["path"],
+        )
+        await response(scope, receive, send)
+
+
+# default-src 'none': an API answer is data, never a page that may load anything. The docs
+# pages (Swagger UI, ReDoc) load their scripts and styles from a CDN and run an inline script,
+# so HTML answers get only frame-ancestors: a policy that lets them work is one that protects
+# nothing, and they show no personal data.
+_API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+_PAGE_CSP = b"frame-ancestors 'none'"
+_ALWAYS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),  # a token in a URL must not leak onwards
+)
+_HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
+
+class SecurityHeaders:
+    """Headers on every answer: no sniffing, no framing, no referrer, no caching (answers carry
+    citizens' personal data), a content security policy, and HSTS in production."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.extra = (*_ALWAYS, _HSTS) if hsts else _ALWAYS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = self._headers(list(message.get("headers", ())))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        names = {name.lower(): value for name, value in headers}
+        if b"cache-control" not in names:
+            headers.append((b"cache-control", b"no-store"))
+        page = names.get(b"content-type", b"").startswith(b"text/html")
+        headers.append((b"content-security-policy", _PAGE_CSP if page else _API_CSP))
+        headers.extend(self.extra)
+        return headers

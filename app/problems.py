@@ -53,6 +53,15 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "payload-too-large": ("Request body too large", "The body is larger than the limit."),
     "unsupported-media-type": ("Unsupported media type", "Send the body as application/json."),
     "bad-request": ("Bad request", "The request could not be understood."),
+    "rate-limited": (
+        "Too many requests",
+        "This API key, or this address for calls without a key, has used up its rate limit; "
+        "wait the seconds `Retry-After` gives.",
+    ),
+    "untrusted-host": (
+        "Unknown host",
+        "The Host header names a host this gateway is not configured to answer to.",
+    ),
     "unavailable": ("Not ready", "The database is not answering; try again shortly."),
     "internal": ("Internal error", "Something went wrong on our side; it has been logged."),
 }

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -144,6 +145,10 @@ def setting_name(path: str) -> str:
 
 def weakness(secret: str) -> str | None:
     """Why a secret is not fit for production, or None; the reason never quotes it."""
+    if "://" in secret:
+        # A connection URL (the rate-limit store's, say): only its password is a secret.
+        password = urlsplit(secret).password
+        return None if password is None else weakness(password)
     if not secret.strip():
         return "is empty"
     if secret in shipped_defaults():

@@ -8,6 +8,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
+from limits import parse_many
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -66,6 +67,43 @@ class ApiSettings(BaseModel):
     # How long a client's key, once checked, is trusted without the database: a key revoked
     # by another process stops working within this many seconds (0: checked every time).
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Rate limits (docs/security.md), as `limits` strings such as "600/minute"; "0" or "none"
+    # turns one off. Per API client; per address for calls without a key (the catalogue, the
+    # citizen's token look-up, failed keys); per address for organisations' inbound pushes.
+    rate_limit_client: str | None = "600/minute"
+    rate_limit_anonymous: str | None = "60/minute"
+    rate_limit_inbound: str | None = "600/minute"
+    # memory:// counts in this process; redis://host:6379/0 (or rediss://) shares the count
+    # between every gateway process using that Redis. Secret: the URL may hold its password.
+    rate_limit_storage: SecretStr = SecretStr("memory://")
+    rate_limit_key_prefix: str = Field(default="iap", min_length=1, max_length=64)
+    # Origins of browser front ends allowed to call the API (CORS); none by default.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Host names the gateway answers to (`Host` header); others get 400. "*" allows any.
+    trusted_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
+
+    @field_validator("rate_limit_client", "rate_limit_anonymous", "rate_limit_inbound")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        return checked_rate(value)
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().split("://", 1)[0] not in ("memory", "redis", "rediss"):
+            raise ValueError("must be memory:// or a redis:// or rediss:// URL")
+        return value
+
+
+def checked_rate(value: str | None) -> str | None:
+    """A rate limit in the `limits` notation ("600/minute"), or None when it is turned off."""
+    if value is None or value.strip().lower() in ("", "0", "none", "off"):
+        return None
+    try:
+        parse_many(value)
+    except ValueError as error:
+        raise ValueError(f"must read like '600/minute' or '10/second;100/hour': {error}") from None
+    return value.strip()
 
 
 class PrivacySettings(BaseModel):

@@ -37,6 +37,7 @@ from app.settings import (
 
 POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
+UNREACHABLE_RATE = "1000000/minute"
 TABLES = (
     "event",
     "dispatch_attempt",
@@ -192,7 +193,15 @@ def make_settings(
             retry_schedule=[0.05, 0.05], jitter=0.0, poll_seconds=0.2, lease_seconds=30
         ),
         # Keys checked every time, so a key revoked by `iap clients revoke` fails at once.
-        "api": ApiSettings(key_cache_seconds=0),
+        # Rate limits counted as in production, but too high for any test to reach by chance
+        # (tests/test_abuse.py sets small ones); the test client's base_url host is trusted.
+        "api": ApiSettings(
+            key_cache_seconds=0,
+            rate_limit_client=UNREACHABLE_RATE,
+            rate_limit_anonymous=UNREACHABLE_RATE,
+            rate_limit_inbound=UNREACHABLE_RATE,
+            trusted_hosts=["iap.test", "127.0.0.1", "localhost"],
+        ),
     }
     values.update(overrides)
     return Settings(**values)

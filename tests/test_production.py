@@ -396,3 +396,16 @@ def test_production_needs_its_own_keys_for_citizen_details(database_url, tmp_pat
     assert "IAP_PRIVACY__KEYS[0]: is the public development key" in message
     assert "IAP_PRIVACY__LOOKUP_KEY: is the public development key" in message
     assert DEVELOPMENT_KEY not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("memory://", False),
+        ("redis://10.0.0.5:6379/0", False),
+        ("redis://:changeme@10.0.0.5:6379/0", True),
+        ("redis://iap:Zq8vN3kLw7Rt2mXc9Pb4Hs6J@10.0.0.5:6379/0", False),
+    ],
+)
+def test_a_connection_url_is_judged_by_its_password(url, refused):
+    assert (weakness(url) is not None) is refused

@@ -2,30 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
 from app.adapters.base import Adapter
-from app.auth import require
+from app.auth import optional_caller, require
 from app.catalogue import Organisation, Service
 from app.errors import NotFound
+from app.ratelimit import RATE_LIMITED_RESPONSE
 from app.schemas import AttributeOut, CircuitOut, OrganisationOut, ServiceOut, StatusUpdatesOut
 from app.services import circuits
 from app.services.clients import Scope
 from app.services.poller import PollStatus, poll_states
 from app.state import AppState, get_state
 
-router = APIRouter(prefix="/v1", tags=["catalogue"])
+# Public, but counted: per client when a key comes with the call, else per address.
+router = APIRouter(
+    prefix="/v1",
+    tags=["catalogue"],
+    dependencies=[Depends(optional_caller)],
+    responses={429: RATE_LIMITED_RESPONSE},
+)
 
 
-@router.get("/services", response_model=list[ServiceOut], summary="List services")
+# A key is optional here (FastAPI lists ApiKey; `{}` adds "or none"): with one, the call
+# counts against its client's rate limit, not its address's.
+_KEY_OPTIONAL: dict[str, Any] = {"security": [{}]}
+
+
+@router.get(
+    "/services",
+    response_model=list[ServiceOut],
+    summary="List services",
+    openapi_extra=_KEY_OPTIONAL,
+)
 async def list_services(state: Annotated[AppState, Depends(get_state)]) -> list[ServiceOut]:
     """Every service, with who handles it and the questions (attributes) it asks."""
     return [_service(s) for s in state.catalogue.services.values()]
 
 
-@router.get("/services/{code}", response_model=ServiceOut, summary="Read one service")
+@router.get(
+    "/services/{code}",
+    response_model=ServiceOut,
+    summary="Read one service",
+    openapi_extra=_KEY_OPTIONAL,
+)
 async def read_service(code: str, state: Annotated[AppState, Depends(get_state)]) -> ServiceOut:
     """One service's definition, as an Open311 service definition would give it."""
     service = state.catalogue.services.get(code)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.auth import check_scope, optional_caller, require
 from app.problems import documented_problem
+from app.ratelimit import RATE_LIMITED_RESPONSE
 from app.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
 from app.services import idempotency
 from app.services.clients import Caller, Scope
@@ -17,7 +18,9 @@ from app.services.enquiries import EnquiryFilter, get_enquiry, list_enquiries
 from app.services.intake import submit_enquiry
 from app.state import AppState, get_state
 
-router = APIRouter(prefix="/v1/enquiries", tags=["enquiries"])
+router = APIRouter(
+    prefix="/v1/enquiries", tags=["enquiries"], responses={429: RATE_LIMITED_RESPONSE}
+)
 READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 
 

@@ -8,10 +8,17 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Path, Request
 
 from app.problems import documented_problem
+from app.ratelimit import RATE_LIMITED_RESPONSE, limit_inbound
 from app.services.inbound import InboundReceipt, Inbox
 from app.state import AppState, get_state
 
-router = APIRouter(prefix="/v1/inbound", tags=["inbound"])
+# Counted per address before the signature is checked, so forged pushes are limited too.
+router = APIRouter(
+    prefix="/v1/inbound",
+    tags=["inbound"],
+    dependencies=[Depends(limit_inbound)],
+    responses={429: RATE_LIMITED_RESPONSE},
+)
 Organisation = Annotated[str, Path(max_length=64, examples=["oxfordshire-county"])]
 
 

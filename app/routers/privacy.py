@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, Query
 
 from app.auth import require
 from app.problems import documented_problem
+from app.ratelimit import RATE_LIMITED_RESPONSE
 from app.schemas import AuditPage, ErasureOut, Subject, SubjectAccessExport
 from app.services import audit, privacy
 from app.services.audit import Actor
 from app.services.clients import Caller, Scope
 from app.state import AppState, get_state
 
-router = APIRouter(tags=["privacy"])
+router = APIRouter(tags=["privacy"], responses={429: RATE_LIMITED_RESPONSE})
 _AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: documented_problem("No valid API key"),
     403: documented_problem("The API key lacks the scope privacy"),

@@ -30,7 +30,14 @@ from app.reference import display
 from app.sandbox import BackOffice
 from app.services.clients import Scope
 from app.settings import SHIPPED_CONFIG_DIR
-from tests.conftest import ThreadedServer, bearer, enquiry_body, free_port, make_key
+from tests.conftest import (
+    UNREACHABLE_RATE,
+    ThreadedServer,
+    bearer,
+    enquiry_body,
+    free_port,
+    make_key,
+)
 
 IAP = str(Path(sys.executable).parent / "iap")
 T = TypeVar("T")
@@ -192,6 +199,10 @@ class Launcher:
             "IAP_MIGRATE_ON_START": "false",
             "IAP_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # The tests poll fast from one address; limits stay on, out of their reach.
+            "IAP_API__RATE_LIMIT_CLIENT": UNREACHABLE_RATE,
+            "IAP_API__RATE_LIMIT_ANONYMOUS": UNREACHABLE_RATE,
+            "IAP_API__RATE_LIMIT_INBOUND": UNREACHABLE_RATE,
         }
         self.log_dir = log_dir
         self.started: list[IapProcess] = []
