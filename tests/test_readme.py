@@ -118,7 +118,7 @@ def next_poll(port: int, key: str) -> str:
 
 @pytest.mark.e2e
 def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, key):
-    submit, read_back, citizen_read = readme_curls()
+    submit, read_back, citizen_read, subject_access = readme_curls()
     created = run(submit, gateway, key)
     assert created["status"] == "routed"
     assert created["destinations"][0]["organisation_id"] == "cherwell"
@@ -160,3 +160,9 @@ def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, ke
         "phone": "********000",
         "preferred_contact": "phone",
     }
+    # The data-protection officer's export finds it by the phone number, however it is typed.
+    export = run(subject_access, gateway, key)
+    [exported] = export["enquiries"]
+    assert exported["reference"] == created["reference"]
+    assert exported["citizen"]["phone"] == "01295 000000"
+    assert [s["organisation_id"] for s in exported["shared_with"]] == ["cherwell"]
