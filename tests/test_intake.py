@@ -203,3 +203,14 @@ async def test_everything_submitted_is_recorded_for_the_agent(client):
     assert body["channel"] == "face_to_face"
     assert body["place"]["district_code"] == "E07000178"
     assert body["timeline"][0]["type"] == "enquiry.received"
+
+
+async def test_a_list_where_one_choice_is_expected_is_refused_not_a_500(client, engine):
+    """Found by fuzzing: `["road"]` for a single-choice attribute raised TypeError (a list
+    cannot be looked up in the set of choices)."""
+    response = await client.post(
+        "/v1/enquiries", json=enquiry_body(attributes={"road_or_pavement": ["road"]})
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["pointer"] == "#/attributes/road_or_pavement"
+    assert await count_rows(engine) == [0, 0, 0]
