@@ -77,6 +77,9 @@ async def test_out_of_area_postcode_is_refused_and_nothing_stored(client, engine
         ({"service_code": "potholes"}, "#/service_code"),
         ({"description": ""}, "#/description"),
         ({"description": "x" * 4001}, "#/description"),
+        # Found by fuzzing: a 500 on PostgreSQL, whose text columns cannot hold NUL.
+        ({"description": "pot\x00hole"}, "#/description"),
+        ({"citizen": {"name": "Ann\x00"}}, "#/citizen/name"),
         ({"channel": "pigeon"}, "#/channel"),
         ({"surprise": 1}, "#/surprise"),
         ({"attributes": {}}, "#/attributes/road_or_pavement"),

@@ -8,7 +8,7 @@ import hmac
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -231,11 +231,14 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, last_id = json.loads(raw)
+        if not isinstance(at, str) or not isinstance(last_id, str):
+            raise TypeError("cursor parts are not text")
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None:
             raise ValueError("naive cursor time")
-        return parsed, uuid.UUID(last_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        # In UTC here, so a time that has none (year 1 at +01:00) is refused, not a 500.
+        return parsed.astimezone(UTC), uuid.UUID(last_id)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise ValidationFailed(
             "That cursor is not one this API gave out.",
             [FieldError("invalid cursor", parameter="cursor")],
