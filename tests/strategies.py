@@ -125,9 +125,11 @@ def deeply_nested(depth: int, opener: str) -> bytes:
 
 def typed_text(max_size: int) -> st.SearchStrategy[str]:
     """What a person may type: any characters but NUL, not only spaces."""
-    return st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=max_size).filter(
-        str.strip
-    )
+    return st.text(
+        st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+        min_size=1,
+        max_size=max_size,
+    ).filter(str.strip)
 
 
 def postcodes() -> st.SearchStrategy[str]:
