@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.errors import FieldError, ValidationFailed
 
@@ -22,11 +22,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, last_id = json.loads(raw)
+        if not isinstance(at, str) or not isinstance(last_id, str):
+            raise TypeError("cursor parts are not text")
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None:
             raise ValueError("naive cursor time")
-        return parsed, uuid.UUID(last_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        # In UTC here, so a time that has none (year 1 at +01:00) is refused, not a 500.
+        return parsed.astimezone(UTC), uuid.UUID(last_id)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise ValidationFailed(
             "That cursor is not one this API gave out.",
             [FieldError("invalid cursor", parameter="cursor")],

@@ -19,6 +19,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,6 +35,24 @@ from app.settings import (
     DispatchSettings,
     Environment,
     Settings,
+)
+
+# Fuzzing (tests/test_fuzz.py). Each test's app and client are made once and shared by its
+# examples, which compare stored rows before and after their own request: hence the
+# function-scoped fixtures. No deadline: a database round trip varies too much to time.
+# "ci" runs the same examples every time and keeps no example database; "dev" explores anew
+# each run and replays a failure from .hypothesis/ (not in git). HYPOTHESIS_PROFILE chooses.
+hypothesis_settings.register_profile(
+    "dev",
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "ci", hypothesis_settings.get_profile("dev"), derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
 )
 
 POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")

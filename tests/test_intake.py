@@ -77,6 +77,9 @@ async def test_out_of_area_postcode_is_refused_and_nothing_stored(client, engine
         ({"service_code": "potholes"}, "#/service_code"),
         ({"description": ""}, "#/description"),
         ({"description": "x" * 4001}, "#/description"),
+        # Found by fuzzing: a 500 on PostgreSQL, whose text columns cannot hold NUL.
+        ({"description": "pot\x00hole"}, "#/description"),
+        ({"citizen": {"name": "Ann\x00"}}, "#/citizen/name"),
         ({"channel": "pigeon"}, "#/channel"),
         ({"surprise": 1}, "#/surprise"),
         ({"attributes": {}}, "#/attributes/road_or_pavement"),
@@ -203,3 +206,14 @@ async def test_everything_submitted_is_recorded_for_the_agent(client):
     assert body["channel"] == "face_to_face"
     assert body["place"]["district_code"] == "E07000178"
     assert body["timeline"][0]["type"] == "enquiry.received"
+
+
+async def test_a_list_where_one_choice_is_expected_is_refused_not_a_500(client, engine):
+    """Found by fuzzing: `["road"]` for a single-choice attribute raised TypeError (a list
+    cannot be looked up in the set of choices)."""
+    response = await client.post(
+        "/v1/enquiries", json=enquiry_body(attributes={"road_or_pavement": ["road"]})
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["pointer"] == "#/attributes/road_or_pavement"
+    assert await count_rows(engine) == [0, 0, 0]

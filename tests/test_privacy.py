@@ -366,3 +366,10 @@ async def test_the_worker_applies_retention_on_its_schedule(client, app, engine)
     finally:
         schedule.stop()
         await asyncio.wait_for(running, 5)
+
+
+async def test_odd_audit_filters_are_422_not_500(client):
+    for params in ({"action": "privacy.erase\x00"}, {"subject": "\x00"}, {"limit": "0"}):
+        answer = await client.get("/v1/audit", params=params)
+        assert answer.status_code == 422, params
+        assert answer.headers["content-type"] == "application/problem+json"

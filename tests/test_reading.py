@@ -1,9 +1,17 @@
 """Reading enquiries back, listing them, and the catalogue."""
 
+import base64
+import json
+import uuid
+
 import pytest
 
 from app import reference
 from tests.conftest import enquiry_body
+
+
+def cursor_of(*parts):
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
 
 
 async def submit(client, **change):
@@ -87,6 +95,15 @@ async def test_list_filters_and_pages_without_gaps_or_repeats(client):
         {"limit": 1000},
         {"channel": "pigeon"},
         {"created_after": "yesterday"},
+        # Found by fuzzing, each a 500 before: a time UTC cannot hold (OverflowError binding
+        # it), a NUL (PostgreSQL refuses it in text), a cursor that is JSON but not ours.
+        {"created_after": "0001-01-01T00:00:00+01:00"},
+        {"created_before": "9999-12-31T23:59:59-01:00"},
+        {"service_code": "pot\x00hole"},
+        {"status": "\x00"},
+        {"organisation_id": "\x00"},
+        {"cursor": cursor_of("2024-01-01T00:00:00+00:00", 5)},
+        {"cursor": cursor_of("0001-01-01T00:00:00+01:00", str(uuid.uuid4()))},
     ],
 )
 async def test_bad_list_parameters_are_problems(client, params):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
@@ -11,7 +10,15 @@ from fastapi.responses import JSONResponse
 from app.auth import check_scope, optional_caller, require
 from app.problems import documented_problem
 from app.ratelimit import RATE_LIMITED_RESPONSE
-from app.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
+from app.schemas import (
+    Channel,
+    EnquiryCreated,
+    EnquiryIn,
+    EnquiryOut,
+    EnquiryPage,
+    NoNul,
+    UtcDatetime,
+)
 from app.services import idempotency
 from app.services.clients import Caller, Scope
 from app.services.enquiries import EnquiryFilter, get_enquiry, list_enquiries
@@ -172,12 +179,12 @@ async def read_enquiry(
 async def search_enquiries(
     state: Annotated[AppState, Depends(get_state)],
     caller: Annotated[Caller, Depends(require(*READERS))],
-    service_code: Annotated[str | None, Query(max_length=64)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
+    service_code: Annotated[NoNul | None, Query(max_length=64)] = None,
+    status: Annotated[NoNul | None, Query(max_length=32)] = None,
     channel: Channel | None = None,
-    organisation_id: Annotated[str | None, Query(max_length=64)] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    organisation_id: Annotated[NoNul | None, Query(max_length=64)] = None,
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> EnquiryPage:
@@ -189,14 +196,7 @@ async def search_enquiries(
         status=status,
         channel=channel.value if channel else None,
         organisation_id=organisation_id,
-        created_after=_utc(created_after),
-        created_before=_utc(created_before),
+        created_after=created_after,
+        created_before=created_before,
     )
     return await list_enquiries(engine=state.engine, filters=filters, cursor=cursor, limit=limit)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """Times without a zone are taken as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from app.auth import require
 from app.problems import documented_problem
 from app.ratelimit import RATE_LIMITED_RESPONSE
-from app.schemas import AuditPage, ErasureOut, Subject, SubjectAccessExport
+from app.schemas import AuditPage, ErasureOut, NoNul, Subject, SubjectAccessExport
 from app.services import audit, privacy
 from app.services.audit import Actor
 from app.services.clients import Caller, Scope
@@ -85,9 +85,9 @@ async def erasure(
 async def audit_log(
     state: Annotated[AppState, Depends(get_state)],
     caller: Annotated[Caller, Depends(require(Scope.admin))],
-    action: Annotated[str | None, Query(max_length=64, examples=["privacy.erase"])] = None,
+    action: Annotated[NoNul | None, Query(max_length=64, examples=["privacy.erase"])] = None,
     subject: Annotated[
-        str | None, Query(max_length=128, description="An enquiry reference or subject hash")
+        NoNul | None, Query(max_length=128, description="An enquiry reference or subject hash")
     ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -128,7 +128,8 @@ def _attribute_problem(attribute: ServiceAttribute, value: Any) -> str | None:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             return None if ok else "must be a number"
         case "singlevaluelist":
-            return None if value in keys else f"must be one of {sorted(keys)}"
+            ok = isinstance(value, str) and value in keys
+            return None if ok else f"must be one of {sorted(keys)}"
         case "multivaluelist":
             ok = isinstance(value, list) and set(value) <= keys
             return None if ok else f"must be a list drawn from {sorted(keys)}"
