@@ -212,7 +212,8 @@ def method_lines(run: Run) -> list[str]:
         "and one `iap worker`; dispatches/s from the worker's `dispatcher.started` log line until "
         "every dispatch is `delivered`.",
         "- Accepted→delivered: `iap serve` with its in-process worker and a sandbox; "
-        f"{LATENCY_ENQUIRIES} enquiries one at a time; `dispatch.delivered_at - created_at`.",
+        f"{LATENCY_ENQUIRIES} enquiries one at a time, each delivered before the next is sent; "
+        "`dispatch.delivered_at - created_at`.",
         "- Other CPU: the share of all CPUs used during a timed part by anything but this run's "
         "processes, PostgreSQL and kernel threads, hypervisor steal included (from /proc). Above "
         f"{BUSY_SHARE:.0%} the figure is marked suspect.",
