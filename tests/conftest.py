@@ -33,6 +33,7 @@ from app.settings import (
     DispatchSettings,
     Environment,
     Settings,
+    WebhookSettings,
 )
 
 POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")
@@ -50,6 +51,8 @@ TABLES = (
     "poll_state",
     "api_client",
     "audit_log",
+    "webhook_delivery",
+    "webhook_subscription",
 )
 
 
@@ -193,6 +196,8 @@ def make_settings(
         ),
         # Keys checked every time, so a key revoked by `iap clients revoke` fails at once.
         "api": ApiSettings(key_cache_seconds=0),
+        # Webhook retries at once, so a test sees the next attempt without waiting for it.
+        "webhooks": WebhookSettings(retry_schedule=[0.0, 0.0], jitter=0.0, poll_seconds=0.1),
     }
     values.update(overrides)
     return Settings(**values)
