@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, text
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
@@ -19,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.crypto import DEVELOPMENT_KEY, Sealer, new_key
 from app.main import create_app
 from app.models import event_table, utcnow, webhook_subscription_table
 from app.services.clients import Scope
 from app.services.webhook_sender import feed
+from app.services.webhooks import reseal_secrets
 from tests.conftest import ThreadedServer, bearer, enquiry_body, free_port, make_key
 from tests.sandbox.conftest import eventually
 from tests.test_outbound import PUBLIC, FakeResolver
@@ -412,3 +415,14 @@ async def test_production_refuses_an_internal_endpoint_at_registration(database_
             public = "https://partner.example.net/events"
             made = await http.post("/v1/webhooks", json={"url": public, "events": ["*"]})
             assert made.status_code == 201, made.text
+
+
+async def test_rotating_keys_reseals_the_secrets_so_the_old_key_can_go(client, engine, receiver):
+    made = await subscribe(client, receiver, "rotated")
+    newest = new_key()
+    both = Sealer([SecretStr(newest), SecretStr(DEVELOPMENT_KEY)], SecretStr("lookup"))
+    assert await reseal_secrets(engine=engine, sealer=both) == 1
+    async with engine.connect() as conn:
+        sealed = await conn.scalar(select(webhook_subscription_table.c.secret_sealed))
+    only_newest = Sealer([SecretStr(newest)], SecretStr("lookup"))
+    assert only_newest.open(sealed) == {"secret": made["secret"]}

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catalogue import Catalogue
@@ -173,3 +173,16 @@ async def delete_subscription(
     if not deleted.rowcount:
         raise NotFound("There is no such webhook subscription.")
     log.info("webhook.unsubscribed", subscription=str(subscription_id), client=caller.name)
+
+
+async def reseal_secrets(*, engine: AsyncEngine, sealer: Sealer) -> int:
+    """Seal every subscription's secret under the newest key (`iap privacy rotate-keys`)."""
+    async with writing(engine) as conn:
+        rows = (await conn.execute(select(s.id, s.secret_sealed))).all()
+        for subscription_id, sealed in rows:
+            await conn.execute(
+                update(webhook_subscription_table)
+                .where(s.id == subscription_id)
+                .values(secret_sealed=sealer.reseal(sealed))
+            )
+    return len(rows)
