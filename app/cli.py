@@ -177,7 +177,8 @@ async def _serve_together(gateway: uvicorn.Server, sandbox: uvicorn.Server | Non
 
 @cli.command()
 def worker() -> None:
-    """Deliver and poll only (no API); run as many as you like against one PostgreSQL database."""
+    """Deliver, poll and send webhooks (no API); run as many as you like against one PostgreSQL
+    database."""
     settings = _settings()
     tune_garbage_collector()
     with _config_errors():

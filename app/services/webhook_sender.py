@@ -99,7 +99,7 @@ async def feed(engine: AsyncEngine, settings: WebhookSettings) -> int:
         if len(events) < FEED_PAGE:
             break
     if newest is not None:
-        await _advance(engine, newest[0])
+        await _advance(engine, [subscriber.id for subscriber in subscribers], newest[0])
     return made
 
 
@@ -187,12 +187,13 @@ def _new_delivery(subscription_id: uuid.UUID, event: Any, now: datetime) -> dict
     }
 
 
-async def _advance(engine: AsyncEngine, newest: datetime) -> None:
-    """Move each active subscription's high-water mark forward (never back)."""
+async def _advance(engine: AsyncEngine, fed: list[uuid.UUID], newest: datetime) -> None:
+    """Move the fed subscriptions' high-water mark forward (never back); one made during the
+    scan keeps its own, so the next scan reads everything since it was made."""
     async with writing(engine) as conn:
         await conn.execute(
             update(webhook_subscription_table)
-            .where(s.state == "active", s.fed_until < newest)
+            .where(s.id.in_(fed), s.fed_until < newest)
             .values(fed_until=newest)
         )
 
@@ -255,9 +256,12 @@ class WebhookSender:
                     if loop.time() - fed_at >= self.settings.poll_seconds:
                         fed_at = loop.time()
                         await feed(self.engine, self.settings)
-                    await self._claim_and_start()
-                    wait = self.settings.poll_seconds - (loop.time() - fed_at)
-                    await self._sleep(min(wait, await self._seconds_until_due()))
+                    claimed, wanted = await self._claim_and_start()
+                    if wanted == 0:
+                        await self._sleep(self.settings.poll_seconds)  # a finished send wakes us
+                    elif claimed < wanted:
+                        wait = self.settings.poll_seconds - (loop.time() - fed_at)
+                        await self._sleep(min(wait, await self._seconds_until_due()))
                 except (SQLAlchemyError, OSError) as exc:
                     log.warning("webhooks.loop_failed", error=type(exc).__name__)
                     await self._sleep(self.settings.poll_seconds)
@@ -271,13 +275,17 @@ class WebhookSender:
         while claimed := await self._claim(self.settings.batch_size):
             await asyncio.gather(*(self._deliver(c) for c in claimed))
 
-    async def _claim_and_start(self) -> None:
+    async def _claim_and_start(self) -> tuple[int, int]:
+        """Claim what there is room for and start sending it; (claimed, wanted)."""
+        # Cleared before claiming, so a wake-up that lands during the claim is not lost.
         self._wakeup.clear()
         wanted = min(self.settings.concurrency - len(self._in_flight), self.settings.batch_size)
-        for claim in await self._claim(wanted) if wanted > 0 else []:
+        claimed = await self._claim(wanted) if wanted > 0 else []
+        for claim in claimed:
             task = asyncio.create_task(self._deliver(claim))
             self._in_flight[task] = claim.delivery_id
             task.add_done_callback(self._finished)
+        return len(claimed), wanted
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
@@ -293,7 +301,9 @@ class WebhookSender:
     async def _seconds_until_due(self) -> float:
         async with reading(self.engine) as conn:
             next_due = await conn.scalar(
-                select(func.min(w.next_attempt_at)).where(w.state == "pending")
+                select(func.min(w.next_attempt_at)).where(
+                    w.state == "pending", w.subscription_id.in_(_active().scalar_subquery())
+                )
             )
             next_expiry = await conn.scalar(
                 select(func.min(w.lease_until)).where(w.state == "delivering")
@@ -306,7 +316,6 @@ class WebhookSender:
 
     async def _claim(self, limit: int) -> list[Claim]:
         now = utcnow()
-        active = select(s.id).where(s.state == "active")
         due = (
             select(w.id)
             .where(
@@ -314,7 +323,7 @@ class WebhookSender:
                     and_(w.state == "pending", w.next_attempt_at <= now),
                     and_(w.state == "delivering", w.lease_until < now),
                 ),
-                w.subscription_id.in_(active.scalar_subquery()),
+                w.subscription_id.in_(_active().scalar_subquery()),
             )
             .order_by(w.next_attempt_at)
             .limit(limit)
@@ -438,6 +447,10 @@ class WebhookSender:
                     next_attempt_at=utcnow(),
                 )
             )
+
+
+def _active() -> Any:
+    return select(s.id).where(s.state == "active")
 
 
 def classify(response: httpx.Response) -> Outcome:
