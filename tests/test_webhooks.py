@@ -3,6 +3,7 @@ endpoint, signed per Standard Webhooks, each once, retried, and stopped by 410 G
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import uuid
@@ -231,6 +232,18 @@ async def test_an_event_committed_late_with_an_earlier_time_is_still_sent(
         ("status.updated", reference),
     ]
     assert bodies[1]["data"]["status"] == "in_progress"
+
+
+async def test_feeders_scanning_at_once_queue_each_event_once(client, app, engine, receiver):
+    await subscribe(client, receiver, "racing", events=["enquiry.received"])
+    for _ in range(3):
+        await client.post("/v1/enquiries", json=enquiry_body())
+    settings = app.state.iap.settings.webhooks
+    made = await asyncio.gather(*(feed(engine, settings) for _ in range(4)))
+    assert sum(made) == 3  # whoever lost a race inserted nothing
+    async with engine.connect() as conn:
+        queued = await conn.scalar(text("SELECT count(*) FROM webhook_delivery"))
+    assert queued == 3
 
 
 async def test_an_organisations_subscription_hears_only_of_its_own_enquiries(

@@ -161,15 +161,16 @@ async def _deliveries_for(
             event, routed.get(event["enquiry_id"], set()), submitters.get(event["enquiry_id"])
         )
     ]
-    if rows:
-        async with writing(engine) as write:
-            dialect = postgresql if is_postgres(write) else sqlite
-            await write.execute(
-                dialect.insert(webhook_delivery_table)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
-            )
-    return len(rows)
+    if not rows:
+        return 0
+    async with writing(engine) as write:
+        dialect = postgresql if is_postgres(write) else sqlite
+        inserted = await write.execute(
+            dialect.insert(webhook_delivery_table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
+        )
+    return int(inserted.rowcount)
 
 
 def _new_delivery(subscription_id: uuid.UUID, event: Any, now: datetime) -> dict[str, Any]:
