@@ -40,7 +40,7 @@ from app.production import check_production
 from app.routing import route
 from app.sandbox import create_sandbox_app
 from app.schemas import Channel
-from app.services import clients, privacy
+from app.services import clients, privacy, webhooks
 from app.services.audit import Actor
 from app.settings import Environment, Settings, get_settings
 
@@ -177,7 +177,8 @@ async def _serve_together(gateway: uvicorn.Server, sandbox: uvicorn.Server | Non
 
 @cli.command()
 def worker() -> None:
-    """Deliver and poll only (no API); run as many as you like against one PostgreSQL database."""
+    """Deliver, poll and send webhooks (no API); run as many as you like against one PostgreSQL
+    database."""
     settings = _settings()
     tune_garbage_collector()
     with _config_errors():
@@ -420,18 +421,21 @@ def privacy_rotate_keys() -> None:
     their email and phone under IAP_PRIVACY__LOOKUP_KEY; afterwards the old key can go."""
     settings = _settings()
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
+        sealer = settings.sealer()
         async with _engine(settings) as engine:
-            return await privacy.reseal_all(
-                engine=engine, sealer=settings.sealer(), actor=Actor("iap privacy rotate-keys")
+            enquiries = await privacy.reseal_all(
+                engine=engine, sealer=sealer, actor=Actor("iap privacy rotate-keys")
             )
+            return enquiries, await webhooks.reseal_secrets(engine=engine, sealer=sealer)
 
     try:
-        count = asyncio.run(run())
+        count, secrets_ = asyncio.run(run())
     except crypto.SealedDataUnreadable as exc:
         typer.echo(f"{exc}: keep every old key in IAP_PRIVACY__KEYS until this succeeds", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"re-sealed the citizen's details of {count} enquiries with the newest key")
+    typer.echo(f"re-sealed {secrets_} webhook subscription secrets with the newest key")
 
 
 @retention_cli.command("run")

@@ -25,13 +25,14 @@ from app.outbound import OutboundGuard, OutboundPolicy, Resolver, outbound_clien
 from app.problems import PROBLEM_JSON, install_problem_handlers
 from app.production import check_production
 from app.ratelimit import RateLimiter
-from app.routers import catalogue, enquiries, inbound, meta, privacy
+from app.routers import catalogue, enquiries, inbound, meta, privacy, webhooks
 from app.services.dispatcher import Dispatcher
 from app.services.enquiry_store import close_store
 from app.services.inbound import InboundUpdate
 from app.services.intake import IntakeContext
 from app.services.poller import Poller
 from app.services.privacy import Retention
+from app.services.webhook_sender import WebhookSender
 from app.settings import Settings, get_settings
 from app.state import AppState
 
@@ -88,6 +89,7 @@ def create_app(
                 running.adapters,
                 running.sealer,
                 limiter,
+                outbound=guard,
             )
             app.state.runtime = running
             task = asyncio.create_task(running.work()) if run_dispatcher else None
@@ -112,6 +114,7 @@ def create_app(
     for router in (
         enquiries.router,
         privacy.router,
+        webhooks.router,
         inbound.router,
         catalogue.router,
         meta.router,
@@ -124,7 +127,8 @@ def create_app(
 @dataclass
 class Runtime:
     """What a gateway or worker process runs on: the database, the one HTTP client, the
-    adapters, and the background work (delivering, and polling back-offices for status)."""
+    adapters, and the background work (delivering, polling back-offices for status, retention,
+    and the partner event feed over webhooks)."""
 
     engine: AsyncEngine
     client: httpx.AsyncClient
@@ -133,13 +137,17 @@ class Runtime:
     dispatcher: Dispatcher
     poller: Poller
     retention: Retention
+    webhooks: WebhookSender
 
     async def work(self) -> None:
-        """Deliver, poll and apply retention until stop() is called."""
-        await asyncio.gather(self.dispatcher.run(), self.poller.run(), self.retention.run())
+        """Deliver, poll, apply retention and send webhooks until stop() is called."""
+        await asyncio.gather(
+            self.dispatcher.run(), self.poller.run(), self.retention.run(), self.webhooks.run()
+        )
 
     async def stop(self) -> None:
         self.retention.stop()
+        await self.webhooks.stop()
         await self.poller.stop()
         await self.dispatcher.stop()
 
@@ -184,7 +192,15 @@ async def runtime(
                 catalogue=catalogue,
                 interval_seconds=settings.privacy.retention_interval_seconds,
             )
-            yield Runtime(engine, client, adapters, sealer, dispatcher, poller, retention)
+            sender = WebhookSender(
+                engine=engine,
+                client=client,
+                sealer=sealer,
+                settings=settings.webhooks,
+                worker_id=dispatcher.worker_id,
+                shutdown_grace_seconds=settings.dispatch.shutdown_grace_seconds,
+            )
+            yield Runtime(engine, client, adapters, sealer, dispatcher, poller, retention, sender)
     finally:
         await close_store(engine)
         await engine.dispose()

@@ -280,6 +280,61 @@ class AuditEntry(SQLModel, table=True):
     detail: dict[str, Any] | None = _json()
 
 
+class WebhookSubscription(SQLModel, table=True):
+    """A partner's endpoint and the timeline events it wants (docs/webhooks.md)."""
+
+    __tablename__ = "webhook_subscription"
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    client_id: str = Field(max_length=64, index=True)  # the API client that made it
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    # Only events about enquiries routed to this organisation; else, unless all_enquiries,
+    # only those about enquiries the subscribing client submitted.
+    organisation_id: str | None = Field(default=None, max_length=64)
+    all_enquiries: bool = False
+    secret_sealed: str = Field(sa_column=Column(Text, nullable=False))  # app/crypto.py
+    state: str = Field(max_length=16)  # active | disabled
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The newest event time fed so far: each scan re-reads a little before it.
+    fed_until: datetime = _ts()
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one subscription: the outbox row the webhook sender delivers."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_webhook_delivery"),
+        Index("ix_webhook_delivery_due", "state", "next_attempt_at"),
+        Index("ix_webhook_delivery_recent", "subscription_id", "created_at"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    subscription_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("webhook_subscription.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    event_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("event.id", ondelete="CASCADE"), nullable=False)
+    )
+    event_type: str = Field(max_length=64)
+    state: str = Field(max_length=16)  # pending | delivering | delivered | dead | cancelled
+    attempts: int = 0
+    claims: int = 0
+    next_attempt_at: datetime = _ts()
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts(nullable=True)
+    last_status: int | None = None  # the endpoint's HTTP status at the last attempt
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    delivered_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
 # Enquiry columns that hold or identify the citizen: read only where the citizen is needed.
 PERSONAL_COLUMNS = frozenset({"citizen_sealed", "citizen_email_hash", "citizen_phone_hash"})
 
@@ -295,3 +350,5 @@ inbound_message_table = InboundMessage.__table__  # type: ignore[attr-defined]
 poll_state_table = PollState.__table__  # type: ignore[attr-defined]
 api_client_table = ApiClient.__table__  # type: ignore[attr-defined]
 audit_table = AuditEntry.__table__  # type: ignore[attr-defined]
+webhook_subscription_table = WebhookSubscription.__table__  # type: ignore[attr-defined]
+webhook_delivery_table = WebhookDelivery.__table__  # type: ignore[attr-defined]

@@ -118,6 +118,27 @@ class PrivacySettings(BaseModel):
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
+class WebhookSettings(BaseModel):
+    """How partner webhook subscriptions are fed and delivered (docs/webhooks.md)."""
+
+    # Seconds to wait before attempt 2, 3, ... (Svix's schedule); its length + 1 attempts.
+    retry_schedule: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000])
+    jitter: float = Field(default=0.1, ge=0, le=1)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    batch_size: int = Field(default=32, ge=1, le=500)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    # How often new timeline events are looked for, and how far back each look re-reads, so
+    # an event committed late with an earlier time is still found.
+    poll_seconds: float = Field(default=2.0, gt=0)
+    overlap_seconds: float = Field(default=30.0, ge=0)
+    # A Retry-After longer than this is not waited for; the schedule's own delay is used.
+    max_retry_after_seconds: float = Field(default=36000.0, gt=0)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_schedule) + 1
+
+
 class OutboundSettings(BaseModel):
     """What production may call although it is private or unencrypted (docs/security.md)."""
 
@@ -186,6 +207,7 @@ class Settings(BaseSettings):
         )
 
     outbound: OutboundSettings = OutboundSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 @lru_cache

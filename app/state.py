@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters.base import Adapter
 from app.catalogue import Catalogue
 from app.crypto import Sealer
+from app.outbound import OutboundGuard
 from app.ratelimit import RateLimiter
 from app.services.intake import IntakeContext
 from app.settings import Settings
@@ -24,6 +25,7 @@ class AppState:
     adapters: dict[str, Adapter]
     sealer: Sealer
     limiter: RateLimiter
+    outbound: OutboundGuard
 
 
 async def get_state(request: Request) -> AppState:

@@ -35,6 +35,7 @@ from app.settings import (
     DispatchSettings,
     Environment,
     Settings,
+    WebhookSettings,
 )
 
 # Fuzzing (tests/test_fuzz.py). Each test's app and client are made once and shared by its
@@ -71,6 +72,8 @@ TABLES = (
     "poll_state",
     "api_client",
     "audit_log",
+    "webhook_delivery",
+    "webhook_subscription",
 )
 
 
@@ -222,6 +225,8 @@ def make_settings(
             rate_limit_inbound=UNREACHABLE_RATE,
             trusted_hosts=["iap.test", "127.0.0.1", "localhost"],
         ),
+        # Webhook retries at once, so a test sees the next attempt without waiting for it.
+        "webhooks": WebhookSettings(retry_schedule=[0.0, 0.0], jitter=0.0, poll_seconds=0.1),
     }
     values.update(overrides)
     return Settings(**values)

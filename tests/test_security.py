@@ -46,6 +46,10 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("POST", "/v1/privacy/subject-access"): (Scope.privacy,),
     ("POST", "/v1/privacy/erasure"): (Scope.privacy,),
     ("GET", "/v1/audit"): (Scope.admin,),
+    ("POST", "/v1/webhooks"): (Scope.webhooks_manage,),
+    ("GET", "/v1/webhooks"): (Scope.webhooks_manage,),
+    ("GET", "/v1/webhooks/{subscription_id}"): (Scope.webhooks_manage,),
+    ("DELETE", "/v1/webhooks/{subscription_id}"): (Scope.webhooks_manage,),
     ("GET", "/v1/services"): PUBLIC,
     ("GET", "/v1/services/{code}"): PUBLIC,
     ("POST", "/v1/inbound/{organisation}"): OWN_AUTH,
@@ -58,11 +62,16 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
 }
-PATH_VALUES = {"code": "pothole", "slug": "validation"}
+PATH_VALUES = {
+    "code": "pothole",
+    "slug": "validation",
+    "subscription_id": "00000000-0000-4000-8000-000000000000",
+}
 BODIES = {
     "/v1/enquiries": enquiry_body(),
     "/v1/privacy/subject-access": {"email": "nobody@example.org"},
     "/v1/privacy/erasure": {"email": "nobody@example.org"},
+    "/v1/webhooks": {"url": "https://127.0.0.1:9/events", "events": ["*"]},
 }
 # The county pushes signed webhooks; Oxford City pushes Open311 updates with an api_key.
 PUSHER = {"/v1/inbound/{organisation}": "oxfordshire-county"}
@@ -91,6 +100,8 @@ async def call(http: Any, method: str, path: str, reference: str, key: str | Non
     body = BODIES.get(path, {})
     if method == "POST":
         return await http.post(url, json=body, headers=headers)
+    if method == "DELETE":
+        return await http.delete(url, headers=headers)
     return await http.get(url, headers=headers)
 
 

@@ -1,0 +1,94 @@
+"""HTTP for partner webhook subscriptions (scope webhooks:manage): what happened to enquiries,
+sent as signed Standard Webhooks. A client sees and manages its own; admin, every one."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+
+from app.auth import require
+from app.problems import documented_problem
+from app.schemas import WebhookCreated, WebhookDetail, WebhookIn, WebhookList
+from app.services import webhooks
+from app.services.clients import Caller, Scope
+from app.state import AppState, get_state
+
+router = APIRouter(tags=["webhooks"])
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: documented_problem("No valid API key"),
+    403: documented_problem(
+        "The API key lacks the scope webhooks:manage, or names an organisation without admin"
+    ),
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: documented_problem("No such subscription (or not this client's)")
+}
+Manager = Annotated[Caller, Depends(require(Scope.webhooks_manage))]
+State = Annotated[AppState, Depends(get_state)]
+
+
+@router.post(
+    "/v1/webhooks",
+    status_code=201,
+    response_model=WebhookCreated,
+    summary="Subscribe an endpoint to enquiry events",
+    responses={
+        **_PROBLEMS,
+        422: documented_problem("A bad URL, one the gateway may not call, or a bad event name"),
+    },
+)
+async def subscribe(request: WebhookIn, state: State, caller: Manager) -> WebhookCreated:
+    """Events made from now on that match `events` are POSTed to `url`, signed per Standard
+    Webhooks with the `secret` in this answer, which is never shown again. With
+    `organisation_id`, only events about enquiries routed to that organisation are sent;
+    without it, those about enquiries this client submitted (every enquiry for admin)."""
+    return await webhooks.create_subscription(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        sealer=state.sealer,
+        guard=state.outbound,
+        caller=caller,
+        request=request,
+    )
+
+
+@router.get(
+    "/v1/webhooks",
+    response_model=WebhookList,
+    summary="List webhook subscriptions",
+    responses=_PROBLEMS,
+)
+async def list_webhooks(state: State, caller: Manager) -> WebhookList:
+    """This client's subscriptions (every client's for admin), without their secrets."""
+    return WebhookList(items=await webhooks.list_subscriptions(engine=state.engine, caller=caller))
+
+
+@router.get(
+    "/v1/webhooks/{subscription_id}",
+    response_model=WebhookDetail,
+    summary="Read a subscription and its recent deliveries",
+    responses={**_PROBLEMS, **_NOT_FOUND},
+)
+async def read_webhook(subscription_id: uuid.UUID, state: State, caller: Manager) -> WebhookDetail:
+    """The subscription, whether it is still active (an endpoint answering 410 disables it),
+    and its latest deliveries: event, state, attempts, the endpoint's last status or error."""
+    return await webhooks.read_subscription(
+        engine=state.engine, caller=caller, subscription_id=subscription_id
+    )
+
+
+@router.delete(
+    "/v1/webhooks/{subscription_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Remove a subscription",
+    responses={**_PROBLEMS, **_NOT_FOUND},
+)
+async def delete_webhook(subscription_id: uuid.UUID, state: State, caller: Manager) -> Response:
+    """Nothing more is sent to it, not even deliveries still waiting for a retry."""
+    await webhooks.delete_subscription(
+        engine=state.engine, caller=caller, subscription_id=subscription_id
+    )
+    return Response(status_code=204)
