@@ -303,7 +303,8 @@ def nearly_valid_enquiries(draw: st.DrawFn) -> dict[str, Any]:
     """A valid enquiry with one value (anywhere, however deep) replaced, removed or added."""
     enquiry = draw(valid_enquiries())
     path = draw(st.sampled_from(paths(enquiry)))
-    if draw(st.integers(0, 5)) == 0:  # an unknown field beside it
+    beside_a_field = isinstance(_get(enquiry, path[:-1]), dict)  # not an item of a list
+    if beside_a_field and draw(st.integers(0, 5)) == 0:  # an unknown field beside it
         path = (*path[:-1], draw(st.sampled_from(["extra", "Service_Code", "", "\x00"])))
     current = _get(enquiry, path)
     return mutated(enquiry, path, draw(near_misses(current) | replacements))
