@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import socket
 import uuid
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from app.models import (
 )
 from app.reference import display
 from app.services import circuits
+from app.services.workpool import WorkPool, retry_delay
 from app.settings import DispatchSettings
 
 log = structlog.get_logger()
@@ -94,9 +94,8 @@ class Dispatcher:
         self.sealer = sealer
         self.settings = settings
         self.worker_id = worker_id or new_worker_id()
-        self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._in_flight: dict[asyncio.Task[None], uuid.UUID] = {}
+        self._pool = WorkPool(concurrency=settings.concurrency, name="dispatcher")
         self._listener: asyncpg.Connection | None = None
         self._listened_at = 0.0
         self._circuits_ready = False
@@ -109,7 +108,7 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New work is waiting: claim it now rather than at the next poll."""
-        self._wakeup.set()
+        self._pool.wake()
 
     async def run(self) -> None:
         """Claim and deliver until stop() is called."""
@@ -131,42 +130,24 @@ class Dispatcher:
 
     async def _claim_and_start(self) -> None:
         await self._keep_listening()
-        # Cleared before claiming, so a wake-up that lands during the claim is not lost.
-        self._wakeup.clear()
-        wanted = min(self.settings.concurrency - len(self._in_flight), self.settings.batch_size)
+        wanted = self._pool.room(self.settings.batch_size)
         claimed = await self._claim(wanted) if wanted > 0 else []
         for claim in claimed:
-            self._start(claim)
+            self._pool.start(claim.dispatch_id, self._deliver(claim))
         if wanted == 0:
-            await self._sleep(self.settings.poll_seconds)  # a finished delivery wakes us
+            await self._pool.sleep(self.settings.poll_seconds)  # a finished delivery wakes us
         elif len(claimed) < wanted:
-            await self._sleep(await self._seconds_until_due())
+            await self._pool.sleep(await self._seconds_until_due())
 
     async def stop(self) -> None:
         """Stop claiming; in-flight deliveries get the grace period, then their leases go back."""
         self._stopping.set()
-        self._wakeup.set()
+        self._pool.wake()
 
     async def run_until_idle(self) -> None:
         """Deliver everything due now, waiting for each attempt (for tests and one-off runs)."""
         while claimed := await self._claim(self.settings.batch_size):
             await asyncio.gather(*(self._deliver(c) for c in claimed))
-
-    def _start(self, claim: Claim) -> None:
-        task = asyncio.create_task(self._deliver(claim))
-        self._in_flight[task] = claim.dispatch_id
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
-        self._wakeup.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("dispatcher.task_failed", error=repr(task.exception()))
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), seconds)
 
     async def _seconds_until_due(self) -> float:
         async with reading(self.engine) as conn:
@@ -198,9 +179,9 @@ class Dispatcher:
             .order_by(d.next_attempt_at)
             .limit(limit)
         )
-        if self._in_flight:
+        if holding := self._pool.holding():
             # Our own call may outlive its lease; it must not be sent a second time alongside.
-            due = due.where(d.id.not_in(list(self._in_flight.values())))
+            due = due.where(d.id.not_in(holding))
         if not self._circuits_ready:
             await circuits.ensure(self.engine, list(self.catalogue.organisations))
             self._circuits_ready = True
@@ -475,15 +456,14 @@ class Dispatcher:
         elif outcome.kind == "dead":
             values.update(state="dead")
         else:
-            values.update(state="pending", next_attempt_at=now + self._backoff(attempt, outcome))
+            delay = retry_delay(
+                self.settings.retry_schedule,
+                attempt,
+                jitter=self.settings.jitter,
+                retry_after=outcome.retry_after,
+            )
+            values.update(state="pending", next_attempt_at=now + delay)
         return values
-
-    def _backoff(self, attempt: int, outcome: Outcome) -> timedelta:
-        schedule = self.settings.retry_schedule
-        base = schedule[min(attempt, len(schedule)) - 1]
-        jitter = self.settings.jitter
-        delay = base * random.uniform(1 - jitter, 1 + jitter)
-        return timedelta(seconds=max(delay, outcome.retry_after or 0.0))
 
     async def _timeline(
         self, conn: AsyncConnection, claim: Claim, *, attempt: int, outcome: Outcome, now: datetime
@@ -545,13 +525,7 @@ class Dispatcher:
         return status if changed.rowcount else None
 
     async def _drain(self) -> None:
-        if self._in_flight:
-            _, pending = await asyncio.wait(
-                list(self._in_flight), timeout=self.settings.shutdown_grace_seconds
-            )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._pool.drain(self.settings.shutdown_grace_seconds)
         await self._release_leases()
 
     async def _release_leases(self) -> None:

@@ -16,9 +16,7 @@ Two steps, both in the worker, neither on the intake path:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,6 +43,7 @@ from app.models import (
 )
 from app.reference import display
 from app.services.webhooks import wants
+from app.services.workpool import WorkPool, retry_delay
 from app.settings import WebhookSettings
 
 log = structlog.get_logger()
@@ -234,17 +233,16 @@ class WebhookSender:
         self.settings = settings
         self.worker_id = worker_id
         self.shutdown_grace_seconds = shutdown_grace_seconds
-        self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._in_flight: dict[asyncio.Task[None], uuid.UUID] = {}
+        self._pool = WorkPool(concurrency=settings.concurrency, name="webhooks")
 
     def wake(self) -> None:
-        self._wakeup.set()
+        self._pool.wake()
 
     async def stop(self) -> None:
         """Stop claiming; in-flight sends get the grace period, then their leases go back."""
         self._stopping.set()
-        self._wakeup.set()
+        self._pool.wake()
 
     async def run(self) -> None:
         """Feed and send until stop() is called."""
@@ -259,13 +257,13 @@ class WebhookSender:
                         await feed(self.engine, self.settings)
                     claimed, wanted = await self._claim_and_start()
                     if wanted == 0:
-                        await self._sleep(self.settings.poll_seconds)  # a finished send wakes us
+                        await self._pool.sleep(self.settings.poll_seconds)  # a send ends: woken
                     elif claimed < wanted:
                         wait = self.settings.poll_seconds - (loop.time() - fed_at)
-                        await self._sleep(min(wait, await self._seconds_until_due()))
+                        await self._pool.sleep(min(wait, await self._seconds_until_due()))
                 except (SQLAlchemyError, OSError) as exc:
                     log.warning("webhooks.loop_failed", error=type(exc).__name__)
-                    await self._sleep(self.settings.poll_seconds)
+                    await self._pool.sleep(self.settings.poll_seconds)
         finally:
             await self._drain()
             log.info("webhooks.stopped", worker=self.worker_id)
@@ -278,26 +276,11 @@ class WebhookSender:
 
     async def _claim_and_start(self) -> tuple[int, int]:
         """Claim what there is room for and start sending it; (claimed, wanted)."""
-        # Cleared before claiming, so a wake-up that lands during the claim is not lost.
-        self._wakeup.clear()
-        wanted = min(self.settings.concurrency - len(self._in_flight), self.settings.batch_size)
+        wanted = self._pool.room(self.settings.batch_size)
         claimed = await self._claim(wanted) if wanted > 0 else []
         for claim in claimed:
-            task = asyncio.create_task(self._deliver(claim))
-            self._in_flight[task] = claim.delivery_id
-            task.add_done_callback(self._finished)
+            self._pool.start(claim.delivery_id, self._deliver(claim))
         return len(claimed), wanted
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
-        self._wakeup.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhooks.task_failed", error=repr(task.exception()))
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), seconds)
 
     async def _seconds_until_due(self) -> float:
         async with reading(self.engine) as conn:
@@ -329,8 +312,8 @@ class WebhookSender:
             .order_by(w.next_attempt_at)
             .limit(limit)
         )
-        if self._in_flight:
-            due = due.where(w.id.not_in(list(self._in_flight.values())))
+        if holding := self._pool.holding():
+            due = due.where(w.id.not_in(holding))
         if is_postgres(self.engine):
             due = due.with_for_update(of=webhook_delivery_table, skip_locked=True)
         claim = (
@@ -416,26 +399,20 @@ class WebhookSender:
         if outcome.kind == "delivered":
             values.update(state="delivered", delivered_at=now)
         elif outcome.kind == "retry":
-            values.update(state="pending", next_attempt_at=now + self._backoff(attempt, outcome))
+            delay = retry_delay(
+                self.settings.retry_schedule,
+                attempt,
+                jitter=self.settings.jitter,
+                retry_after=outcome.retry_after,
+                max_retry_after=self.settings.max_retry_after_seconds,
+            )
+            values.update(state="pending", next_attempt_at=now + delay)
         else:
             values.update(state="dead")
         return values
 
-    def _backoff(self, attempt: int, outcome: Outcome) -> timedelta:
-        schedule = self.settings.retry_schedule
-        jitter = self.settings.jitter
-        delay = schedule[min(attempt, len(schedule)) - 1] * random.uniform(1 - jitter, 1 + jitter)
-        asked = min(outcome.retry_after or 0.0, self.settings.max_retry_after_seconds)
-        return timedelta(seconds=max(delay, asked))
-
     async def _drain(self) -> None:
-        if self._in_flight:
-            _, pending = await asyncio.wait(
-                list(self._in_flight), timeout=self.shutdown_grace_seconds
-            )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._pool.drain(self.shutdown_grace_seconds)
         async with writing(self.engine) as conn:
             await conn.execute(
                 update(webhook_delivery_table)
