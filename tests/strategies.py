@@ -415,3 +415,37 @@ reference_texts = st.one_of(
     odd_text,
 )
 tokens = st.none() | odd_text | st.text(min_size=1, max_size=120)
+
+
+# --- the privacy, audit and webhook routes -----------------------------------------------
+
+subjects = st.one_of(
+    json_documents,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "email": odd_text | st.emails() | json_scalars,
+            "phone": odd_text | st.from_regex(r"\+?[0-9 ()-]{7,20}", fullmatch=True),
+        },
+    ),
+)
+AUDIT_PARAMETERS: dict[str, st.SearchStrategy[str]] = {
+    "action": st.sampled_from(["enquiry.read", "privacy.erase"]) | st.text(max_size=80),
+    "subject": st.text(max_size=140),
+    "cursor": cursors,
+    "limit": LIST_PARAMETERS["limit"],
+}
+webhook_requests = st.one_of(
+    json_documents,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "url": odd_text
+            | st.sampled_from(["https://127.0.0.1/hook", "http://[::1]:1/x", "ftp://x", ""]),
+            "events": st.lists(odd_text | st.sampled_from(["*", "enquiry.*", "x.*.y"]))
+            | json_scalars,
+            "organisation_id": st.sampled_from(sorted(CATALOGUE.organisations)) | odd_text,
+        },
+    ),
+)
+webhook_ids = st.uuids().map(str) | st.text(min_size=1, max_size=60)

@@ -53,6 +53,9 @@ async def stored(engine: AsyncEngine) -> Stored:
         return Stored(*(await conn.execute(_COUNTS)).one())
 
 
+JSON = {"content-type": "application/json"}
+
+
 def assert_problem(response: httpx.Response) -> None:
     """An RFC 9457 document whose status is the response's, of a type this API documents."""
     assert response.headers["content-type"] == PROBLEM_JSON, response.text
@@ -241,3 +244,23 @@ async def test_non_finite_numbers_are_refused(client, engine, literal):
     )
     response = await submit(client, engine, body)
     assert response.status_code == 422, response.text
+
+
+@given(subject=fuzz.subjects, erase=st.booleans())
+async def test_any_subject_access_or_erasure_request_is_answered(client, created, subject, erase):
+    path = "/v1/privacy/erasure" if erase else "/v1/privacy/subject-access"
+    assert_answered(await client.post(path, content=fuzz.encode(subject), headers=JSON))
+
+
+@given(query=st.fixed_dictionaries({}, optional=fuzz.AUDIT_PARAMETERS))
+async def test_any_audit_query_is_answered(client, query):
+    encoded = "&".join(f"{name}={_escaped(value)}" for name, value in query.items())
+    assert_answered(await client.get(f"/v1/audit?{encoded}"))
+
+
+@given(request=fuzz.webhook_requests, subscription=fuzz.webhook_ids)
+async def test_any_webhook_request_is_answered(client, request, subscription):
+    created = await client.post("/v1/webhooks", content=fuzz.encode(request), headers=JSON)
+    assert_answered(created)
+    assert_answered(await client.get(f"/v1/webhooks/{_escaped(subscription)}"))
+    assert_answered(await client.delete(f"/v1/webhooks/{_escaped(subscription)}"))
