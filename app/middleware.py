@@ -124,7 +124,10 @@ def add_http_guards(app: FastAPI, settings: Settings) -> None:
             max_age=600,
         )
     app.add_middleware(TrustedHosts, allowed_hosts=settings.api.trusted_hosts)
-    app.add_middleware(SecurityHeaders, hsts=settings.env is Environment.production)
+    # Outside Starlette's own outermost error handler, so an unexpected 500 carries them too.
+    build = app.build_middleware_stack
+    hsts = settings.env is Environment.production
+    app.build_middleware_stack = lambda: SecurityHeaders(build(), hsts=hsts)  # type: ignore[method-assign]
 
 
 _TRUSTED = "iap.trusted_host"

@@ -325,6 +325,23 @@ async def test_every_answer_carries_the_security_headers(client, anonymous):
         assert "Strict-Transport-Security" not in answer.headers  # not in production
 
 
+async def test_an_unexpected_error_is_a_problem_with_the_security_headers_too(app):
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/broken", broken)
+    app.middleware_stack = None  # rebuilt on the next call, with the new route
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://iap.test") as http:
+        answer = await http.get("/broken")
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "a bug" not in answer.text  # nothing of the error's own text goes out
+    for name, value in SECURITY_HEADERS.items():
+        assert answer.headers[name] == value, name
+    assert answer.headers["Cache-Control"] == "no-store"
+
+
 async def test_the_docs_pages_may_load_their_scripts_but_not_be_framed(anonymous):
     for page in ("/docs", "/redoc"):
         answer = await anonymous.get(page)

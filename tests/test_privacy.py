@@ -21,6 +21,7 @@ from app.models import enquiry_table, utcnow
 from app.services import privacy
 from app.services.audit import Actor
 from app.services.clients import Scope
+from app.services.dispatcher import Dispatcher
 from app.services.privacy import REMOVED, Retention
 from app.settings import PrivacySettings
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
@@ -373,3 +374,29 @@ async def test_odd_audit_filters_are_422_not_500(client):
         answer = await client.get("/v1/audit", params=params)
         assert answer.status_code == 422, params
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_delivery_under_way_when_its_enquiry_is_erased_is_called_off_not_sent(
+    client, app, back_office
+):
+    reference = await submit(client, ADA)
+    state = app.state.iap
+    worker = Dispatcher(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        adapters=app.state.runtime.dispatcher.adapters,
+        sealer=state.sealer,
+        settings=state.settings.dispatch,
+        worker_id="busy",
+    )
+    [claim] = await worker._claim(10)  # leased: the erasure cannot call it off itself
+    erased = await client.post("/v1/privacy/erasure", json={"email": ADA["email"]})
+    assert erased.json()["references"] == [reference]
+
+    await worker._deliver(claim)  # its attempt comes round after the erasure
+
+    assert back_office.cases.get("oxfordshire-county", {}) == {}  # nothing went out
+    after = (await client.get(f"/v1/enquiries/{reference}")).json()
+    assert [d["state"] for d in after["destinations"]] == ["cancelled"]
+    assert after["status"] == "cancelled"
+    assert "dispatch.cancelled" in [e["type"] for e in after["timeline"]]

@@ -44,6 +44,7 @@ from app.models import (
 )
 from app.reference import display
 from app.services import circuits
+from app.services.updates import follow_enquiry_status
 from app.services.workpool import WorkPool, retry_delay
 from app.settings import DispatchSettings
 
@@ -65,7 +66,7 @@ class Claim:
 class Outcome:
     """How one attempt ended."""
 
-    kind: str  # delivered | retry | dead
+    kind: str  # delivered | retry | dead | cancelled
     error: str | None = None
     remote_reference: str | None = None
     retry_after: float | None = None
@@ -297,6 +298,9 @@ class Dispatcher:
             return Outcome("dead", f"organisation {claim.organisation_id} is not configured")
         try:
             delivery = await self._delivery(claim, attempt)
+            if delivery.enquiry["anonymised_at"] is not None:
+                # Erased while this delivery was waiting for another try: nothing left to send.
+                return Outcome("cancelled", "called off: the citizen's data was erased")
             receipt = await adapter.deliver(delivery)
         except RetryableError as exc:
             return Outcome("retry", str(exc), retry_after=exc.retry_after, transient=True)
@@ -453,8 +457,8 @@ class Dispatcher:
             values.update(
                 state="delivered", delivered_at=now, remote_reference=outcome.remote_reference
             )
-        elif outcome.kind == "dead":
-            values.update(state="dead")
+        elif outcome.kind in ("dead", "cancelled"):
+            values.update(state=outcome.kind)
         else:
             delay = retry_delay(
                 self.settings.retry_schedule,
@@ -475,6 +479,8 @@ class Dispatcher:
             detail = f"{name} accepted it{remote}"
         elif outcome.kind == "dead":
             detail = f"{name} could not be sent it: {outcome.error}"
+        elif outcome.kind == "cancelled":
+            detail = f"not sent to {name}: {outcome.error}"
         else:
             detail = f"attempt {attempt} to {name} failed ({outcome.error}); it will be retried"
         event = {
@@ -487,6 +493,9 @@ class Dispatcher:
             event_table.insert(),
             {**event, "id": uuid.uuid4(), "type": f"dispatch.{outcome.kind}", "detail": detail},
         )
+        if outcome.kind == "cancelled":
+            await follow_enquiry_status(conn, claim.enquiry_id, now)
+            return
         status = await self._enquiry_status_change(conn, claim, outcome, now)
         if status is not None:
             text = {
