@@ -1,4 +1,5 @@
-"""Keyset page cursors: the (time, id) of the last row given, opaque to clients."""
+"""Keyset pages, newest first: the cursor is the (time, id) of the last row given, opaque to
+clients, so pages stay stable while new rows arrive."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import binascii
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, or_
 
 from app.errors import FieldError, ValidationFailed
 
@@ -34,3 +38,27 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             "That cursor is not one this API gave out.",
             [FieldError("invalid cursor", parameter="cursor")],
         ) from exc
+
+
+def newest_first(
+    query: Select[Any],
+    at: ColumnElement[datetime],
+    row_id: ColumnElement[uuid.UUID],
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Select[Any]:
+    """The query newest first, from after the cursor's row, asking one row more than a page
+    (so `page` can tell whether another follows)."""
+    if cursor is not None:
+        moment, last_id = decode_cursor(cursor)
+        query = query.where(or_(at < moment, and_(at == moment, row_id < last_id)))
+    return query.order_by(at.desc(), row_id.desc()).limit(limit + 1)
+
+
+def page(rows: list[Any], *, limit: int, at: str) -> tuple[list[Any], str | None]:
+    """A page's rows (from a `newest_first` query) and the cursor of the next, None on the last."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1][at], rows[-1]["id"])

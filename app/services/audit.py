@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import reading
 from app.models import audit_table, utcnow
-from app.paging import decode_cursor, encode_cursor
+from app.paging import newest_first, page
 from app.schemas import AuditEntryOut, AuditPage
 from app.services.clients import Caller
 
@@ -64,18 +64,13 @@ async def entries(
 ) -> AuditPage:
     """Newest first, keyset-paginated like the enquiry list."""
     a = audit_table.c
-    query = select(audit_table).order_by(a.at.desc(), a.id.desc()).limit(limit + 1)
+    query = select(audit_table)
     for column, value in ((a.action, action), (a.subject, subject)):
         if value is not None:
             query = query.where(column == value)
-    if cursor is not None:
-        at, last_id = decode_cursor(cursor)
-        query = query.where(or_(a.at < at, and_(a.at == at, a.id < last_id)))
+    query = newest_first(query, a.at, a.id, cursor=cursor, limit=limit)
     async with reading(engine) as conn:
-        rows = list((await conn.execute(query)).mappings())
-    more = len(rows) > limit
-    rows = rows[:limit]
+        rows, next_cursor = page(list((await conn.execute(query)).mappings()), limit=limit, at="at")
     return AuditPage(
-        items=[AuditEntryOut.model_validate(dict(r)) for r in rows],
-        next_cursor=encode_cursor(rows[-1]["at"], rows[-1]["id"]) if more else None,
+        items=[AuditEntryOut.model_validate(dict(r)) for r in rows], next_cursor=next_cursor
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import reference as references
@@ -16,7 +16,7 @@ from app.crypto import Sealer
 from app.db import reading, writing
 from app.errors import NotFound
 from app.models import dispatch_table, enquiry_table, event_table
-from app.paging import decode_cursor, encode_cursor
+from app.paging import newest_first, page
 from app.schemas import (
     Advice,
     DestinationOut,
@@ -216,14 +216,11 @@ async def list_enquiries(
         query = query.where(e.created_at >= filters.created_after)
     if filters.created_before is not None:
         query = query.where(e.created_at < filters.created_before)
-    if cursor is not None:
-        at, last_id = decode_cursor(cursor)
-        query = query.where(or_(e.created_at < at, and_(e.created_at == at, e.id < last_id)))
-    query = query.order_by(e.created_at.desc(), e.id.desc()).limit(limit + 1)
+    query = newest_first(query, e.created_at, e.id, cursor=cursor, limit=limit)
     async with reading(engine) as conn:
-        rows = list((await conn.execute(query)).mappings())
-    more = len(rows) > limit
-    rows = rows[:limit]
+        rows, next_cursor = page(
+            list((await conn.execute(query)).mappings()), limit=limit, at="created_at"
+        )
     return EnquiryPage(
         items=[
             EnquirySummary(
@@ -236,5 +233,5 @@ async def list_enquiries(
             )
             for r in rows
         ],
-        next_cursor=encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None,
+        next_cursor=next_cursor,
     )
