@@ -31,6 +31,7 @@ from app.models import (
     utcnow,
 )
 from app.schemas import (
+    DestinationOut,
     EnquiryExport,
     ErasureNotice,
     ErasureOut,
@@ -116,11 +117,12 @@ async def _export(
     conn: AsyncConnection, row: Any, catalogue: Catalogue, sealer: Sealer
 ) -> EnquiryExport:
     view = await enquiry_view(conn, row, catalogue, sealer, masked=False)
-    dispatches = (
-        await conn.execute(select(dispatch_table).where(dispatch_table.c.enquiry_id == row["id"]))
-    ).mappings()
     enquiry = {**row, "citizen": view.citizen}
-    shared_with = [_shared_with(d, enquiry, catalogue) for d in dispatches]
+    shared_with = [
+        _shared_with(d, enquiry, catalogue)
+        for d in view.destinations
+        if d.state in ("delivered", "delivering")
+    ]
     s = status_update_table.c
     updates = (
         await conn.execute(
@@ -132,21 +134,21 @@ async def _export(
     return EnquiryExport(
         **view.model_dump(),
         consent=row["consent"],
-        shared_with=[x for x in shared_with if x is not None],
+        shared_with=shared_with,
         status_updates=[StatusUpdateOut.model_validate(dict(u)) for u in updates],
     )
 
 
-def _shared_with(dispatch: Any, enquiry: dict[str, Any], catalogue: Catalogue) -> SharedWith | None:
-    if dispatch["state"] not in ("delivered", "delivering"):
-        return None
-    organisation = catalogue.organisations.get(dispatch["organisation_id"])
+def _shared_with(
+    destination: DestinationOut, enquiry: dict[str, Any], catalogue: Catalogue
+) -> SharedWith:
+    organisation = catalogue.organisations.get(destination.organisation_id)
     fields = shareable_citizen(enquiry, organisation) if organisation else None
     return SharedWith(
-        organisation_id=dispatch["organisation_id"],
-        organisation_name=organisation.name if organisation else dispatch["organisation_id"],
-        delivered_at=dispatch["delivered_at"],
-        remote_reference=dispatch["remote_reference"],
+        organisation_id=destination.organisation_id,
+        organisation_name=destination.organisation_name,
+        delivered_at=destination.delivered_at,
+        remote_reference=destination.remote_reference,
         citizen_fields=sorted(fields or {}),
     )
 
