@@ -234,7 +234,9 @@ async def test_stopping_hands_back_unfinished_work(client, app, back_office):
     await dispatcher.stop()
     await task
     [county] = (await read(client, ref))["destinations"]
-    assert (county["state"], county["attempts"]) == ("pending", 0)
+    # The call had started, so it counts: the next attempt looks the case up before posting.
+    assert (county["state"], county["attempts"]) == ("pending", 1)
+    assert county["last_error"] == "the worker stopped before the attempt finished"
 
 
 async def test_circuit_opens_so_deliveries_wait_then_a_trial_closes_it(client, app, back_office):
