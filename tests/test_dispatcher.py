@@ -3,9 +3,11 @@
 import asyncio
 from datetime import timedelta
 
+import httpx
 from sqlalchemy import select, update
 
 from app.models import attempt_table, dispatch_table, utcnow
+from app.sandbox import Behaviour
 from app.services.dispatcher import Dispatcher
 from tests.conftest import enquiry_body
 
@@ -323,3 +325,75 @@ async def test_an_organisation_never_gets_more_calls_at_once_than_its_cap(client
     assert len(spans) == 6
     overlap = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
     assert overlap == 2
+
+
+async def test_a_worker_paused_past_its_lease_makes_no_create_after_its_look_up(
+    client, app, back_office
+):
+    """Worker A looks the case up, then stalls (a pause, a GC, a SIGSTOP) until its lease has
+    run out and worker B has delivered: A must not post the case a second time."""
+    back_office.behaviour["cherwell"] = Behaviour(plain=True)  # a repeat is a second case
+    runtime = app.state.runtime.dispatcher
+    settings = runtime.settings.model_copy(update={"lease_seconds": 0.5, "settle_seconds": 0})
+    engine = app.state.iap.engine
+    ref = await submit(
+        client,
+        service_code="missed-bin",
+        location={"postcode": "OX16 5QA"},
+        attributes={"bin_type": "food"},
+    )
+    async with engine.begin() as conn:  # an earlier attempt that may have reached the council
+        await conn.execute(update(dispatch_table).values(attempts=1, claims=1))
+
+    looked_up, resume = asyncio.Event(), asyncio.Event()
+
+    async def stall_after_look_up(response):
+        if response.request.method == "GET":
+            looked_up.set()
+            await resume.wait()
+
+    district = runtime.adapters["cherwell"]
+    async with httpx.AsyncClient(event_hooks={"response": [stall_after_look_up]}) as paused:
+        stalled = type(district)(config=district.config, client=paused, timeout=district.timeout)
+        a, b = (
+            Dispatcher(
+                engine=engine,
+                catalogue=runtime.catalogue,
+                adapters={**runtime.adapters, "cherwell": adapter},
+                sealer=runtime.sealer,
+                settings=settings,
+                worker_id=name,
+            )
+            for name, adapter in (("a", stalled), ("b", district))
+        )
+        worker_a = asyncio.create_task(a.run_until_idle())
+        async with asyncio.timeout(10):
+            await looked_up.wait()
+            while (await lease_until(engine)) > utcnow():
+                await asyncio.sleep(0.02)
+            await b.run_until_idle()
+            assert [d["state"] for d in (await read(client, ref))["destinations"]] == ["delivered"]
+            resume.set()
+            await worker_a
+
+    [case_id] = back_office.cases["cherwell"]
+    assert back_office.posts["cherwell"] == 1
+    [district_row] = (await read(client, ref))["destinations"]
+    assert district_row["remote_reference"] == case_id
+    async with engine.connect() as conn:
+        attempts = (
+            await conn.execute(
+                select(
+                    attempt_table.c.number, attempt_table.c.outcome, attempt_table.c.worker
+                ).order_by(attempt_table.c.number)
+            )
+        ).all()
+    assert [tuple(row) for row in attempts] == [
+        (2, "interrupted", "unknown"),
+        (3, "delivered", "b"),
+    ]
+
+
+async def lease_until(engine):
+    async with engine.connect() as conn:
+        return await conn.scalar(select(dispatch_table.c.lease_until))
