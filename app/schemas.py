@@ -252,7 +252,7 @@ class CircuitOut(BaseModel):
     state: Literal["closed", "open", "half_open"] = Field(
         description="open: deliveries wait for the cool-down; half_open: the next one tests it"
     )
-    failures: int = Field(description="Consecutive failed attempts")
+    failures: int = Field(description="Failed attempts in the current window")
     open_until: datetime | None = None
     last_error: str | None = None
 

@@ -40,9 +40,11 @@ class DispatchSettings(BaseModel):
     # shutdown), the next waits at least this long before it looks the case up, so that a
     # back-office that commits after answering late has done so by then.
     settle_seconds: float = Field(default=15.0, ge=0)
-    # Consecutive failed attempts to one organisation that open its circuit, and how long it
-    # stays open before one trial delivery may test the back-office again.
+    # Failed attempts to one organisation within circuit_window_seconds that open its circuit
+    # (when no fewer than those that succeeded), and how long it stays open before one trial
+    # delivery may test the back-office again.
     circuit_failures: int = Field(default=5, ge=1)
+    circuit_window_seconds: float = Field(default=60.0, gt=0)
     circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
 
     @property

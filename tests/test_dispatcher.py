@@ -6,7 +6,8 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import select, update
 
-from app.models import attempt_table, dispatch_table, utcnow
+from app.models import attempt_table, dispatch_table, enquiry_table, utcnow
+from app.reference import parse
 from app.sandbox import Behaviour
 from app.services.dispatcher import Dispatcher
 from tests.conftest import enquiry_body
@@ -93,8 +94,11 @@ async def test_an_organisation_gets_only_the_details_its_agreement_lists(client,
 
 async def test_back_office_down_is_retried_then_dead_with_its_reason(client, app, back_office):
     back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(update={"down": True})
+    dispatcher = app.state.runtime.dispatcher
+    # Long enough that run_until_idle does not reach the retry on a slow database.
+    dispatcher.settings = dispatcher.settings.model_copy(update={"retry_schedule": [0.5, 0.5]})
     ref = await submit(client)
-    await app.state.runtime.dispatcher.run_until_idle()
+    await dispatcher.run_until_idle()
     after_one = await read(client, ref)
     [county] = after_one["destinations"]
     assert (county["state"], county["attempts"]) == ("pending", 1)
@@ -397,3 +401,36 @@ async def test_a_worker_paused_past_its_lease_makes_no_create_after_its_look_up(
 async def lease_until(engine):
     async with engine.connect() as conn:
         return await conn.scalar(select(dispatch_table.c.lease_until))
+
+
+async def test_a_dead_workers_expired_lease_frees_its_slot_under_the_cap(client, app, back_office):
+    dispatcher = app.state.runtime.dispatcher
+    county = dispatcher.adapters["oxfordshire-county"]
+    county.config = county.config.model_copy(update={"max_concurrent": 1})
+    first, second = await submit(client), await submit(client)
+    held = await dispatch_id(app, first)
+    async with app.state.iap.engine.begin() as conn:  # a worker died holding the first
+        await conn.execute(
+            update(dispatch_table)
+            .where(dispatch_table.c.id == held)
+            .values(
+                state="delivering",
+                lease_owner="dead",
+                lease_until=utcnow() - timedelta(seconds=1),
+                claims=1,
+            )
+        )
+    await deliver_all(app)
+    for ref in (first, second):
+        [destination] = (await read(client, ref))["destinations"]
+        assert destination["state"] == "delivered"
+    assert len(back_office.cases["oxfordshire-county"]) == 2
+
+
+async def dispatch_id(app, ref):
+    async with app.state.iap.engine.connect() as conn:
+        return await conn.scalar(
+            select(dispatch_table.c.id)
+            .join_from(dispatch_table, enquiry_table)
+            .where(enquiry_table.c.reference == parse(ref))
+        )

@@ -117,6 +117,8 @@ class Dispatcher:
         # has opened and not yet closed.
         self._failing: set[str] = set()
         self._tripped: set[str] = set()
+        # Calls allowed at once to organisations ramping up after their circuit closed.
+        self._ramps: dict[str, int] = {}
         # Organisations whose max_concurrent calls were all in flight at the last count.
         self._full: set[str] = set()
 
@@ -221,7 +223,12 @@ class Dispatcher:
             rows = (await conn.execute(claim)).all()
         if not rows:
             return []
-        self._failing, self._tripped = await circuits.troubled(self.engine)
+        troubled = await circuits.troubled(self.engine)
+        self._failing, self._tripped, self._ramps = (
+            troubled.counted,
+            troubled.tripped,
+            troubled.ramps,
+        )
         claimed = [
             Claim(
                 row.id, row.enquiry_id, row.organisation_id, row.attempts, row.claims, lease_until
@@ -232,7 +239,8 @@ class Dispatcher:
 
     def _cap(self, organisation_id: str) -> int:
         adapter = self.adapters.get(organisation_id)
-        return adapter.config.max_concurrent if adapter is not None else 1
+        cap = adapter.config.max_concurrent if adapter is not None else 1
+        return min(cap, self._ramps.get(organisation_id, cap))
 
     async def _in_flight_by_organisation(self, organisations: set[str]) -> dict[str, int]:
         """Calls in flight now, across every worker, per organisation."""
@@ -495,7 +503,8 @@ class Dispatcher:
             return
         log.warning(f"circuit.{change}", organisation=claim.organisation_id)
         if change == "closed":
-            # The back-office is answering again: what waited for it need wait no longer.
+            # The back-office is answering again: what waited for it need wait no longer, and
+            # the ramp lets it through a few calls at a time.
             await conn.execute(
                 update(dispatch_table)
                 .where(
