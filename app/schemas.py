@@ -278,6 +278,12 @@ class OrganisationOut(BaseModel):
         description="The citizen's details it may receive, and only with their consent"
     )
     max_concurrent: int = Field(description="At most this many calls to it at once")
+    unverified_repeats: int | None = Field(
+        default=None,
+        description="Deliveries made after more than one attempt to a back-office whose repeats"
+        " cannot be recognised (Open311 with `lookup: false`): each may have left a second case"
+        " there, for a person to check. Null where repeats are recognised.",
+    )
     circuit: CircuitOut
     status_updates: StatusUpdatesOut
 

@@ -434,3 +434,24 @@ async def dispatch_id(app, ref):
             .join_from(dispatch_table, enquiry_table)
             .where(enquiry_table.c.reference == parse(ref))
         )
+
+
+async def test_deliveries_a_council_cannot_tell_from_repeats_are_counted_for_a_person(
+    client, app, back_office
+):
+    dispatcher = app.state.runtime.dispatcher
+    cherwell = dispatcher.adapters["cherwell"]
+    cherwell.config = cherwell.config.model_copy(update={"lookup": False})  # cannot be listed
+    dispatcher.settings = dispatcher.settings.model_copy(
+        update={"retry_schedule": [0.5], "settle_seconds": 0}
+    )
+    back_office.behaviour["cherwell"] = Behaviour(down=True)
+    missed_bin = {"location": {"postcode": "OX16 5QA"}, "attributes": {"bin_type": "food"}}
+    await submit(client, service_code="missed-bin", **missed_bin)
+    await dispatcher.run_until_idle()
+    back_office.behaviour.clear()
+    await deliver_all(app)
+    organisations = {o["id"]: o for o in (await client.get("/v1/organisations")).json()}
+    assert organisations["cherwell"]["unverified_repeats"] == 1  # delivered at attempt 2
+    assert organisations["oxford-city"]["unverified_repeats"] is None  # it looks repeats up
+    assert organisations["oxfordshire-county"]["unverified_repeats"] is None

@@ -166,6 +166,11 @@ class Adapter:
         """Create the enquiry at the back-office once; safe to repeat after an ambiguous failure."""
         raise NotImplementedError
 
+    def recognises_repeats(self) -> bool:
+        """Whether a repeat after an ambiguous attempt is known not to make a second case (by
+        the back-office's key, condition or Message-ID, or by our look-up)."""
+        return True
+
     async def poll(self, tracked: Sequence[Tracked], *, cursor: str | None) -> PollResult:
         """Changes to these dispatches since `cursor` (the last poll's cursor, None at first)."""
         raise NotImplementedError

@@ -100,6 +100,10 @@ class Open311Adapter(Adapter):
         raise_for_open311(response)
         return await self._receipt(first_item(json_body(response)))
 
+    def recognises_repeats(self) -> bool:
+        """Only with the look-up: the spec gives a council no duty to dedupe."""
+        return self.config.lookup
+
     async def poll(self, tracked: Sequence[Tracked], *, cursor: str | None) -> PollResult:
         """Resolve tokens, then fetch the status changes of the tracked requests."""
         references = await self._resolve_tokens(tracked)

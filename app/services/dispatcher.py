@@ -91,6 +91,18 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+async def unverified_repeats(engine: AsyncEngine, organisation_ids: list[str]) -> dict[str, int]:
+    """Deliveries to these organisations made after more than one attempt, by organisation:
+    where repeats are not recognised, each may have left a second case for a person to check."""
+    async with reading(engine) as conn:
+        rows = await conn.execute(
+            select(d.organisation_id, func.count())
+            .where(d.organisation_id.in_(organisation_ids), d.state == "delivered", d.attempts > 1)
+            .group_by(d.organisation_id)
+        )
+        return {str(organisation): int(count) for organisation, count in rows.all()}
+
+
 class Dispatcher:
     def __init__(
         self,
