@@ -189,13 +189,18 @@ class GazetteerPostcode(SQLModel, table=True):
 
 
 class Circuit(SQLModel, table=True):
-    """A circuit breaker per organisation: open after consecutive failures, so dispatches
-    wait for the cool-down instead of spending their attempts on a back-office that is down."""
+    """A circuit breaker per organisation: open after most attempts in a window failed, so
+    dispatches wait for the cool-down instead of spending their attempts on a back-office that
+    is down; after it closes, calls ramp up (1, 2, 4, ... at once) rather than all at once."""
 
     __tablename__ = "circuit"
 
     organisation_id: str = Field(primary_key=True, max_length=64)
     failures: int = 0
+    successes: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    window_started_at: datetime | None = _ts(nullable=True)
+    # Calls allowed at once while ramping up after the circuit closed; 0: no ramp.
+    ramp: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     opened_until: datetime | None = _ts(nullable=True)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     updated_at: datetime = _ts()

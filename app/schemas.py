@@ -252,7 +252,7 @@ class CircuitOut(BaseModel):
     state: Literal["closed", "open", "half_open"] = Field(
         description="open: deliveries wait for the cool-down; half_open: the next one tests it"
     )
-    failures: int = Field(description="Consecutive failed attempts")
+    failures: int = Field(description="Failed attempts in the current window")
     open_until: datetime | None = None
     last_error: str | None = None
 
@@ -278,6 +278,12 @@ class OrganisationOut(BaseModel):
         description="The citizen's details it may receive, and only with their consent"
     )
     max_concurrent: int = Field(description="At most this many calls to it at once")
+    unverified_repeats: int | None = Field(
+        default=None,
+        description="Deliveries made after more than one attempt to a back-office whose repeats"
+        " cannot be recognised (Open311 with `lookup: false`): each may have left a second case"
+        " there, for a person to check. Null where repeats are recognised.",
+    )
     circuit: CircuitOut
     status_updates: StatusUpdatesOut
 

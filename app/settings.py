@@ -36,9 +36,15 @@ class DispatchSettings(BaseModel):
     retry_schedule: list[float] = Field(default=[5, 30, 120, 600, 1800, 3600, 7200, 14400])
     jitter: float = Field(default=0.2, ge=0, le=1)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
-    # Consecutive failed attempts to one organisation that open its circuit, and how long it
-    # stays open before one trial delivery may test the back-office again.
+    # After an attempt that may have reached the back-office (it timed out, or was cut off at
+    # shutdown), the next waits at least this long before it looks the case up, so that a
+    # back-office that commits after answering late has done so by then.
+    settle_seconds: float = Field(default=15.0, ge=0)
+    # Failed attempts to one organisation within circuit_window_seconds that open its circuit
+    # (when no fewer than those that succeeded), and how long it stays open before one trial
+    # delivery may test the back-office again.
     circuit_failures: int = Field(default=5, ge=1)
+    circuit_window_seconds: float = Field(default=60.0, gt=0)
     circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
 
     @property

@@ -3,9 +3,12 @@
 import asyncio
 from datetime import timedelta
 
+import httpx
 from sqlalchemy import select, update
 
-from app.models import attempt_table, dispatch_table, utcnow
+from app.models import attempt_table, dispatch_table, enquiry_table, utcnow
+from app.reference import parse
+from app.sandbox import Behaviour
 from app.services.dispatcher import Dispatcher
 from tests.conftest import enquiry_body
 
@@ -91,8 +94,11 @@ async def test_an_organisation_gets_only_the_details_its_agreement_lists(client,
 
 async def test_back_office_down_is_retried_then_dead_with_its_reason(client, app, back_office):
     back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(update={"down": True})
+    dispatcher = app.state.runtime.dispatcher
+    # Long enough that run_until_idle does not reach the retry on a slow database.
+    dispatcher.settings = dispatcher.settings.model_copy(update={"retry_schedule": [0.5, 0.5]})
     ref = await submit(client)
-    await app.state.runtime.dispatcher.run_until_idle()
+    await dispatcher.run_until_idle()
     after_one = await read(client, ref)
     [county] = after_one["destinations"]
     assert (county["state"], county["attempts"]) == ("pending", 1)
@@ -234,7 +240,9 @@ async def test_stopping_hands_back_unfinished_work(client, app, back_office):
     await dispatcher.stop()
     await task
     [county] = (await read(client, ref))["destinations"]
-    assert (county["state"], county["attempts"]) == ("pending", 0)
+    # The call had started, so it counts: the next attempt looks the case up before posting.
+    assert (county["state"], county["attempts"]) == ("pending", 1)
+    assert county["last_error"] == "the worker stopped before the attempt finished"
 
 
 async def test_circuit_opens_so_deliveries_wait_then_a_trial_closes_it(client, app, back_office):
@@ -321,3 +329,129 @@ async def test_an_organisation_never_gets_more_calls_at_once_than_its_cap(client
     assert len(spans) == 6
     overlap = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
     assert overlap == 2
+
+
+async def test_a_worker_paused_past_its_lease_makes_no_create_after_its_look_up(
+    client, app, back_office
+):
+    """Worker A looks the case up, then stalls (a pause, a GC, a SIGSTOP) until its lease has
+    run out and worker B has delivered: A must not post the case a second time."""
+    back_office.behaviour["cherwell"] = Behaviour(plain=True)  # a repeat is a second case
+    runtime = app.state.runtime.dispatcher
+    settings = runtime.settings.model_copy(update={"lease_seconds": 0.5, "settle_seconds": 0})
+    engine = app.state.iap.engine
+    ref = await submit(
+        client,
+        service_code="missed-bin",
+        location={"postcode": "OX16 5QA"},
+        attributes={"bin_type": "food"},
+    )
+    async with engine.begin() as conn:  # an earlier attempt that may have reached the council
+        await conn.execute(update(dispatch_table).values(attempts=1, claims=1))
+
+    looked_up, resume = asyncio.Event(), asyncio.Event()
+
+    async def stall_after_look_up(response):
+        if response.request.method == "GET":
+            looked_up.set()
+            await resume.wait()
+
+    district = runtime.adapters["cherwell"]
+    async with httpx.AsyncClient(event_hooks={"response": [stall_after_look_up]}) as paused:
+        stalled = type(district)(config=district.config, client=paused, timeout=district.timeout)
+        a, b = (
+            Dispatcher(
+                engine=engine,
+                catalogue=runtime.catalogue,
+                adapters={**runtime.adapters, "cherwell": adapter},
+                sealer=runtime.sealer,
+                settings=settings,
+                worker_id=name,
+            )
+            for name, adapter in (("a", stalled), ("b", district))
+        )
+        worker_a = asyncio.create_task(a.run_until_idle())
+        async with asyncio.timeout(10):
+            await looked_up.wait()
+            while (await lease_until(engine)) > utcnow():
+                await asyncio.sleep(0.02)
+            await b.run_until_idle()
+            assert [d["state"] for d in (await read(client, ref))["destinations"]] == ["delivered"]
+            resume.set()
+            await worker_a
+
+    [case_id] = back_office.cases["cherwell"]
+    assert back_office.posts["cherwell"] == 1
+    [district_row] = (await read(client, ref))["destinations"]
+    assert district_row["remote_reference"] == case_id
+    async with engine.connect() as conn:
+        attempts = (
+            await conn.execute(
+                select(
+                    attempt_table.c.number, attempt_table.c.outcome, attempt_table.c.worker
+                ).order_by(attempt_table.c.number)
+            )
+        ).all()
+    assert [tuple(row) for row in attempts] == [
+        (2, "interrupted", "unknown"),
+        (3, "delivered", "b"),
+    ]
+
+
+async def lease_until(engine):
+    async with engine.connect() as conn:
+        return await conn.scalar(select(dispatch_table.c.lease_until))
+
+
+async def test_a_dead_workers_expired_lease_frees_its_slot_under_the_cap(client, app, back_office):
+    dispatcher = app.state.runtime.dispatcher
+    county = dispatcher.adapters["oxfordshire-county"]
+    county.config = county.config.model_copy(update={"max_concurrent": 1})
+    first, second = await submit(client), await submit(client)
+    held = await dispatch_id(app, first)
+    async with app.state.iap.engine.begin() as conn:  # a worker died holding the first
+        await conn.execute(
+            update(dispatch_table)
+            .where(dispatch_table.c.id == held)
+            .values(
+                state="delivering",
+                lease_owner="dead",
+                lease_until=utcnow() - timedelta(seconds=1),
+                claims=1,
+            )
+        )
+    await deliver_all(app)
+    for ref in (first, second):
+        [destination] = (await read(client, ref))["destinations"]
+        assert destination["state"] == "delivered"
+    assert len(back_office.cases["oxfordshire-county"]) == 2
+
+
+async def dispatch_id(app, ref):
+    async with app.state.iap.engine.connect() as conn:
+        return await conn.scalar(
+            select(dispatch_table.c.id)
+            .join_from(dispatch_table, enquiry_table)
+            .where(enquiry_table.c.reference == parse(ref))
+        )
+
+
+async def test_deliveries_a_council_cannot_tell_from_repeats_are_counted_for_a_person(
+    client, app, back_office
+):
+    dispatcher = app.state.runtime.dispatcher
+    cherwell = dispatcher.adapters["cherwell"]
+    cherwell.config = cherwell.config.model_copy(update={"lookup": False})  # cannot be listed
+    dispatcher.settings = dispatcher.settings.model_copy(
+        update={"retry_schedule": [0.5], "settle_seconds": 0}
+    )
+    back_office.behaviour["cherwell"] = Behaviour(down=True)
+    missed_bin = {"location": {"postcode": "OX16 5QA"}, "attributes": {"bin_type": "food"}}
+    await submit(client, service_code="missed-bin", **missed_bin)
+    await dispatcher.run_until_idle()
+    back_office.behaviour.clear()
+    await deliver_all(app)
+    organisations = {o["id"]: o for o in (await client.get("/v1/organisations")).json()}
+    assert organisations["cherwell"]["unverified_repeats"] == 1  # delivered at attempt 2
+    assert organisations["oxford-city"]["unverified_repeats"] is None  # it looks repeats up
+    assert organisations["oxfordshire-county"]["unverified_repeats"] is None

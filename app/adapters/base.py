@@ -7,7 +7,7 @@ dispatcher tries again later, honouring retry_after) or PermanentError (the disp
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -25,13 +25,30 @@ class DeliveryError(Exception):
 
 
 class RetryableError(DeliveryError):
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, ambiguous: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # The request may have reached the back-office (it timed out or the connection broke
+        # after it was sent): the next attempt waits to let it settle, then looks it up.
+        self.ambiguous = ambiguous
 
 
 class PermanentError(DeliveryError):
     pass
+
+
+class LeaseLost(DeliveryError):
+    """The dispatcher no longer holds this delivery: another worker may be sending it, so no
+    further call may be made. Adapters let it through."""
+
+
+async def no_fence() -> None:
+    """The fence of a delivery no lease guards (a one-off call outside the dispatcher)."""
+
+
+Fence = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,9 @@ class Delivery:
     service_name: str
     # Only what this organisation may receive, and only with the citizen's consent; else None.
     citizen: dict[str, Any] | None
+    # Awaited before every call that may create the enquiry at the back-office: raises
+    # LeaseLost once this delivery is no longer ours to make.
+    fence: Fence = no_fence
 
 
 def shareable_citizen(enquiry: dict[str, Any], organisation: Organisation) -> dict[str, Any] | None:
@@ -146,6 +166,11 @@ class Adapter:
         """Create the enquiry at the back-office once; safe to repeat after an ambiguous failure."""
         raise NotImplementedError
 
+    def recognises_repeats(self) -> bool:
+        """Whether a repeat after an ambiguous attempt is known not to make a second case (by
+        the back-office's key, condition or Message-ID, or by our look-up)."""
+        return True
+
     async def poll(self, tracked: Sequence[Tracked], *, cursor: str | None) -> PollResult:
         """Changes to these dispatches since `cursor` (the last poll's cursor, None at first)."""
         raise NotImplementedError
@@ -221,3 +246,10 @@ def describe_transport_error(exc: httpx.HTTPError) -> str:
     """A short, data-free description of a transport failure."""
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text[:200]}"
+
+
+def transport_error(exc: httpx.HTTPError) -> RetryableError:
+    """The retryable error for a failed call; ambiguous unless the request was never sent
+    (no connection could be made, or none was free in the pool)."""
+    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return RetryableError(describe_transport_error(exc), ambiguous=not unsent)

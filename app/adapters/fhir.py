@@ -24,10 +24,9 @@ from app.adapters.base import (
     PollResult,
     Receipt,
     RemoteUpdate,
-    RetryableError,
     Tracked,
-    describe_transport_error,
     raise_for_response,
+    transport_error,
 )
 from app.status import FHIR_WORDS
 
@@ -112,7 +111,7 @@ class FhirAdapter(Adapter):
                 method, url, content=content, params=params, headers=headers, timeout=self.timeout
             )
         except httpx.HTTPError as exc:
-            raise RetryableError(describe_transport_error(exc)) from exc
+            raise transport_error(exc) from exc
         raise_for_fhir_response(response)
         return response
 

@@ -4,6 +4,9 @@ A create is made safe to repeat in two ways: our reference travels as
 `attribute[iap_reference]`, so a council that dedupes on it answers "already exists" (which
 counts as delivered), and on every attempt after the first we look for the request before
 posting again, because the first attempt may have reached the council before it timed out.
+The look-up reads the spec's own list answer, which has no attributes: the reference is found
+in the description, where the create writes it too, within a narrow time window that is read
+again in halves whenever the council's answer is as long as it ever lists (`list_limit`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from app.adapters.base import (
     RemoteUpdate,
     RetryableError,
     Tracked,
-    describe_transport_error,
     raise_for_response,
+    transport_error,
 )
 from app.status import OPEN311_WORDS
 
@@ -36,6 +39,10 @@ from app.status import OPEN311_WORDS
 TOKEN_PREFIX = "token:"  # noqa: S105 - a label, not a secret
 # The spec's limit on a request's description.
 MAX_DESCRIPTION = 4000
+# Written after the citizen's description, where every list answer shows it.
+REFERENCE_LINE = "\n\nIAP reference: {reference}"
+# Either side of the look-up's window, for the council's clock and its queue.
+LOOKUP_MARGIN = timedelta(minutes=10)
 # Ids per `GET requests.json?service_request_id=...`, keeping URLs well under server limits.
 CHUNK_SIZE = 50
 ID_IN_MESSAGE = re.compile(r"service_request_id[ :=]+(\S+)")
@@ -53,6 +60,12 @@ class Open311Config(AdapterConfig):
     # A 400 whose description matches this means our earlier attempt already created it.
     already_exists: str = r"(?i)already exists|duplicate request"
     updates: Literal["servicerequestupdates", "requests"] = "servicerequestupdates"
+    # The most requests the council answers in one GET requests.json: a list this long may
+    # have left ours out, so its time window is read again in halves.
+    list_limit: int = Field(default=1000, ge=1, le=100_000)
+    # False for a council whose requests cannot be listed: a repeat after an ambiguous failure
+    # is posted without a look-up, so it may make a second case there (at-least-once).
+    lookup: bool = True
 
     @field_validator("already_exists")
     @classmethod
@@ -72,10 +85,11 @@ class Open311Adapter(Adapter):
 
     async def deliver(self, delivery: Delivery) -> Receipt:
         """Create the service request, unless an earlier attempt already did."""
-        if delivery.attempt > 1:
+        if delivery.attempt > 1 and self.config.lookup:
             found = await self._find_existing(delivery)
             if found is not None:
                 return Receipt(remote_reference=found)
+            await delivery.fence()  # the look-up took time: is the create still ours to make?
         response = await self._call(
             "POST", "requests.json", data=create_form(delivery, self.config)
         )
@@ -85,6 +99,10 @@ class Open311Adapter(Adapter):
                 return await self._receipt_for_existing(delivery, message)
         raise_for_open311(response)
         return await self._receipt(first_item(json_body(response)))
+
+    def recognises_repeats(self) -> bool:
+        """Only with the look-up: the spec gives a council no duty to dedupe."""
+        return self.config.lookup
 
     async def poll(self, tracked: Sequence[Tracked], *, cursor: str | None) -> PollResult:
         """Resolve tokens, then fetch the status changes of the tracked requests."""
@@ -106,20 +124,40 @@ class Open311Adapter(Adapter):
 
     async def _find_existing(self, delivery: Delivery) -> str | None:
         """The id of a request carrying our reference, made since the enquiry was."""
-        since = delivery.enquiry["created_at"] - timedelta(days=1)
+        start = delivery.enquiry["created_at"] - LOOKUP_MARGIN
+        return await self._find_between(delivery, start, datetime.now(UTC) + LOOKUP_MARGIN)
+
+    async def _find_between(self, delivery: Delivery, start: datetime, end: datetime) -> str | None:
+        """Ours among the requests made from `start` to `end`, halving a window the council
+        answered in full (it may have cut ours off)."""
+        listed = await self._list_requests(delivery, start, end)
+        for request in listed:
+            if carries_reference(request, delivery.reference, self.config.reference_attribute):
+                return request_id(request)
+        if len(listed) < self.config.list_limit:
+            return None
+        if end - start <= timedelta(seconds=2):
+            # Posting now could make a second case: better to wait and look again.
+            raise RetryableError("look-up: the council lists too many requests to find ours")
+        middle = start + (end - start) / 2
+        return await self._find_between(delivery, start, middle) or await self._find_between(
+            delivery, middle, end
+        )
+
+    async def _list_requests(
+        self, delivery: Delivery, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
         params = {
             **self._credentials(),
             "service_code": their_service_code(delivery, self.config),
-            "start_date": iso(since),
+            "start_date": iso(start),
+            "end_date": iso(end),
         }
         response = await self._call("GET", "requests.json", params=params)
         if response.status_code == 404:  # some servers say 404 for an empty list
-            return None
+            return []
         raise_for_open311(response)
-        for request in items(json_body(response)):
-            if carries_reference(request, delivery.reference, self.config.reference_attribute):
-                return request_id(request)
-        return None
+        return items(json_body(response))
 
     async def _receipt_for_existing(self, delivery: Delivery, message: str) -> Receipt:
         """Delivered before: the id the council named, else the one a look-up finds."""
@@ -217,7 +255,7 @@ class Open311Adapter(Adapter):
                 method, url, params=params, data=data, timeout=self.timeout
             )
         except httpx.HTTPError as exc:
-            raise RetryableError(describe_transport_error(exc)) from exc
+            raise transport_error(exc) from exc
 
 
 def create_form(delivery: Delivery, config: Open311Config) -> FormData:
@@ -230,13 +268,19 @@ def create_form(delivery: Delivery, config: Open311Config) -> FormData:
     if config.jurisdiction_id:
         form["jurisdiction_id"] = config.jurisdiction_id
     form |= location_fields(enquiry.get("location"))
-    form["description"] = str(enquiry["description"])[:MAX_DESCRIPTION]
+    form["description"] = described(str(enquiry["description"]), delivery.reference)
     for code, value in (enquiry.get("attributes") or {}).items():
         if code != config.reference_attribute:  # ours must not be overwritten
             form |= attribute_field(code, value)
     form[f"attribute[{config.reference_attribute}]"] = delivery.reference
     form |= citizen_fields(delivery.citizen)
     return form
+
+
+def described(description: str, reference: str) -> str:
+    """The citizen's description, cut to leave room for our reference line after it."""
+    line = REFERENCE_LINE.format(reference=reference)
+    return description[: MAX_DESCRIPTION - len(line)] + line
 
 
 def their_service_code(delivery: Delivery, config: Open311Config) -> str:

@@ -22,10 +22,9 @@ from app.adapters.base import (
     OutboundCheck,
     PermanentError,
     Receipt,
-    RetryableError,
-    describe_transport_error,
     enquiry_record,
     raise_for_response,
+    transport_error,
 )
 from app.status import Status
 
@@ -101,7 +100,7 @@ class RestJsonAdapter(Adapter):
         try:
             return await self.client.post(url, json=body, headers=sent, timeout=self.timeout)
         except httpx.HTTPError as exc:
-            raise RetryableError(describe_transport_error(exc)) from exc
+            raise transport_error(exc) from exc
 
     async def _bearer(self) -> str | None:
         if self.config.token_url is None:
@@ -136,7 +135,7 @@ class RestJsonAdapter(Adapter):
                 str(config.token_url), data=form, timeout=self.timeout
             )
         except httpx.HTTPError as exc:
-            raise RetryableError(describe_transport_error(exc)) from exc
+            raise transport_error(exc) from exc
         if response.status_code in (400, 401):
             raise PermanentError(
                 f"HTTP {response.status_code} from {response.request.url.host}: "

@@ -90,7 +90,8 @@ class EmailAdapter(Adapter):
                     message, sender=self.config.sender, recipients=self.config.recipients
                 )
         except TimeoutError as exc:  # ours, or aiosmtplib's for one step
-            raise RetryableError(f"SMTP: no answer within {self.timeout:g} s") from exc
+            said = f"SMTP: no answer within {self.timeout:g} s"
+            raise RetryableError(said, ambiguous=True) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise smtp_error(exc) from exc
         finally:
@@ -178,7 +179,9 @@ def smtp_error(exc: aiosmtplib.SMTPException | OSError) -> RetryableError | Perm
     if isinstance(exc, OSError):
         # Refused or dropped connections (SMTPConnectError and SMTPServerDisconnected are
         # ConnectionErrors), and TLS handshakes that failed: a certificate can be renewed.
-        return RetryableError(f"{type(exc).__name__}: {_one_line(str(exc))}")
+        # Dropped during the conversation, the message may have been taken all the same.
+        dropped = isinstance(exc, aiosmtplib.SMTPServerDisconnected)
+        return RetryableError(f"{type(exc).__name__}: {_one_line(str(exc))}", ambiguous=dropped)
     # SMTPNotSupported and the like: the server lacks what the config asks for (STARTTLS, AUTH).
     return PermanentError(f"{type(exc).__name__}: {_one_line(str(exc))}")
 

@@ -14,6 +14,7 @@ from app.ratelimit import RATE_LIMITED_RESPONSE
 from app.schemas import AttributeOut, CircuitOut, OrganisationOut, ServiceOut, StatusUpdatesOut
 from app.services import circuits
 from app.services.clients import Scope
+from app.services.dispatcher import unverified_repeats
 from app.services.poller import PollStatus, poll_states
 from app.state import AppState, get_state
 
@@ -70,13 +71,15 @@ async def list_organisations(
     back-office outages and their errors are for staff, not the public."""
     known = await circuits.states(state.engine)
     polled = await poll_states(state.engine)
+    blind = [o for o, a in state.adapters.items() if not a.recognises_repeats()]
+    repeats = await unverified_repeats(state.engine, blind) if blind else {}
     return [
         _organisation(
             o,
             known.get(o.id, _CLOSED),
             state.adapters.get(o.id),
             polled.get(o.id),
-        )
+        ).model_copy(update={"unverified_repeats": repeats.get(o.id, 0) if o.id in blind else None})
         for o in state.catalogue.organisations.values()
     ]
 

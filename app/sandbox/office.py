@@ -53,6 +53,11 @@ class Behaviour(BaseModel):
     # Open311 only: answer a create with a token; the id shows at tokens/{token}.json later.
     answer_with_token: bool = False
     token_delay_seconds: float = Field(default=0.0, ge=0, le=3600)
+    # Open311 only: the GeoReport v2 spec and no more. No dedupe on our reference (every create
+    # makes a case), and list answers in the spec's shape, without attributes or iap_reference.
+    plain: bool = False
+    # Open311 only: at most this many requests in a list answer, the oldest first.
+    list_limit: int | None = Field(default=None, ge=1)
 
     _down_until: float | None = PrivateAttr(default=None)
 

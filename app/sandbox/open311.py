@@ -10,7 +10,11 @@ whose adapter type is "open311".
   integrations answer. With the behaviour `answer_with_token` it answers [{"token"}] and the id
   shows at tokens/{token}.json after `token_delay_seconds` ([{"token"}] until then).
 - GET requests.json (filters service_request_id, service_code, status: comma lists; start_date,
-  end_date on requested_datetime), requests/{id}.json; every request carries `iap_reference`.
+  end_date on requested_datetime), requests/{id}.json; every request carries `iap_reference`
+  and its attributes.
+- With the behaviour `plain`, a council that follows the spec and no more: no dedupe (a repeat
+  makes a second case, which `duplicates()` shows), and requests without `iap_reference` or
+  attributes. `list_limit` caps every list answer at that many requests, the oldest first.
 - GET servicerequestupdates.json?start_date&end_date (mySociety's extension): every status move.
 Errors are Open311's JSON array [{"code", "description"}]. Words: open → in_progress →
 action_scheduled → fixed (any word can be set by hand).
@@ -168,7 +172,7 @@ async def create_request(organisation: str, request: Request, sandbox: SandboxDe
     if service is None:
         raise Open311Error(400, f"service_code '{their_code}' is not a service of ours")
     existing = sandbox.office.by_key.get((district.id, str(reference))) if reference else None
-    if existing is not None:
+    if existing is not None and not sandbox.office.behaviour_for(district.id).plain:
         raise Open311Error(400, f"Request already exists: service_request_id {existing}")
     case_id = str(1000 + sandbox.office.take_number())
     case = _case(district, case_id, service, their_code, fields, attributes, reference)
@@ -283,15 +287,16 @@ async def list_requests(
     _check_api_key(district, api_key, required=False)
     start, end = _date(start_date, "start_date"), _date(end_date, "end_date")
     ids, codes, words = _list(service_request_id), _list(service_code), _list(status)
+    behaviour = sandbox.office.behaviour_for(district.id)
     found = [
-        _request_json(district, case)
+        _request_json(district, case, plain=behaviour.plain)
         for case in sandbox.office.cases.get(district.id, {}).values()
         if (ids is None or case["id"] in ids)
         and (codes is None or case["their_service_code"] in codes)
         and (words is None or case["status"] in words)
         and _within(case["created_at"], start, end)
     ]
-    return JSONResponse(found)
+    return JSONResponse(found[: behaviour.list_limit])
 
 
 @router.get("/requests/{service_request_id}.json")
@@ -303,7 +308,8 @@ async def one_request(
     case = sandbox.office.case(district.id, service_request_id)
     if case is None:
         raise Open311Error(404, f"Service request {service_request_id} not found")
-    return JSONResponse([_request_json(district, case)])
+    plain = sandbox.office.behaviour_for(district.id).plain
+    return JSONResponse([_request_json(district, case, plain=plain)])
 
 
 @router.get("/servicerequestupdates.json")
@@ -336,9 +342,11 @@ async def updates(
     return JSONResponse({"service_request_updates": found})
 
 
-def _request_json(organisation: Organisation, case: dict[str, Any]) -> dict[str, Any]:
+def _request_json(
+    organisation: Organisation, case: dict[str, Any], *, plain: bool = False
+) -> dict[str, Any]:
     last = case["updates"][-1]["description"] if case["updates"] else None
-    return {
+    spec = {
         "service_request_id": case["id"],
         "status": case["status"],
         "status_notes": last,
@@ -356,9 +364,10 @@ def _request_json(organisation: Organisation, case: dict[str, Any]) -> dict[str,
         "lat": case["lat"],
         "long": case["long"],
         "media_url": None,
-        "iap_reference": case["reference"],
-        "attributes": case["attributes"],
     }
+    if plain:
+        return spec
+    return {**spec, "iap_reference": case["reference"], "attributes": case["attributes"]}
 
 
 def _iso(moment: datetime) -> str:

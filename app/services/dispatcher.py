@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.adapters.base import (
     Adapter,
     Delivery,
+    Fence,
+    LeaseLost,
     PermanentError,
     RetryableError,
     shareable_citizen,
@@ -51,6 +53,8 @@ from app.settings import DispatchSettings
 log = structlog.get_logger()
 d = dispatch_table.c
 _RELISTEN_SECONDS = 5.0
+# An interrupted attempt reads in the timeline as one that will be retried.
+_EVENT_TYPE = {"interrupted": "dispatch.retry"}
 
 
 @dataclass(frozen=True)
@@ -60,22 +64,43 @@ class Claim:
     organisation_id: str
     attempts: int
     claims: int
+    lease_until: datetime
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How one attempt ended."""
 
-    kind: str  # delivered | retry | dead | cancelled
+    kind: str  # delivered | retry | dead | cancelled | interrupted | lease_lost
     error: str | None = None
     remote_reference: str | None = None
     retry_after: float | None = None
     transient: bool = False  # the back-office was unreachable or failing, not refusing
+    # The call may have reached the back-office: the next waits to let it settle.
+    ambiguous: bool = False
+
+
+# Cut off at shutdown with the call perhaps at the back-office.
+INTERRUPTED = Outcome(
+    "interrupted", "the worker stopped before the attempt finished", ambiguous=True
+)
 
 
 def new_worker_id() -> str:
     """Unique per process and start: host, pid and a random tail."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def unverified_repeats(engine: AsyncEngine, organisation_ids: list[str]) -> dict[str, int]:
+    """Deliveries to these organisations made after more than one attempt, by organisation:
+    where repeats are not recognised, each may have left a second case for a person to check."""
+    async with reading(engine) as conn:
+        rows = await conn.execute(
+            select(d.organisation_id, func.count())
+            .where(d.organisation_id.in_(organisation_ids), d.state == "delivered", d.attempts > 1)
+            .group_by(d.organisation_id)
+        )
+        return {str(organisation): int(count) for organisation, count in rows.all()}
 
 
 class Dispatcher:
@@ -104,6 +129,8 @@ class Dispatcher:
         # has opened and not yet closed.
         self._failing: set[str] = set()
         self._tripped: set[str] = set()
+        # Calls allowed at once to organisations ramping up after their circuit closed.
+        self._ramps: dict[str, int] = {}
         # Organisations whose max_concurrent calls were all in flight at the last count.
         self._full: set[str] = set()
 
@@ -191,13 +218,14 @@ class Dispatcher:
             due = due.where(d.organisation_id.not_in(list(full)))
         if is_postgres(self.engine):
             due = due.with_for_update(skip_locked=True)
+        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         claim = (
             update(dispatch_table)
             .where(d.id.in_(due.scalar_subquery()))
             .values(
                 state="delivering",
                 lease_owner=self.worker_id,
-                lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                lease_until=lease_until,
                 claims=d.claims + 1,
                 updated_at=now,
             )
@@ -207,12 +235,24 @@ class Dispatcher:
             rows = (await conn.execute(claim)).all()
         if not rows:
             return []
-        self._failing, self._tripped = await circuits.troubled(self.engine)
-        return await self._within_caps([Claim(*row) for row in rows])
+        troubled = await circuits.troubled(self.engine)
+        self._failing, self._tripped, self._ramps = (
+            troubled.counted,
+            troubled.tripped,
+            troubled.ramps,
+        )
+        claimed = [
+            Claim(
+                row.id, row.enquiry_id, row.organisation_id, row.attempts, row.claims, lease_until
+            )
+            for row in rows
+        ]
+        return await self._within_caps(claimed)
 
     def _cap(self, organisation_id: str) -> int:
         adapter = self.adapters.get(organisation_id)
-        return adapter.config.max_concurrent if adapter is not None else 1
+        cap = adapter.config.max_concurrent if adapter is not None else 1
+        return min(cap, self._ramps.get(organisation_id, cap))
 
     async def _in_flight_by_organisation(self, organisations: set[str]) -> dict[str, int]:
         """Calls in flight now, across every worker, per organisation."""
@@ -268,7 +308,17 @@ class Dispatcher:
             await self._put_back(claim, wait_until)
             return
         started = utcnow()
-        outcome = await self._attempt(claim, attempt)
+        try:
+            outcome = await self._attempt(claim, attempt)
+        except asyncio.CancelledError:
+            # Stopped mid-call: whether the back-office has the case is unknown, so the
+            # attempt is recorded and the next one looks it up before creating it again.
+            await self._record(claim, attempt=attempt, started=started, outcome=INTERRUPTED)
+            raise
+        if outcome.kind == "lease_lost":
+            # Another worker holds it now and may be sending it: no call, no outcome of ours.
+            log.warning("dispatch.lease_lost", dispatch=str(claim.dispatch_id))
+            return
         if outcome.kind == "retry" and attempt >= self.settings.max_attempts:
             error = f"gave up after {attempt} attempts: {outcome.error}"
             outcome = Outcome("dead", error, transient=True)
@@ -296,23 +346,53 @@ class Dispatcher:
         adapter = self.adapters.get(claim.organisation_id)
         if adapter is None:
             return Outcome("dead", f"organisation {claim.organisation_id} is not configured")
+        fence = LeaseFence(self, claim, call_seconds=adapter.timeout)
         try:
-            delivery = await self._delivery(claim, attempt)
+            delivery = await self._delivery(claim, attempt, fence=fence.check)
             if delivery.enquiry["anonymised_at"] is not None:
                 # Erased while this delivery was waiting for another try: nothing left to send.
                 return Outcome("cancelled", "called off: the citizen's data was erased")
+            await fence.check()
             receipt = await adapter.deliver(delivery)
+        except LeaseLost:
+            return Outcome("lease_lost")
         except RetryableError as exc:
-            return Outcome("retry", str(exc), retry_after=exc.retry_after, transient=True)
+            return Outcome(
+                "retry",
+                str(exc),
+                retry_after=exc.retry_after,
+                transient=True,
+                ambiguous=exc.ambiguous,
+            )
         except PermanentError as exc:
             return Outcome("dead", str(exc))
         except Exception as exc:
             # A bug in an adapter must not stop the worker; it is retried and shows in the API.
+            # It may have failed after its call went out, so the next attempt looks first.
             log.exception("dispatch.adapter_crashed", dispatch=str(claim.dispatch_id))
-            return Outcome("retry", f"internal error in adapter: {type(exc).__name__}")
+            error = f"internal error in adapter: {type(exc).__name__}"
+            return Outcome("retry", error, ambiguous=True)
         return Outcome("delivered", remote_reference=receipt.remote_reference)
 
-    async def _delivery(self, claim: Claim, attempt: int) -> Delivery:
+    async def extend_lease(self, claim: Claim, now: datetime) -> datetime:
+        """Hold this claim's lease for another lease_seconds, or raise LeaseLost."""
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        async with writing(self.engine) as conn:
+            extended = await conn.execute(
+                update(dispatch_table)
+                .where(
+                    d.id == claim.dispatch_id,
+                    d.lease_owner == self.worker_id,
+                    d.claims == claim.claims,
+                    d.state == "delivering",
+                )
+                .values(lease_until=until)
+            )
+        if extended.rowcount == 0:
+            raise LeaseLost("the lease ran out and another worker took the delivery")
+        return until
+
+    async def _delivery(self, claim: Claim, attempt: int, *, fence: Fence) -> Delivery:
         async with reading(self.engine) as conn:
             enquiry = (
                 (
@@ -339,6 +419,7 @@ class Dispatcher:
             enquiry=shown,
             service_name=service.name if service else enquiry["service_code"],
             citizen=shareable_citizen({**shown, "citizen": citizen}, organisation),
+            fence=fence,
         )
 
     async def _record_interrupted(self, claim: Claim) -> int:
@@ -434,7 +515,8 @@ class Dispatcher:
             return
         log.warning(f"circuit.{change}", organisation=claim.organisation_id)
         if change == "closed":
-            # The back-office is answering again: what waited for it need wait no longer.
+            # The back-office is answering again: what waited for it need wait no longer, and
+            # the ramp lets it through a few calls at a time.
             await conn.execute(
                 update(dispatch_table)
                 .where(
@@ -460,14 +542,22 @@ class Dispatcher:
         elif outcome.kind in ("dead", "cancelled"):
             values.update(state=outcome.kind)
         else:
-            delay = retry_delay(
-                self.settings.retry_schedule,
-                attempt,
-                jitter=self.settings.jitter,
-                retry_after=outcome.retry_after,
+            values.update(
+                state="pending", next_attempt_at=now + self._retry_delay(outcome, attempt)
             )
-            values.update(state="pending", next_attempt_at=now + delay)
         return values
+
+    def _retry_delay(self, outcome: Outcome, attempt: int) -> timedelta:
+        settle = timedelta(seconds=self.settings.settle_seconds if outcome.ambiguous else 0)
+        if outcome.kind == "interrupted":
+            return settle  # not the back-office's fault: no back-off, only the settling
+        delay = retry_delay(
+            self.settings.retry_schedule,
+            attempt,
+            jitter=self.settings.jitter,
+            retry_after=outcome.retry_after,
+        )
+        return max(delay, settle)
 
     async def _timeline(
         self, conn: AsyncConnection, claim: Claim, *, attempt: int, outcome: Outcome, now: datetime
@@ -481,6 +571,8 @@ class Dispatcher:
             detail = f"{name} could not be sent it: {outcome.error}"
         elif outcome.kind == "cancelled":
             detail = f"not sent to {name}: {outcome.error}"
+        elif outcome.kind == "interrupted":
+            detail = f"attempt {attempt} to {name} was cut off; it will be looked up and retried"
         else:
             detail = f"attempt {attempt} to {name} failed ({outcome.error}); it will be retried"
         event = {
@@ -491,7 +583,12 @@ class Dispatcher:
         }
         await conn.execute(
             event_table.insert(),
-            {**event, "id": uuid.uuid4(), "type": f"dispatch.{outcome.kind}", "detail": detail},
+            {
+                **event,
+                "id": uuid.uuid4(),
+                "type": _EVENT_TYPE.get(outcome.kind, f"dispatch.{outcome.kind}"),
+                "detail": detail,
+            },
         )
         if outcome.kind == "cancelled":
             await follow_enquiry_status(conn, claim.enquiry_id, now)
@@ -538,7 +635,9 @@ class Dispatcher:
         await self._release_leases()
 
     async def _release_leases(self) -> None:
-        """Hand back what we still hold so another worker can take it at once."""
+        """Hand back what we still hold (an attempt whose outcome could not be written) so
+        another worker can take it without waiting for the lease to run out. The claim stays
+        counted: the next worker records the attempt as interrupted and looks the case up."""
         now = utcnow()
         async with writing(self.engine) as conn:
             released = await conn.execute(
@@ -548,8 +647,7 @@ class Dispatcher:
                     state="pending",
                     lease_owner=None,
                     lease_until=None,
-                    next_attempt_at=now,
-                    claims=d.claims - 1,
+                    next_attempt_at=now + timedelta(seconds=self.settings.settle_seconds),
                     updated_at=now,
                 )
             )
@@ -586,3 +684,23 @@ class Dispatcher:
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await self._listener.close()
             self._listener = None
+
+
+class LeaseFence:
+    """Checked before every call that may create a case: the lease must still be ours with
+    room for the call to end and the back-office to settle before it runs out, so that a worker
+    that takes the delivery over after the lease looks up a case that is already there. Within
+    that room no query is needed; past it the lease is extended, or LeaseLost is raised."""
+
+    def __init__(self, dispatcher: Dispatcher, claim: Claim, *, call_seconds: float) -> None:
+        self.dispatcher = dispatcher
+        self.claim = claim
+        self.until = claim.lease_until
+        settle = dispatcher.settings.settle_seconds
+        self.room = timedelta(seconds=call_seconds + settle)
+
+    async def check(self) -> None:
+        """Raise LeaseLost unless this worker may make a call now."""
+        now = utcnow()
+        if self.until - now < self.room:
+            self.until = await self.dispatcher.extend_lease(self.claim, now)

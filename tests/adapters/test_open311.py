@@ -145,7 +145,7 @@ async def test_without_consent_the_form_has_no_personal_data_at_all():
         ("api_key", "k3y"),
         ("attribute[bin_type]", "food"),
         ("attribute[iap_reference]", REFERENCE),
-        ("description", "Bin missed again"),
+        ("description", f"Bin missed again\n\nIAP reference: {REFERENCE}"),
         ("service_code", "missed-bin"),
     ]
     request = route.calls.last.request
@@ -175,7 +175,7 @@ async def test_with_consent_every_field_is_sent_as_the_spec_names_it():
         ("attribute[seen][]", "a"),
         ("attribute[seen][]", "b"),
         ("attribute[weight]", "1.5"),
-        ("description", "Bin missed again"),
+        ("description", f"Bin missed again\n\nIAP reference: {REFERENCE}"),
         ("email", "ann@example.org"),
         ("first_name", "Ann van"),
         ("jurisdiction_id", "cherwell.gov.uk"),
@@ -233,10 +233,13 @@ async def test_one_location_lat_long_else_address_else_postcode(location, expect
 
 
 @respx.mock
-async def test_description_is_cut_at_4000_characters_and_nothing_is_appended():
+async def test_description_is_cut_to_end_with_our_reference_within_4000_characters():
     route = respx.post(REQUESTS).mock(return_value=created())
     await send(delivery(description="x" * 4100, attributes={}))
-    assert dict(form(route))["description"] == "x" * 4000
+    description = dict(form(route))["description"]
+    assert len(description) == 4000
+    # Every list answer shows the description, so a look-up finds the reference there.
+    assert description.endswith(f"xx\n\nIAP reference: {REFERENCE}")
 
 
 @respx.mock
@@ -340,11 +343,14 @@ async def test_a_repeat_finds_the_earlier_request_and_does_not_post(found):
     receipt = await send(d, jurisdiction_id="j", service_codes={"missed-bin": "MB01"})
     assert receipt.remote_reference == "9"
     assert not post.called
-    assert dict(look_up.calls.last.request.url.params) == {
+    params = dict(look_up.calls.last.request.url.params)
+    # From a little before the enquiry was made until a little after now.
+    assert parse_time(params.pop("end_date")) > datetime.now(UTC)
+    assert params == {
         "api_key": "k3y",
         "jurisdiction_id": "j",
         "service_code": "MB01",
-        "start_date": "2026-11-24T09:30:00Z",
+        "start_date": "2026-11-25T09:20:00Z",
     }
 
 

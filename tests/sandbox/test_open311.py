@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.sandbox.conftest import eventually
+from app.adapters.base import Delivery, RetryableError
+from app.adapters.open311 import Open311Adapter, Open311Config
+from app.sandbox import Behaviour
+from tests.sandbox.conftest import ADAPTERS, eventually, protocol_catalogue
 
 BASE = "/cherwell/open311/v2"
 
@@ -173,3 +177,77 @@ async def test_status_moves_show_as_updates_with_ids_that_do_not_change(http):
 async def test_updates_refuse_a_wrong_api_key(http, api_key):
     answer = await http.get(f"{BASE}/servicerequestupdates.json", params={"api_key": api_key})
     assert answer.status_code == 403
+
+
+# -- plain: a council that follows the spec and no more -----------------------------------
+
+
+def plain_delivery(attempt: int, created_at: datetime) -> Delivery:
+    organisation = protocol_catalogue().organisations["cherwell"]
+    enquiry = {
+        "service_code": "missed-bin",
+        "description": "Bin missed again",
+        "channel": "phone",
+        "location": {"postcode": "OX16 1AA"},
+        "attributes": {"bin_type": "food"},
+        "created_at": created_at,
+    }
+    return Delivery(
+        dispatch_id=uuid.uuid4(),
+        reference="K7Q-M4X-PB6",
+        attempt=attempt,
+        organisation=organisation,
+        service_name="Missed bin collection",
+        enquiry=enquiry,
+        citizen=None,
+    )
+
+
+async def test_plain_lists_have_the_spec_shape_and_repeats_make_second_cases(http, office):
+    office.behaviour["cherwell"] = Behaviour(plain=True)
+    first = await http.post(f"{BASE}/requests.json", data=report())
+    second = await http.post(f"{BASE}/requests.json", data=report())
+    assert first.status_code == second.status_code == 200
+    assert office.duplicates("cherwell") == {
+        "K7Q-M4X-PB6": [
+            first.json()[0]["service_request_id"],
+            second.json()[0]["service_request_id"],
+        ]
+    }
+    listed = (await http.get(f"{BASE}/requests.json")).json()
+    assert [("attributes" in r, "iap_reference" in r) for r in listed] == [(False, False)] * 2
+
+
+async def test_the_look_up_pages_through_a_capped_list_and_finds_the_case(http, office):
+    """The council answers at most 3 requests per list, oldest first, in the spec's shape: the
+    repeat still finds the case it made by halving the time window, and posts nothing."""
+    office.behaviour["cherwell"] = Behaviour(plain=True, list_limit=3)
+    config = Open311Config(**ADAPTERS["cherwell"], list_limit=3)
+    adapter = Open311Adapter(config=config, client=http, timeout=5)
+    enquired = datetime.now(UTC) - timedelta(minutes=5)
+    for number in range(8):  # other people's reports, before and after ours
+        made = await http.post(f"{BASE}/requests.json", data=report(f"OTHER-{number}"))
+        case = office.cases["cherwell"][made.json()[0]["service_request_id"]]
+        case["created_at"] = enquired + timedelta(seconds=40 * number - 60)
+    ours = (await adapter.deliver(plain_delivery(1, enquired))).remote_reference
+    posts = office.posts["cherwell"]
+
+    again = await adapter.deliver(plain_delivery(2, enquired))
+
+    assert again.remote_reference == ours
+    assert office.posts["cherwell"] == posts, "posted again"
+    assert office.duplicates("cherwell") == {}
+
+
+async def test_a_look_up_that_cannot_see_past_the_cap_posts_nothing(http, office):
+    office.behaviour["cherwell"] = Behaviour(plain=True, list_limit=2)
+    config = Open311Config(**ADAPTERS["cherwell"], list_limit=2)
+    adapter = Open311Adapter(config=config, client=http, timeout=5)
+    enquired = datetime.now(UTC)
+    for number in range(2):  # in the same second as ours, so no window is narrow enough
+        await http.post(f"{BASE}/requests.json", data=report(f"OTHER-{number}"))
+    await adapter.deliver(plain_delivery(1, enquired))
+    posts = office.posts["cherwell"]
+    with pytest.raises(RetryableError, match="too many requests"):
+        await adapter.deliver(plain_delivery(2, enquired))
+    assert office.posts["cherwell"] == posts
