@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Forbidden, NoValidKey
 from app.ratelimit import limit_address, limit_caller
+from app.request_log import bind_client
 from app.services.clients import Caller, Scope, authenticate
 
 bearer = HTTPBearer(
@@ -46,6 +47,7 @@ async def optional_caller(
     if caller is None:
         await limit_address(request)
         raise NoValidKey("That API key is not known, or it has been revoked.")
+    bind_client(caller.name)
     await limit_caller(request, caller)
     return caller
 

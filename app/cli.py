@@ -64,7 +64,7 @@ def _settings() -> Settings:
         settings = get_settings()
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_renderer)
     return settings
 
 

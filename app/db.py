@@ -31,12 +31,19 @@ def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
 
 
 def create_engine(database_url: str) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and write-first transactions."""
+    """An async engine; SQLite gets WAL, a busy timeout and write-first transactions.
+
+    Its errors never quote a statement's parameters: they carry citizens' details, and an
+    unexpected error is logged."""
     if database_url.startswith("sqlite"):
-        engine = create_async_engine(database_url, pool_size=8, max_overflow=0)
+        engine = create_async_engine(
+            database_url, pool_size=8, max_overflow=0, hide_parameters=True
+        )
         _tune_sqlite(engine)
         return engine
-    return create_async_engine(database_url, pool_size=20, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        database_url, pool_size=20, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

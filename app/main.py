@@ -25,6 +25,7 @@ from app.outbound import OutboundGuard, OutboundPolicy, Resolver, outbound_clien
 from app.problems import PROBLEM_JSON, install_problem_handlers
 from app.production import check_production
 from app.ratelimit import RateLimiter
+from app.request_log import add_request_log
 from app.routers import catalogue, enquiries, inbound, meta, privacy, webhooks
 from app.services.dispatcher import Dispatcher
 from app.services.enquiry_store import close_store
@@ -110,6 +111,7 @@ def create_app(
     )
     app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
     add_http_guards(app, settings)
+    add_request_log(app, settings)
     install_problem_handlers(app)
     for router in (
         enquiries.router,

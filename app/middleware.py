@@ -107,6 +107,7 @@ CORS_EXPOSED_HEADERS = (
     "RateLimit-Policy",
     "Idempotent-Replayed",
     "WWW-Authenticate",
+    "X-Request-ID",
 )
 
 

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import DomainError, FieldError
+from app.logs import error_type, mark_logged, safe_message
+from app.request_log import route_template
 
 log = structlog.get_logger()
 PROBLEM_JSON = "application/problem+json"
@@ -152,7 +154,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("http.unhandled", path=request.url.path)
+        # Never the exception's own text: it may quote the statement's parameters or the body.
+        log.error(
+            "http.unhandled",
+            method=request.method,
+            route=route_template(request.scope),
+            error=error_type(exc),
+            message=safe_message(exc),
+            exc_info=exc,
+        )
+        mark_logged(exc)
         return problem(
             500, "internal", "Something went wrong on our side.", instance=request.url.path
         )

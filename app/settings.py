@@ -25,6 +25,11 @@ class Environment(StrEnum):
     production = "production"
 
 
+class LogFormat(StrEnum):
+    json = "json"  # one JSON object a line, for a log collector
+    console = "console"  # aligned key=value lines, for a person at a terminal
+
+
 class DispatchSettings(BaseModel):
     """How the dispatcher claims, retries and gives up."""
 
@@ -87,6 +92,9 @@ class ApiSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     # Host names the gateway answers to (`Host` header); others get 400. "*" allows any.
     trusted_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
+    # Take the X-Request-ID a front end sends (when it looks like one) instead of minting one:
+    # only behind a proxy that sets it on every request, since a client could send anything.
+    trust_request_id: bool = False
 
     @field_validator("rate_limit_client", "rate_limit_anonymous", "rate_limit_inbound")
     @classmethod
@@ -192,6 +200,8 @@ class Settings(BaseSettings):
     # Where `iap serve` keeps the development API key (IAP_ENV=development only).
     dev_key_file: Path = Path(".iap-dev-key")
     log_level: str = "INFO"
+    # How log lines are written; by default console lines in development, JSON elsewhere.
+    log_format: LogFormat | None = None
     dispatch: DispatchSettings = DispatchSettings()
     http: HttpSettings = HttpSettings()
     locator: LocatorSettings = LocatorSettings()
@@ -214,6 +224,13 @@ class Settings(BaseSettings):
 
     outbound: OutboundSettings = OutboundSettings()
     webhooks: WebhookSettings = WebhookSettings()
+
+    @property
+    def log_renderer(self) -> LogFormat:
+        """The log format: IAP_LOG_FORMAT, or console in development and JSON elsewhere."""
+        if self.log_format is not None:
+            return self.log_format
+        return LogFormat.console if self.env is Environment.development else LogFormat.json
 
 
 @lru_cache

@@ -98,6 +98,8 @@ def iap_env(database_url: str, sandbox_port: int | None = None) -> dict[str, str
     """The environment of an `iap` process: ours without any IAP_ settings, plus these."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IAP_")}
     env["IAP_DATABASE_URL"] = database_url
+    # Logged as production logs (one JSON line per request), not as a developer's console.
+    env["IAP_LOG_FORMAT"] = "json"
     env["IAP_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port or free_port()}"
     env["IAP_SANDBOX_SMTP_PORT"] = str(free_port())
     # One client at full speed: its rate limit is still checked (that cost is measured) but

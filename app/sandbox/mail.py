@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -32,6 +33,10 @@ from app.sandbox.office import utc_now
 
 router = APIRouter()
 SMTP_HOST = "127.0.0.1"
+# aiosmtpd's logger: it writes each line of a message at DEBUG (the citizen's name, email and
+# phone in a police email) and every connection's opening and closing at INFO (the controller's
+# own check at start-up included); only its warnings are worth an operator's eye.
+SMTP_LOGGER = "mail.log"
 
 
 class MailSink:
@@ -52,6 +57,7 @@ class MailSink:
 
 async def start_sink(sandbox: Sandbox, port: int) -> Controller:
     """Listen for SMTP on 127.0.0.1:port, in a thread of its own, once it answers."""
+    logging.getLogger(SMTP_LOGGER).setLevel(logging.WARNING)
     controller = Controller(
         MailSink(sandbox, asyncio.get_running_loop()), hostname=SMTP_HOST, port=port
     )

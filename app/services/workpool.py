@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from app.logs import error_type
+
 log = structlog.get_logger()
 
 
@@ -61,8 +63,10 @@ class WorkPool:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
         self._wakeup.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error(f"{self.name}.task_failed", error=repr(task.exception()))
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            # Its traceback, redacted (app.logs): an exception's repr may quote a row.
+            log.error(f"{self.name}.task_failed", error=error_type(error), exc_info=error)
 
 
 def retry_delay(
