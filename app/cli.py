@@ -10,20 +10,27 @@ import json
 import re
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import typer
 import uvicorn
 from pydantic import ValidationError
 from sqlalchemy import delete, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import crypto
 from app.catalogue import Catalogue
-from app.db import create_engine, migrate, writing
+from app.db import (
+    DatabaseUnavailable,
+    create_engine,
+    describe_database_error,
+    migrate,
+    writing,
+)
 from app.errors import ConfigError, DomainError
 from app.locate import import_onspd_rows, normalise_postcode
 from app.logs import configure_logging
@@ -42,7 +49,7 @@ from app.sandbox import create_sandbox_app
 from app.schemas import Channel
 from app.services import clients, privacy, webhooks
 from app.services.audit import Actor
-from app.settings import Environment, Settings, get_settings
+from app.settings import Environment, Settings, describe_settings_error, get_settings
 
 cli = typer.Typer(
     help="IAP: the integrated access point for public-service enquiries.", no_args_is_help=True
@@ -59,13 +66,34 @@ cli.add_typer(privacy_cli, name="privacy")
 cli.add_typer(retention_cli, name="retention")
 
 
+T = TypeVar("T")
+
+
 def _settings() -> Settings:
     try:
         settings = get_settings()
     except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        typer.echo(f"configuration error:\n{describe_settings_error(exc)}", err=True)
+        raise typer.Exit(2) from exc
     configure_logging(settings.log_level)
     return settings
+
+
+def _run(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's async work; a database it cannot open ends it with a line saying why and
+    what to do, not a traceback."""
+    try:
+        with _config_errors():
+            return asyncio.run(work)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except (OSError, DBAPIError, DatabaseUnavailable) as exc:
+        described = describe_database_error(exc, settings.database_url)
+        if described is None:
+            raise
+        typer.echo(f"database error: {described}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @contextlib.contextmanager
@@ -92,17 +120,17 @@ def serve(
     settings = _settings()
     with _config_errors():
         app = create_app(settings, run_dispatcher=not no_worker)
-    gateway = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
-    )
+    gateway = _Gateway(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
     sandbox_server = (
         _embedded_sandbox(settings, gateway_url=_loopback_url(host, port)) if sandbox else None
     )
     if settings.env is Environment.development:
-        key = asyncio.run(load_development_key(settings))
+        key = _run(settings, load_development_key(settings))
         typer.echo(f"development API key (all scopes, kept in {settings.dev_key_file}): {key}")
+    else:
+        _run(settings, _open_database(settings))
     tune_garbage_collector()
-    asyncio.run(_serve_together(gateway, sandbox_server))
+    _run(settings, _serve_together(gateway, sandbox_server))
 
 
 async def load_development_key(settings: Settings) -> str:
@@ -120,6 +148,29 @@ async def load_development_key(settings: Settings) -> str:
         key_file.touch(mode=0o600)
         key_file.write_text(key + "\n")
     return key
+
+
+async def _open_database(settings: Settings) -> None:
+    """Connect (and migrate, unless told not to) before the server starts, so a database it
+    cannot open is told in one line rather than as the server's failed start."""
+    async with _engine(settings) as engine, engine.connect():
+        pass
+
+
+class _Gateway(uvicorn.Server):
+    """Ctrl-C or SIGTERM stop it and the command exits 0.
+
+    Once stopped, uvicorn raises the signal again for a handler outside it; there is none here,
+    so a clean stop would end in a KeyboardInterrupt traceback or a process killed by SIGTERM.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
 
 class _QuietServer(uvicorn.Server):
@@ -185,7 +236,7 @@ def worker() -> None:
         catalogue = load_configured_catalogue(settings)
         guard = outbound_guard(settings)
         check_production(settings, catalogue, guard=guard)
-        asyncio.run(_work(settings, catalogue, guard))
+        _run(settings, _work(settings, catalogue, guard))
 
 
 async def _work(settings: Settings, catalogue: Catalogue, guard: OutboundGuard) -> None:
@@ -206,7 +257,7 @@ def migrate_command() -> None:
         await migrate(engine, sealer=settings.sealer())
         await engine.dispose()
 
-    asyncio.run(run())
+    _run(settings, run())
     typer.echo("database is up to date")
 
 
@@ -259,7 +310,7 @@ def routes_explain(
     if postcode and normalised is None:
         typer.echo(f"'{postcode}' is not a UK postcode", err=True)
         raise typer.Exit(2)
-    asyncio.run(_explain(settings, chosen.code, normalised))
+    _run(settings, _explain(settings, chosen.code, normalised))
 
 
 async def _explain(settings: Settings, service_code: str, postcode: str | None) -> None:
@@ -291,7 +342,7 @@ def gazetteer_import(
 ) -> None:
     """Load full postcodes from an ONS Postcode Directory CSV (columns pcds, oscty, oslaua...)."""
     settings = _settings()
-    count = asyncio.run(_import(settings, file, replace=replace))
+    count = _run(settings, _import(settings, file, replace=replace))
     typer.echo(f"imported {count} postcodes")
 
 
@@ -351,7 +402,7 @@ def clients_create(
             )
 
     try:
-        made, key = asyncio.run(run())
+        made, key = _run(settings, run())
     except DomainError as exc:
         typer.echo(exc.detail, err=True)
         raise typer.Exit(1) from exc
@@ -371,7 +422,7 @@ def clients_list() -> None:
         async with _engine(settings) as engine:
             return await clients.list_clients(engine)
 
-    for made in asyncio.run(run()):
+    for made in _run(settings, run()):
         state = f"revoked {made.revoked_at:%Y-%m-%d %H:%M}" if made.revoked_at else "active"
         typer.echo(
             f"{made.name}\t{made.id}\t{made.key_hint}\t{','.join(made.scopes)}"
@@ -391,7 +442,7 @@ def clients_revoke(
             return await clients.revoke_client(engine, client)
 
     try:
-        revoked = asyncio.run(run())
+        revoked = _run(settings, run())
     except DomainError as exc:
         typer.echo(exc.detail, err=True)
         raise typer.Exit(1) from exc
@@ -430,7 +481,7 @@ def privacy_rotate_keys() -> None:
             return enquiries, await webhooks.reseal_secrets(engine=engine, sealer=sealer)
 
     try:
-        count, secrets_ = asyncio.run(run())
+        count, secrets_ = _run(settings, run())
     except crypto.SealedDataUnreadable as exc:
         typer.echo(f"{exc}: keep every old key in IAP_PRIVACY__KEYS until this succeeds", err=True)
         raise typer.Exit(1) from exc
@@ -451,7 +502,7 @@ def retention_run() -> None:
                 actor=Actor("iap retention run"),
             )
 
-    typer.echo(f"anonymised {asyncio.run(run())} enquiries past their retention period")
+    typer.echo(f"anonymised {_run(settings, run())} enquiries past their retention period")
 
 
 @cli.command("openapi")
