@@ -234,3 +234,31 @@ def test_bad_yaml_in_the_configuration_is_a_configuration_error(command, databas
     assert "Traceback" not in result.stderr, result.stderr
     assert "configuration error" in result.stderr
     assert "organisations.yaml: not valid YAML" in result.stderr
+
+
+def test_the_development_key_follows_the_developer_to_a_new_database(database_url, tmp_path):
+    """The key in .iap-dev-key works on every database serve has been pointed at."""
+    keys = []
+    for url in (database_url, f"sqlite:///{tmp_path / 'another.db'}"):
+        port = free_port()
+        process = subprocess.Popen(
+            [*IAP, "serve", "--port", str(port), "--no-sandbox", "--no-worker"],
+            env=environment(IAP_ENV="development", IAP_DATABASE_URL=url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
+        try:
+            wait_until_ready(process, f"http://127.0.0.1:{port}/readyz")
+            key = (tmp_path / ".iap-dev-key").read_text().strip()
+            answer = httpx.get(
+                f"http://127.0.0.1:{port}/v1/enquiries",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=5,
+            )
+            assert answer.status_code == 200, answer.text
+            keys.append(key)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert keys[0] == keys[1]
