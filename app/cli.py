@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
 import gc
 import json
 import re
@@ -51,16 +52,17 @@ from app.services import clients, privacy, webhooks
 from app.services.audit import Actor
 from app.settings import Environment, Settings, describe_settings_error, get_settings
 
-cli = typer.Typer(
-    help="IAP: the integrated access point for public-service enquiries.", no_args_is_help=True
-)
-routes_cli = typer.Typer(help="Explain routing decisions.", no_args_is_help=True)
-gazetteer_cli = typer.Typer(help="Manage the postcode gazetteer.", no_args_is_help=True)
-clients_cli = typer.Typer(help="Manage API clients and their keys.", no_args_is_help=True)
+# Plain help, each value named by what it is (HOST, FILE) rather than by its Python type.
+# (Arguments are described in their command's help: typer lists them with a <type> label.)
+_Plain = functools.partial(typer.Typer, no_args_is_help=True, rich_markup_mode=None)
+cli = _Plain(help="IAP: the integrated access point for public-service enquiries.")
+routes_cli = _Plain(help="Explain routing decisions.")
+gazetteer_cli = _Plain(help="Manage the postcode gazetteer.")
+clients_cli = _Plain(help="Manage API clients and their keys.")
 cli.add_typer(routes_cli, name="routes")
 cli.add_typer(gazetteer_cli, name="gazetteer")
-privacy_cli = typer.Typer(help="Keys for citizen details at rest.", no_args_is_help=True)
-retention_cli = typer.Typer(help="Anonymise enquiries past their retention.", no_args_is_help=True)
+privacy_cli = _Plain(help="Keys for citizen details at rest.")
+retention_cli = _Plain(help="Anonymise enquiries past their retention.")
 cli.add_typer(clients_cli, name="clients")
 cli.add_typer(privacy_cli, name="privacy")
 cli.add_typer(retention_cli, name="retention")
@@ -107,8 +109,8 @@ def _config_errors() -> Iterator[None]:
 
 @cli.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on")] = 8000,
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="API only; run `iap worker`s")
     ] = False,
@@ -263,21 +265,27 @@ def migrate_command() -> None:
 
 @cli.command("sandbox")
 def sandbox_command(
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port of the back-offices")] = 8090,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="HTTP port of the back-offices")] = 8090,
     smtp_port: Annotated[
         int | None,
-        typer.Option(help="SMTP sink port on 127.0.0.1 (0: none) [default: IAP_SANDBOX_SMTP_PORT]"),
+        typer.Option(
+            metavar="PORT",
+            help="SMTP sink port on 127.0.0.1 (0: none) [default: IAP_SANDBOX_SMTP_PORT]",
+        ),
     ] = None,
     gateway_url: Annotated[
         str | None,
-        typer.Option(help="Gateway to push status updates to, e.g. http://127.0.0.1:8000"),
+        typer.Option(
+            metavar="URL", help="Gateway to push status updates to, e.g. http://127.0.0.1:8000"
+        ),
     ] = None,
     step_seconds: Annotated[
         float | None,
         typer.Option(
+            metavar="SECONDS",
             help="Move each new case to its next status this often (0: only when told) "
-            "[default: IAP_SANDBOX_STEP_SECONDS]"
+            "[default: IAP_SANDBOX_STEP_SECONDS]",
         ),
     ] = None,
 ) -> None:
@@ -295,8 +303,12 @@ def sandbox_command(
 
 @routes_cli.command("explain")
 def routes_explain(
-    service: Annotated[str, typer.Option("--service", help="Service code, e.g. pothole")],
-    postcode: Annotated[str | None, typer.Option("--postcode", help="e.g. OX14 3DB")] = None,
+    service: Annotated[
+        str, typer.Option("--service", metavar="CODE", help="Service code, e.g. pothole")
+    ],
+    postcode: Annotated[
+        str | None, typer.Option("--postcode", metavar="POSTCODE", help="e.g. OX14 3DB, or OX14")
+    ] = None,
 ) -> None:
     """Print where an enquiry for SERVICE at POSTCODE would go, and why."""
     settings = _settings()
@@ -337,10 +349,11 @@ async def _explain(settings: Settings, service_code: str, postcode: str | None) 
 
 @gazetteer_cli.command("import")
 def gazetteer_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONSPD CSV file")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, metavar="FILE", hidden=True)],
     replace: Annotated[bool, typer.Option(help="Empty the gazetteer first")] = False,
 ) -> None:
-    """Load full postcodes from an ONS Postcode Directory CSV (columns pcds, oscty, oslaua...)."""
+    """Load full postcodes from FILE, an ONS Postcode Directory CSV (columns pcds, oscty,
+    oslaua...)."""
     settings = _settings()
     count = _run(settings, _import(settings, file, replace=replace))
     typer.echo(f"imported {count} postcodes")
@@ -379,16 +392,26 @@ async def _import_batch(conn: AsyncConnection, batch: list[dict[str, str]]) -> i
 
 @clients_cli.command("create")
 def clients_create(
-    name: Annotated[str, typer.Argument(help="A name people will recognise, e.g. kiosk-banbury")],
+    name: Annotated[str, typer.Argument(metavar="NAME", hidden=True)],
     scope: Annotated[
-        list[clients.Scope], typer.Option("--scope", help="What it may do; repeat for more")
+        list[clients.Scope],
+        typer.Option(
+            "--scope",
+            metavar="SCOPE",
+            help=f"What it may do, one of {', '.join(clients.Scope)}; repeat for more",
+        ),
     ],
     channel: Annotated[
         Channel | None,
-        typer.Option(help="The one channel its enquiries are on (a kiosk, a phone line)"),
+        typer.Option(
+            metavar="CHANNEL",
+            help="The one channel its enquiries are on (a kiosk, a phone line), one of "
+            f"{', '.join(Channel)}",
+        ),
     ] = None,
 ) -> None:
-    """Make an API client; its key is printed once, as the last line, and never again."""
+    """Make an API client called NAME (one people will recognise, e.g. kiosk-banbury); its key
+    is printed once, as the last line, and never again."""
     settings = _settings()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
         raise typer.BadParameter(
@@ -432,9 +455,9 @@ def clients_list() -> None:
 
 @clients_cli.command("revoke")
 def clients_revoke(
-    client: Annotated[str, typer.Argument(help="The client's name, id or key id")],
+    client: Annotated[str, typer.Argument(metavar="CLIENT", hidden=True)],
 ) -> None:
-    """Stop a client's key working, from its next request on."""
+    """Stop the key of CLIENT (its name, id or key id) working, from its next request on."""
     settings = _settings()
 
     async def run() -> clients.ClientInfo:
@@ -507,7 +530,9 @@ def retention_run() -> None:
 
 @cli.command("openapi")
 def openapi_command(
-    output: Annotated[Path, typer.Option(help="Where to write it")] = Path("openapi/openapi.json"),
+    output: Annotated[Path, typer.Option(metavar="FILE", help="Where to write it")] = Path(
+        "openapi/openapi.json"
+    ),
 ) -> None:
     """Write the OpenAPI document of the API."""
     settings = _settings()

@@ -9,10 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from app.cli import cli
 from tests.conftest import POSTGRES_URL, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,3 +266,28 @@ def test_the_development_key_follows_the_developer_to_a_new_database(database_ur
             process.terminate()
             process.wait(timeout=30)
     assert keys[0] == keys[1]
+
+
+def every_command(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            found += every_command(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_help_names_values_plainly_and_shows_defaults():
+    commands = every_command(typer.main.get_command(cli))  # type: ignore[arg-type]
+    assert ("gazetteer", "import") in commands
+    assert len(commands) > 15
+    for command in commands:
+        result = run(*command, "--help") if command in {(), ("serve",)} else None
+        text = result.stdout if result else CliRunner().invoke(cli, [*command, "--help"]).output
+        assert text.startswith("Usage: "), (command, text)
+        assert not {"<", ">"} & set(text), (command, text)
+    serve = run("serve", "--help").stdout
+    assert "--port PORT" in serve
+    assert "[default: 8000]" in serve
+    assert "--no-worker  " in serve
