@@ -7,15 +7,20 @@ import contextlib
 import csv
 import functools
 import gc
+import io
 import json
 import re
 import signal
 import socket
+import sys
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
+import structlog
 import typer
 import uvicorn
 from pydantic import ValidationError
@@ -33,7 +38,7 @@ from app.db import (
     writing,
 )
 from app.errors import ConfigError, DomainError
-from app.locate import import_onspd_rows, normalise_postcode
+from app.locate import PostcodeTable, import_onspd_rows, normalise_postcode
 from app.logs import configure_logging
 from app.main import (
     build_locator,
@@ -355,39 +360,134 @@ def gazetteer_import(
     """Load full postcodes from FILE, an ONS Postcode Directory CSV (columns pcds, oscty,
     oslaua...)."""
     settings = _settings()
-    count = _run(settings, _import(settings, file, replace=replace))
-    typer.echo(f"imported {count} postcodes")
+    table = PostcodeTable.from_csv(settings.config_dir / "postcode_areas.csv")
+    progress = _ImportProgress(total_bytes=file.stat().st_size)
+    tally = _run(settings, _import(settings, file, table, progress, replace=replace))
+    progress.done()
+    typer.echo(tally.summary(time.monotonic() - progress.started))
 
 
-async def _import(settings: Settings, file: Path, *, replace: bool) -> int:
-    engine = create_engine(settings.database_url)
-    await migrate(engine, sealer=settings.sealer())
-    total = 0
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        async with writing(engine) as conn:
-            if replace:
-                await conn.execute(delete(gazetteer_table))
-            batch: list[dict[str, str]] = []
-            for row in reader:
-                batch.append(row)
-                if len(batch) == 5000:
-                    total += await _import_batch(conn, batch)
-                    batch = []
-            total += await _import_batch(conn, batch)
-    await engine.dispose()
-    return total
+@dataclass
+class _ImportTally:
+    """What an import did with each row of the directory."""
+
+    read: int = 0
+    imported: int = 0
+    terminated: int = 0  # imported, and marked: a citizen may still give an old postcode
+    malformed: int = 0
+    outside: int = 0
+
+    def summary(self, seconds: float) -> str:
+        rate = self.read / seconds if seconds > 0 else 0.0
+        return (
+            f"imported {self.imported} postcodes ({self.terminated} of them terminated, kept "
+            f"and marked) from {self.read} rows in {seconds:.1f} s ({rate:,.0f} rows/s); "
+            f"skipped {self.malformed + self.outside}: {self.malformed} without a valid "
+            f"postcode, {self.outside} outside every area of postcode_areas.csv"
+        )
 
 
-async def _import_batch(conn: AsyncConnection, batch: list[dict[str, str]]) -> int:
+class _ImportProgress:
+    """Rows done, rate and time left, on stderr: a line rewritten in place on a terminal,
+    otherwise a log line every 10 seconds."""
+
+    def __init__(self, *, total_bytes: int, every_seconds: float = 10.0) -> None:
+        self.total_bytes = max(total_bytes, 1)
+        self.started = self._last = time.monotonic()
+        self.every_seconds = 0.5 if sys.stderr.isatty() else every_seconds
+        self._drawn = False
+
+    def update(self, *, rows: int, bytes_read: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_seconds:
+            return
+        self._last = now
+        elapsed = now - self.started
+        fraction = min(bytes_read / self.total_bytes, 1.0)
+        left = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        if sys.stderr.isatty():
+            line = f"{rows:,} rows, {fraction:.0%}, {rate:,.0f} rows/s, about {left:.0f} s left"
+            sys.stderr.write(f"\r{line:<72}")
+            sys.stderr.flush()
+            self._drawn = True
+        else:
+            structlog.get_logger().info(
+                "gazetteer.import_progress",
+                rows=rows,
+                percent=round(fraction * 100),
+                rows_per_second=round(rate),
+                seconds_left=round(left),
+            )
+
+    def done(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\n")
+
+
+_ONSPD_POSTCODE_COLUMNS = ("pcds", "pcd")
+
+
+async def _import(
+    settings: Settings,
+    file: Path,
+    table: PostcodeTable,
+    progress: _ImportProgress,
+    *,
+    replace: bool,
+) -> _ImportTally:
+    tally = _ImportTally()
+    async with _engine(settings) as engine:
+        with (
+            file.open("rb") as raw,
+            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text,
+        ):
+            reader = csv.DictReader(text)
+            if not set(_ONSPD_POSTCODE_COLUMNS) & set(reader.fieldnames or ()):
+                raise ConfigError(
+                    f"{file} has no pcds or pcd column: is it the ONS Postcode Directory CSV?"
+                )
+            async with writing(engine) as conn:
+                if replace:
+                    await conn.execute(delete(gazetteer_table))
+                batch: list[dict[str, str]] = []
+                for row in reader:
+                    if _keep(row, table, tally):
+                        batch.append(row)
+                    if len(batch) == 5000:
+                        await _import_batch(conn, batch, tally)
+                        batch = []
+                    if tally.read % 5000 == 0:
+                        progress.update(rows=tally.read, bytes_read=raw.tell())
+                await _import_batch(conn, batch, tally)
+    return tally
+
+
+def _keep(row: dict[str, str], table: PostcodeTable, tally: _ImportTally) -> bool:
+    tally.read += 1
+    postcode = normalise_postcode(row.get("pcds") or row.get("pcd") or "")
+    if postcode is None:
+        tally.malformed += 1
+        return False
+    if not table.covers(postcode):
+        # The built-in table already answers "outside the area" for it.
+        tally.outside += 1
+        return False
+    return True
+
+
+async def _import_batch(
+    conn: AsyncConnection, batch: list[dict[str, str]], tally: _ImportTally
+) -> None:
     rows = import_onspd_rows(batch)
     if not rows:
-        return 0
+        return
     postcodes = [r["postcode"] for r in rows]
     # Re-importing a newer directory replaces the rows it carries.
     await conn.execute(delete(gazetteer_table).where(gazetteer_table.c.postcode.in_(postcodes)))
     await conn.execute(insert(gazetteer_table), rows)
-    return len(rows)
+    tally.imported += len(rows)
+    tally.terminated += sum(1 for r in rows if r["terminated"])
 
 
 @clients_cli.command("create")

@@ -86,6 +86,12 @@ class PostcodeTable:
         with path.open(newline="", encoding="utf-8") as handle:
             return cls({row["prefix"].strip().upper(): row for row in csv.DictReader(handle)})
 
+    def covers(self, postcode: str) -> bool:
+        """Whether this (normalised) postcode's sector or district is in the table; an empty
+        table knows no area, so it rules nothing out."""
+        outward, inward = postcode.split(" ")
+        return not self._rows or f"{outward} {inward[0]}" in self._rows or outward in self._rows
+
     async def locate(
         self, *, postcode: str | None, latitude: float | None, longitude: float | None
     ) -> Place | None:
