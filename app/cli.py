@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import crypto
-from app.catalogue import Catalogue
+from app.catalogue import Catalogue, Service
 from app.db import (
     DatabaseUnavailable,
     create_engine,
@@ -50,11 +50,11 @@ from app.main import (
 from app.models import gazetteer_table
 from app.outbound import OutboundGuard, outbound_client
 from app.production import check_production
-from app.routing import route
 from app.sandbox import create_sandbox_app
-from app.schemas import Channel
+from app.schemas import Channel, Location
 from app.services import clients, privacy, webhooks
 from app.services.audit import Actor
+from app.services.intake import locate_and_route
 from app.settings import Environment, Settings, describe_settings_error, get_settings
 
 # Plain help, each value named by what it is (HOST, FILE) rather than by its Python type.
@@ -315,7 +315,8 @@ def routes_explain(
         str | None, typer.Option("--postcode", metavar="POSTCODE", help="e.g. OX14 3DB, or OX14")
     ] = None,
 ) -> None:
-    """Print where an enquiry for SERVICE at POSTCODE would go, and why."""
+    """Print where an enquiry for SERVICE at POSTCODE would go, and why: the answer
+    POST /v1/enquiries would give, from the same checks and routing."""
     settings = _settings()
     with _config_errors():
         catalogue = load_configured_catalogue(settings)
@@ -323,31 +324,34 @@ def routes_explain(
     if chosen is None:
         typer.echo(f"no service '{service}'; known: {', '.join(catalogue.services)}", err=True)
         raise typer.Exit(2)
-    normalised = normalise_postcode(postcode) if postcode else None
-    if postcode and normalised is None:
-        typer.echo(f"'{postcode}' is not a UK postcode", err=True)
-        raise typer.Exit(2)
-    _run(settings, _explain(settings, chosen.code, normalised))
+    try:
+        location = Location(postcode=postcode) if postcode else None
+    except ValidationError as exc:
+        typer.echo(exc.errors()[0]["msg"].removeprefix("Value error, "), err=True)
+        raise typer.Exit(2) from None
+    _run(settings, _explain(settings, catalogue, chosen, location))
 
 
-async def _explain(settings: Settings, service_code: str, postcode: str | None) -> None:
-    catalogue = load_configured_catalogue(settings)
-    engine = create_engine(settings.database_url)
-    await migrate(engine, sealer=settings.sealer())
-    async with outbound_client(settings, outbound_guard(settings)) as client:
-        locator = build_locator(settings, engine, client)
-        place = await locator.locate(postcode=postcode, latitude=None, longitude=None)
-    await engine.dispose()
-    typer.echo(f"service:  {service_code} ({catalogue.services[service_code].name})")
+async def _explain(
+    settings: Settings, catalogue: Catalogue, service: Service, location: Location | None
+) -> None:
+    typer.echo(f"service:  {service.code} ({service.name})")
+    async with (
+        _engine(settings) as engine,
+        outbound_client(settings, outbound_guard(settings)) as client,
+    ):
+        try:
+            place, destinations = await locate_and_route(
+                service=service,
+                location=location,
+                catalogue=catalogue,
+                locator=build_locator(settings, engine, client),
+            )
+        except DomainError as exc:
+            typer.echo(f"decision: refused ({exc.slug}): {exc.detail}")
+            raise typer.Exit(1) from exc
     codes = ", ".join(f"{k}={v}" for k, v in place.as_dict().items())
     typer.echo(f"place:    {codes or 'unknown'}")
-    try:
-        destinations = route(
-            service=catalogue.services[service_code], place=place, catalogue=catalogue
-        )
-    except DomainError as exc:
-        typer.echo(f"decision: refused ({exc.slug}): {exc.detail}")
-        raise typer.Exit(1) from exc
     for destination in destinations:
         typer.echo(f"decision: {destination.organisation_id}: {destination.reason}")
 
