@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,7 +13,8 @@ from weakref import WeakKeyDictionary
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.crypto import Sealer
@@ -25,6 +27,104 @@ _MIGRATION_LOCK_ID = 0x1A9_2026
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON")
 
 
+# The async driver IAP uses for each database, by what SQLAlchemy users write before "://".
+_ASYNC_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+# PostgreSQL's SQLSTATEs for the connection failures an operator can fix in the URL.
+_MISSING_DATABASE, _REFUSED_LOGIN, _WRONG_PASSWORD = "3D000", "28000", "28P01"
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened; the message says why and what to do."""
+
+
+def async_database_url(url: str) -> str:
+    """The URL with the async driver IAP runs on: `sqlite:///x.db` → `sqlite+aiosqlite:///x.db`,
+    `postgres://…` or `postgresql://…` → `postgresql+asyncpg://…`.
+
+    Another driver named explicitly (psycopg, pg8000, pysqlite) is refused rather than swapped,
+    since its query options need not mean the same to asyncpg or aiosqlite."""
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator:
+        raise ValueError(
+            "is not a database URL; write e.g. sqlite:///./iap.db or postgresql://user@host/db"
+        )
+    chosen = _ASYNC_SCHEMES.get(scheme.lower())
+    if chosen is None:
+        backend, _, driver = scheme.partition("+")
+        if backend.lower() in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"names the driver '{driver}'; IAP drives {backend} itself: write "
+                f"{backend.lower()}://… (or {_ASYNC_SCHEMES[backend.lower()]}://…)"
+            )
+        raise ValueError(
+            f"'{scheme}' is not a database IAP runs on: use sqlite:// or postgresql://"
+        )
+    normalised = f"{chosen}://{rest}"
+    try:
+        _ = make_url(normalised).port
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "cannot be read as a database URL; write e.g. postgresql://user:password@host:5432/db"
+        ) from None
+    return normalised
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unreadable database URL)"
+
+
+def describe_database_error(error: BaseException, url: str) -> str | None:
+    """What an operator reads when the database cannot be opened: the problem and the fix, the
+    password never shown. None when the error is not about reaching the database."""
+    if isinstance(error, DatabaseUnavailable):
+        return str(error)
+    parsed = make_url(url)
+    shown = safe_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if isinstance(error, DBAPIError) and "unable to open database file" in str(error.orig):
+            return _sqlite_unopenable(Path(parsed.database or ""), "is not writable")
+        return None
+    address = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    if isinstance(error, OSError):
+        reason = error.strerror or type(error).__name__
+        return (
+            f"cannot reach PostgreSQL at {address} ({reason}); start it, or fix the host and "
+            f"port in IAP_DATABASE_URL ({shown})"
+        )
+    if not isinstance(error, DBAPIError):
+        return None
+    state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    said = str(error.orig).splitlines()[0] if str(error.orig) else type(error.orig).__name__
+    if state == _MISSING_DATABASE:
+        return (
+            f"PostgreSQL at {address} says: {said}; create it (createdb {parsed.database}) "
+            f"or fix the database name in IAP_DATABASE_URL ({shown})"
+        )
+    if state in (_REFUSED_LOGIN, _WRONG_PASSWORD):
+        return (
+            f"PostgreSQL at {address} refused the login: {said}; fix the user or password in "
+            f"IAP_DATABASE_URL ({shown})"
+        )
+    return None
+
+
+def _sqlite_unopenable(path: Path, why: str) -> str:
+    return (
+        f"cannot open the SQLite database {path}: its folder {path.parent} {why}; "
+        "create it, or point IAP_DATABASE_URL elsewhere"
+    )
+
+
 def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
     """Whether this engine or connection talks to PostgreSQL."""
     return engine.dialect.name == "postgresql"
@@ -35,7 +135,13 @@ def create_engine(database_url: str) -> AsyncEngine:
 
     Its errors never quote a statement's parameters: they carry citizens' details, and an
     unexpected error is logged."""
+    database_url = async_database_url(database_url)
     if database_url.startswith("sqlite"):
+        # Said before connecting: aiosqlite's thread outlives a failed connect and complains
+        # on the way out.
+        path = Path(make_url(database_url).database or ":memory:")
+        if str(path) != ":memory:" and not path.parent.is_dir():
+            raise DatabaseUnavailable(_sqlite_unopenable(path, "does not exist"))
         engine = create_async_engine(
             database_url, pool_size=8, max_overflow=0, hide_parameters=True
         )
@@ -120,7 +226,14 @@ async def migrate(engine: AsyncEngine, *, sealer: Sealer | None = None) -> None:
         await conn.run_sync(_upgrade, url, sealer)
 
 
+def _without_chatter(record: logging.LogRecord) -> bool:
+    """Alembic says which dialect it uses every time it looks at the schema; only the upgrades
+    it runs are news."""
+    return not str(record.msg).startswith(("Context impl ", "Will assume "))
+
+
 def _upgrade(sync_conn: Connection, database_url: str, sealer: Sealer | None) -> None:
+    logging.getLogger("alembic.runtime.migration").addFilter(_without_chatter)
     config = alembic_config(database_url)
     config.attributes["connection"] = sync_conn
     config.attributes["sealer"] = sealer

@@ -28,6 +28,8 @@ from app.outbound import OutboundRefused
 log = structlog.get_logger()
 
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")
+_DISTRICT = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")
+_SECTOR = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ([0-9])$")
 # ONSPD fills a county column with this pseudo-code where there is no county (unitary areas).
 _NO_AREA = {"", "E99999999", "W99999999", "S99999999", "N99999999"}
 # About 200 m: how far a point may be from a postcode's centre to take its areas.
@@ -42,6 +44,19 @@ def normalise_postcode(text: str) -> str | None:
         return "GIR 0AA"
     match = _POSTCODE.match(compact)
     return f"{match[1]} {match[2]}" if match else None
+
+
+def normalise_postcode_or_part(text: str) -> str | None:
+    """A full postcode as normalise_postcode makes it, or what a caller may know of one: a
+    postcode district (`ox14` → `OX14`) or sector (`ox14 3` → `OX14 3`); None otherwise."""
+    full = normalise_postcode(text)
+    if full is not None:
+        return full
+    words = text.upper().split()
+    spaced = " ".join(words)
+    if len(words) == 1 and _DISTRICT.match(spaced):
+        return spaced
+    return spaced if _SECTOR.match(spaced) else None
 
 
 @dataclass(frozen=True)
@@ -86,13 +101,19 @@ class PostcodeTable:
         with path.open(newline="", encoding="utf-8") as handle:
             return cls({row["prefix"].strip().upper(): row for row in csv.DictReader(handle)})
 
+    def covers(self, postcode: str) -> bool:
+        """Whether this (normalised) postcode's sector or district is in the table; an empty
+        table knows no area, so it rules nothing out."""
+        outward, _, inward = postcode.partition(" ")
+        return not self._rows or f"{outward} {inward[:1]}" in self._rows or outward in self._rows
+
     async def locate(
         self, *, postcode: str | None, latitude: float | None, longitude: float | None
     ) -> Place | None:
         if postcode is None or not self._rows:
             return None
-        outward, inward = postcode.split(" ")
-        sector = f"{outward} {inward[0]}"
+        outward, _, inward = postcode.partition(" ")
+        sector = f"{outward} {inward[0]}" if inward else outward
         for prefix, precision in ((sector, "sector"), (outward, "district")):
             row = self._rows.get(prefix)
             if row is not None:
@@ -101,7 +122,8 @@ class PostcodeTable:
             postcode=postcode,
             source="table",
             outside=True,
-            note=f"postcode sector {sector} is outside the area this table covers",
+            note=f"postcode {'sector' if inward else 'district'} {sector} is outside the area "
+            "this table covers",
         )
 
     @staticmethod
@@ -136,7 +158,7 @@ class Gazetteer:
         self, *, postcode: str | None, latitude: float | None, longitude: float | None
     ) -> Place | None:
         now = time.monotonic()
-        if now < self._empty_until:
+        if now < self._empty_until or _partial(postcode):
             return None
         if postcode is None:
             return await self._look_up(postcode, latitude, longitude)
@@ -204,6 +226,8 @@ class HttpLocator:
     async def locate(
         self, *, postcode: str | None, latitude: float | None, longitude: float | None
     ) -> Place | None:
+        if _partial(postcode):
+            return None
         if postcode is not None:
             url, params = f"{self._base_url}/postcodes/{postcode}", None
         elif latitude is not None and longitude is not None:
@@ -239,6 +263,11 @@ class HttpLocator:
             precision="postcode" if postcode is not None else "point",
             source="http",
         )
+
+
+def _partial(postcode: str | None) -> bool:
+    """A district or sector only: nothing that knows full postcodes can place it."""
+    return postcode is not None and len(postcode.partition(" ")[2]) < 3
 
 
 def _code(value: Any) -> str | None:

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.locate import normalise_postcode
+from app.locate import normalise_postcode_or_part
 from app.status import Status
 
 
@@ -88,9 +88,11 @@ class Location(Strict):
     def _uk_postcode(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        normalised = normalise_postcode(value)
+        normalised = normalise_postcode_or_part(value)
         if normalised is None:
-            raise ValueError(f"'{value}' is not a UK postcode, like OX1 1BX")
+            raise ValueError(
+                f"'{value}' is not a UK postcode, like OX1 1BX, or the start of one, like OX14"
+            )
         return normalised
 
     @model_validator(mode="after")

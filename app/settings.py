@@ -9,10 +9,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from limits import parse_many
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY, Sealer
+from app.db import async_database_url
 
 SHIPPED_CONFIG_DIR = Path(__file__).parent / "data" / "oxfordshire"
 # A host name, or ".name" for every host under it.
@@ -202,6 +203,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # How log lines are written; by default console lines in development, JSON elsewhere.
     log_format: LogFormat | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return async_database_url(value)
+
     dispatch: DispatchSettings = DispatchSettings()
     http: HttpSettings = HttpSettings()
     locator: LocatorSettings = LocatorSettings()
@@ -231,6 +238,17 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return LogFormat.console if self.env is Environment.development else LogFormat.json
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line per wrong setting, named by its environment variable, its value never shown
+    (it may be a password or a key)."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        name = "IAP_" + "__".join(str(part) for part in problem["loc"]).upper()
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return "\n".join(lines)
 
 
 @lru_cache

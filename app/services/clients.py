@@ -218,14 +218,25 @@ def _uuid(value: str) -> uuid.UUID | None:
         return None
 
 
+async def _key_id_known(engine: AsyncEngine, key_id: str) -> bool:
+    async with reading(engine) as conn:
+        found = await conn.scalar(select(c.id).where(c.key_id == key_id))
+    return found is not None
+
+
 async def development_key(engine: AsyncEngine, kept: str | None) -> str:
-    """The development client's key (all scopes): `kept` while it still works, otherwise a new
-    one, the client made or given it. For the development default only."""
+    """The development client's key (all scopes): `kept` while it still works, or given to the
+    client in a database that does not know it yet (a new development database), otherwise a
+    new one. For the development default only."""
     if kept:
         caller = await authenticate(engine, kept)
         if caller is not None and caller.name == DEVELOPMENT_CLIENT:
             return kept
-    key_id, secret, key = _new_key()
+    parts = split_key(kept) if kept else None
+    if kept and parts is not None and not await _key_id_known(engine, parts[0]):
+        key_id, secret, key = parts[0], parts[1], kept
+    else:
+        key_id, secret, key = _new_key()
     values = {"key_id": key_id, "secret_hash": hash_secret(secret), "revoked_at": None}
     async with writing(engine) as conn:
         reissued = await conn.execute(

@@ -19,7 +19,7 @@ from app.errors import FieldError, ValidationFailed
 from app.locate import LocatorChain, Place
 from app.models import utcnow
 from app.routing import Destination, route
-from app.schemas import Advice, DestinationOut, EnquiryCreated, EnquiryIn
+from app.schemas import Advice, DestinationOut, EnquiryCreated, EnquiryIn, Location
 from app.services.clients import hash_secret
 from app.services.enquiry_store import NewEnquiry, ReferenceTaken, store_new_enquiry
 from app.services.idempotency import IdempotencyKey
@@ -68,18 +68,12 @@ async def submit_enquiry(
         )
     service = _service(enquiry, context.catalogue)
     attributes = _checked_attributes(service, enquiry.attributes)
-    location = enquiry.location
-    if service.needs_location and (location is None or location.is_empty()):
-        raise ValidationFailed(
-            f"{service.name} needs a location: a postcode, a point, an address or a UPRN.",
-            [FieldError("required for this service", pointer="#/location")],
-        )
-    place = await context.locator.locate(
-        postcode=location.postcode if location else None,
-        latitude=location.lat if location else None,
-        longitude=location.lon if location else None,
+    place, destinations = await locate_and_route(
+        service=service,
+        location=enquiry.location,
+        catalogue=context.catalogue,
+        locator=context.locator,
     )
-    destinations = route(service=service, place=place, catalogue=context.catalogue)
     advice = _advice(service, enquiry.description)
     return await _store(
         enquiry=enquiry,
@@ -91,6 +85,28 @@ async def submit_enquiry(
         client_id=client_id,
         idempotency_key=idempotency_key,
     )
+
+
+async def locate_and_route(
+    *,
+    service: Service,
+    location: Location | None,
+    catalogue: Catalogue,
+    locator: LocatorChain,
+) -> tuple[Place, list[Destination]]:
+    """Where the enquiry is about and who must act on it (`iap routes explain` asks the same):
+    a service that needs a location refuses one without it; out of area raises OutOfArea."""
+    if service.needs_location and (location is None or location.is_empty()):
+        raise ValidationFailed(
+            f"{service.name} needs a location: a postcode, a point, an address or a UPRN.",
+            [FieldError("required for this service", pointer="#/location")],
+        )
+    place = await locator.locate(
+        postcode=location.postcode if location else None,
+        latitude=location.lat if location else None,
+        longitude=location.lon if location else None,
+    )
+    return place, route(service=service, place=place, catalogue=catalogue)
 
 
 def _service(enquiry: EnquiryIn, catalogue: Catalogue) -> Service:
