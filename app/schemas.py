@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -45,6 +46,7 @@ Text = Annotated[NoNul, StringConstraints(strip_whitespace=True, min_length=1)]
 # A time in UTC (taken as UTC when it has no zone); refused when UTC has no such time
 # (year 1 at +01:00), which the database could not be asked about.
 UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+AwareUtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class Strict(BaseModel):

@@ -276,3 +276,80 @@ async def test_an_open311_push_needs_the_api_key_and_valid_fields(client, app):
     # A form is accepted only where Open311 partners send one.
     form_to_webhook = await client.post("/v1/inbound/oxfordshire-county", data={"a": "b"})
     assert form_to_webhook.status_code == 415
+
+
+# Times UTC cannot hold once their offset is applied, at both ends of the calendar.
+OUT_OF_RANGE_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+NUL_FIELDS = ["remote_reference", "status", "update_id", "description"]
+
+
+async def _nothing_recorded(client, reference):
+    enquiry, events = await timeline(client, reference)
+    assert events == []
+    assert enquiry["status"] == "dispatched"
+
+
+def _refused(response, pointer):
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert pointer in {e["pointer"] for e in response.json()["errors"]}
+
+
+@pytest.mark.parametrize("moment", OUT_OF_RANGE_TIMES)
+async def test_a_signed_update_at_a_time_utc_cannot_hold_is_refused(client, app, moment):
+    reference, remote = await delivered_enquiry(client, app)
+    body = {**update(remote["oxfordshire-county"], "in_progress"), "updated_at": moment}
+    _refused(await push(client, body), "#/updated_at")
+    await _nothing_recorded(client, reference)
+
+
+@pytest.mark.parametrize("field", NUL_FIELDS)
+async def test_a_signed_update_with_nul_in_its_text_is_refused(client, app, field):
+    reference, remote = await delivered_enquiry(client, app)
+    body = update(remote["oxfordshire-county"], "in_progress")
+    body[field] = body[field][:3] + "\x00" + body[field][3:]
+    _refused(await push(client, body), f"#/{field}")
+    await _nothing_recorded(client, reference)
+
+
+async def test_a_signed_update_at_the_last_moment_utc_holds_is_recorded(client, app):
+    reference, remote = await delivered_enquiry(client, app)
+    body = {
+        **update(remote["oxfordshire-county"], "in_progress"),
+        "updated_at": "9999-12-31T23:59:59Z",
+    }
+    response = await push(client, body)
+    assert response.status_code == 200, response.text
+    enquiry = (await client.get(f"/v1/enquiries/{reference}")).json()
+    county = [d for d in enquiry["destinations"] if d["organisation_id"] == "oxfordshire-county"]
+    assert county[0]["remote_status_at"].startswith("9999-12-31T23:59:59")
+
+
+async def _open311_case(client, app):
+    reference, remote = await delivered_enquiry(
+        client,
+        app,
+        service_code="missed-bin",
+        location={"postcode": "OX1 1BX"},
+        attributes={"bin_type": "refuse"},
+    )
+    return reference, remote["oxford-city"]
+
+
+@pytest.mark.parametrize("moment", [*OUT_OF_RANGE_TIMES, "0001-01-01T00:00:00+00:30"])
+async def test_an_open311_update_at_a_time_utc_cannot_hold_is_refused(client, app, moment):
+    reference, case = await _open311_case(client, app)
+    form = open311_form(service_request_id=case, updated_datetime=moment)
+    response = await client.post("/v1/inbound/oxford-city/servicerequestupdates", data=form)
+    _refused(response, "#/updated_datetime")
+    await _nothing_recorded(client, reference)
+
+
+@pytest.mark.parametrize("field", ["service_request_id", "status", "update_id", "description"])
+async def test_an_open311_update_with_nul_in_its_text_is_refused(client, app, field):
+    reference, case = await _open311_case(client, app)
+    form = open311_form(service_request_id=case)
+    form[field] = form[field][:2] + "\x00" + form[field][2:]
+    response = await client.post("/v1/inbound/oxford-city/servicerequestupdates", data=form)
+    _refused(response, f"#/{field}")
+    await _nothing_recorded(client, reference)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,10 +24,12 @@ from app.catalogue import Catalogue, Organisation
 from app.db import is_postgres, reading, writing
 from app.errors import FieldError, NotFound, Unauthenticated, ValidationFailed
 from app.models import inbound_message_table, utcnow
+from app.schemas import AwareUtcDatetime, NoNul
 from app.services.updates import record_update, vocabulary
 from app.status import Status
 
-Word = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+# NUL is refused in every text field (PostgreSQL cannot store it), and a time UTC cannot hold.
+Word = Annotated[NoNul, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 m = inbound_message_table.c
 
 
@@ -36,18 +38,18 @@ class InboundUpdate(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, allow_inf_nan=False)
 
-    update_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
+    update_id: Annotated[NoNul, StringConstraints(min_length=1, max_length=255)] = Field(
         description="Unique per organisation; the same update sent twice is recorded once"
     )
-    remote_reference: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = (
+    remote_reference: Annotated[NoNul, StringConstraints(min_length=1, max_length=128)] | None = (
         Field(default=None, description="The organisation's own case reference")
     )
-    reference: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+    reference: Annotated[NoNul, StringConstraints(max_length=32)] | None = Field(
         default=None, description="Our reference, when the case reference is not known to us"
     )
     status: Word = Field(description="The organisation's own status word", examples=["fixed"])
-    description: Annotated[str, StringConstraints(max_length=4000)] | None = None
-    updated_at: AwareDatetime
+    description: Annotated[NoNul, StringConstraints(max_length=4000)] | None = None
+    updated_at: AwareUtcDatetime
 
 
 class InboundReceipt(BaseModel):
@@ -125,7 +127,7 @@ class Inbox:
                 update_id=update.update_id,
                 status=update.status,
                 description=update.description,
-                updated_at=update.updated_at.astimezone(UTC),
+                updated_at=update.updated_at,
             ),
             via=via,
             reference=update.reference,
@@ -163,8 +165,8 @@ def _verified(secret: str, body: bytes, headers: Mapping[str, str]) -> str:
     except ValueError as exc:  # malformed signature header, base64 or encoding
         raise Unauthenticated("The webhook signature headers are malformed.") from exc
     message_id = headers.get("webhook-id", "")
-    if len(message_id) > 255:
-        raise Unauthenticated("The webhook-id is longer than 255 characters.")
+    if len(message_id) > 255 or "\x00" in message_id:
+        raise Unauthenticated("The webhook-id is longer than 255 characters or holds NUL.")
     return message_id
 
 
