@@ -154,10 +154,44 @@ async def test_an_update_naming_no_case_of_ours_is_404(client, app):
     assert (await push(client, update("OXF-999999", "in_progress"))).status_code == 404
 
 
-async def test_organisations_that_do_not_push_are_404(client):
-    for organisation in ("nobody", "cherwell"):
-        response = await push(client, update("X", "open"), organisation=organisation)
-        assert response.status_code == 404
+def _answer(response):
+    """What a client learns from an answer (its instance names the path it asked)."""
+    body = response.json()
+    body.pop("instance", None)
+    return response.status_code, response.headers["content-type"], json.dumps(body, sort_keys=True)
+
+
+async def test_unknown_organisations_and_ones_that_do_not_push_answer_as_a_wrong_signature(
+    client,
+):
+    # Signed with the county's secret, sent where it does not belong: the same 401 whether
+    # the organisation is unknown, does not push at all, or pushes only Open311 forms.
+    answers = {
+        organisation: _answer(await push(client, update("X", "open"), organisation=organisation))
+        for organisation in ("nobody", "cherwell", "oxford-city")
+    }
+    assert len(set(answers.values())) == 1, answers
+    status, content_type, body = answers["nobody"]
+    assert (status, content_type) == (401, "application/problem+json")
+    assert json.loads(body)["type"] == "/problems/unauthenticated"
+    assert "nobody" not in body
+
+
+async def test_unknown_organisations_and_ones_that_do_not_push_refuse_any_open311_key(client):
+    answers = {
+        _answer(
+            await client.post(
+                f"/v1/inbound/{organisation}/servicerequestupdates",
+                data=open311_form(api_key=key, service_request_id="1"),
+            )
+        )
+        for organisation in ("nobody", "cherwell", "oxfordshire-county", "oxford-city")
+        for key in (CITY_KEY, "guess", "")
+        if (organisation, key) != ("oxford-city", CITY_KEY)
+    }
+    assert len(answers) == 1, answers
+    [(status, _, body)] = answers
+    assert (status, json.loads(body)["type"]) == (401, "/problems/unauthenticated")
 
 
 async def test_an_older_update_arriving_late_does_not_turn_the_status_back(client, app):
