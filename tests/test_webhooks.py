@@ -272,6 +272,36 @@ async def test_an_organisations_subscription_hears_only_of_its_own_enquiries(
     assert {b["type"] for b in theirs} == {"enquiry.received", "enquiry.dispatched"}
 
 
+async def test_each_organisations_feed_carries_only_its_own_parts_of_a_shared_enquiry(
+    client, app, engine, receiver, back_office
+):
+    # Anti-social behaviour goes to the district council and the police: two parts.
+    feeds = {
+        organisation: await subscribe(client, receiver, organisation, organisation_id=organisation)
+        for organisation in ("oxford-city", "thames-valley-police")
+    }
+    await client.post("/v1/enquiries", json=enquiry_body(**asb()))
+    await deliver_all(app)
+    async with engine.connect() as conn:
+        owners = dict((await conn.execute(text("SELECT id, organisation_id FROM dispatch"))).all())
+    owner_of = {str(uuid.UUID(str(k))): v for k, v in owners.items()}
+    for organisation, subscription in feeds.items():
+        bodies = [verified(m, subscription["secret"]) for m in receiver.to(organisation)]
+        data = [b["data"] for b in bodies]
+        assert {d["organisation_id"] for d in data} <= {None, organisation}, data
+        dispatches = {d["dispatch_id"] for d in data} - {None}
+        assert {owner_of[d] for d in dispatches} == {organisation}, data
+        other = ({"oxford-city", "thames-valley-police"} - {organisation}).pop()
+        # Only the routing summary of enquiry.received says who else was sent the enquiry.
+        assert other not in str([b for b in bodies if b["type"] != "enquiry.received"])
+        # The enquiry as a whole still reaches both, naming neither part.
+        [dispatched] = [b for b in bodies if b["type"] == "enquiry.dispatched"]
+        assert (dispatched["data"]["organisation_id"], dispatched["data"]["dispatch_id"]) == (
+            None,
+            None,
+        )
+
+
 async def test_a_failing_endpoint_is_retried_with_the_same_webhook_id(client, app, receiver):
     made = await subscribe(client, receiver, "flaky", events=["enquiry.received"])
     receiver.answers["flaky"] = [(503, {}), (200, {})]

@@ -68,11 +68,11 @@ class _Subscriber:
         if event["created_at"] < self.created_at or not wants(self.events, event["type"]):
             return False
         if self.organisation_id is not None:
-            # About an enquiry routed to it: the enquiry as a whole, or its own part in it
-            # (a delivery, a status update, an erasure request), never another organisation's.
-            whole = event["type"].startswith("enquiry.")
+            # About an enquiry routed to it: the enquiry as a whole (no organisation named), or
+            # its own part in it (a delivery, a status update, an erasure request), never
+            # another organisation's, whatever the event's type.
             own = event["organisation_id"] in (None, self.organisation_id)
-            return self.organisation_id in routed_to and (whole or own)
+            return self.organisation_id in routed_to and own
         return self.all_enquiries or submitted_by == self.client_id
 
 
