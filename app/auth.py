@@ -56,7 +56,9 @@ def check_scope(caller: Caller | None, scopes: tuple[Scope, ...]) -> Caller:
         raise NoValidKey("This needs an API key: send `Authorization: Bearer <key>`.")
     if not any(caller.allows(scope) for scope in scopes):
         needs = " ".join(s.value for s in scopes)
-        raise Forbidden(f"This needs an API key with the scope {needs or 'admin'}.", needs=needs)
+        named = ", ".join(s.value for s in scopes) or Scope.admin.value
+        which = "one of the scopes: " if len(scopes) > 1 else "the scope "
+        raise Forbidden(f"This needs an API key with {which}{named}.", needs=needs)
     return caller
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -158,11 +159,24 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
 
+def error_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error as a person reads it: a text's length is in characters (pydantic says
+    "items" once a validator of ours has run first), without "Value error, "."""
+    context = error.get("ctx") or {}
+    if error.get("type") == "too_long" and isinstance(error.get("input"), str):
+        return f"should have at most {_characters(context.get('max_length'))}"
+    if error.get("type") == "too_short" and isinstance(error.get("input"), str):
+        return f"should have at least {_characters(context.get('min_length'))}"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def _characters(count: Any) -> str:
+    return "1 character" if count == 1 else f"{count} characters"
+
+
 def _field_error(error: dict[str, Any]) -> FieldError:
     location = [str(part) for part in error.get("loc", ())]
-    message = str(error.get("msg", "invalid"))
-    if message.startswith("Value error, "):
-        message = message.removeprefix("Value error, ")
+    message = error_message(error)
     if location and location[0] == "body":
         return FieldError(message, pointer="#/" + "/".join(_escape(p) for p in location[1:]))
     if location and location[0] == "query":

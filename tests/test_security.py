@@ -130,6 +130,9 @@ async def test_each_route_answers_by_key_and_scope(method, path, client, anonymo
     assert wrong.status_code == 403, wrong.text
     assert wrong.json()["type"] == "/problems/forbidden"
     assert "insufficient_scope" in wrong.headers["WWW-Authenticate"]
+    named = ", ".join(s.value for s in policy) or "admin"
+    which = "one of the scopes: " if len(policy) > 1 else "the scope "
+    assert wrong.json()["detail"] == f"This needs an API key with {which}{named}."
     for scope in (*policy, Scope.admin):
         right = await call(anonymous, method, path, reference, await make_key(engine, scope))
         assert right.status_code not in (401, 403), (scope, right.text)
@@ -252,6 +255,8 @@ async def test_a_wrong_token_is_answered_exactly_like_an_unknown_reference(
         answers[label] = (answer.status_code, body["type"], body["title"], detail)
     assert len(set(answers.values())) == 1, answers
     assert answers["wrong token"][0] == 404
+    # It says the two do not match, never that the reference does not exist.
+    assert answers["wrong token"][3] == "The reference REF and this token do not match."
 
 
 def test_masking_keeps_enough_to_recognise_and_no_more():

@@ -64,7 +64,13 @@ async def get_enquiry(
             .first()
         )
         if not _may_see(enquiry, client_id=client_id, token=token) or enquiry is None:
-            raise NotFound(f"No enquiry has the reference {references.display(canonical)}.")
+            shown = references.display(canonical)
+            raise NotFound(
+                # With a token, never say which of the two is wrong.
+                f"The reference {shown} and this token do not match."
+                if token is not None
+                else f"No enquiry has the reference {shown}."
+            )
         view = await enquiry_view(conn, enquiry, catalogue, sealer, masked=token is not None)
     if reader is not None and view.citizen:
         async with writing(engine) as conn:

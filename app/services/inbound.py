@@ -26,6 +26,7 @@ from app.catalogue import Catalogue, Organisation
 from app.db import is_postgres, reading, writing
 from app.errors import FieldError, Unauthenticated, ValidationFailed
 from app.models import inbound_message_table, utcnow
+from app.problems import error_message
 from app.schemas import AwareUtcDatetime, NoNul
 from app.services.updates import record_update, vocabulary
 from app.status import Status
@@ -201,7 +202,7 @@ def _invalid(exc: ValidationError, names: Mapping[str, str] | None = None) -> Va
     names = names or {}
     errors = [
         FieldError(
-            str(error["msg"]),
+            error_message(error),
             "#/" + "/".join(names.get(str(p), str(p)) for p in error["loc"]),
         )
         for error in exc.errors()
