@@ -165,7 +165,11 @@ class DestinationOut(BaseModel):
     reason: str
     state: Literal["pending", "delivering", "delivered", "dead", "cancelled"]
     attempts: int
-    last_error: str | None = None
+    last_error: str | None = Field(
+        default=None,
+        description="Why the last attempt failed: the back-office's own error for staff "
+        "(enquiries:read-all), otherwise only its kind (retrying, or given up)",
+    )
     remote_reference: str | None = None
     remote_status: Status | None = Field(
         default=None, description="The organisation's latest reported status, in our words"

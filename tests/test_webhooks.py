@@ -480,3 +480,44 @@ async def test_only_an_admin_key_may_subscribe_to_an_organisations_events(anonym
     listed = await anonymous.get("/v1/webhooks", headers=bearer(partner))
     assert listed.status_code == 200
     assert "oxford-city" not in listed.text  # nothing was made
+
+
+async def test_back_office_errors_are_shown_to_staff_only(
+    client, app, anonymous, engine, receiver, back_office
+):
+    back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(update={"down": True})
+    partner_key = await make_key(
+        engine, Scope.enquiries_submit, Scope.enquiries_read, Scope.webhooks_manage
+    )
+    partner = bearer(partner_key)
+    staff_feed = await subscribe(client, receiver, "staff")
+    partner_feed = await anonymous.post(
+        "/v1/webhooks",
+        json={"url": hook_url(receiver, "partner"), "events": ["*"]},
+        headers=partner,
+    )
+    created = await anonymous.post("/v1/enquiries", json=enquiry_body(), headers=partner)
+    reference, token = created.json()["reference"], created.json()["access_token"]
+    await deliver_all(app)
+
+    def errors(enquiry: dict[str, Any]) -> list[str]:
+        return [d["last_error"] for d in enquiry["destinations"]] + [
+            e["detail"] for e in enquiry["timeline"] if e["type"].startswith("dispatch.")
+        ]
+
+    agent = await make_key(engine, Scope.enquiries_read_all)
+    for_staff = (await anonymous.get(f"/v1/enquiries/{reference}", headers=bearer(agent))).json()
+    assert all("HTTP 503" in text for text in errors(for_staff)), errors(for_staff)
+    for query in ({"headers": partner}, {"params": {"token": token}}):
+        shown = errors((await anonymous.get(f"/v1/enquiries/{reference}", **query)).json())
+        assert len(shown) == len(errors(for_staff)), shown
+        assert not any("HTTP" in text or "127.0.0.1" in text for text in shown), shown
+        assert {
+            "it will be retried" in t or "the contact centre can see why" in t for t in shown
+        } == {True}, shown
+    staff_bodies = [verified(m, staff_feed["secret"]) for m in receiver.to("staff")]
+    assert any("HTTP 503" in (b["data"]["detail"] or "") for b in staff_bodies)
+    partner_bodies = [verified(m, partner_feed.json()["secret"]) for m in receiver.to("partner")]
+    retried = [b["data"]["detail"] for b in partner_bodies if b["type"].startswith("dispatch.")]
+    assert retried, partner_bodies
+    assert not any("HTTP" in text for text in retried), retried
