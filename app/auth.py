@@ -15,7 +15,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Forbidden, NoValidKey
-from app.ratelimit import limit_address, limit_caller
+from app.ratelimit import limit_address, limit_caller, limit_inbound
 from app.services.clients import Caller, Scope, authenticate
 
 bearer = HTTPBearer(
@@ -71,3 +71,16 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
         return check_scope(caller, scopes)
 
     return dependency
+
+
+async def admit(request: Request) -> None:
+    """Before a body is refused (malformed, too large, not JSON): the caller is authenticated and
+    counted as its route would, so anonymous bodies cannot be refused without limit. Every
+    route that takes a body needs a key, but the inbound ones, whose body carries the proof of
+    who sent it: those are counted per address, as they always are."""
+    if request.url.path.startswith("/v1/inbound/"):
+        await limit_inbound(request)
+        return
+    caller = await optional_caller(request, await bearer(request))
+    if caller is None:
+        raise NoValidKey("This needs an API key: send `Authorization: Bearer <key>`.")
