@@ -15,7 +15,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Forbidden, NoValidKey
-from app.ratelimit import limit_address, limit_caller
+from app.ratelimit import limit_address, limit_caller, limit_inbound
 from app.request_log import bind_client
 from app.services.clients import Caller, Scope, authenticate
 
@@ -58,7 +58,9 @@ def check_scope(caller: Caller | None, scopes: tuple[Scope, ...]) -> Caller:
         raise NoValidKey("This needs an API key: send `Authorization: Bearer <key>`.")
     if not any(caller.allows(scope) for scope in scopes):
         needs = " ".join(s.value for s in scopes)
-        raise Forbidden(f"This needs an API key with the scope {needs or 'admin'}.", needs=needs)
+        named = ", ".join(s.value for s in scopes) or Scope.admin.value
+        which = "one of the scopes: " if len(scopes) > 1 else "the scope "
+        raise Forbidden(f"This needs an API key with {which}{named}.", needs=needs)
     return caller
 
 
@@ -71,3 +73,16 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
         return check_scope(caller, scopes)
 
     return dependency
+
+
+async def admit(request: Request) -> None:
+    """Before a body is refused (malformed, too large, not JSON): the caller is authenticated and
+    counted as its route would, so anonymous bodies cannot be refused without limit. Every
+    route that takes a body needs a key, but the inbound ones, whose body carries the proof of
+    who sent it: those are counted per address, as they always are."""
+    if request.url.path.startswith("/v1/inbound/"):
+        await limit_inbound(request)
+        return
+    caller = await optional_caller(request, await bearer(request))
+    if caller is None:
+        raise NoValidKey("This needs an API key: send `Authorization: Bearer <key>`.")

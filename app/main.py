@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters import build_adapters
 from app.adapters.base import Adapter
+from app.auth import admit
 from app.catalogue import Catalogue, load_catalogue
 from app.crypto import Sealer
 from app.db import create_engine, migrate
@@ -122,10 +123,10 @@ def create_app(
         redoc_url=None,
     )
     add_docs_pages(app)
-    app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes, admit=admit)
     add_http_guards(app, settings)
     add_request_log(app, settings)
-    install_problem_handlers(app)
+    install_problem_handlers(app, admit=admit)
     for router in (
         enquiries.router,
         privacy.router,

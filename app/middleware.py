@@ -6,9 +6,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.problems import problem
+from app.problems import Admit, problem, refused_body
 from app.settings import Environment, Settings
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -17,11 +18,13 @@ _FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
 
 
 class BodyGuard:
-    """413 for bodies over the limit (declared or streamed), 415 for non-JSON bodies."""
+    """413 for bodies over the limit (declared or streamed), 415 for non-JSON bodies; each only
+    once `admit` has let the caller through (else its 401 or 429)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, admit: Admit | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.admit = admit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -34,11 +37,15 @@ class BodyGuard:
             return
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if not _acceptable(content_type, scope["path"]):
-            response = problem(
-                415,
-                "unsupported-media-type",
-                "Send the request body as application/json.",
-                instance=scope["path"],
+            response = await refused_body(
+                Request(scope),
+                self.admit,
+                lambda: problem(
+                    415,
+                    "unsupported-media-type",
+                    "Send the request body as application/json.",
+                    instance=scope["path"],
+                ),
             )
             await response(scope, receive, send)
             return
@@ -67,11 +74,15 @@ class BodyGuard:
                 return b"".join(chunks)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(
-            413,
-            "payload-too-large",
-            f"The request body is over {self.max_body_bytes} bytes.",
-            instance=scope["path"],
+        response = await refused_body(
+            Request(scope),
+            self.admit,
+            lambda: problem(
+                413,
+                "payload-too-large",
+                f"The request body is over {self.max_body_bytes} bytes.",
+                instance=scope["path"],
+            ),
         )
         await response(scope, receive, send)
 

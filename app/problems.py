@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -106,30 +107,57 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+# Checks a request's caller (401) and rate limit (429) by raising a DomainError; run before a
+# body is refused unread or unparsed, so refusals are no free way in (app.auth.admit).
+Admit = Callable[[Request], Awaitable[None]]
+
+
+def domain_problem(exc: DomainError, instance: str) -> JSONResponse:
+    """The problem+json answer of a domain error."""
+    return problem(
+        exc.status,
+        exc.slug,
+        exc.detail,
+        title=exc.title,
+        errors=exc.errors,
+        instance=instance,
+        headers=exc.headers,
+    )
+
+
+async def refused_body(
+    request: Request, admit: Admit | None, answer: Callable[[], JSONResponse]
+) -> JSONResponse:
+    """A refusal of the body, unless the caller is not admitted first (401, 429)."""
+    if admit is not None:
+        try:
+            await admit(request)
+        except DomainError as exc:
+            return domain_problem(exc, request.url.path)
+    return answer()
+
+
+def install_problem_handlers(app: FastAPI, *, admit: Admit | None = None) -> None:
     """Route every exception the app can raise through `problem`."""
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        return problem(
-            exc.status,
-            exc.slug,
-            exc.detail,
-            title=exc.title,
-            errors=exc.errors,
-            instance=request.url.path,
-            headers=exc.headers,
-        )
+        return domain_problem(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         raw = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in raw):
-            return problem(
-                400,
-                "malformed-json",
-                "The request body is not valid JSON.",
-                instance=request.url.path,
+            # FastAPI parses the body before the route's dependencies authenticate the caller.
+            return await refused_body(
+                request,
+                admit,
+                lambda: problem(
+                    400,
+                    "malformed-json",
+                    "The request body is not valid JSON.",
+                    instance=request.url.path,
+                ),
             )
         errors = [_field_error(e) for e in raw]
         return problem(
@@ -144,13 +172,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             413: "payload-too-large",
             415: "unsupported-media-type",
         }.get(exc.status_code, "bad-request")
-        return problem(
-            exc.status_code,
-            slug,
-            str(exc.detail),
-            instance=request.url.path,
-            headers=getattr(exc, "headers", None),
-        )
+
+        def answer() -> JSONResponse:
+            return problem(
+                exc.status_code,
+                slug,
+                str(exc.detail),
+                instance=request.url.path,
+                headers=getattr(exc, "headers", None),
+            )
+
+        if exc.status_code in (400, 413, 415):  # a body FastAPI could not read
+            return await refused_body(request, admit, answer)
+        return answer()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -169,11 +203,24 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
 
+def error_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error as a person reads it: a text's length is in characters (pydantic says
+    "items" once a validator of ours has run first), without "Value error, "."""
+    context = error.get("ctx") or {}
+    if error.get("type") == "too_long" and isinstance(error.get("input"), str):
+        return f"should have at most {_characters(context.get('max_length'))}"
+    if error.get("type") == "too_short" and isinstance(error.get("input"), str):
+        return f"should have at least {_characters(context.get('min_length'))}"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def _characters(count: Any) -> str:
+    return "1 character" if count == 1 else f"{count} characters"
+
+
 def _field_error(error: dict[str, Any]) -> FieldError:
     location = [str(part) for part in error.get("loc", ())]
-    message = str(error.get("msg", "invalid"))
-    if message.startswith("Value error, "):
-        message = message.removeprefix("Value error, ")
+    message = error_message(error)
     if location and location[0] == "body":
         return FieldError(message, pointer="#/" + "/".join(_escape(p) for p in location[1:]))
     if location and location[0] == "query":

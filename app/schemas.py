@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -45,6 +46,7 @@ Text = Annotated[NoNul, StringConstraints(strip_whitespace=True, min_length=1)]
 # A time in UTC (taken as UTC when it has no zone); refused when UTC has no such time
 # (year 1 at +01:00), which the database could not be asked about.
 UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+AwareUtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class Strict(BaseModel):
@@ -165,7 +167,11 @@ class DestinationOut(BaseModel):
     reason: str
     state: Literal["pending", "delivering", "delivered", "dead", "cancelled"]
     attempts: int
-    last_error: str | None = None
+    last_error: str | None = Field(
+        default=None,
+        description="Why the last attempt failed: the back-office's own error for staff "
+        "(enquiries:read-all), otherwise only its kind (retrying, or given up)",
+    )
     remote_reference: str | None = None
     remote_status: Status | None = Field(
         default=None, description="The organisation's latest reported status, in our words"

@@ -449,3 +449,58 @@ webhook_requests = st.one_of(
     ),
 )
 webhook_ids = st.uuids().map(str) | st.text(min_size=1, max_size=60)
+
+
+# --- status updates pushed by organisations (signed by the test with the right secret) -------
+
+CASE = "__our_case__"  # replaced by the remote reference of a delivered enquiry
+_UPDATE_STATUSES = st.sampled_from(["in_progress", "fixed", "closed", "not_our_responsibility"])
+_NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC).isoformat()
+# The first and last moments Python holds, pushed past the edge of UTC by their offset.
+edge_moments = st.builds(
+    _moment,
+    st.sampled_from([datetime.min, datetime.max]),
+    st.integers(-23 * 60 - 59, 23 * 60 + 59),
+    st.just(False),
+)
+_UPDATE_FIELDS: dict[str, tuple[Any, list[st.SearchStrategy[Any]]]] = {
+    # name: (a valid value, what a careless or hostile sender puts there instead, each kind
+    # as likely as the others)
+    "update_id": ("u1", [odd_text, json_scalars]),
+    "remote_reference": (CASE, [odd_text, json_scalars]),
+    "reference": (None, [reference_texts, json_scalars]),
+    "status": ("in_progress", [_UPDATE_STATUSES, odd_text, json_scalars]),
+    "description": ("Crew assigned", [odd_text, json_scalars]),
+    "updated_at": (_NOW, [edge_moments, moments, odd_text, json_scalars]),
+}
+
+
+@st.composite
+def nearly_valid_updates(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid status update with up to three fields changed or left out."""
+    update = {name: valid for name, (valid, _) in _UPDATE_FIELDS.items() if valid is not None}
+    update["update_id"] = draw(st.uuids()).hex
+    for name in draw(st.lists(st.sampled_from(sorted(_UPDATE_FIELDS)), max_size=3, unique=True)):
+        if draw(st.integers(0, 5)) == 0:
+            update.pop(name, None)
+        else:
+            update[name] = draw(draw(st.sampled_from(_UPDATE_FIELDS[name][1])))
+    return update
+
+
+inbound_updates = json_documents | nearly_valid_updates()
+# The Open311 form's names for the same fields; every value is text.
+_FORM_NAMES = {"remote_reference": "service_request_id", "updated_at": "updated_datetime"}
+
+
+@st.composite
+def open311_updates(draw: st.DrawFn) -> dict[str, str]:
+    """A form as an Open311 partner pushes it, nearly valid; "KEY" stands for its api_key."""
+    update = draw(nearly_valid_updates())
+    form = {
+        _FORM_NAMES.get(name, name): value if isinstance(value, str) else json.dumps(value)
+        for name, value in update.items()
+        if name != "reference"
+    }
+    form["api_key"] = draw(st.just("KEY") | odd_text)
+    return form

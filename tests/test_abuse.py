@@ -175,6 +175,48 @@ async def test_inbound_pushes_are_counted_per_address_before_their_signature(set
         assert_rate_limited(refused, '"inbound";q=1;w=3600')
 
 
+JSON_TYPE = {"content-type": "application/json"}
+BAD_BODIES = {
+    "malformed JSON": ({"content": b'{"service_code": ', "headers": JSON_TYPE}, 400),
+    "over the size limit": ({"content": b"x" * 300_000, "headers": JSON_TYPE}, 413),
+    "not JSON": ({"content": b"a=b", "headers": {"content-type": "text/plain"}}, 415),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_BODIES))
+async def test_a_bad_body_without_a_key_is_401_and_counted_before_it_is_looked_at(settings, kind):
+    how, _ = BAD_BODIES[kind]
+    async with calling(limited(settings, rate_limit_anonymous="2/hour")) as anonymous:
+        for _ in range(2):
+            answer = await anonymous.post("/v1/enquiries", **how)
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["type"] == "/problems/unauthenticated"
+        assert_rate_limited(await anonymous.post("/v1/enquiries", **how), '"anonymous";q=2;w=3600')
+
+
+@pytest.mark.parametrize("kind", list(BAD_BODIES))
+async def test_a_client_over_its_limit_sending_bad_bodies_gets_429(settings, kind):
+    how, status = BAD_BODIES[kind]
+    async with running(limited(settings, rate_limit_client="2/hour")) as gateway:
+        key = await make_key(gateway.engine, Scope.enquiries_submit)
+        async with gateway.http(key=key) as http:
+            for _ in range(2):
+                assert (await http.post("/v1/enquiries", **how)).status_code == status
+            assert_rate_limited(await http.post("/v1/enquiries", **how), '"client";q=2;w=3600')
+
+
+async def test_bad_pushes_count_against_the_inbound_limit(settings):
+    async with calling(limited(settings, rate_limit_inbound="1/hour")) as pusher:
+        big = await pusher.post(
+            "/v1/inbound/oxfordshire-county", content=b"x" * 300_000, headers=JSON_TYPE
+        )
+        assert big.status_code == 413
+        refused = await pusher.post(
+            "/v1/inbound/oxfordshire-county", content=b"{", headers=JSON_TYPE
+        )
+        assert_rate_limited(refused, '"inbound";q=1;w=3600')
+
+
 async def test_a_limit_set_to_none_is_off(settings):
     async with running(
         limited(settings, rate_limit_client=None, rate_limit_anonymous=None)

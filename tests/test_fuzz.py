@@ -10,8 +10,10 @@ from the profile in tests/conftest.py.
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -19,11 +21,19 @@ from hypothesis import currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from standardwebhooks import Webhook
 
-from app.models import dispatch_table, enquiry_table, event_table, idempotency_table
+from app.models import (
+    dispatch_table,
+    enquiry_table,
+    event_table,
+    idempotency_table,
+    status_update_table,
+)
 from app.problems import PROBLEM_JSON, PROBLEM_TYPES
 from tests import strategies as fuzz
 from tests.conftest import enquiry_body
+from tests.test_inbound import CITY_KEY, COUNTY_SECRET, delivered_enquiry
 
 
 class Stored(NamedTuple):
@@ -264,3 +274,82 @@ async def test_any_webhook_request_is_answered(client, request, subscription):
     assert_answered(created)
     assert_answered(await client.get(f"/v1/webhooks/{_escaped(subscription)}"))
     assert_answered(await client.delete(f"/v1/webhooks/{_escaped(subscription)}"))
+
+
+# --- status updates pushed by organisations --------------------------------------------------
+
+
+async def _updates_and_events(engine: AsyncEngine) -> tuple[int, int]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(_count(status_update_table), _count(event_table)))).one()
+    return row[0], row[1]
+
+
+async def _pushed(engine: AsyncEngine, send: Any) -> None:
+    """Send a push; it is answered, and a refused one leaves no update and no event behind."""
+    before = await _updates_and_events(engine)
+    response = await send()
+    assert_answered(response)
+    after = await _updates_and_events(engine)
+    if response.status_code != 200 or response.json()["outcome"] != "recorded":
+        assert after == before, response.text
+    else:
+        assert after[0] == before[0] + 1
+
+
+@pytest.fixture
+async def county_case(client, app) -> str:
+    _, remote = await delivered_enquiry(client, app)
+    return str(remote["oxfordshire-county"])
+
+
+@pytest.fixture
+async def city_case(client, app) -> str:
+    _, remote = await delivered_enquiry(
+        client,
+        app,
+        service_code="missed-bin",
+        location={"postcode": "OX1 1BX"},
+        attributes={"bin_type": "refuse"},
+    )
+    return str(remote["oxford-city"])
+
+
+@given(update=fuzz.inbound_updates)
+async def test_any_correctly_signed_push_is_answered_and_recorded_whole_or_not(
+    client, engine, county_case, update
+):
+    raw = fuzz.encode(_with_case(update, county_case))
+    message_id = f"msg_{uuid.uuid4().hex}"
+    at = datetime.now(UTC)
+    headers = {
+        **JSON,
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(COUNTY_SECRET).sign(message_id, at, raw.decode()),
+    }
+    await _pushed(
+        engine,
+        lambda: client.post("/v1/inbound/oxfordshire-county", content=raw, headers=headers),
+    )
+
+
+@given(form=fuzz.open311_updates())
+async def test_any_open311_push_is_answered_and_recorded_whole_or_not(
+    client, engine, city_case, form
+):
+    fields = {k: CITY_KEY if v == "KEY" else v for k, v in _with_case(form, city_case).items()}
+    body = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in fields.items()})
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    await _pushed(
+        engine,
+        lambda: client.post(
+            "/v1/inbound/oxford-city/servicerequestupdates", content=body, headers=headers
+        ),
+    )
+
+
+def _with_case(document: Any, case: str) -> Any:
+    if isinstance(document, dict):
+        return {k: case if v == fuzz.CASE else v for k, v in document.items()}
+    return document

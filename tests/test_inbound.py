@@ -154,10 +154,44 @@ async def test_an_update_naming_no_case_of_ours_is_404(client, app):
     assert (await push(client, update("OXF-999999", "in_progress"))).status_code == 404
 
 
-async def test_organisations_that_do_not_push_are_404(client):
-    for organisation in ("nobody", "cherwell"):
-        response = await push(client, update("X", "open"), organisation=organisation)
-        assert response.status_code == 404
+def _answer(response):
+    """What a client learns from an answer (its instance names the path it asked)."""
+    body = response.json()
+    body.pop("instance", None)
+    return response.status_code, response.headers["content-type"], json.dumps(body, sort_keys=True)
+
+
+async def test_unknown_organisations_and_ones_that_do_not_push_answer_as_a_wrong_signature(
+    client,
+):
+    # Signed with the county's secret, sent where it does not belong: the same 401 whether
+    # the organisation is unknown, does not push at all, or pushes only Open311 forms.
+    answers = {
+        organisation: _answer(await push(client, update("X", "open"), organisation=organisation))
+        for organisation in ("nobody", "cherwell", "oxford-city")
+    }
+    assert len(set(answers.values())) == 1, answers
+    status, content_type, body = answers["nobody"]
+    assert (status, content_type) == (401, "application/problem+json")
+    assert json.loads(body)["type"] == "/problems/unauthenticated"
+    assert "nobody" not in body
+
+
+async def test_unknown_organisations_and_ones_that_do_not_push_refuse_any_open311_key(client):
+    answers = {
+        _answer(
+            await client.post(
+                f"/v1/inbound/{organisation}/servicerequestupdates",
+                data=open311_form(api_key=key, service_request_id="1"),
+            )
+        )
+        for organisation in ("nobody", "cherwell", "oxfordshire-county", "oxford-city")
+        for key in (CITY_KEY, "guess", "")
+        if (organisation, key) != ("oxford-city", CITY_KEY)
+    }
+    assert len(answers) == 1, answers
+    [(status, _, body)] = answers
+    assert (status, json.loads(body)["type"]) == (401, "/problems/unauthenticated")
 
 
 async def test_an_older_update_arriving_late_does_not_turn_the_status_back(client, app):
@@ -276,3 +310,80 @@ async def test_an_open311_push_needs_the_api_key_and_valid_fields(client, app):
     # A form is accepted only where Open311 partners send one.
     form_to_webhook = await client.post("/v1/inbound/oxfordshire-county", data={"a": "b"})
     assert form_to_webhook.status_code == 415
+
+
+# Times UTC cannot hold once their offset is applied, at both ends of the calendar.
+OUT_OF_RANGE_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+NUL_FIELDS = ["remote_reference", "status", "update_id", "description"]
+
+
+async def _nothing_recorded(client, reference):
+    enquiry, events = await timeline(client, reference)
+    assert events == []
+    assert enquiry["status"] == "dispatched"
+
+
+def _refused(response, pointer):
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert pointer in {e["pointer"] for e in response.json()["errors"]}
+
+
+@pytest.mark.parametrize("moment", OUT_OF_RANGE_TIMES)
+async def test_a_signed_update_at_a_time_utc_cannot_hold_is_refused(client, app, moment):
+    reference, remote = await delivered_enquiry(client, app)
+    body = {**update(remote["oxfordshire-county"], "in_progress"), "updated_at": moment}
+    _refused(await push(client, body), "#/updated_at")
+    await _nothing_recorded(client, reference)
+
+
+@pytest.mark.parametrize("field", NUL_FIELDS)
+async def test_a_signed_update_with_nul_in_its_text_is_refused(client, app, field):
+    reference, remote = await delivered_enquiry(client, app)
+    body = update(remote["oxfordshire-county"], "in_progress")
+    body[field] = body[field][:3] + "\x00" + body[field][3:]
+    _refused(await push(client, body), f"#/{field}")
+    await _nothing_recorded(client, reference)
+
+
+async def test_a_signed_update_at_the_last_moment_utc_holds_is_recorded(client, app):
+    reference, remote = await delivered_enquiry(client, app)
+    body = {
+        **update(remote["oxfordshire-county"], "in_progress"),
+        "updated_at": "9999-12-31T23:59:59Z",
+    }
+    response = await push(client, body)
+    assert response.status_code == 200, response.text
+    enquiry = (await client.get(f"/v1/enquiries/{reference}")).json()
+    county = [d for d in enquiry["destinations"] if d["organisation_id"] == "oxfordshire-county"]
+    assert county[0]["remote_status_at"].startswith("9999-12-31T23:59:59")
+
+
+async def _open311_case(client, app):
+    reference, remote = await delivered_enquiry(
+        client,
+        app,
+        service_code="missed-bin",
+        location={"postcode": "OX1 1BX"},
+        attributes={"bin_type": "refuse"},
+    )
+    return reference, remote["oxford-city"]
+
+
+@pytest.mark.parametrize("moment", [*OUT_OF_RANGE_TIMES, "0001-01-01T00:00:00+00:30"])
+async def test_an_open311_update_at_a_time_utc_cannot_hold_is_refused(client, app, moment):
+    reference, case = await _open311_case(client, app)
+    form = open311_form(service_request_id=case, updated_datetime=moment)
+    response = await client.post("/v1/inbound/oxford-city/servicerequestupdates", data=form)
+    _refused(response, "#/updated_datetime")
+    await _nothing_recorded(client, reference)
+
+
+@pytest.mark.parametrize("field", ["service_request_id", "status", "update_id", "description"])
+async def test_an_open311_update_with_nul_in_its_text_is_refused(client, app, field):
+    reference, case = await _open311_case(client, app)
+    form = open311_form(service_request_id=case)
+    form[field] = form[field][:2] + "\x00" + form[field][2:]
+    response = await client.post("/v1/inbound/oxford-city/servicerequestupdates", data=form)
+    _refused(response, f"#/{field}")
+    await _nothing_recorded(client, reference)

@@ -104,6 +104,26 @@ async def test_invalid_enquiry_names_the_field_and_stores_nothing(client, engine
     assert await count_rows(engine) == [0, 0, 0]
 
 
+@pytest.mark.parametrize(
+    ("change", "pointer", "detail"),
+    [
+        ({"description": "x" * 4001}, "#/description", "should have at most 4000 characters"),
+        ({"citizen": {"name": "A" * 201}}, "#/citizen/name", "should have at most 200 characters"),
+        ({"description": " "}, "#/description", "should have at least 1 character"),
+        (
+            {"attributes": {}},
+            "#/attributes/road_or_pavement",
+            "required: Is the pothole in the road or on the pavement? "
+            "(one of ['cycle_lane', 'pavement', 'road'])",
+        ),
+    ],
+)
+async def test_errors_say_what_a_person_would(client, change, pointer, detail):
+    response = await client.post("/v1/enquiries", json=enquiry_body(**change))
+    errors = {e["pointer"]: e["detail"] for e in response.json()["errors"]}
+    assert errors[pointer] == detail
+
+
 async def test_malformed_json_is_400(client):
     response = await client.post(
         "/v1/enquiries", content=b'{"service_code": ', headers={"content-type": "application/json"}

@@ -19,6 +19,7 @@ from app.cli import load_development_key
 from app.main import create_app
 from app.models import api_client_table, enquiry_table, utcnow
 from app.reference import display, new_reference
+from app.services import clients as clients_service
 from app.services import enquiries as enquiries_service
 from app.services.clients import (
     DEVELOPMENT_CLIENT,
@@ -26,6 +27,7 @@ from app.services.clients import (
     authenticate,
     create_client,
     revoke_client,
+    split_key,
 )
 from app.services.enquiries import masked_citizen
 from app.settings import Environment
@@ -130,6 +132,9 @@ async def test_each_route_answers_by_key_and_scope(method, path, client, anonymo
     assert wrong.status_code == 403, wrong.text
     assert wrong.json()["type"] == "/problems/forbidden"
     assert "insufficient_scope" in wrong.headers["WWW-Authenticate"]
+    named = ", ".join(s.value for s in policy) or "admin"
+    which = "one of the scopes: " if len(policy) > 1 else "the scope "
+    assert wrong.json()["detail"] == f"This needs an API key with {which}{named}."
     for scope in (*policy, Scope.admin):
         right = await call(anonymous, method, path, reference, await make_key(engine, scope))
         assert right.status_code not in (401, 403), (scope, right.text)
@@ -252,6 +257,8 @@ async def test_a_wrong_token_is_answered_exactly_like_an_unknown_reference(
         answers[label] = (answer.status_code, body["type"], body["title"], detail)
     assert len(set(answers.values())) == 1, answers
     assert answers["wrong token"][0] == 404
+    # It says the two do not match, never that the reference does not exist.
+    assert answers["wrong token"][3] == "The reference REF and this token do not match."
 
 
 def test_masking_keeps_enough_to_recognise_and_no_more():
@@ -349,3 +356,49 @@ async def test_a_checked_key_is_trusted_for_a_few_seconds_unless_revoked_here(en
     assert await authenticate(engine, other, cache_seconds=60) is not None
     await revoke_client(engine, "cached-2")
     assert await authenticate(engine, other, cache_seconds=60) is None
+
+
+async def test_an_unknown_key_id_takes_the_same_steps_as_a_known_one_with_a_wrong_secret(
+    engine, monkeypatch
+):
+    # Timing told them apart: a known id was served from the cache, an unknown one read the
+    # database every time. Now each is read once, then both cost a cache hit and one hash.
+    key = await make_key(engine, Scope.enquiries_submit)
+    known_id, _ = split_key(key) or ("", "")
+    reads: list[int] = []
+    comparisons: list[int] = []
+    real_reading, real_compare = clients_service.reading, clients_service.hmac.compare_digest
+
+    def counted_reading(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return real_reading(*args, **kwargs)
+
+    def counted_compare(a: Any, b: Any) -> bool:
+        comparisons.append(1)
+        return real_compare(a, b)
+
+    monkeypatch.setattr(clients_service, "reading", counted_reading)
+    monkeypatch.setattr(clients_service.hmac, "compare_digest", counted_compare)
+    steps = {}
+    for label, key_id in (("known id", known_id), ("unknown id", "0123456789ab")):
+        guess = f"iap_{key_id}_not-the-secret"
+        taken = []
+        for _ in range(3):
+            reads.clear()
+            comparisons.clear()
+            assert await authenticate(engine, guess, cache_seconds=60) is None
+            taken.append((len(reads), len(comparisons)))
+        steps[label] = taken
+    assert steps["known id"] == steps["unknown id"] == [(1, 1), (0, 1), (0, 1)], steps
+
+
+async def test_a_client_made_after_its_key_id_was_asked_for_is_found(engine, monkeypatch):
+    # Ids are random, so nobody asks for one before it exists; if it happens, the cached miss
+    # must not hide the new client.
+    key = "iap_abcdefabcdef_" + "s" * 43
+    monkeypatch.setattr(clients_service, "_new_key", lambda: ("abcdefabcdef", "s" * 43, key))
+    assert await authenticate(engine, key, cache_seconds=60) is None
+    made, _ = await create_client(engine, name="later", scopes=[Scope.enquiries_submit])
+    found = await authenticate(engine, key, cache_seconds=60)
+    assert found is not None
+    assert found.id == made.id

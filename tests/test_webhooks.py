@@ -272,6 +272,36 @@ async def test_an_organisations_subscription_hears_only_of_its_own_enquiries(
     assert {b["type"] for b in theirs} == {"enquiry.received", "enquiry.dispatched"}
 
 
+async def test_each_organisations_feed_carries_only_its_own_parts_of_a_shared_enquiry(
+    client, app, engine, receiver, back_office
+):
+    # Anti-social behaviour goes to the district council and the police: two parts.
+    feeds = {
+        organisation: await subscribe(client, receiver, organisation, organisation_id=organisation)
+        for organisation in ("oxford-city", "thames-valley-police")
+    }
+    await client.post("/v1/enquiries", json=enquiry_body(**asb()))
+    await deliver_all(app)
+    async with engine.connect() as conn:
+        owners = dict((await conn.execute(text("SELECT id, organisation_id FROM dispatch"))).all())
+    owner_of = {str(uuid.UUID(str(k))): v for k, v in owners.items()}
+    for organisation, subscription in feeds.items():
+        bodies = [verified(m, subscription["secret"]) for m in receiver.to(organisation)]
+        data = [b["data"] for b in bodies]
+        assert {d["organisation_id"] for d in data} <= {None, organisation}, data
+        dispatches = {d["dispatch_id"] for d in data} - {None}
+        assert {owner_of[d] for d in dispatches} == {organisation}, data
+        other = ({"oxford-city", "thames-valley-police"} - {organisation}).pop()
+        # Only the routing summary of enquiry.received says who else was sent the enquiry.
+        assert other not in str([b for b in bodies if b["type"] != "enquiry.received"])
+        # The enquiry as a whole still reaches both, naming neither part.
+        [dispatched] = [b for b in bodies if b["type"] == "enquiry.dispatched"]
+        assert (dispatched["data"]["organisation_id"], dispatched["data"]["dispatch_id"]) == (
+            None,
+            None,
+        )
+
+
 async def test_a_failing_endpoint_is_retried_with_the_same_webhook_id(client, app, receiver):
     made = await subscribe(client, receiver, "flaky", events=["enquiry.received"])
     receiver.answers["flaky"] = [(503, {}), (200, {})]
@@ -450,3 +480,44 @@ async def test_only_an_admin_key_may_subscribe_to_an_organisations_events(anonym
     listed = await anonymous.get("/v1/webhooks", headers=bearer(partner))
     assert listed.status_code == 200
     assert "oxford-city" not in listed.text  # nothing was made
+
+
+async def test_back_office_errors_are_shown_to_staff_only(
+    client, app, anonymous, engine, receiver, back_office
+):
+    back_office.behaviour["*"] = back_office.behaviour_for("x").model_copy(update={"down": True})
+    partner_key = await make_key(
+        engine, Scope.enquiries_submit, Scope.enquiries_read, Scope.webhooks_manage
+    )
+    partner = bearer(partner_key)
+    staff_feed = await subscribe(client, receiver, "staff")
+    partner_feed = await anonymous.post(
+        "/v1/webhooks",
+        json={"url": hook_url(receiver, "partner"), "events": ["*"]},
+        headers=partner,
+    )
+    created = await anonymous.post("/v1/enquiries", json=enquiry_body(), headers=partner)
+    reference, token = created.json()["reference"], created.json()["access_token"]
+    await deliver_all(app)
+
+    def errors(enquiry: dict[str, Any]) -> list[str]:
+        return [d["last_error"] for d in enquiry["destinations"]] + [
+            e["detail"] for e in enquiry["timeline"] if e["type"].startswith("dispatch.")
+        ]
+
+    agent = await make_key(engine, Scope.enquiries_read_all)
+    for_staff = (await anonymous.get(f"/v1/enquiries/{reference}", headers=bearer(agent))).json()
+    assert all("HTTP 503" in text for text in errors(for_staff)), errors(for_staff)
+    for query in ({"headers": partner}, {"params": {"token": token}}):
+        shown = errors((await anonymous.get(f"/v1/enquiries/{reference}", **query)).json())
+        assert len(shown) == len(errors(for_staff)), shown
+        assert not any("HTTP" in text or "127.0.0.1" in text for text in shown), shown
+        assert {
+            "it will be retried" in t or "the contact centre can see why" in t for t in shown
+        } == {True}, shown
+    staff_bodies = [verified(m, staff_feed["secret"]) for m in receiver.to("staff")]
+    assert any("HTTP 503" in (b["data"]["detail"] or "") for b in staff_bodies)
+    partner_bodies = [verified(m, partner_feed.json()["secret"]) for m in receiver.to("partner")]
+    retried = [b["data"]["detail"] for b in partner_bodies if b["type"].startswith("dispatch.")]
+    assert retried, partner_bodies
+    assert not any("HTTP" in text for text in retried), retried

@@ -140,7 +140,9 @@ async def read_enquiry(
     ] = None,
 ) -> EnquiryOut:
     """Status, each destination's delivery state (attempts, last error, their reference), and
-    the timeline. The reference may be typed in any case, with or without dashes.
+    the timeline. The reference may be typed in any case, with or without dashes. A failed
+    delivery's error (the back-office's host and answer) is shown to staff with
+    `enquiries:read-all`; others see only whether it is being retried or was given up.
 
     With an API key: `enquiries:read-all` sees any enquiry, `enquiries:read` only those its
     own key submitted; each read that shows the citizen's details is written to the audit

@@ -39,8 +39,11 @@ def _inbox(state: Annotated[AppState, Depends(get_state)]) -> Inbox:
         }
     },
     responses={
-        401: documented_problem("Signature missing, wrong, or timestamp more than 5 minutes off"),
-        404: documented_problem("Unknown organisation, one that does not push, or an unknown case"),
+        401: documented_problem(
+            "Signature missing, wrong, or timestamp more than 5 minutes off; answered the same "
+            "for an organisation that is unknown or does not push webhooks"
+        ),
+        404: documented_problem("The update names no case of ours"),
         422: documented_problem("The update is not valid"),
     },
 )
@@ -92,8 +95,11 @@ async def receive_webhook(
         }
     },
     responses={
-        401: documented_problem("The api_key is missing or wrong"),
-        404: documented_problem("Unknown organisation, one that does not push, or an unknown case"),
+        401: documented_problem(
+            "The api_key is missing or wrong; answered the same for an organisation that is "
+            "unknown or does not push Open311 updates"
+        ),
+        404: documented_problem("The update names no case of ours"),
         422: documented_problem("The update is not valid"),
     },
 )

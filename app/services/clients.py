@@ -114,6 +114,9 @@ _NO_SUCH_HASH = hash_secret(secrets.token_urlsafe(32))
 
 
 # Recently read clients, by (engine, key id): the look-up cost more than the rest of an intake.
+# A key id no client has is kept too (as None), so an unknown id costs what a known one does
+# and its answer cannot tell an attacker which ids exist. Ids are random: a client made later
+# is not asked for by that id before it exists.
 _RECENT: dict[tuple[int, str], tuple[float, Any]] = {}
 
 
@@ -150,7 +153,7 @@ async def _client_row(engine: AsyncEngine, key_id: str, cache_seconds: float) ->
         return recent[1]
     async with reading(engine) as conn:
         row = (await conn.execute(select(api_client_table).where(c.key_id == key_id))).first()
-    if cache_seconds > 0 and row is not None:
+    if cache_seconds > 0:
         if len(_RECENT) > 10_000:
             _RECENT.clear()
         _RECENT[slot] = (now + cache_seconds, row)
@@ -175,6 +178,7 @@ async def create_client(
     try:
         async with writing(engine) as conn:
             await conn.execute(api_client_table.insert(), row)
+        _RECENT.pop((id(engine), key_id), None)  # were it asked for before it existed
     except IntegrityError as exc:
         raise ClientExists(f"A client named '{name}' already exists.") from exc
     return ClientInfo(**{k: v for k, v in row.items() if k != "secret_hash"}), key
@@ -254,4 +258,5 @@ async def development_key(engine: AsyncEngine, kept: str | None) -> str:
                     **values,
                 },
             )
+    _RECENT.pop((id(engine), key_id), None)
     return key

@@ -597,12 +597,16 @@ class Dispatcher:
         if status is not None:
             text = {
                 "dispatched": "every organisation has received it",
-                "failed": f"it could not be delivered to {name}; the contact centre can see why",
+                "failed": "it could not be delivered everywhere; the contact centre can see why",
             }[status]
+            # About the enquiry as a whole: it names no organisation and no dispatch, so an
+            # organisation's feed is never sent another organisation's part with it.
             await conn.execute(
                 event_table.insert(),
                 {
                     **event,
+                    "organisation_id": None,
+                    "dispatch_id": None,
                     "id": uuid.uuid4(),
                     "type": f"enquiry.{status}",
                     "status": status,

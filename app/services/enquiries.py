@@ -27,7 +27,7 @@ from app.schemas import (
 )
 from app.services import audit
 from app.services.audit import Actor
-from app.services.clients import Caller, hash_secret
+from app.services.clients import Caller, Scope, hash_secret
 
 # Compared against when there is no such enquiry, so a wrong reference and a wrong token take
 # the same steps: a look-up, then one constant-time comparison.
@@ -64,8 +64,17 @@ async def get_enquiry(
             .first()
         )
         if not _may_see(enquiry, client_id=client_id, token=token) or enquiry is None:
-            raise NotFound(f"No enquiry has the reference {references.display(canonical)}.")
-        view = await enquiry_view(conn, enquiry, catalogue, sealer, masked=token is not None)
+            shown = references.display(canonical)
+            raise NotFound(
+                # With a token, never say which of the two is wrong.
+                f"The reference {shown} and this token do not match."
+                if token is not None
+                else f"No enquiry has the reference {shown}."
+            )
+        staff = reader is not None and reader.allows(Scope.enquiries_read_all)
+        view = await enquiry_view(
+            conn, enquiry, catalogue, sealer, masked=token is not None, staff=staff
+        )
     if reader is not None and view.citizen:
         async with writing(engine) as conn:
             await audit.record(
@@ -75,9 +84,16 @@ async def get_enquiry(
 
 
 async def enquiry_view(
-    conn: AsyncConnection, enquiry: Any, catalogue: Catalogue, sealer: Sealer, *, masked: bool
+    conn: AsyncConnection,
+    enquiry: Any,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    *,
+    masked: bool,
+    staff: bool,
 ) -> EnquiryOut:
-    """The enquiry row as the API shows it, with its destinations and timeline."""
+    """The enquiry row as the API shows it, with its destinations and timeline; back-office
+    errors in full only for `staff`."""
     dispatches = (
         await conn.execute(
             select(dispatch_table)
@@ -85,7 +101,7 @@ async def enquiry_view(
             .order_by(dispatch_table.c.created_at, dispatch_table.c.organisation_id)
         )
     ).mappings()
-    destinations = [_destination(d, catalogue) for d in dispatches]
+    destinations = [_destination(d, catalogue, staff=staff) for d in dispatches]
     events = (
         await conn.execute(
             select(event_table)
@@ -110,7 +126,7 @@ async def enquiry_view(
         updated_at=enquiry["updated_at"],
         closed_at=enquiry["closed_at"],
         anonymised_at=enquiry["anonymised_at"],
-        timeline=[_timeline_event(e) for e in events],
+        timeline=[_timeline_event(e, staff=staff) for e in events],
     )
 
 
@@ -150,7 +166,26 @@ def masked_location(location: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: ("***" if k in ("address", "uprn") else v) for k, v in location.items()}
 
 
-def _destination(row: Any, catalogue: Catalogue) -> DestinationOut:
+# A failed delivery's error names the back-office's internal host and quotes its answer: for
+# staff (enquiries:read-all, privacy, admin). Anyone else is told only what kind of trouble it is.
+_RETRYING = "delivery failed for now (the organisation's system is unavailable); it will be retried"
+_GIVEN_UP = "it could not be delivered to this organisation; the contact centre can see why"
+_PARTNER_DETAIL = {"dispatch.retry": _RETRYING, "dispatch.dead": _GIVEN_UP}
+
+
+def shown_detail(event_type: str, detail: str, *, staff: bool) -> str:
+    """A timeline event's detail as this reader may see it."""
+    return detail if staff else _PARTNER_DETAIL.get(event_type, detail)
+
+
+def shown_error(state: str, error: str | None, *, staff: bool) -> str | None:
+    """A destination's last error as this reader may see it."""
+    if staff or error is None or state in ("delivered", "cancelled"):
+        return error  # a cancellation's reason is the gateway's own, never a back-office's
+    return _GIVEN_UP if state == "dead" else _RETRYING
+
+
+def _destination(row: Any, catalogue: Catalogue, *, staff: bool) -> DestinationOut:
     organisation = catalogue.organisations.get(row["organisation_id"])
     return DestinationOut(
         organisation_id=row["organisation_id"],
@@ -158,7 +193,7 @@ def _destination(row: Any, catalogue: Catalogue) -> DestinationOut:
         reason=row["reason"],
         state=row["state"],
         attempts=row["attempts"],
-        last_error=row["last_error"],
+        last_error=shown_error(row["state"], row["last_error"], staff=staff),
         remote_reference=row["remote_reference"],
         remote_status=row["remote_status"],
         remote_status_at=row["remote_status_at"],
@@ -167,13 +202,13 @@ def _destination(row: Any, catalogue: Catalogue) -> DestinationOut:
     )
 
 
-def _timeline_event(row: Any) -> TimelineEvent:
+def _timeline_event(row: Any, *, staff: bool) -> TimelineEvent:
     return TimelineEvent(
         at=row["created_at"],
         type=row["type"],
         status=row["status"],
         organisation_id=row["organisation_id"],
-        detail=row["detail"],
+        detail=shown_detail(row["type"], row["detail"], staff=staff),
     )
 
 

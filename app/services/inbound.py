@@ -7,12 +7,14 @@ timestamp within five minutes, each webhook-id accepted once), and the mySociety
 
 from __future__ import annotations
 
+import base64
 import hmac
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,12 +24,17 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from app.adapters.base import Adapter, RemoteUpdate
 from app.catalogue import Catalogue, Organisation
 from app.db import is_postgres, reading, writing
-from app.errors import FieldError, NotFound, Unauthenticated, ValidationFailed
+from app.errors import FieldError, Unauthenticated, ValidationFailed
 from app.models import inbound_message_table, utcnow
+from app.problems import error_message
+from app.schemas import AwareUtcDatetime, NoNul
 from app.services.updates import record_update, vocabulary
 from app.status import Status
 
-Word = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+# What an unknown organisation's pushes, or one that does not push, are checked against.
+_NOBODYS_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+# NUL is refused in every text field (PostgreSQL cannot store it), and a time UTC cannot hold.
+Word = Annotated[NoNul, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 m = inbound_message_table.c
 
 
@@ -36,18 +43,18 @@ class InboundUpdate(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, allow_inf_nan=False)
 
-    update_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
+    update_id: Annotated[NoNul, StringConstraints(min_length=1, max_length=255)] = Field(
         description="Unique per organisation; the same update sent twice is recorded once"
     )
-    remote_reference: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = (
+    remote_reference: Annotated[NoNul, StringConstraints(min_length=1, max_length=128)] | None = (
         Field(default=None, description="The organisation's own case reference")
     )
-    reference: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+    reference: Annotated[NoNul, StringConstraints(max_length=32)] | None = Field(
         default=None, description="Our reference, when the case reference is not known to us"
     )
     status: Word = Field(description="The organisation's own status word", examples=["fixed"])
-    description: Annotated[str, StringConstraints(max_length=4000)] | None = None
-    updated_at: AwareDatetime
+    description: Annotated[NoNul, StringConstraints(max_length=4000)] | None = None
+    updated_at: AwareUtcDatetime
 
 
 class InboundReceipt(BaseModel):
@@ -74,11 +81,15 @@ class Inbox:
         self, organisation_id: str, *, body: bytes, headers: Mapping[str, str]
     ) -> InboundReceipt:
         """A Standard Webhooks message: verify, skip a replayed id, record the update."""
-        organisation = self._organisation(organisation_id)
-        secret = organisation.inbound.webhook_secret
-        if secret is None:
-            raise NotFound(f"{organisation.name} does not push updates to this gateway.")
-        message_id = _verified(secret.get_secret_value(), body, headers)
+        organisation = self.catalogue.organisations.get(organisation_id)
+        secret = organisation.inbound.webhook_secret if organisation else None
+        # Checked against a secret nobody holds when the organisation is unknown or does not
+        # push: answered as any wrong signature is, so ids cannot be probed without one.
+        message_id = _verified(
+            secret.get_secret_value() if secret else _NOBODYS_SECRET, body, headers
+        )
+        if organisation is None or secret is None:  # pragma: no cover - nobody can sign
+            raise Unauthenticated("The webhook signature does not check out.")
         if await self._seen(organisation.id, message_id):
             return InboundReceipt(outcome="replayed")
         try:
@@ -96,21 +107,16 @@ class Inbox:
 
     async def open311(self, organisation_id: str, *, form: Mapping[str, str]) -> InboundReceipt:
         """A mySociety-style servicerequestupdates push, authenticated by its api_key."""
-        organisation = self._organisation(organisation_id)
-        expected = organisation.inbound.api_key
-        if expected is None:
-            raise NotFound(f"{organisation.name} does not push Open311 updates to this gateway.")
+        organisation = self.catalogue.organisations.get(organisation_id)
+        expected = organisation.inbound.api_key if organisation else None
+        # Compared the same way when there is no key to compare with, and answered alike.
+        wanted = expected.get_secret_value() if expected else _NOBODYS_SECRET
         given = form.get("api_key", "")
-        if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        matches = hmac.compare_digest(given.encode(), wanted.encode())
+        if not matches or organisation is None or expected is None:
             raise Unauthenticated("The api_key is missing or wrong.")
         update = _open311_update(form)
         return await self._record(organisation, update, via="open311-push")
-
-    def _organisation(self, organisation_id: str) -> Organisation:
-        organisation = self.catalogue.organisations.get(organisation_id)
-        if organisation is None:
-            raise NotFound(f"There is no organisation '{organisation_id}'.")
-        return organisation
 
     async def _record(
         self, organisation: Organisation, update: InboundUpdate, *, via: str
@@ -125,7 +131,7 @@ class Inbox:
                 update_id=update.update_id,
                 status=update.status,
                 description=update.description,
-                updated_at=update.updated_at.astimezone(UTC),
+                updated_at=update.updated_at,
             ),
             via=via,
             reference=update.reference,
@@ -163,8 +169,8 @@ def _verified(secret: str, body: bytes, headers: Mapping[str, str]) -> str:
     except ValueError as exc:  # malformed signature header, base64 or encoding
         raise Unauthenticated("The webhook signature headers are malformed.") from exc
     message_id = headers.get("webhook-id", "")
-    if len(message_id) > 255:
-        raise Unauthenticated("The webhook-id is longer than 255 characters.")
+    if len(message_id) > 255 or "\x00" in message_id:
+        raise Unauthenticated("The webhook-id is longer than 255 characters or holds NUL.")
     return message_id
 
 
@@ -196,7 +202,7 @@ def _invalid(exc: ValidationError, names: Mapping[str, str] | None = None) -> Va
     names = names or {}
     errors = [
         FieldError(
-            str(error["msg"]),
+            error_message(error),
             "#/" + "/".join(names.get(str(p), str(p)) for p in error["loc"]),
         )
         for error in exc.errors()

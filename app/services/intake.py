@@ -136,9 +136,12 @@ def _checked_attributes(service: Service, given: dict[str, Any]) -> dict[str, An
 
 
 def _attribute_problem(attribute: ServiceAttribute, value: Any) -> str | None:
-    if value is None or value == "" or value == []:
-        return f"required: {attribute.description}" if attribute.required else None
     keys = {v.key for v in attribute.values}
+    if value is None or value == "" or value == []:
+        if not attribute.required:
+            return None
+        choices = f" (one of {sorted(keys)})" if keys else ""
+        return f"required: {attribute.description}{choices}"
     match attribute.datatype:
         case "number":
             ok = isinstance(value, int | float) and not isinstance(value, bool)

@@ -116,7 +116,7 @@ async def _enquiries(conn: AsyncConnection, match: _Match) -> list[Any]:
 async def _export(
     conn: AsyncConnection, row: Any, catalogue: Catalogue, sealer: Sealer
 ) -> EnquiryExport:
-    view = await enquiry_view(conn, row, catalogue, sealer, masked=False)
+    view = await enquiry_view(conn, row, catalogue, sealer, masked=False, staff=True)
     enquiry = {**row, "citizen": view.citizen}
     shared_with = [
         _shared_with(d, enquiry, catalogue)

@@ -42,6 +42,7 @@ from app.models import (
     webhook_subscription_table,
 )
 from app.reference import display
+from app.services.enquiries import shown_detail
 from app.services.webhooks import wants
 from app.services.workpool import WorkPool, retry_delay
 from app.settings import WebhookSettings
@@ -68,11 +69,11 @@ class _Subscriber:
         if event["created_at"] < self.created_at or not wants(self.events, event["type"]):
             return False
         if self.organisation_id is not None:
-            # About an enquiry routed to it: the enquiry as a whole, or its own part in it
-            # (a delivery, a status update, an erasure request), never another organisation's.
-            whole = event["type"].startswith("enquiry.")
+            # About an enquiry routed to it: the enquiry as a whole (no organisation named), or
+            # its own part in it (a delivery, a status update, an erasure request), never
+            # another organisation's, whatever the event's type.
             own = event["organisation_id"] in (None, self.organisation_id)
-            return self.organisation_id in routed_to and (whole or own)
+            return self.organisation_id in routed_to and own
         return self.all_enquiries or submitted_by == self.client_id
 
 
@@ -346,8 +347,8 @@ class WebhookSender:
             target = await _target(conn, claim)
             if target is None:
                 return Outcome("dead", error="the subscription or its event is gone")
-            body = await _body(conn, claim.event_id)
-        url, sealed = target
+            url, sealed, staff = target
+            body = await _body(conn, claim.event_id, staff=staff)
         try:
             secret = (self.sealer.open(sealed) or {})["secret"]
         except SealedDataUnreadable:
@@ -462,15 +463,24 @@ def signed_headers(secret: str, event_id: uuid.UUID, body: str) -> dict[str, str
     }
 
 
-async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, str] | None:
+async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, str, bool] | None:
+    """The subscription's URL, sealed secret, and whether it is staff's: an admin's feed of
+    every enquiry, not one organisation's nor a partner's own."""
     row = (
-        await conn.execute(select(s.url, s.secret_sealed).where(s.id == claim.subscription_id))
+        await conn.execute(
+            select(s.url, s.secret_sealed, s.all_enquiries, s.organisation_id).where(
+                s.id == claim.subscription_id
+            )
+        )
     ).first()
-    return (row[0], row[1]) if row is not None else None
+    if row is None:
+        return None
+    return row.url, row.secret_sealed, bool(row.all_enquiries) and row.organisation_id is None
 
 
-async def _body(conn: AsyncConnection, event_id: uuid.UUID) -> str:
-    """The message: what happened, to which enquiry; never the citizen's details."""
+async def _body(conn: AsyncConnection, event_id: uuid.UUID, *, staff: bool) -> str:
+    """The message: what happened, to which enquiry; never the citizen's details, and a
+    back-office's errors only in a staff feed."""
     e = enquiry_table.c
     row = (
         (
@@ -493,7 +503,7 @@ async def _body(conn: AsyncConnection, event_id: uuid.UUID) -> str:
             "organisation_id": row["organisation_id"],
             "dispatch_id": str(row["dispatch_id"]) if row["dispatch_id"] else None,
             "status": row["status"],
-            "detail": row["detail"],
+            "detail": shown_detail(row["type"], row["detail"], staff=staff),
         },
     }
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
