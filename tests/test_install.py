@@ -1,8 +1,11 @@
-"""What a fresh install relies on: production code paths never load the sandbox (or aiosmtpd)."""
+"""What a fresh install relies on: production code paths never load the sandbox (or aiosmtpd),
+the fresh-machine check runs the README's command as written, and the lock files pin every
+package without naming where it comes from."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,3 +166,36 @@ def test_development_serve_still_runs_the_embedded_sandbox(tmp_path):
     _, errors = process.communicate(timeout=60)
     assert process.returncode != 0
     assert "imported app.sandbox" in errors
+
+
+def readme_run_command() -> str:
+    """The one command of the README's "Run the gateway" section."""
+    section = (ROOT / "README.md").read_text().split("## Run the gateway", 1)[1]
+    return re.search(r"```sh\n(.*?)\n```", section, re.S).group(1)
+
+
+def test_the_fresh_machine_check_runs_the_readme_command_as_written():
+    extracted = subprocess.run(
+        [str(ROOT / "scripts" / "fresh-machine"), "--print-command"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    assert extracted == readme_run_command()
+    assert extracted == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/iap serve"
+
+
+@pytest.mark.parametrize("lock", ["dev.lock", "runtime.lock"])
+def test_the_lock_files_pin_every_package_and_name_no_index(lock):
+    lines = (ROOT / "requirements" / lock).read_text().splitlines()
+    requirements = [line for line in lines if line and not line.startswith((" ", "#"))]
+    assert requirements, "empty lock"
+    assert all(
+        re.fullmatch(r"[A-Za-z0-9._-]+(\[[a-z,-]+\])?==[^\s]+( ; .+)?", r) for r in requirements
+    )
+    text = "\n".join(lines)
+    assert not re.search(r"--(extra-)?index-url|--find-links|://|\.org|\.io", text)
+    names = {re.split(r"[=\[ ]", r)[0].lower() for r in requirements}
+    assert "aiosmtpd" in names
+    assert ("pytest" in names) is (lock == "dev.lock")
