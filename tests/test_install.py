@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -139,11 +140,11 @@ def test_commands_run_without_the_sandbox_installed(args, tmp_path):
     assert "Usage" in output or "up to date" in output
 
 
-def test_production_serve_starts_without_the_sandbox_installed(tmp_path):
+def test_production_serve_starts_without_the_sandbox_installed(database_url, tmp_path):
     port = free_port()
     env = {
         "IAP_ENV": "production",
-        "IAP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/iap.db",
+        "IAP_DATABASE_URL": database_url,
         **production_environment(production_config(tmp_path / "config")),
     }
     process = iap_without_sandbox("serve", "--port", str(port), env=env, cwd=tmp_path)
@@ -199,3 +200,24 @@ def test_the_lock_files_pin_every_package_and_name_no_index(lock):
     names = {re.split(r"[=\[ ]", r)[0].lower() for r in requirements}
     assert "aiosmtpd" in names
     assert ("pytest" in names) is (lock == "dev.lock")
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned(lock: str) -> set[str]:
+    lines = (ROOT / "requirements" / lock).read_text().splitlines()
+    return {normalised(re.split(r"[=\[ ]", line)[0]) for line in lines if "==" in line}
+
+
+def test_the_lock_files_hold_every_dependency_of_pyproject():
+    """A dependency added to pyproject.toml without ./scripts/lock would install unpinned."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {normalised(re.match(r"[A-Za-z0-9._-]+", r).group(0)) for r in requirements}
+
+    runtime = names(project["dependencies"])
+    assert runtime <= pinned("runtime.lock"), "run ./scripts/lock"
+    assert runtime | names(project["optional-dependencies"]["dev"]) <= pinned("dev.lock")
