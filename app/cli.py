@@ -50,7 +50,6 @@ from app.main import (
 from app.models import gazetteer_table
 from app.outbound import OutboundGuard, outbound_client
 from app.production import check_production
-from app.sandbox import create_sandbox_app
 from app.schemas import Channel, Location
 from app.services import clients, privacy, webhooks
 from app.services.audit import Actor
@@ -209,6 +208,9 @@ def _embedded_sandbox(settings: Settings, *, gateway_url: str) -> uvicorn.Server
     port = target.port or 80
     if _listening(port):
         return None  # a sandbox (or something else) already listens there
+    # Imported here, where the sandbox runs: production paths never load it.
+    from app.sandbox import create_sandbox_app
+
     # No sink when something else already has the port (a sandbox of its own, say).
     smtp_port = None if _listening(settings.sandbox_smtp_port) else settings.sandbox_smtp_port
     application = create_sandbox_app(
@@ -300,6 +302,8 @@ def sandbox_command(
         catalogue = load_configured_catalogue(settings)
     smtp = settings.sandbox_smtp_port if smtp_port is None else smtp_port
     step = settings.sandbox_step_seconds if step_seconds is None else step_seconds
+    from app.sandbox import create_sandbox_app
+
     application = create_sandbox_app(
         catalogue, gateway_url=gateway_url, step_seconds=step or None, smtp_port=smtp or None
     )
