@@ -1,12 +1,15 @@
-"""ASGI middleware that guards every request before routing: the host it names, CORS for
-browser front ends, body size and content type; and security headers on every answer."""
+"""ASGI middleware that guards every request before routing: the size of its headers, the host
+it names, CORS for browser front ends, body size and content type; HEAD answered wherever GET
+is; and security headers on every answer."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.problems import Admit, problem, refused_body
@@ -32,6 +35,10 @@ class BodyGuard:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
+        if declared in (None, b"0") and b"transfer-encoding" not in headers:
+            # No body, so nothing to refuse: routing answers (405 for a method the path lacks).
+            await self.app(scope, receive, send)
+            return
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             await self._too_large(scope, receive, send)
             return
@@ -127,7 +134,7 @@ def add_http_guards(app: FastAPI, settings: Settings) -> None:
     every answer carries them, the refusals of the guards inside included."""
     if settings.api.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORS,
             allow_origins=settings.api.cors_origins,
             allow_methods=("GET", "POST"),
             allow_headers=CORS_REQUEST_HEADERS,
@@ -136,10 +143,77 @@ def add_http_guards(app: FastAPI, settings: Settings) -> None:
             max_age=600,
         )
     app.add_middleware(TrustedHosts, allowed_hosts=settings.api.trusted_hosts)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(
+        HeaderLimits,
+        max_count=settings.api.max_header_count,
+        max_bytes=settings.api.max_header_bytes,
+    )
     # Outside Starlette's own outermost error handler, so an unexpected 500 carries them too.
     build = app.build_middleware_stack
     hsts = settings.env is Environment.production
     app.build_middleware_stack = lambda: SecurityHeaders(build(), hsts=hsts)  # type: ignore[method-assign]
+
+
+class ProblemCORS(CORSMiddleware):
+    """Starlette's CORS rules; a refused preflight answered as problem+json like every error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = problem(400, "cors-refused", f"{bytes(response.body).decode()}.")
+        for name in (b"vary", b"access-control-allow-methods", b"access-control-max-age"):
+            value = response.headers.get(name.decode())
+            if value is not None:
+                refused.headers[name.decode()] = value
+        return refused
+
+
+class HeaderLimits:
+    """431 for a request with more headers, or more header bytes, than a real client sends."""
+
+    def __init__(self, app: ASGIApp, *, max_count: int, max_bytes: int) -> None:
+        self.app = app
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope.get("headers", ())
+        if scope["type"] == "http" and (
+            len(headers) > self.max_count
+            or sum(len(name) + len(value) for name, value in headers) > self.max_bytes
+        ):
+            response = problem(
+                431,
+                "headers-too-large",
+                f"Send at most {self.max_count} headers and {self.max_bytes} bytes of them.",
+                instance=scope["path"],
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class HeadAsGet:
+    """HEAD answered wherever GET is: the GET's status and headers, without its body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_head(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_head)
 
 
 _TRUSTED = "iap.trusted_host"
@@ -182,9 +256,9 @@ class TrustedHosts:
 
 
 # default-src 'none': an API answer is data, never a page that may load anything. The docs
-# pages (Swagger UI, ReDoc) load their scripts and styles from a CDN and run an inline script,
-# so HTML answers get only frame-ancestors: a policy that lets them work is one that protects
-# nothing, and they show no personal data.
+# pages (Swagger UI, ReDoc) load their scripts and styles from the gateway itself, but run an
+# inline script and ReDoc's workers, so HTML answers get only frame-ancestors; they show no
+# personal data.
 _API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 _PAGE_CSP = b"frame-ancestors 'none'"
 _ALWAYS = (

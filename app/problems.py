@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.errors import DomainError, FieldError
 from app.logs import error_type, mark_logged, safe_message
@@ -64,6 +65,14 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "untrusted-host": (
         "Unknown host",
         "The Host header names a host this gateway is not configured to answer to.",
+    ),
+    "headers-too-large": (
+        "Request headers too large",
+        "The request has more headers, or longer ones, than any real client sends.",
+    ),
+    "cors-refused": (
+        "Cross-origin request refused",
+        "The browser's origin, method or headers are not among those this gateway allows.",
     ),
     "unavailable": ("Not ready", "The database is not answering; try again shortly."),
     "internal": ("Internal error", "Something went wrong on our side; it has been logged."),
@@ -184,6 +193,16 @@ def install_problem_handlers(app: FastAPI, *, admit: Admit | None = None) -> Non
 
         if exc.status_code in (400, 413, 415):  # a body FastAPI could not read
             return await refused_body(request, admit, answer)
+        if exc.status_code == 405:
+            # Starlette names only the first route of the path; a path may have several.
+            allowed = ", ".join(allowed_methods(request.app, request.scope))
+            return problem(
+                405,
+                slug,
+                f"This address accepts {allowed}.",
+                instance=request.url.path,
+                headers={"Allow": allowed},
+            )
         return answer()
 
     @app.exception_handler(Exception)
@@ -201,6 +220,22 @@ def install_problem_handlers(app: FastAPI, *, admit: Admit | None = None) -> Non
         return problem(
             500, "internal", "Something went wrong on our side.", instance=request.url.path
         )
+
+
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: FastAPI, scope: Mapping[str, Any]) -> list[str]:
+    """Every method some route of this path answers, HEAD wherever GET is."""
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] is Match.FULL
+            for route in app.router.routes
+        )
+    ]
+    return sorted([*allowed, "HEAD"]) if "GET" in allowed else allowed
 
 
 def error_message(error: Mapping[str, Any]) -> str:

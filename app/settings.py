@@ -74,6 +74,10 @@ class LocatorSettings(BaseModel):
 
 class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Far above what a browser or a partner's client sends (a browser's whole request head is
+    # a few KiB); the server itself sets no limit, so the gateway answers 431 past these.
+    max_header_count: int = Field(default=100, ge=20)
+    max_header_bytes: int = Field(default=32 * 1024, ge=8 * 1024)
     idempotency_hours: float = Field(default=24.0, ge=24.0)
     in_flight_seconds: float = Field(default=60.0, gt=0)
     # How long a client's key, once checked, is trusted without the database: a key revoked

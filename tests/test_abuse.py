@@ -322,6 +322,9 @@ async def test_cors_lets_a_listed_front_end_in_and_no_other(settings):
         )
         assert refused.status_code == 400
         assert "Access-Control-Allow-Origin" not in refused.headers
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == "/problems/cors-refused"
+        assert "origin" in refused.json()["detail"]
 
         answer = await browser.get("/v1/services", headers={"Origin": FRONT_END})
         assert answer.headers["Access-Control-Allow-Origin"] == FRONT_END
