@@ -59,7 +59,7 @@ def gateway(database_url, sandbox, tmp_path):
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"{url}/readyz").status_code == 200:

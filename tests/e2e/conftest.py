@@ -251,7 +251,7 @@ class Launcher:
                     except httpx.TransportError:
                         return False
 
-                await eventually(ready, within=15, what="iap serve to be ready", every=0.05)
+                await eventually(ready, within=60, what="iap serve to be ready", every=0.05)
                 yield Gateway(process, http)
         finally:
             process.stop()
