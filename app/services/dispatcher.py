@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -374,19 +374,22 @@ class Dispatcher:
             return Outcome("retry", error, ambiguous=True)
         return Outcome("delivered", remote_reference=receipt.remote_reference)
 
+    def _still_held(self, claim: Claim) -> tuple[ColumnElement[bool], ...]:
+        """The lease is this worker's, for this claim: the claim number fences off a lease that
+        ran out and was taken again."""
+        return (
+            d.id == claim.dispatch_id,
+            d.lease_owner == self.worker_id,
+            d.claims == claim.claims,
+            d.state == "delivering",
+        )
+
     async def extend_lease(self, claim: Claim, now: datetime) -> datetime:
         """Hold this claim's lease for another lease_seconds, or raise LeaseLost."""
         until = now + timedelta(seconds=self.settings.lease_seconds)
         async with writing(self.engine) as conn:
             extended = await conn.execute(
-                update(dispatch_table)
-                .where(
-                    d.id == claim.dispatch_id,
-                    d.lease_owner == self.worker_id,
-                    d.claims == claim.claims,
-                    d.state == "delivering",
-                )
-                .values(lease_until=until)
+                update(dispatch_table).where(*self._still_held(claim)).values(lease_until=until)
             )
         if extended.rowcount == 0:
             raise LeaseLost("the lease ran out and another worker took the delivery")
@@ -463,13 +466,7 @@ class Dispatcher:
                 )
             updated = await conn.execute(
                 update(dispatch_table)
-                .where(
-                    d.id == claim.dispatch_id,
-                    d.lease_owner == self.worker_id,
-                    # The claim number fences off a lease that ran out and was taken again.
-                    d.claims == claim.claims,
-                    d.state == "delivering",
-                )
+                .where(*self._still_held(claim))
                 .values(**self._dispatch_values(outcome, attempt=attempt, now=now))
             )
             if updated.rowcount == 0:
