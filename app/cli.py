@@ -28,18 +28,24 @@ from sqlalchemy import delete, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app import crypto
-from app.catalogue import Catalogue, Service
-from app.db import (
+from app.catalogue.catalogue import Catalogue, Service
+from app.catalogue.locate import PostcodeTable, import_onspd_rows, normalise_postcode
+from app.clients import service as clients
+from app.core import crypto
+from app.core.db import (
     DatabaseUnavailable,
     create_engine,
     describe_database_error,
     migrate,
     writing,
 )
-from app.errors import ConfigError, DomainError
-from app.locate import PostcodeTable, import_onspd_rows, normalise_postcode
-from app.logs import configure_logging
+from app.core.errors import ConfigError, DomainError
+from app.core.logs import configure_logging
+from app.core.models import gazetteer_table
+from app.core.outbound import OutboundGuard, outbound_client
+from app.core.settings import Environment, Settings, describe_settings_error, get_settings
+from app.intake.schemas import Channel, Location
+from app.intake.service import locate_and_route
 from app.main import (
     build_locator,
     create_app,
@@ -47,14 +53,10 @@ from app.main import (
     outbound_guard,
     runtime,
 )
-from app.models import gazetteer_table
-from app.outbound import OutboundGuard, outbound_client
+from app.partners import subscriptions as webhooks
+from app.privacy import service as privacy
+from app.privacy.audit import Actor
 from app.production import check_production
-from app.schemas import Channel, Location
-from app.services import clients, privacy, webhooks
-from app.services.audit import Actor
-from app.services.intake import locate_and_route
-from app.settings import Environment, Settings, describe_settings_error, get_settings
 
 # Plain help, each value named by what it is (HOST, FILE) rather than by its Python type.
 # (Arguments are described in their command's help: typer lists them with a <type> label.)

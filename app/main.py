@@ -25,27 +25,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters import build_adapters
 from app.adapters.base import Adapter
-from app.auth import admit
-from app.catalogue import Catalogue, load_catalogue
-from app.crypto import Sealer
-from app.db import create_engine, migrate
-from app.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
-from app.middleware import BodyGuard, add_http_guards
-from app.outbound import OutboundGuard, OutboundPolicy, Resolver, outbound_client
-from app.problems import PROBLEM_JSON, install_problem_handlers
+from app.api.auth import admit
+from app.api.middleware import BodyGuard, add_http_guards
+from app.api.problems import PROBLEM_JSON, install_problem_handlers
+from app.api.ratelimit import RateLimiter
+from app.api.request_log import add_request_log
+from app.api.state import AppState
+from app.catalogue.catalogue import Catalogue, load_catalogue
+from app.catalogue.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
+from app.core.crypto import Sealer
+from app.core.db import create_engine, migrate
+from app.core.outbound import OutboundGuard, OutboundPolicy, Resolver, outbound_client
+from app.core.settings import Settings, get_settings
+from app.delivery.dispatcher import Dispatcher
+from app.intake.service import IntakeContext
+from app.intake.store import close_store
+from app.partners.sender import WebhookSender
+from app.privacy.service import Retention
 from app.production import check_production
-from app.ratelimit import RateLimiter
-from app.request_log import add_request_log
 from app.routers import catalogue, enquiries, inbound, meta, privacy, webhooks
-from app.services.dispatcher import Dispatcher
-from app.services.enquiry_store import close_store
-from app.services.inbound import InboundUpdate
-from app.services.intake import IntakeContext
-from app.services.poller import Poller
-from app.services.privacy import Retention
-from app.services.webhook_sender import WebhookSender
-from app.settings import Settings, get_settings
-from app.state import AppState
+from app.updates.inbound import InboundUpdate
+from app.updates.poller import Poller
 
 API_DESCRIPTION = """
 One endpoint for every public-service enquiry in a two-tier area. Submit an enquiry; the gateway

@@ -20,11 +20,11 @@ import structlog
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from app.adapters import adapter_configs
-from app.catalogue import Catalogue
-from app.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY
-from app.errors import ConfigError
-from app.outbound import OutboundGuard, parse_target
-from app.settings import SHIPPED_CONFIG_DIR, Environment, Settings
+from app.catalogue.catalogue import Catalogue
+from app.core.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY
+from app.core.errors import ConfigError
+from app.core.outbound import OutboundGuard, parse_target
+from app.core.settings import SHIPPED_CONFIG_DIR, Environment, Settings
 
 log = structlog.get_logger()
 

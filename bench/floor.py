@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 from app.cli import tune_garbage_collector
-from app.schemas import EnquiryIn
+from app.intake.schemas import EnquiryIn
 
 # The same as app/db.py, so the floor pays for the same durability.
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000")

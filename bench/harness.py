@@ -20,8 +20,8 @@ import asyncpg
 import httpx
 from sqlalchemy import func, select
 
-from app.db import create_engine, reading
-from app.models import dispatch_table
+from app.core.db import create_engine, reading
+from app.core.models import dispatch_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

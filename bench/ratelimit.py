@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import SecretStr
 
-from app.ratelimit import RateLimiter
-from app.settings import ApiSettings
+from app.api.ratelimit import RateLimiter
+from app.core.settings import ApiSettings
 
 NEVER_REACHED = "1000000000/minute"
 

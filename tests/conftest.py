@@ -24,12 +24,10 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.catalogue import load_catalogue
-from app.db import create_engine, migrate
-from app.main import create_app
-from app.sandbox import create_sandbox_app
-from app.services.clients import Scope, create_client
-from app.settings import (
+from app.catalogue.catalogue import load_catalogue
+from app.clients.service import Scope, create_client
+from app.core.db import create_engine, migrate
+from app.core.settings import (
     SHIPPED_CONFIG_DIR,
     ApiSettings,
     DispatchSettings,
@@ -37,6 +35,8 @@ from app.settings import (
     Settings,
     WebhookSettings,
 )
+from app.main import create_app
+from app.sandbox import create_sandbox_app
 
 # Fuzzing (tests/test_fuzz.py). Each test's app and client are made once and shared by its
 # examples, which compare stored rows before and after their own request: hence the

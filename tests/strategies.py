@@ -13,10 +13,10 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-from app import reference as references
-from app.catalogue import Service, ServiceAttribute, load_catalogue
-from app.schemas import Channel, Citizen, Consent, EnquiryIn, Location, PreferredContact
-from app.settings import SHIPPED_CONFIG_DIR
+from app.catalogue.catalogue import Service, ServiceAttribute, load_catalogue
+from app.core.settings import SHIPPED_CONFIG_DIR
+from app.intake import reference as references
+from app.intake.schemas import Channel, Citizen, Consent, EnquiryIn, Location, PreferredContact
 
 CATALOGUE = load_catalogue(
     SHIPPED_CONFIG_DIR,

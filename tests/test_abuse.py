@@ -19,10 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
+from app.clients.service import Scope
+from app.core.models import enquiry_table, idempotency_table
+from app.core.settings import ApiSettings, Environment, Settings
 from app.main import create_app
-from app.models import enquiry_table, idempotency_table
-from app.services.clients import Scope
-from app.settings import ApiSettings, Environment, Settings
 from tests.conftest import bearer, enquiry_body, free_port, make_key, make_settings
 from tests.test_outbound import FakeResolver
 from tests.test_production import RESOLVER, config_dir, organisations, production_settings

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from app.adapters import build_adapters
-from app.catalogue import load_catalogue
-from app.errors import ConfigError
-from app.settings import SHIPPED_CONFIG_DIR, Settings
+from app.catalogue.catalogue import load_catalogue
+from app.core.errors import ConfigError
+from app.core.settings import SHIPPED_CONFIG_DIR, Settings
 
 SHIPPED_ORGANISATIONS = {
     "oxfordshire-county",

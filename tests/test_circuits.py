@@ -5,10 +5,10 @@ from datetime import timedelta
 
 import pytest
 
-from app.db import writing
-from app.models import utcnow
-from app.services import circuits
-from app.settings import DispatchSettings
+from app.core.db import writing
+from app.core.models import utcnow
+from app.core.settings import DispatchSettings
+from app.delivery import circuits
 
 ORGANISATION = "oxfordshire-county"
 SETTINGS = DispatchSettings(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from app.crypto import SealedDataUnreadable, Sealer, new_key, normalise_phone
-from app.settings import Environment, PrivacySettings, Settings
+from app.core.crypto import SealedDataUnreadable, Sealer, new_key, normalise_phone
+from app.core.settings import Environment, PrivacySettings, Settings
 
 DETAILS = {"name": "Ada Lovelace", "email": "ada@example.org", "phone": "07700 900123"}
 

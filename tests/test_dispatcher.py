@@ -6,10 +6,10 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import select, update
 
-from app.models import attempt_table, dispatch_table, enquiry_table, utcnow
-from app.reference import parse
+from app.core.models import attempt_table, dispatch_table, enquiry_table, utcnow
+from app.delivery.dispatcher import Dispatcher
+from app.intake.reference import parse
 from app.sandbox import Behaviour
-from app.services.dispatcher import Dispatcher
 from tests.conftest import enquiry_body
 
 

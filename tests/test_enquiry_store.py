@@ -9,9 +9,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
-from app import reference
-from app.models import enquiry_table
-from app.services import enquiry_store
+from app.core.models import enquiry_table
+from app.intake import reference
+from app.intake import store as enquiry_store
 from tests.conftest import enquiry_body
 
 

@@ -23,14 +23,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
-from app.models import (
+from app.api.problems import PROBLEM_JSON, PROBLEM_TYPES
+from app.core.models import (
     dispatch_table,
     enquiry_table,
     event_table,
     idempotency_table,
     status_update_table,
 )
-from app.problems import PROBLEM_JSON, PROBLEM_TYPES
 from tests import strategies as fuzz
 from tests.conftest import enquiry_body
 from tests.test_inbound import CITY_KEY, COUNTY_SECRET, delivered_enquiry

@@ -4,10 +4,10 @@ import asyncio
 
 from sqlalchemy import func, select
 
-from app.models import enquiry_table
-from app.schemas import EnquiryIn
-from app.services import idempotency
-from app.services.clients import Scope, create_client
+from app.clients.service import Scope, create_client
+from app.core.models import enquiry_table
+from app.intake import idempotency
+from app.intake.schemas import EnquiryIn
 from tests.conftest import bearer, enquiry_body, make_key
 
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from app.crypto import new_key
-from app.settings import SHIPPED_CONFIG_DIR
+from app.core.crypto import new_key
+from app.core.settings import SHIPPED_CONFIG_DIR
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

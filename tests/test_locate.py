@@ -5,7 +5,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from app.locate import (
+from app.catalogue.locate import (
     Gazetteer,
     HttpLocator,
     LocatorChain,
@@ -13,8 +13,8 @@ from app.locate import (
     import_onspd_rows,
     normalise_postcode,
 )
-from app.models import gazetteer_table
-from app.settings import SHIPPED_CONFIG_DIR
+from app.core.models import gazetteer_table
+from app.core.settings import SHIPPED_CONFIG_DIR
 from tests.conftest import ThreadedServer
 
 TABLE = PostcodeTable.from_csv(SHIPPED_CONFIG_DIR / "postcode_areas.csv")

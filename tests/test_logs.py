@@ -21,12 +21,12 @@ from fastapi import Request
 from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
 
-from app.db import create_engine, writing
-from app.logs import configure_logging, describe, redacted_traceback
+from app.core.db import create_engine, writing
+from app.core.logs import configure_logging, describe, redacted_traceback
+from app.core.models import enquiry_table
+from app.core.settings import Settings
+from app.intake.store import _postgres_pool, close_store
 from app.main import create_app
-from app.models import enquiry_table
-from app.services.enquiry_store import _postgres_pool, close_store
-from app.settings import Settings
 from tests.conftest import ON_POSTGRES, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

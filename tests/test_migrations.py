@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.crypto import Sealer, new_key
-from app.db import alembic_config, create_engine, migrate
+from app.core.crypto import Sealer, new_key
+from app.core.db import alembic_config, create_engine, migrate
 from tests.conftest import ON_POSTGRES, POSTGRES_URL, _postgres_admin
 
 CITIZEN = {"name": "Edith Hartley", "email": "Edith@Example.org", "phone": "01865 111222"}

@@ -19,16 +19,16 @@ from pydantic import ValidationError
 from app.adapters.base import Delivery, PermanentError
 from app.adapters.rest_json import RestJsonAdapter, RestJsonConfig
 from app.adapters.smtp import EmailAdapter, EmailConfig
-from app.catalogue import AdapterConfig, Organisation
-from app.locate import HttpLocator
-from app.outbound import (
+from app.catalogue.catalogue import AdapterConfig, Organisation
+from app.catalogue.locate import HttpLocator
+from app.core.outbound import (
     OutboundGuard,
     OutboundPolicy,
     OutboundRefused,
     outbound_client,
     parse_target,
 )
-from app.settings import Environment, OutboundSettings, Settings
+from app.core.settings import Environment, OutboundSettings, Settings
 
 PUBLIC = "81.2.69.160"  # any globally routable address; nothing is ever sent to it
 

@@ -14,16 +14,16 @@ from pydantic import SecretStr
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from app.crypto import Sealer, new_key
-from app.db import create_engine
+from app.clients.service import Scope
+from app.core.crypto import Sealer, new_key
+from app.core.db import create_engine
+from app.core.models import enquiry_table, utcnow
+from app.core.settings import PrivacySettings
+from app.delivery.dispatcher import Dispatcher
 from app.main import create_app
-from app.models import enquiry_table, utcnow
-from app.services import privacy
-from app.services.audit import Actor
-from app.services.clients import Scope
-from app.services.dispatcher import Dispatcher
-from app.services.privacy import REMOVED, Retention
-from app.settings import PrivacySettings
+from app.privacy import service as privacy
+from app.privacy.audit import Actor
+from app.privacy.service import REMOVED, Retention
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
 from tests.sandbox.conftest import eventually
 from tests.test_cli import iap as iap_command

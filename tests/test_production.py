@@ -13,18 +13,18 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-from app.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY, new_key
-from app.errors import ConfigError
-from app.main import create_app, load_configured_catalogue
-from app.production import looks_like_placeholder, secrets_in, shipped_defaults, weakness
-from app.services.clients import Scope
-from app.settings import (
+from app.clients.service import Scope
+from app.core.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY, new_key
+from app.core.errors import ConfigError
+from app.core.settings import (
     SHIPPED_CONFIG_DIR,
     Environment,
     LocatorSettings,
     OutboundSettings,
     PrivacySettings,
 )
+from app.main import create_app, load_configured_catalogue
+from app.production import looks_like_placeholder, secrets_in, shipped_defaults, weakness
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
 from tests.test_cli import iap
 from tests.test_outbound import PUBLIC, FakeResolver, Listener

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from app import reference
+from app.intake import reference
 from tests.conftest import enquiry_body
 
 

@@ -2,11 +2,11 @@
 
 import pytest
 
-from app.catalogue import load_catalogue
-from app.errors import OutOfArea
-from app.locate import Place
-from app.routing import route
-from app.settings import SHIPPED_CONFIG_DIR
+from app.catalogue.catalogue import load_catalogue
+from app.catalogue.locate import Place
+from app.catalogue.routing import route
+from app.core.errors import OutOfArea
+from app.core.settings import SHIPPED_CONFIG_DIR
 
 CATALOGUE = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://sandbox"})
 COUNTY = "E10000025"

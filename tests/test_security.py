@@ -16,12 +16,8 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import select, update
 
 from app.cli import load_development_key
-from app.main import create_app
-from app.models import api_client_table, enquiry_table, utcnow
-from app.reference import display, new_reference
-from app.services import clients as clients_service
-from app.services import enquiries as enquiries_service
-from app.services.clients import (
+from app.clients import service as clients_service
+from app.clients.service import (
     DEVELOPMENT_CLIENT,
     Scope,
     authenticate,
@@ -29,8 +25,12 @@ from app.services.clients import (
     revoke_client,
     split_key,
 )
-from app.services.enquiries import masked_citizen
-from app.settings import Environment
+from app.core.models import api_client_table, enquiry_table, utcnow
+from app.core.settings import Environment
+from app.intake import reading as enquiries_service
+from app.intake.reading import masked_citizen
+from app.intake.reference import display, new_reference
+from app.main import create_app
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.crypto import DEVELOPMENT_KEY, Sealer, new_key
+from app.clients.service import Scope
+from app.core.crypto import DEVELOPMENT_KEY, Sealer, new_key
+from app.core.models import event_table, utcnow, webhook_subscription_table
 from app.main import create_app
-from app.models import event_table, utcnow, webhook_subscription_table
-from app.services.clients import Scope
-from app.services.webhook_sender import feed
-from app.services.webhooks import reseal_secrets
+from app.partners.sender import feed
+from app.partners.subscriptions import reseal_secrets
 from tests.conftest import ThreadedServer, bearer, enquiry_body, free_port, make_key
 from tests.sandbox.conftest import eventually
 from tests.test_outbound import PUBLIC, FakeResolver

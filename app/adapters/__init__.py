@@ -11,9 +11,9 @@ from app.adapters.open311 import Open311Adapter
 from app.adapters.rest_json import RestJsonAdapter
 from app.adapters.smtp import EmailAdapter
 from app.adapters.triage import TriageAdapter
-from app.catalogue import Catalogue
-from app.errors import ConfigError
-from app.settings import Settings
+from app.catalogue.catalogue import Catalogue
+from app.core.errors import ConfigError
+from app.core.settings import Settings
 
 ADAPTER_TYPES: dict[str, type[Adapter]] = {
     "email": EmailAdapter,

@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Protocol
 import httpx
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field
 
-from app.catalogue import Organisation
-from app.status import Status
+from app.catalogue.catalogue import Organisation
+from app.catalogue.status import Status
 
 
 class DeliveryError(Exception):

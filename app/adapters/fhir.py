@@ -28,7 +28,7 @@ from app.adapters.base import (
     raise_for_response,
     transport_error,
 )
-from app.status import FHIR_WORDS
+from app.catalogue.status import FHIR_WORDS
 
 FHIR_JSON = "application/fhir+json"
 # Ids per search: keeps the query string well inside every server's URL limit.

@@ -33,7 +33,7 @@ from app.adapters.base import (
     raise_for_response,
     transport_error,
 )
-from app.status import OPEN311_WORDS
+from app.catalogue.status import OPEN311_WORDS
 
 # Our remote_reference while a council has only given us a token for the request.
 TOKEN_PREFIX = "token:"  # noqa: S105 - a label, not a secret

@@ -26,7 +26,7 @@ from app.adapters.base import (
     raise_for_response,
     transport_error,
 )
-from app.status import Status
+from app.catalogue.status import Status
 
 # A token this close to its expiry is renewed first, so it cannot lapse while a call is on the way.
 EXPIRY_MARGIN_SECONDS = 30.0

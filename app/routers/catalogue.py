@@ -7,16 +7,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from app.adapters.base import Adapter
-from app.auth import optional_caller, require
-from app.catalogue import Organisation, Service
-from app.errors import NotFound
-from app.ratelimit import RATE_LIMITED_RESPONSE
-from app.schemas import AttributeOut, CircuitOut, OrganisationOut, ServiceOut, StatusUpdatesOut
-from app.services import circuits
-from app.services.clients import Scope
-from app.services.dispatcher import unverified_repeats
-from app.services.poller import PollStatus, poll_states
-from app.state import AppState, get_state
+from app.api.auth import optional_caller, require
+from app.api.ratelimit import RATE_LIMITED_RESPONSE
+from app.api.state import AppState, get_state
+from app.catalogue.catalogue import Organisation, Service
+from app.catalogue.schemas import (
+    AttributeOut,
+    CircuitOut,
+    OrganisationOut,
+    ServiceOut,
+    StatusUpdatesOut,
+)
+from app.clients.service import Scope
+from app.core.errors import NotFound
+from app.delivery import circuits
+from app.delivery.dispatcher import unverified_repeats
+from app.updates.poller import PollStatus, poll_states
 
 # Public, but counted: per client when a key comes with the call, else per address.
 router = APIRouter(

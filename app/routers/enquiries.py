@@ -7,23 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from app.auth import check_scope, optional_caller, require
-from app.problems import documented_problem
-from app.ratelimit import RATE_LIMITED_RESPONSE
-from app.schemas import (
-    Channel,
-    EnquiryCreated,
-    EnquiryIn,
-    EnquiryOut,
-    EnquiryPage,
-    NoNul,
-    UtcDatetime,
-)
-from app.services import idempotency
-from app.services.clients import Caller, Scope
-from app.services.enquiries import EnquiryFilter, get_enquiry, list_enquiries
-from app.services.intake import submit_enquiry
-from app.state import AppState, get_state
+from app.api.auth import check_scope, optional_caller, require
+from app.api.problems import documented_problem
+from app.api.ratelimit import RATE_LIMITED_RESPONSE
+from app.api.state import AppState, get_state
+from app.clients.service import Caller, Scope
+from app.core.types import NoNul, UtcDatetime
+from app.intake import idempotency
+from app.intake.reading import EnquiryFilter, get_enquiry, list_enquiries
+from app.intake.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
+from app.intake.service import submit_enquiry
 
 router = APIRouter(
     prefix="/v1/enquiries", tags=["enquiries"], responses={429: RATE_LIMITED_RESPONSE}

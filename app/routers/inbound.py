@@ -7,10 +7,10 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from app.problems import documented_problem
-from app.ratelimit import RATE_LIMITED_RESPONSE, limit_inbound
-from app.services.inbound import InboundReceipt, Inbox
-from app.state import AppState, get_state
+from app.api.problems import documented_problem
+from app.api.ratelimit import RATE_LIMITED_RESPONSE, limit_inbound
+from app.api.state import AppState, get_state
+from app.updates.inbound import InboundReceipt, Inbox
 
 # Counted per address before the signature is checked, so forged pushes are limited too.
 router = APIRouter(

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.db import reading
-from app.errors import NotFound
-from app.problems import PROBLEM_TYPES, problem, problem_type
-from app.state import AppState, get_state
+from app.api.problems import PROBLEM_TYPES, problem, problem_type
+from app.api.state import AppState, get_state
+from app.core.db import reading
+from app.core.errors import NotFound
 
 router = APIRouter(tags=["meta"])
 

@@ -7,14 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from app.auth import require
-from app.problems import documented_problem
-from app.ratelimit import RATE_LIMITED_RESPONSE
-from app.schemas import AuditPage, ErasureOut, NoNul, Subject, SubjectAccessExport
-from app.services import audit, privacy
-from app.services.audit import Actor
-from app.services.clients import Caller, Scope
-from app.state import AppState, get_state
+from app.api.auth import require
+from app.api.problems import documented_problem
+from app.api.ratelimit import RATE_LIMITED_RESPONSE
+from app.api.state import AppState, get_state
+from app.clients.service import Caller, Scope
+from app.core.types import NoNul
+from app.privacy import audit
+from app.privacy import service as privacy
+from app.privacy.audit import Actor
+from app.privacy.schemas import AuditPage, ErasureOut, Subject, SubjectAccessExport
 
 router = APIRouter(tags=["privacy"], responses={429: RATE_LIMITED_RESPONSE})
 _AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {

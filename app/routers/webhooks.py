@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
-from app.auth import require
-from app.problems import documented_problem
-from app.schemas import WebhookCreated, WebhookDetail, WebhookIn, WebhookList
-from app.services import webhooks
-from app.services.clients import Caller, Scope
-from app.state import AppState, get_state
+from app.api.auth import require
+from app.api.problems import documented_problem
+from app.api.state import AppState, get_state
+from app.clients.service import Caller, Scope
+from app.partners import subscriptions as webhooks
+from app.partners.schemas import WebhookCreated, WebhookDetail, WebhookIn, WebhookList
 
 router = APIRouter(tags=["webhooks"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.catalogue import Catalogue
+from app.catalogue.catalogue import Catalogue
 from app.sandbox import admin, county, fhir, generic, mail, open311
 from app.sandbox.core import DEFAULT_PUSH_DELAYS, Sandbox
 from app.sandbox.faults import SimulatorError, render_simulator_error

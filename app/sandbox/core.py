@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from app.catalogue import Catalogue, Organisation
+from app.catalogue.catalogue import Catalogue, Organisation
 from app.sandbox import pushes
 from app.sandbox.office import BackOffice, utc_now
 

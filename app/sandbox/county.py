@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, unquote
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from app.catalogue import Organisation
+from app.catalogue.catalogue import Organisation
 from app.sandbox import faults
 from app.sandbox.core import Sandbox, SandboxDep
 

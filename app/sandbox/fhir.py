@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from app.catalogue import Organisation
+from app.catalogue.catalogue import Organisation
 from app.sandbox import faults
 from app.sandbox.core import Sandbox, SandboxDep
 

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.catalogue import Organisation, Service, Tier
+from app.catalogue.catalogue import Organisation, Service, Tier
 from app.sandbox import faults
 from app.sandbox.core import Sandbox, SandboxDep
 from app.sandbox.pushes import external_status_code

@@ -24,7 +24,7 @@ import httpx
 import structlog
 from standardwebhooks import Webhook
 
-from app.catalogue import Organisation
+from app.catalogue.catalogue import Organisation
 from app.sandbox.office import utc_now
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ from app.adapters.base import (
     shareable_citizen,
 )
 from app.adapters.fhir import NOTE_AUTHOR, FhirAdapter, FhirConfig
-from app.catalogue import load_catalogue
-from app.settings import SHIPPED_CONFIG_DIR
-from app.status import FHIR_WORDS
+from app.catalogue.catalogue import load_catalogue
+from app.catalogue.status import FHIR_WORDS
+from app.core.settings import SHIPPED_CONFIG_DIR
 
 CATALOGUE = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://bo.test"})
 BASE = "http://bo.test/nhs-bob-icb/fhir"

@@ -19,9 +19,9 @@ from app.adapters.base import (
     shareable_citizen,
 )
 from app.adapters.open311 import Open311Adapter, Open311Config, parse_time
-from app.catalogue import load_catalogue
-from app.settings import SHIPPED_CONFIG_DIR
-from app.status import OPEN311_WORDS
+from app.catalogue.catalogue import load_catalogue
+from app.catalogue.status import OPEN311_WORDS
+from app.core.settings import SHIPPED_CONFIG_DIR
 
 CATALOGUE = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://bo.test"})
 BASE = "http://bo.test/cherwell/open311/v2"

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from app.adapters import rest_json
 from app.adapters.base import Delivery, PermanentError, RetryableError, shareable_citizen
 from app.adapters.rest_json import RestJsonAdapter, RestJsonConfig
-from app.catalogue import load_catalogue
-from app.settings import SHIPPED_CONFIG_DIR
-from app.status import Status, canonical
+from app.catalogue.catalogue import load_catalogue
+from app.catalogue.status import Status, canonical
+from app.core.settings import SHIPPED_CONFIG_DIR
 
 CATALOGUE = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://bo.test"})
 BASE = "http://bo.test/oxfordshire-county/api"

@@ -31,8 +31,8 @@ from pydantic import ValidationError
 from app.adapters import ADAPTER_TYPES
 from app.adapters.base import Delivery, PermanentError, RetryableError, shareable_citizen
 from app.adapters.smtp import EmailAdapter, EmailConfig
-from app.catalogue import AdapterConfig, load_catalogue
-from app.settings import SHIPPED_CONFIG_DIR
+from app.catalogue.catalogue import AdapterConfig, load_catalogue
+from app.core.settings import SHIPPED_CONFIG_DIR
 
 CATALOGUE = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://bo.test"})
 POLICE = CATALOGUE.organisations["thames-valley-police"]

@@ -23,13 +23,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.catalogue import load_catalogue
-from app.db import create_engine, reading
-from app.models import attempt_table, dispatch_table, enquiry_table
-from app.reference import display
+from app.catalogue.catalogue import load_catalogue
+from app.clients.service import Scope
+from app.core.db import create_engine, reading
+from app.core.models import attempt_table, dispatch_table, enquiry_table
+from app.core.settings import SHIPPED_CONFIG_DIR
+from app.intake.reference import display
 from app.sandbox import BackOffice
-from app.services.clients import Scope
-from app.settings import SHIPPED_CONFIG_DIR
 from tests.conftest import (
     UNREACHABLE_RATE,
     ThreadedServer,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from app.core.settings import SHIPPED_CONFIG_DIR
 from app.sandbox import BackOffice, Behaviour
-from app.settings import SHIPPED_CONFIG_DIR
 from tests.conftest import free_port
 from tests.e2e.conftest import Calls, Launcher, eventually, mixed_enquiry
 

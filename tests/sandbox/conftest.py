@@ -16,9 +16,9 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from app.catalogue import AdapterConfig, Catalogue, Inbound, load_catalogue
+from app.catalogue.catalogue import AdapterConfig, Catalogue, Inbound, load_catalogue
+from app.core.settings import SHIPPED_CONFIG_DIR
 from app.sandbox import BackOffice, create_sandbox_app
-from app.settings import SHIPPED_CONFIG_DIR
 from tests.conftest import ThreadedServer
 
 SANDBOX = "http://sandbox.test"

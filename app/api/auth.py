@@ -1,0 +1,88 @@
+"""Who is calling: the API key in `Authorization: Bearer`, and the scope a route needs.
+
+Routes say what they need with `Depends(require(Scope.x, ...))` (any one of the scopes will do;
+`admin` always does). The catalogue, health and the problem pages need no key; the inbound
+routes are authenticated by the organisation's own signature or api_key instead. Every call
+that comes through here is counted against a rate limit (app.ratelimit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.ratelimit import limit_address, limit_caller, limit_inbound
+from app.api.request_log import bind_client
+from app.clients.service import Caller, Scope, authenticate
+from app.core.errors import Forbidden, NoValidKey
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `iap clients create`, sent as `Authorization: Bearer iap_…`.",
+)
+
+
+async def optional_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Caller | None:
+    """The client whose key came with the request; None when none came; 401 when it is bad.
+
+    The call counts against the client's rate limit, or its address's without a valid key
+    (so guessing keys is limited too): 429 when it is over.
+    """
+    if credentials is None:
+        await limit_address(request)
+        if request.headers.get("authorization"):
+            raise NoValidKey("Send the API key as `Authorization: Bearer <key>`.")
+        return None
+    state = request.app.state.iap
+    caller = await authenticate(
+        state.engine, credentials.credentials, cache_seconds=state.settings.api.key_cache_seconds
+    )
+    if caller is None:
+        await limit_address(request)
+        raise NoValidKey("That API key is not known, or it has been revoked.")
+    bind_client(caller.name)
+    await limit_caller(request, caller)
+    return caller
+
+
+def check_scope(caller: Caller | None, scopes: tuple[Scope, ...]) -> Caller:
+    """The caller, if it holds one of the scopes: 401 without a key, 403 without the scope."""
+    if caller is None:
+        raise NoValidKey("This needs an API key: send `Authorization: Bearer <key>`.")
+    if not any(caller.allows(scope) for scope in scopes):
+        needs = " ".join(s.value for s in scopes)
+        named = ", ".join(s.value for s in scopes) or Scope.admin.value
+        which = "one of the scopes: " if len(scopes) > 1 else "the scope "
+        raise Forbidden(f"This needs an API key with {which}{named}.", needs=needs)
+    return caller
+
+
+def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the calling client, which must hold one of `scopes` (or admin)."""
+
+    async def dependency(
+        caller: Annotated[Caller | None, Security(optional_caller)],
+    ) -> Caller:
+        return check_scope(caller, scopes)
+
+    return dependency
+
+
+async def admit(request: Request) -> None:
+    """Before a body is refused (malformed, too large, not JSON): the caller is authenticated and
+    counted as its route would, so anonymous bodies cannot be refused without limit. Every
+    route that takes a body needs a key, but the inbound ones, whose body carries the proof of
+    who sent it: those are counted per address, as they always are."""
+    if request.url.path.startswith("/v1/inbound/"):
+        await limit_inbound(request)
+        return
+    caller = await optional_caller(request, await bearer(request))
+    if caller is None:
+        raise NoValidKey("This needs an API key: send `Authorization: Bearer <key>`.")

@@ -1,0 +1,34 @@
+"""What the running application holds, built once by the lifespan and read by routers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.adapters.base import Adapter
+from app.api.ratelimit import RateLimiter
+from app.catalogue.catalogue import Catalogue
+from app.core.crypto import Sealer
+from app.core.outbound import OutboundGuard
+from app.core.settings import Settings
+from app.intake.service import IntakeContext
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    catalogue: Catalogue
+    intake: IntakeContext
+    adapters: dict[str, Adapter]
+    sealer: Sealer
+    limiter: RateLimiter
+    outbound: OutboundGuard
+
+
+async def get_state(request: Request) -> AppState:
+    """The application state (a FastAPI dependency)."""
+    state: AppState = request.app.state.iap
+    return state

@@ -1,0 +1,332 @@
+"""Locating: a postcode or a point → the county, district, police force area and health area.
+
+Sources are tried from the most exact down: the imported ONS Postcode Directory (full postcodes),
+an optional postcodes.io-compatible HTTP service, then the built-in table of postcode sectors and
+districts. A table row that cannot decide a code leaves it empty, with a note saying why; routing
+then sends that part to the triage desk rather than guess.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.db import reading
+from app.core.models import gazetteer_table
+from app.core.outbound import OutboundRefused
+
+log = structlog.get_logger()
+
+_POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")
+_DISTRICT = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")
+_SECTOR = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ([0-9])$")
+# ONSPD fills a county column with this pseudo-code where there is no county (unitary areas).
+_NO_AREA = {"", "E99999999", "W99999999", "S99999999", "N99999999"}
+# About 200 m: how far a point may be from a postcode's centre to take its areas.
+_NEAR_DEGREES = 0.002
+_CACHE_SIZE = 50_000
+
+
+def normalise_postcode(text: str) -> str | None:
+    """`ox1 1aa` → `OX1 1AA`; None when it is not a UK postcode."""
+    compact = "".join(text.upper().split())
+    if compact == "GIR0AA":
+        return "GIR 0AA"
+    match = _POSTCODE.match(compact)
+    return f"{match[1]} {match[2]}" if match else None
+
+
+def normalise_postcode_or_part(text: str) -> str | None:
+    """A full postcode as normalise_postcode makes it, or what a caller may know of one: a
+    postcode district (`ox14` → `OX14`) or sector (`ox14 3` → `OX14 3`); None otherwise."""
+    full = normalise_postcode(text)
+    if full is not None:
+        return full
+    words = text.upper().split()
+    spaced = " ".join(words)
+    if len(words) == 1 and _DISTRICT.match(spaced):
+        return spaced
+    return spaced if _SECTOR.match(spaced) else None
+
+
+@dataclass(frozen=True)
+class Place:
+    """What is known of where an enquiry is about. A None code is unknown, not absent."""
+
+    county_code: str | None = None
+    district_code: str | None = None
+    police_area: str | None = None
+    health_area: str | None = None
+    postcode: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    precision: str = "none"  # postcode | sector | district | point | none
+    source: str = "none"  # gazetteer | http | table | none
+    outside: bool = False  # known to lie outside every area the table covers
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The place as stored with the enquiry."""
+        return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
+
+
+class Locator(Protocol):
+    async def locate(
+        self, *, postcode: str | None, latitude: float | None, longitude: float | None
+    ) -> Place | None:
+        """The place, or None when this source does not know it."""
+        ...
+
+
+class PostcodeTable:
+    """The built-in table of postcode districts and sectors (app/data/*/postcode_areas.csv)."""
+
+    def __init__(self, rows: dict[str, dict[str, str]]) -> None:
+        self._rows = rows
+
+    @classmethod
+    def from_csv(cls, path: Path) -> PostcodeTable:
+        if not path.exists():
+            return cls({})
+        with path.open(newline="", encoding="utf-8") as handle:
+            return cls({row["prefix"].strip().upper(): row for row in csv.DictReader(handle)})
+
+    def covers(self, postcode: str) -> bool:
+        """Whether this (normalised) postcode's sector or district is in the table; an empty
+        table knows no area, so it rules nothing out."""
+        outward, _, inward = postcode.partition(" ")
+        return not self._rows or f"{outward} {inward[:1]}" in self._rows or outward in self._rows
+
+    async def locate(
+        self, *, postcode: str | None, latitude: float | None, longitude: float | None
+    ) -> Place | None:
+        if postcode is None or not self._rows:
+            return None
+        outward, _, inward = postcode.partition(" ")
+        sector = f"{outward} {inward[0]}" if inward else outward
+        for prefix, precision in ((sector, "sector"), (outward, "district")):
+            row = self._rows.get(prefix)
+            if row is not None:
+                return self._place(row, postcode=postcode, precision=precision)
+        return Place(
+            postcode=postcode,
+            source="table",
+            outside=True,
+            note=f"postcode {'sector' if inward else 'district'} {sector} is outside the area "
+            "this table covers",
+        )
+
+    @staticmethod
+    def _place(row: dict[str, str], *, postcode: str, precision: str) -> Place:
+        return Place(
+            county_code=row["county_code"] or None,
+            district_code=row["district_code"] or None,
+            police_area=row["police_area"] or None,
+            health_area=row["health_area"] or None,
+            postcode=postcode,
+            precision=precision,
+            source="table",
+            note=row.get("note") or None,
+        )
+
+
+class Gazetteer:
+    """Full postcodes imported from the ONS Postcode Directory (`iap gazetteer import`).
+
+    Answers are kept for a minute (postcodes change only on import), and an empty gazetteer is
+    not asked at all until it is checked again, so intake pays for a look-up only when there is
+    something to find. A new import is used within a minute.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, cache_seconds: float = 60.0) -> None:
+        self._engine = engine
+        self._cache_seconds = cache_seconds
+        self._cache: OrderedDict[str, tuple[float, Place | None]] = OrderedDict()
+        self._empty_until = 0.0
+
+    async def locate(
+        self, *, postcode: str | None, latitude: float | None, longitude: float | None
+    ) -> Place | None:
+        now = time.monotonic()
+        if now < self._empty_until or _partial(postcode):
+            return None
+        if postcode is None:
+            return await self._look_up(postcode, latitude, longitude)
+        cached = self._cache.get(postcode)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        place = await self._look_up(postcode, latitude, longitude)
+        self._cache[postcode] = (now + self._cache_seconds, place)
+        self._cache.move_to_end(postcode)
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        if place is None and not await self._has_postcodes():
+            self._empty_until = now + self._cache_seconds
+        return place
+
+    async def _has_postcodes(self) -> bool:
+        async with reading(self._engine) as conn:
+            found = await conn.scalar(select(gazetteer_table.c.postcode).limit(1))
+        return found is not None
+
+    async def _look_up(
+        self, postcode: str | None, latitude: float | None, longitude: float | None
+    ) -> Place | None:
+        query = select(gazetteer_table)
+        if postcode is not None:
+            query = query.where(gazetteer_table.c.postcode == postcode)
+        elif latitude is not None and longitude is not None:
+            query = self._nearest(query, latitude, longitude)
+        else:
+            return None
+        async with reading(self._engine) as conn:
+            row = (await conn.execute(query.limit(1))).mappings().first()
+        if row is None:
+            return None
+        return Place(
+            county_code=row["county_code"],
+            district_code=row["district_code"],
+            police_area=row["police_area"],
+            health_area=row["health_area"],
+            postcode=row["postcode"],
+            latitude=latitude if latitude is not None else row["latitude"],
+            longitude=longitude if longitude is not None else row["longitude"],
+            precision="postcode" if postcode is not None else "point",
+            source="gazetteer",
+            note="terminated postcode" if row["terminated"] else None,
+        )
+
+    @staticmethod
+    def _nearest(query: Any, latitude: float, longitude: float) -> Any:
+        lat, lon = gazetteer_table.c.latitude, gazetteer_table.c.longitude
+        return query.where(
+            lat.between(latitude - _NEAR_DEGREES, latitude + _NEAR_DEGREES),
+            lon.between(longitude - 1.6 * _NEAR_DEGREES, longitude + 1.6 * _NEAR_DEGREES),
+        ).order_by((lat - latitude) * (lat - latitude) + (lon - longitude) * (lon - longitude))
+
+
+class HttpLocator:
+    """A postcodes.io-compatible service: `GET /postcodes/{pc}` and `GET /postcodes?lat&lon`."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, timeout: float) -> None:
+        self._client = client
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
+
+    async def locate(
+        self, *, postcode: str | None, latitude: float | None, longitude: float | None
+    ) -> Place | None:
+        if _partial(postcode):
+            return None
+        if postcode is not None:
+            url, params = f"{self._base_url}/postcodes/{postcode}", None
+        elif latitude is not None and longitude is not None:
+            url, params = f"{self._base_url}/postcodes", {"lat": latitude, "lon": longitude}
+        else:
+            return None
+        try:
+            response = await self._client.get(url, params=params, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            log.warning("locate.http_unavailable", error=type(exc).__name__)
+            return None
+        except OutboundRefused as exc:  # its host now resolves somewhere production may not go
+            log.warning("locate.http_refused", error=str(exc))
+            return None
+        if response.status_code != 200:
+            return None
+        result = response.json().get("result")
+        if isinstance(result, list):
+            result = result[0] if result else None
+        return self._place(result, postcode=postcode) if isinstance(result, dict) else None
+
+    @staticmethod
+    def _place(result: dict[str, Any], *, postcode: str | None) -> Place:
+        codes = result.get("codes") or {}
+        return Place(
+            county_code=_code(codes.get("admin_county")),
+            district_code=_code(codes.get("admin_district")),
+            police_area=_code(codes.get("pfa")),
+            health_area=_code(codes.get("icb")),
+            postcode=result.get("postcode") or postcode,
+            latitude=result.get("latitude"),
+            longitude=result.get("longitude"),
+            precision="postcode" if postcode is not None else "point",
+            source="http",
+        )
+
+
+def _partial(postcode: str | None) -> bool:
+    """A district or sector only: nothing that knows full postcodes can place it."""
+    return postcode is not None and len(postcode.partition(" ")[2]) < 3
+
+
+def _code(value: Any) -> str | None:
+    return None if not isinstance(value, str) or value in _NO_AREA else value
+
+
+class LocatorChain:
+    """Asks each source in turn; the first that knows the place answers."""
+
+    def __init__(self, sources: list[Locator]) -> None:
+        self._sources = sources
+
+    async def locate(
+        self, *, postcode: str | None, latitude: float | None, longitude: float | None
+    ) -> Place:
+        if postcode is None and (latitude is None or longitude is None):
+            return Place(note="no postcode or point given")
+        for source in self._sources:
+            place = await source.locate(postcode=postcode, latitude=latitude, longitude=longitude)
+            if place is not None:
+                return replace(
+                    place,
+                    latitude=place.latitude or latitude,
+                    longitude=place.longitude or longitude,
+                )
+        return Place(
+            postcode=postcode,
+            latitude=latitude,
+            longitude=longitude,
+            note="no source could place this point" if postcode is None else None,
+        )
+
+
+def import_onspd_rows(rows: Any) -> list[dict[str, Any]]:
+    """ONS Postcode Directory CSV rows → gazetteer rows (pcds, oscty, oslaua, pfa, icb...)."""
+    imported = []
+    for row in rows:
+        postcode = normalise_postcode(row.get("pcds") or row.get("pcd") or "")
+        if postcode is None:
+            continue
+        imported.append(
+            {
+                "postcode": postcode,
+                "county_code": _code(row.get("oscty")),
+                "district_code": _code(row.get("oslaua")),
+                "police_area": _code(row.get("pfa")),
+                "health_area": _code(row.get("icb")),
+                "latitude": _float(row.get("lat")),
+                "longitude": _float(row.get("long")),
+                "terminated": bool((row.get("doterm") or "").strip()),
+            }
+        )
+    return imported
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    # ONSPD writes 99.999999 / 0.000000 where a postcode has no grid reference.
+    return None if number in (99.999999, 0.0) else number

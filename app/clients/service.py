@@ -1,0 +1,262 @@
+"""API clients: keys made, found and checked, scopes, and the development key.
+
+A key reads `iap_<key id>_<secret>`. The key id (12 hex characters) is not secret: it finds the
+client in one indexed look-up and lets people tell keys apart in `iap clients list`. Only a
+SHA-256 hash of the secret is stored, and it is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.db import reading, writing
+from app.core.errors import DomainError, NotFound
+from app.core.models import api_client_table, utcnow
+
+c = api_client_table.c
+KEY_PREFIX = "iap_"
+_KEY_ID_LENGTH = 12
+DEVELOPMENT_CLIENT = "development"
+
+
+class Scope(StrEnum):
+    """What a client may do; `admin` implies every other scope."""
+
+    enquiries_submit = "enquiries:submit"
+    enquiries_read = "enquiries:read"  # only the enquiries this client submitted
+    enquiries_read_all = "enquiries:read-all"  # contact-centre agents
+    webhooks_manage = "webhooks:manage"
+    privacy = "privacy"
+    admin = "admin"
+
+
+class ClientExists(DomainError):
+    slug, title, status = "conflict", "That name is taken", 409
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated client of one request."""
+
+    id: uuid.UUID
+    name: str
+    scopes: frozenset[Scope]
+    channel: str | None
+
+    def allows(self, scope: Scope) -> bool:
+        return Scope.admin in self.scopes or scope in self.scopes
+
+    @property
+    def client_id(self) -> str:
+        """How the enquiries and idempotency tables name this client."""
+        return str(self.id)
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """A client as listed: never its secret."""
+
+    id: uuid.UUID
+    name: str
+    key_id: str
+    scopes: list[str]
+    channel: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def key_hint(self) -> str:
+        return f"{KEY_PREFIX}{self.key_id}_…"
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256, not a slow password hash: the secret is 256 random bits, so there is nothing to
+    guess and a slow hash (bcrypt, argon2) would only add its cost to every request."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_key() -> tuple[str, str, str]:
+    """(key id, secret, whole key)."""
+    key_id = secrets.token_hex(_KEY_ID_LENGTH // 2)
+    secret = secrets.token_urlsafe(32)
+    return key_id, secret, f"{KEY_PREFIX}{key_id}_{secret}"
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    """(key id, secret) of a key in our form, or None."""
+    if not key.startswith(KEY_PREFIX) or not len(KEY_PREFIX) + 13 < len(key) <= 200:
+        return None
+    rest = key[len(KEY_PREFIX) :]
+    key_id, separator, secret = (
+        rest[:_KEY_ID_LENGTH],
+        rest[_KEY_ID_LENGTH],
+        rest[_KEY_ID_LENGTH + 1 :],
+    )
+    if separator != "_" or not secret:
+        return None
+    return key_id, secret
+
+
+# Compared against when no client has the key id, so a miss costs what a wrong secret costs.
+_NO_SUCH_HASH = hash_secret(secrets.token_urlsafe(32))
+
+
+# Recently read clients, by (engine, key id): the look-up cost more than the rest of an intake.
+# A key id no client has is kept too (as None), so an unknown id costs what a known one does
+# and its answer cannot tell an attacker which ids exist. Ids are random: a client made later
+# is not asked for by that id before it exists.
+_RECENT: dict[tuple[int, str], tuple[float, Any]] = {}
+
+
+async def authenticate(
+    engine: AsyncEngine, key: str, *, cache_seconds: float = 0.0
+) -> Caller | None:
+    """The client holding this key, or None if it is unknown, wrong or revoked.
+
+    With cache_seconds, a client read from the database is reused for that long: a key revoked
+    in another process stops working within that time (in this one, at once).
+    """
+    parts = split_key(key)
+    if parts is None:
+        return None
+    key_id, secret = parts
+    row = await _client_row(engine, key_id, cache_seconds)
+    stored = row.secret_hash if row is not None else _NO_SUCH_HASH
+    matches = hmac.compare_digest(hash_secret(secret), stored)
+    if row is None or not matches or row.revoked_at is not None:
+        return None
+    return Caller(
+        id=row.id,
+        name=row.name,
+        scopes=frozenset(Scope(s) for s in row.scopes if s in Scope.__members__.values()),
+        channel=row.channel,
+    )
+
+
+async def _client_row(engine: AsyncEngine, key_id: str, cache_seconds: float) -> Any:
+    slot = (id(engine), key_id)
+    now = time.monotonic()
+    recent = _RECENT.get(slot) if cache_seconds > 0 else None
+    if recent is not None and recent[0] > now:
+        return recent[1]
+    async with reading(engine) as conn:
+        row = (await conn.execute(select(api_client_table).where(c.key_id == key_id))).first()
+    if cache_seconds > 0:
+        if len(_RECENT) > 10_000:
+            _RECENT.clear()
+        _RECENT[slot] = (now + cache_seconds, row)
+    return row
+
+
+async def create_client(
+    engine: AsyncEngine, *, name: str, scopes: list[Scope], channel: str | None = None
+) -> tuple[ClientInfo, str]:
+    """A new client and its key (shown once; only its hash is kept)."""
+    key_id, secret, key = _new_key()
+    row: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "name": name,
+        "key_id": key_id,
+        "secret_hash": hash_secret(secret),
+        "scopes": sorted({s.value for s in scopes}),
+        "channel": channel,
+        "created_at": utcnow(),
+        "revoked_at": None,
+    }
+    try:
+        async with writing(engine) as conn:
+            await conn.execute(api_client_table.insert(), row)
+        _RECENT.pop((id(engine), key_id), None)  # were it asked for before it existed
+    except IntegrityError as exc:
+        raise ClientExists(f"A client named '{name}' already exists.") from exc
+    return ClientInfo(**{k: v for k, v in row.items() if k != "secret_hash"}), key
+
+
+async def list_clients(engine: AsyncEngine) -> list[ClientInfo]:
+    """Every client, revoked ones included, by name."""
+    async with reading(engine) as conn:
+        rows = (await conn.execute(select(api_client_table).order_by(c.name))).mappings()
+        return [ClientInfo(**{k: v for k, v in r.items() if k != "secret_hash"}) for r in rows]
+
+
+async def revoke_client(engine: AsyncEngine, name_or_id: str) -> ClientInfo:
+    """Stop a client's key working at once (on its next request, in every process)."""
+    as_id = _uuid(name_or_id)
+    match = or_(c.name == name_or_id, c.key_id == name_or_id, *([c.id == as_id] if as_id else []))
+    async with writing(engine) as conn:
+        rows = list((await conn.execute(select(api_client_table).where(match))).mappings())
+        if len(rows) != 1:
+            raise NotFound(
+                f"No client is named or numbered '{name_or_id}'."
+                if not rows
+                else f"More than one client matches '{name_or_id}'; give its id."
+            )
+        row = dict(rows[0])
+        _RECENT.pop((id(engine), row["key_id"]), None)
+        if row["revoked_at"] is None:
+            row["revoked_at"] = utcnow()
+            await conn.execute(
+                update(api_client_table)
+                .where(c.id == row["id"])
+                .values(revoked_at=row["revoked_at"])
+            )
+    return ClientInfo(**{k: v for k, v in row.items() if k != "secret_hash"})
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def _key_id_known(engine: AsyncEngine, key_id: str) -> bool:
+    async with reading(engine) as conn:
+        found = await conn.scalar(select(c.id).where(c.key_id == key_id))
+    return found is not None
+
+
+async def development_key(engine: AsyncEngine, kept: str | None) -> str:
+    """The development client's key (all scopes): `kept` while it still works, or given to the
+    client in a database that does not know it yet (a new development database), otherwise a
+    new one. For the development default only."""
+    if kept:
+        caller = await authenticate(engine, kept)
+        if caller is not None and caller.name == DEVELOPMENT_CLIENT:
+            return kept
+    parts = split_key(kept) if kept else None
+    if kept and parts is not None and not await _key_id_known(engine, parts[0]):
+        key_id, secret, key = parts[0], parts[1], kept
+    else:
+        key_id, secret, key = _new_key()
+    values = {"key_id": key_id, "secret_hash": hash_secret(secret), "revoked_at": None}
+    async with writing(engine) as conn:
+        reissued = await conn.execute(
+            update(api_client_table).where(c.name == DEVELOPMENT_CLIENT).values(**values)
+        )
+        if reissued.rowcount == 0:
+            await conn.execute(
+                api_client_table.insert(),
+                {
+                    "id": uuid.uuid4(),
+                    "name": DEVELOPMENT_CLIENT,
+                    "scopes": [Scope.admin.value],
+                    "channel": None,
+                    "created_at": utcnow(),
+                    **values,
+                },
+            )
+    _RECENT.pop((id(engine), key_id), None)
+    return key

@@ -1,0 +1,240 @@
+"""The database engine, transactions that behave alike on SQLite and PostgreSQL, and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from app.core.crypto import Sealer
+
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
+DISPATCH_CHANNEL = "iap_dispatch"
+_READ_ONLY = "iap_read_only"
+# Any constant will do: it only has to be the same for every process running migrations.
+_MIGRATION_LOCK_ID = 0x1A9_2026
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON")
+
+
+# The async driver IAP uses for each database, by what SQLAlchemy users write before "://".
+_ASYNC_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+# PostgreSQL's SQLSTATEs for the connection failures an operator can fix in the URL.
+_MISSING_DATABASE, _REFUSED_LOGIN, _WRONG_PASSWORD = "3D000", "28000", "28P01"
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened; the message says why and what to do."""
+
+
+def async_database_url(url: str) -> str:
+    """The URL with the async driver IAP runs on: `sqlite:///x.db` → `sqlite+aiosqlite:///x.db`,
+    `postgres://…` or `postgresql://…` → `postgresql+asyncpg://…`.
+
+    Another driver named explicitly (psycopg, pg8000, pysqlite) is refused rather than swapped,
+    since its query options need not mean the same to asyncpg or aiosqlite."""
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator:
+        raise ValueError(
+            "is not a database URL; write e.g. sqlite:///./iap.db or postgresql://user@host/db"
+        )
+    chosen = _ASYNC_SCHEMES.get(scheme.lower())
+    if chosen is None:
+        backend, _, driver = scheme.partition("+")
+        if backend.lower() in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"names the driver '{driver}'; IAP drives {backend} itself: write "
+                f"{backend.lower()}://… (or {_ASYNC_SCHEMES[backend.lower()]}://…)"
+            )
+        raise ValueError(
+            f"'{scheme}' is not a database IAP runs on: use sqlite:// or postgresql://"
+        )
+    normalised = f"{chosen}://{rest}"
+    try:
+        _ = make_url(normalised).port
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "cannot be read as a database URL; write e.g. postgresql://user:password@host:5432/db"
+        ) from None
+    return normalised
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unreadable database URL)"
+
+
+def describe_database_error(error: BaseException, url: str) -> str | None:
+    """What an operator reads when the database cannot be opened: the problem and the fix, the
+    password never shown. None when the error is not about reaching the database."""
+    if isinstance(error, DatabaseUnavailable):
+        return str(error)
+    parsed = make_url(url)
+    shown = safe_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if isinstance(error, DBAPIError) and "unable to open database file" in str(error.orig):
+            return _sqlite_unopenable(Path(parsed.database or ""), "is not writable")
+        return None
+    address = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    if isinstance(error, OSError):
+        reason = error.strerror or type(error).__name__
+        return (
+            f"cannot reach PostgreSQL at {address} ({reason}); start it, or fix the host and "
+            f"port in IAP_DATABASE_URL ({shown})"
+        )
+    if not isinstance(error, DBAPIError):
+        return None
+    state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    said = str(error.orig).splitlines()[0] if str(error.orig) else type(error.orig).__name__
+    if state == _MISSING_DATABASE:
+        return (
+            f"PostgreSQL at {address} says: {said}; create it (createdb {parsed.database}) "
+            f"or fix the database name in IAP_DATABASE_URL ({shown})"
+        )
+    if state in (_REFUSED_LOGIN, _WRONG_PASSWORD):
+        return (
+            f"PostgreSQL at {address} refused the login: {said}; fix the user or password in "
+            f"IAP_DATABASE_URL ({shown})"
+        )
+    return None
+
+
+def _sqlite_unopenable(path: Path, why: str) -> str:
+    return (
+        f"cannot open the SQLite database {path}: its folder {path.parent} {why}; "
+        "create it, or point IAP_DATABASE_URL elsewhere"
+    )
+
+
+def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
+    """Whether this engine or connection talks to PostgreSQL."""
+    return engine.dialect.name == "postgresql"
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and write-first transactions.
+
+    Its errors never quote a statement's parameters: they carry citizens' details, and an
+    unexpected error is logged."""
+    database_url = async_database_url(database_url)
+    if database_url.startswith("sqlite"):
+        # Said before connecting: aiosqlite's thread outlives a failed connect and complains
+        # on the way out.
+        path = Path(make_url(database_url).database or ":memory:")
+        if str(path) != ":memory:" and not path.parent.is_dir():
+            raise DatabaseUnavailable(_sqlite_unopenable(path, "does not exist"))
+        engine = create_async_engine(
+            database_url, pool_size=8, max_overflow=0, hide_parameters=True
+        )
+        _tune_sqlite(engine)
+        return engine
+    return create_async_engine(
+        database_url, pool_size=20, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event own BEGIN so writers can take the lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that reads then writes can fail at once with SQLITE_BUSY
+        # when another writer got in between; IMMEDIATE waits for the lock instead.
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+_WRITE_LOCKS: WeakKeyDictionary[Engine, asyncio.Lock] = WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction: committed on exit, rolled back on error.
+
+    On SQLite only one writer can hold the database; writers in this process queue here, in
+    asyncio, rather than in SQLite's busy handler, which sleeps for milliseconds at a time.
+    """
+    if is_postgres(engine):
+        async with engine.begin() as conn:
+            yield conn
+        return
+    lock = _WRITE_LOCKS.setdefault(engine.sync_engine, asyncio.Lock())
+    async with lock, engine.begin() as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def reading(
+    engine: AsyncEngine, *, one_snapshot: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only: on SQLite it does not take the write lock.
+
+    With one_snapshot, every query sees the database as of the first one (PostgreSQL's
+    REPEATABLE READ; a SQLite read transaction already does), so rows read one after another
+    agree with each other.
+    """
+    async with engine.connect() as conn:
+        options: dict[str, Any] = {_READ_ONLY: True}
+        if one_snapshot and is_postgres(engine):
+            options["isolation_level"] = "REPEATABLE READ"
+        await conn.execution_options(**options)
+        yield conn
+
+
+def alembic_config(database_url: str) -> Config:
+    """The Alembic configuration for this package's migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+async def migrate(engine: AsyncEngine, *, sealer: Sealer | None = None) -> None:
+    """Bring the schema to the newest revision; safe to run from several processes at once.
+
+    The sealer is for migrations that seal personal data stored by earlier versions."""
+    async with writing(engine) as conn:
+        if is_postgres(conn):
+            await conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"))
+        url = str(engine.url.render_as_string(hide_password=False))
+        await conn.run_sync(_upgrade, url, sealer)
+
+
+def _without_chatter(record: logging.LogRecord) -> bool:
+    """Alembic says which dialect it uses every time it looks at the schema; only the upgrades
+    it runs are news."""
+    return not str(record.msg).startswith(("Context impl ", "Will assume "))
+
+
+def _upgrade(sync_conn: Connection, database_url: str, sealer: Sealer | None) -> None:
+    logging.getLogger("alembic.runtime.migration").addFilter(_without_chatter)
+    config = alembic_config(database_url)
+    config.attributes["connection"] = sync_conn
+    config.attributes["sealer"] = sealer
+    command.upgrade(config, "head")

@@ -1,0 +1,204 @@
+"""Request and response bodies of enquiries: submitted, read back, listed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from app.catalogue.locate import normalise_postcode_or_part
+from app.catalogue.status import Status
+from app.core.types import Strict, Text
+
+
+class Channel(StrEnum):
+    """How the enquiry reached us: kept for service design and to reach people the same way."""
+
+    web = "web"
+    phone = "phone"
+    email = "email"
+    face_to_face = "face_to_face"
+    kiosk = "kiosk"
+    partner = "partner"
+    letter = "letter"
+    app = "app"
+    social_media = "social_media"
+
+
+class PreferredContact(StrEnum):
+    email = "email"
+    phone = "phone"
+    post = "post"
+    none = "none"
+
+
+class Location(Strict):
+    postcode: Annotated[str, StringConstraints(max_length=10)] | None = Field(
+        default=None, examples=["OX1 1BX"]
+    )
+    address: Annotated[Text, StringConstraints(max_length=300)] | None = None
+    uprn: Annotated[str, StringConstraints(pattern=r"^\d{1,12}$")] | None = Field(
+        default=None, description="Unique Property Reference Number"
+    )
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+    @field_validator("postcode")
+    @classmethod
+    def _uk_postcode(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        normalised = normalise_postcode_or_part(value)
+        if normalised is None:
+            raise ValueError(
+                f"'{value}' is not a UK postcode, like OX1 1BX, or the start of one, like OX14"
+            )
+        return normalised
+
+    @model_validator(mode="after")
+    def _whole_point(self) -> Location:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon, or neither")
+        return self
+
+    def is_empty(self) -> bool:
+        return not any((self.postcode, self.address, self.uprn, self.lat is not None))
+
+
+class Citizen(Strict):
+    name: Annotated[Text, StringConstraints(max_length=200)] | None = None
+    email: EmailStr | None = None
+    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{7,20}$")] | None = None
+    preferred_contact: PreferredContact | None = None
+    accessibility_needs: Annotated[Text, StringConstraints(max_length=500)] | None = Field(
+        default=None, examples=["Needs a BSL interpreter; large print letters"]
+    )
+    language: (
+        Annotated[
+            str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)
+        ]
+        | None
+    ) = Field(default=None, description="BCP 47 language tag", examples=["cy", "pl"])
+
+    @model_validator(mode="after")
+    def _reachable_as_preferred(self) -> Citizen:
+        if self.preferred_contact is PreferredContact.email and self.email is None:
+            raise ValueError("preferred_contact is email, but no email was given")
+        if self.preferred_contact is PreferredContact.phone and self.phone is None:
+            raise ValueError("preferred_contact is phone, but no phone was given")
+        return self
+
+
+class Consent(Strict):
+    share_contact_details: bool = Field(
+        default=False,
+        description="The citizen agreed that the organisations handling the enquiry may "
+        "receive their contact details. Without it they receive the enquiry only.",
+    )
+
+
+AttributeValue = str | int | float | bool | list[str]
+
+
+class EnquiryIn(Strict):
+    """An enquiry as a citizen, an agent, a kiosk or a partner system submits it."""
+
+    service_code: Annotated[str, StringConstraints(max_length=64)] = Field(examples=["pothole"])
+    description: Annotated[Text, StringConstraints(max_length=4000)]
+    channel: Channel
+    location: Location | None = None
+    citizen: Citizen | None = None
+    attributes: dict[Annotated[str, StringConstraints(max_length=64)], AttributeValue] = Field(
+        default_factory=dict, max_length=50
+    )
+    consent: Consent = Field(default_factory=Consent)
+
+
+class Advice(BaseModel):
+    code: str
+    message: str
+
+
+class DestinationOut(BaseModel):
+    organisation_id: str
+    organisation_name: str
+    reason: str
+    state: Literal["pending", "delivering", "delivered", "dead", "cancelled"]
+    attempts: int
+    last_error: str | None = Field(
+        default=None,
+        description="Why the last attempt failed: the back-office's own error for staff "
+        "(enquiries:read-all), otherwise only its kind (retrying, or given up)",
+    )
+    remote_reference: str | None = None
+    remote_status: Status | None = Field(
+        default=None, description="The organisation's latest reported status, in our words"
+    )
+    remote_status_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class EnquiryBase(BaseModel):
+    reference: str = Field(examples=["K7Q-M4X-PB6"])
+    status: str
+    service_code: str
+    destinations: list[DestinationOut]
+    advice: list[Advice] = []
+    created_at: datetime
+
+
+class EnquiryCreated(EnquiryBase):
+    access_token: str = Field(
+        description="Give this to the citizen: with the reference it lets them follow the "
+        "enquiry without an account (GET /v1/enquiries/{reference}?token=...). Shown only here."
+    )
+
+
+class TimelineEvent(BaseModel):
+    at: datetime
+    type: str = Field(examples=["dispatch.delivered"])
+    status: str | None = None
+    organisation_id: str | None = None
+    detail: str | None = None
+
+
+class EnquiryOut(EnquiryBase):
+    channel: str
+    description: str
+    location: dict[str, Any] | None = None
+    place: dict[str, Any] | None = None
+    citizen: dict[str, Any] | None = None
+    attributes: dict[str, Any] = {}
+    updated_at: datetime
+    closed_at: datetime | None = None
+    anonymised_at: datetime | None = Field(
+        default=None,
+        description="When the citizen's personal data was removed (retention or erasure).",
+    )
+    timeline: list[TimelineEvent]
+
+
+class EnquirySummary(BaseModel):
+    reference: str
+    service_code: str
+    status: str
+    channel: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnquiryPage(BaseModel):
+    items: list[EnquirySummary]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; absent on the last"
+    )

@@ -1,0 +1,328 @@
+"""Writes a new enquiry, its dispatches, its first event and its idempotent answer at once.
+
+This is the intake's hot path, so it skips SQLAlchemy's per-statement cost and talks to the
+driver: on PostgreSQL one statement (data-modifying CTEs, with the NOTIFY that wakes the
+dispatchers, sent on commit); on SQLite one trip to a writer thread that commits what has
+queued up together. The tables are those of app/models.py; values are stored in the form SQLAlchemy
+gives them, so everything else reads these rows through the models as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import asyncpg
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Every statement here is built from the column constants below, never from input (S608).
+from app.core.db import DISPATCH_CHANNEL, SQLITE_PRAGMAS, is_postgres
+
+
+class ReferenceTaken(Exception):
+    """The random reference is already in use; draw another."""
+
+
+@dataclass(frozen=True)
+class NewEnquiry:
+    enquiry: dict[str, Any]
+    dispatches: list[dict[str, Any]]
+    event: dict[str, Any]
+    # (client_id, key, status, body) of the Idempotency-Key answer to store, if any.
+    idempotency: tuple[str, str, int, dict[str, Any]] | None = None
+
+
+ENQUIRY_COLUMNS = (
+    "id", "reference", "service_code", "status", "channel", "description", "location", "place",
+    "citizen_sealed", "citizen_email_hash", "citizen_phone_hash", "attributes", "consent",
+    "advice", "client_id", "access_token_hash", "created_at", "updated_at",
+)  # fmt: skip
+DISPATCH_COLUMNS = (
+    "id", "enquiry_id", "organisation_id", "reason", "state", "attempts", "claims",
+    "next_attempt_at", "created_at", "updated_at",
+)  # fmt: skip
+EVENT_COLUMNS = ("id", "enquiry_id", "type", "status", "detail", "created_at")
+JSON_COLUMNS = {"location", "place", "attributes", "consent", "advice"}
+
+
+async def store_new_enquiry(engine: AsyncEngine, new: NewEnquiry) -> None:
+    """Write it all in one transaction; ReferenceTaken if the reference is in use."""
+    if is_postgres(engine):
+        await _store_postgres(engine, new)
+    else:
+        await _store_sqlite(engine, new)
+
+
+# --- PostgreSQL: one statement ---------------------------------------------------------------
+
+_POSTGRES_TYPES = {"id": "uuid", "enquiry_id": "uuid", "attempts": "int", "claims": "int"}
+
+
+def _postgres_statement(with_idempotency: bool) -> str:
+    enquiry_values = ", ".join(
+        f"${i}::json" if c in JSON_COLUMNS else f"${i}"
+        for i, c in enumerate(ENQUIRY_COLUMNS, start=1)
+    )
+    n = len(ENQUIRY_COLUMNS)
+    dispatch_arrays = ", ".join(
+        f"${n + i}::{_POSTGRES_TYPES.get(c, 'timestamptz' if c.endswith('_at') else 'text')}[]"
+        for i, c in enumerate(DISPATCH_COLUMNS, start=1)
+    )
+    n += len(DISPATCH_COLUMNS)
+    event_values = ", ".join(f"${n + i}" for i in range(1, len(EVENT_COLUMNS) + 1))
+    n += len(EVENT_COLUMNS)
+    # S608 below: the SQL text holds only our column names and placeholders, never input.
+    idempotency = (
+        f", i AS (UPDATE idempotency_record SET state = 'completed', response_status = ${n + 3}, "  # noqa: S608
+        f"response_body = ${n + 4}::json WHERE client_id = ${n + 1} AND key = ${n + 2})"
+        if with_idempotency
+        else ""
+    )
+    return (
+        f"WITH e AS (INSERT INTO enquiry ({', '.join(ENQUIRY_COLUMNS)}) "  # noqa: S608
+        f"VALUES ({enquiry_values})), "
+        f"d AS (INSERT INTO dispatch ({', '.join(DISPATCH_COLUMNS)}) "
+        f"SELECT * FROM unnest({dispatch_arrays})), "
+        f"v AS (INSERT INTO event ({', '.join(EVENT_COLUMNS)}) VALUES ({event_values}))"
+        f"{idempotency} SELECT pg_notify('{DISPATCH_CHANNEL}', '')"
+    )
+
+
+_POSTGRES_STATEMENTS = {flag: _postgres_statement(flag) for flag in (False, True)}
+
+
+def _postgres_arguments(new: NewEnquiry) -> list[Any]:
+    enquiry = [
+        _json(new.enquiry[c]) if c in JSON_COLUMNS else new.enquiry[c] for c in ENQUIRY_COLUMNS
+    ]
+    dispatches = [[d[c] for d in new.dispatches] for c in DISPATCH_COLUMNS]
+    event = [new.event[c] for c in EVENT_COLUMNS]
+    arguments = [*enquiry, *dispatches, *event]
+    if new.idempotency is not None:
+        client_id, key, status, body = new.idempotency
+        arguments += [client_id, key, status, json.dumps(body)]
+    return arguments
+
+
+async def _store_postgres(engine: AsyncEngine, new: NewEnquiry) -> None:
+    pool = await _postgres_pool(engine)
+    try:
+        await pool.execute(
+            _POSTGRES_STATEMENTS[new.idempotency is not None], *_postgres_arguments(new)
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "enquiry_reference_key":
+            raise ReferenceTaken from exc
+        raise
+
+
+_POOLS: WeakKeyDictionary[Engine, asyncpg.Pool] = WeakKeyDictionary()
+
+
+async def _postgres_pool(engine: AsyncEngine) -> asyncpg.Pool:
+    """A pool of the intake's own: its one autocommit statement changes no session state, so a
+    connection goes back without the reset query (or SQLAlchemy's ping and rollback) each
+    checkout would otherwise cost."""
+    pool = _POOLS.get(engine.sync_engine)
+    if pool is None:
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=20, reset=_no_reset)
+        _POOLS[engine.sync_engine] = pool
+    return pool
+
+
+async def _no_reset(connection: asyncpg.Connection) -> None:
+    return None
+
+
+# --- SQLite: one trip to the writer thread ---------------------------------------------------
+
+
+Rows = list[tuple[str, list[list[Any]]]]
+_BATCH = 32
+_CHECKPOINT_SECONDS = 0.5
+
+
+class _SqliteWriter:
+    """A thread with its own connection that commits intake transactions in groups.
+
+    Requests that arrive while a commit is under way are written together in the next
+    transaction, each inside its own savepoint, so one that fails (a taken reference) rolls back
+    alone. Each caller is answered only after the commit that holds its enquiry.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._queue: queue.SimpleQueue[tuple[Rows, asyncio.Future[None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._loop, name="iap-sqlite-writer", daemon=True)
+        self._thread.start()
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint, name="iap-sqlite-checkpointer", daemon=True
+        )
+        self._checkpointer.start()
+
+    async def run(self, new: NewEnquiry) -> None:
+        # Parameters are made here, so the thread runs little Python and holds the GIL briefly.
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put((_sqlite_rows(new), future))
+        await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._checkpointer.join(timeout=10)
+
+    def _loop(self) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None)
+        for pragma in SQLITE_PRAGMAS:
+            connection.execute(f"PRAGMA {pragma}")
+        # The checkpointer thread copies the log into the database, so commits never wait for it.
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._commit(connection, batch)
+        finally:
+            connection.close()
+
+    def _checkpoint(self) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None)
+        connection.execute("PRAGMA busy_timeout=1000")
+        try:
+            while not self._stop.wait(_CHECKPOINT_SECONDS):
+                with contextlib.suppress(sqlite3.OperationalError):
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            connection.close()
+
+    def _next_batch(self) -> list[tuple[Rows, asyncio.Future[None]]] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < _BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            batch.append(item)
+        return batch
+
+    def _commit(
+        self, connection: sqlite3.Connection, batch: list[tuple[Rows, asyncio.Future[None]]]
+    ) -> None:
+        outcomes: list[BaseException | None] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            outcomes = [_write_one(connection, rows) for rows, _ in batch]
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            future.get_loop().call_soon_threadsafe(_settle, future, outcome)
+
+
+def _write_one(connection: sqlite3.Connection, rows: Rows) -> BaseException | None:
+    connection.execute("SAVEPOINT enquiry")
+    try:
+        for statement, parameters in rows:
+            connection.executemany(statement, parameters)
+    except sqlite3.IntegrityError as exc:
+        connection.execute("ROLLBACK TO enquiry")
+        connection.execute("RELEASE enquiry")
+        return ReferenceTaken() if "enquiry.reference" in str(exc) else exc
+    connection.execute("RELEASE enquiry")
+    return None
+
+
+def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if outcome is None:
+        future.set_result(None)
+    else:
+        future.set_exception(outcome)
+
+
+def _sqlite_rows(new: NewEnquiry) -> list[tuple[str, list[list[Any]]]]:
+    rows = [
+        (_SQLITE_ENQUIRY, [[_sqlite(c, new.enquiry[c]) for c in ENQUIRY_COLUMNS]]),
+        (_SQLITE_DISPATCH, [[_sqlite(c, d[c]) for c in DISPATCH_COLUMNS] for d in new.dispatches]),
+        (_SQLITE_EVENT, [[_sqlite(c, new.event[c]) for c in EVENT_COLUMNS]]),
+    ]
+    if new.idempotency is not None:
+        client_id, key, status, body = new.idempotency
+        rows.append((_SQLITE_IDEMPOTENCY, [[status, json.dumps(body), client_id, key]]))
+    return rows
+
+
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"  # noqa: S608
+
+
+_SQLITE_ENQUIRY = _insert("enquiry", ENQUIRY_COLUMNS)
+_SQLITE_DISPATCH = _insert("dispatch", DISPATCH_COLUMNS)
+_SQLITE_EVENT = _insert("event", EVENT_COLUMNS)
+_SQLITE_IDEMPOTENCY = (
+    "UPDATE idempotency_record SET state = 'completed', response_status = ?, response_body = ? "
+    "WHERE client_id = ? AND key = ?"
+)
+
+
+def _sqlite(column: str, value: Any) -> Any:
+    """A value as SQLAlchemy stores it on SQLite: UUIDs as hex, times as naive UTC text."""
+    if value is None:
+        return None
+    if column in JSON_COLUMNS:
+        return json.dumps(value)
+    if column in ("id", "enquiry_id"):
+        return value.hex
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+_WRITERS: WeakKeyDictionary[Engine, _SqliteWriter] = WeakKeyDictionary()
+
+
+def _writer(engine: AsyncEngine) -> _SqliteWriter:
+    writer = _WRITERS.get(engine.sync_engine)
+    if writer is None:
+        path = engine.url.database or ""
+        writer = _WRITERS[engine.sync_engine] = _SqliteWriter(path)
+    return writer
+
+
+async def _store_sqlite(engine: AsyncEngine, new: NewEnquiry) -> None:
+    await _writer(engine).run(new)
+
+
+async def close_store(engine: AsyncEngine) -> None:
+    """Close this engine's SQLite writer thread or PostgreSQL pool, whichever it has."""
+    writer = _WRITERS.pop(engine.sync_engine, None)
+    if writer is not None:
+        writer.close()
+    pool = _POOLS.pop(engine.sync_engine, None)
+    if pool is not None:
+        await pool.close()

@@ -1,0 +1,104 @@
+"""Request and response bodies of partner webhook subscriptions."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    Field,
+    field_validator,
+)
+
+from app.core.types import Strict
+
+# The families of timeline event a webhook subscription may name (docs/webhooks.md).
+EVENT_FAMILIES = ("enquiry", "dispatch", "status", "privacy")
+_EVENT_PATTERN = re.compile(r"^(\*|[a-z]+(\.[a-z_]+)?|[a-z]+\.\*)$")
+
+
+class WebhookIn(Strict):
+    """A partner's endpoint, and which events it wants."""
+
+    url: str = Field(
+        max_length=2000,
+        examples=["https://partner.example.org/iap/events"],
+        description="Where events are POSTed: https (plain http only outside production)",
+    )
+    events: list[str] = Field(
+        min_length=1,
+        max_length=50,
+        examples=[["enquiry.*", "privacy.erasure_requested"]],
+        description='Event types, or a family of them ("enquiry.*"), or "*" for every event',
+    )
+    organisation_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Only events about enquiries routed to this organisation",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; the signature proves who sent it")
+        return url
+
+    @field_validator("events")
+    @classmethod
+    def _patterns(cls, events: list[str]) -> list[str]:
+        for pattern in events:
+            family = pattern.split(".", 1)[0]
+            if not _EVENT_PATTERN.fullmatch(pattern) or family not in (*EVENT_FAMILIES, "*"):
+                families = ", ".join(f"{f}.*" for f in EVENT_FAMILIES)
+                raise ValueError(f"{pattern!r} is not an event type or one of {families}, *")
+        return sorted(set(events))
+
+
+class WebhookDeliveryOut(BaseModel):
+    """One event sent, or being sent, to a subscription."""
+
+    id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    state: Literal["pending", "delivering", "delivered", "dead", "cancelled"]
+    attempts: int
+    last_status: int | None = Field(default=None, description="The endpoint's HTTP status")
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    created_at: datetime
+
+
+class WebhookOut(BaseModel):
+    """A subscription, without its secret."""
+
+    id: uuid.UUID
+    url: str
+    events: list[str]
+    organisation_id: str | None = None
+    state: Literal["active", "disabled"]
+    disabled_reason: str | None = None
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="The Standard Webhooks signing secret (`whsec_…`): shown this once only",
+        examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+    )
+
+
+class WebhookDetail(WebhookOut):
+    deliveries: list[WebhookDeliveryOut] = Field(description="The most recent, newest first")
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookOut]

@@ -1,0 +1,195 @@
+"""Partner webhook subscriptions: made, listed, read with their recent deliveries, removed.
+
+A subscription names an endpoint and the timeline events it wants; its Standard Webhooks
+secret is shown once when it is made and stored only sealed. What is sent, and how, is in
+app/services/webhook_sender.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.catalogue.catalogue import Catalogue
+from app.clients.service import Caller, Scope
+from app.core.crypto import Sealer
+from app.core.db import reading, writing
+from app.core.errors import FieldError, Forbidden, NotFound, ValidationFailed
+from app.core.models import utcnow, webhook_delivery_table, webhook_subscription_table
+from app.core.outbound import OutboundGuard, OutboundRefused
+from app.partners.schemas import (
+    WebhookCreated,
+    WebhookDeliveryOut,
+    WebhookDetail,
+    WebhookIn,
+    WebhookOut,
+)
+
+log = structlog.get_logger()
+s = webhook_subscription_table.c
+w = webhook_delivery_table.c
+RECENT_DELIVERIES = 20
+_SECRET_BYTES = 32
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret: `whsec_` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(_SECRET_BYTES)).decode()
+
+
+def wants(patterns: Iterable[str], event_type: str) -> bool:
+    """Whether an event type is named by any of the patterns ("*", "enquiry.*" or a type)."""
+    return any(
+        pattern in ("*", event_type)
+        or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+        for pattern in patterns
+    )
+
+
+async def create_subscription(
+    *,
+    engine: AsyncEngine,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    guard: OutboundGuard,
+    caller: Caller,
+    request: WebhookIn,
+) -> WebhookCreated:
+    """A new subscription; events made from now on are sent to it. Its secret is in the answer
+    and nowhere else in the clear."""
+    if request.organisation_id and Scope.admin not in caller.scopes:
+        # Nothing yet ties an API client to an organisation, so only an operator may point an
+        # endpoint at one organisation's events (its erasure requests among them).
+        raise Forbidden(
+            "Only an admin key may subscribe an endpoint to an organisation's events.",
+            needs=Scope.admin.value,
+        )
+    await _check_target(guard, request.url)
+    if request.organisation_id and request.organisation_id not in catalogue.organisations:
+        raise ValidationFailed(
+            "There is no such organisation.",
+            [FieldError("not a known organisation", pointer="#/organisation_id")],
+        )
+    secret = new_secret()
+    now = utcnow()
+    row = {
+        "id": uuid.uuid4(),
+        "client_id": caller.client_id,
+        "url": request.url,
+        "events": request.events,
+        "organisation_id": request.organisation_id,
+        "all_enquiries": Scope.admin in caller.scopes,
+        "secret_sealed": sealer.seal({"secret": secret}),
+        "state": "active",
+        "fed_until": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    async with writing(engine) as conn:
+        await conn.execute(webhook_subscription_table.insert(), row)
+    log.info("webhook.subscribed", subscription=str(row["id"]), client=caller.name)
+    return WebhookCreated(**_out(row).model_dump(), secret=secret)
+
+
+async def _check_target(guard: OutboundGuard, url: str) -> None:
+    try:
+        await guard.check_url(url)
+    except OutboundRefused as exc:
+        reason = str(exc).removeprefix("outbound call refused: ")
+        raise ValidationFailed(
+            "The gateway may not call that URL.", [FieldError(reason, pointer="#/url")]
+        ) from exc
+    except OSError as exc:
+        raise ValidationFailed(
+            "The URL's host name could not be resolved.",
+            [FieldError("host name not found", pointer="#/url")],
+        ) from exc
+
+
+def _visible(caller: Caller) -> Any:
+    """admin sees every subscription; anyone else only its own client's."""
+    if Scope.admin in caller.scopes:
+        return s.id.is_not(None)
+    return s.client_id == caller.client_id
+
+
+def _out(row: Any) -> WebhookOut:
+    return WebhookOut(
+        id=row["id"],
+        url=row["url"],
+        events=row["events"],
+        organisation_id=row["organisation_id"],
+        state=row["state"],
+        disabled_reason=row.get("disabled_reason"),
+        created_at=row["created_at"],
+    )
+
+
+async def list_subscriptions(*, engine: AsyncEngine, caller: Caller) -> list[WebhookOut]:
+    """The subscriptions the caller may see, oldest first."""
+    async with reading(engine) as conn:
+        rows = await conn.execute(
+            select(webhook_subscription_table).where(_visible(caller)).order_by(s.created_at, s.id)
+        )
+        return [_out(row) for row in rows.mappings()]
+
+
+async def read_subscription(
+    *, engine: AsyncEngine, caller: Caller, subscription_id: uuid.UUID
+) -> WebhookDetail:
+    """One subscription with its most recent deliveries; 404 if the caller may not see it."""
+    async with reading(engine, one_snapshot=True) as conn:
+        row = (
+            (
+                await conn.execute(
+                    select(webhook_subscription_table).where(
+                        s.id == subscription_id, _visible(caller)
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFound("There is no such webhook subscription.")
+        deliveries = await conn.execute(
+            select(webhook_delivery_table)
+            .where(w.subscription_id == subscription_id)
+            .order_by(w.created_at.desc(), w.id.desc())
+            .limit(RECENT_DELIVERIES)
+        )
+        recent = [WebhookDeliveryOut.model_validate(dict(d)) for d in deliveries.mappings()]
+    return WebhookDetail(**_out(row).model_dump(), deliveries=recent)
+
+
+async def delete_subscription(
+    *, engine: AsyncEngine, caller: Caller, subscription_id: uuid.UUID
+) -> None:
+    """Stop sending to a subscription and forget it with its deliveries."""
+    async with writing(engine) as conn:
+        deleted = await conn.execute(
+            delete(webhook_subscription_table).where(s.id == subscription_id, _visible(caller))
+        )
+    if not deleted.rowcount:
+        raise NotFound("There is no such webhook subscription.")
+    log.info("webhook.unsubscribed", subscription=str(subscription_id), client=caller.name)
+
+
+async def reseal_secrets(*, engine: AsyncEngine, sealer: Sealer) -> int:
+    """Seal every subscription's secret under the newest key (`iap privacy rotate-keys`)."""
+    async with writing(engine) as conn:
+        rows = (await conn.execute(select(s.id, s.secret_sealed))).all()
+        for subscription_id, sealed in rows:
+            await conn.execute(
+                update(webhook_subscription_table)
+                .where(s.id == subscription_id)
+                .values(secret_sealed=sealer.reseal(sealed))
+            )
+    return len(rows)

@@ -1,0 +1,279 @@
+"""Status coming back: each update an organisation reports lands in the timeline exactly once.
+
+Updates arrive pushed (POST /v1/inbound/...) or polled (app.services.poller); both end here.
+An update is matched to our dispatch by the back-office's reference (or ours), recorded under a
+unique (organisation, update id), mapped onto our vocabulary, and the enquiry's status follows
+the organisation least far along. `not_our_responsibility` sends the enquiry to the triage desk.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.adapters.base import Adapter, RemoteUpdate
+from app.catalogue.catalogue import Catalogue, Organisation
+from app.catalogue.status import FINAL, PROGRESS, Status, canonical
+from app.core.db import DISPATCH_CHANNEL, is_postgres, writing
+from app.core.errors import InvalidReference, NotFound
+from app.core.models import dispatch_table, enquiry_table, event_table, status_update_table, utcnow
+from app.intake import reference as references
+
+log = structlog.get_logger()
+d = dispatch_table.c
+e = enquiry_table.c
+
+
+class UnknownCase(NotFound):
+    """No dispatch of ours matches the reference an organisation gave."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of one reported update."""
+
+    new: bool  # False: seen before (pushed and polled, or sent twice), nothing changed
+    status: Status | None  # None: a word we do not know; kept in the timeline all the same
+
+
+def vocabulary(organisation: Organisation, adapter: Adapter | None) -> list[Mapping[str, Status]]:
+    """The organisation's own words first, then its adapter's protocol words."""
+    words: list[Mapping[str, Status]] = [{k.lower(): v for k, v in organisation.status_map.items()}]
+    if adapter is not None:
+        words.append(adapter.status_words)
+    return words
+
+
+async def record_update(
+    *,
+    engine: AsyncEngine,
+    catalogue: Catalogue,
+    organisation: Organisation,
+    words: Sequence[Mapping[str, Status]],
+    remote: RemoteUpdate,
+    via: str,
+    reference: str | None = None,
+) -> Recorded:
+    """Record one update once; raise UnknownCase when it matches none of our dispatches."""
+    status = canonical(remote.status, *words)
+    async with writing(engine) as conn:
+        dispatch = await _matching_dispatch(
+            conn, organisation.id, remote.remote_reference, reference
+        )
+        if dispatch is None:
+            raise UnknownCase(
+                f"{organisation.name} has no enquiry from us with the reference "
+                f"{remote.remote_reference or reference}."
+            )
+        if not await _insert_once(conn, organisation.id, dispatch, remote, status, via):
+            return Recorded(new=False, status=status)
+        now = utcnow()
+        newest = (
+            dispatch["remote_status_at"] is None
+            or remote.updated_at >= (dispatch["remote_status_at"])
+        )
+        if status is not None and newest:
+            await conn.execute(
+                update(dispatch_table)
+                .where(d.id == dispatch["id"])
+                .values(remote_status=status, remote_status_at=remote.updated_at, updated_at=now)
+            )
+        await _timeline(conn, organisation, dispatch, remote, status, now)
+        if status is Status.not_our_responsibility and newest:
+            await _send_to_triage(conn, catalogue, organisation, dispatch, remote, now)
+        await follow_enquiry_status(conn, dispatch["enquiry_id"], now)
+    log.info(
+        "status.recorded",
+        organisation=organisation.id,
+        dispatch=str(dispatch["id"]),
+        status=status,
+        via=via,
+    )
+    return Recorded(new=True, status=status)
+
+
+async def _matching_dispatch(
+    conn: AsyncConnection, organisation_id: str, remote_reference: str, reference: str | None
+) -> Any:
+    columns = select(d.id, d.enquiry_id, d.remote_status_at, d.state)
+    if remote_reference:
+        row = (
+            await conn.execute(
+                columns.where(
+                    d.organisation_id == organisation_id, d.remote_reference == remote_reference
+                )
+            )
+        ).first()
+        if row is not None:
+            return row._mapping
+    if not reference:
+        return None
+    try:
+        canonical_reference = references.parse(reference)
+    except InvalidReference:
+        return None
+    row = (
+        await conn.execute(
+            columns.join_from(dispatch_table, enquiry_table, e.id == d.enquiry_id).where(
+                d.organisation_id == organisation_id, e.reference == canonical_reference
+            )
+        )
+    ).first()
+    return row._mapping if row is not None else None
+
+
+async def _insert_once(
+    conn: AsyncConnection,
+    organisation_id: str,
+    dispatch: Any,
+    remote: RemoteUpdate,
+    status: Status | None,
+    via: str,
+) -> bool:
+    """Insert the update unless its (organisation, update id) is already recorded."""
+    values = {
+        "id": uuid.uuid4(),
+        "organisation_id": organisation_id,
+        "update_id": remote.update_id,
+        "dispatch_id": dispatch["id"],
+        "enquiry_id": dispatch["enquiry_id"],
+        "their_status": remote.status[:64],
+        "status": status,
+        "description": remote.description,
+        "updated_at": remote.updated_at,
+        "received_via": via,
+        "created_at": utcnow(),
+    }
+    dialect = postgresql if is_postgres(conn) else sqlite
+    statement = (
+        dialect.insert(status_update_table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["organisation_id", "update_id"])
+    )
+    inserted = await conn.execute(statement)
+    return bool(inserted.rowcount)
+
+
+async def _timeline(
+    conn: AsyncConnection,
+    organisation: Organisation,
+    dispatch: Any,
+    remote: RemoteUpdate,
+    status: Status | None,
+    now: datetime,
+) -> None:
+    said = f"{organisation.name}: {remote.status}"
+    if remote.description:
+        said += f" ({remote.description})"
+    await conn.execute(
+        event_table.insert(),
+        {
+            "id": uuid.uuid4(),
+            "enquiry_id": dispatch["enquiry_id"],
+            "dispatch_id": dispatch["id"],
+            "organisation_id": organisation.id,
+            "type": "status.updated",
+            "status": status,
+            "detail": said,
+            "created_at": now,
+        },
+    )
+
+
+async def _send_to_triage(
+    conn: AsyncConnection,
+    catalogue: Catalogue,
+    organisation: Organisation,
+    dispatch: Any,
+    remote: RemoteUpdate,
+    now: datetime,
+) -> None:
+    """The organisation says the enquiry is not theirs: a person at the desk finds who it is."""
+    triage = catalogue.triage
+    if organisation.id == triage.id:
+        return
+    why = remote.description or "no reason given"
+    reason = f"{organisation.name} says it is not theirs: {why}"
+    await conn.execute(
+        dispatch_table.insert(),
+        {
+            "id": uuid.uuid4(),
+            "enquiry_id": dispatch["enquiry_id"],
+            "organisation_id": triage.id,
+            "reason": reason,
+            "state": "pending",
+            "attempts": 0,
+            "claims": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    await conn.execute(
+        event_table.insert(),
+        {
+            "id": uuid.uuid4(),
+            "enquiry_id": dispatch["enquiry_id"],
+            "organisation_id": triage.id,
+            "type": "enquiry.rerouted",
+            "detail": f"{reason}; sent to {triage.name} to find the right organisation",
+            "created_at": now + timedelta(microseconds=1),
+        },
+    )
+    if is_postgres(conn):
+        await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
+
+
+async def follow_enquiry_status(
+    conn: AsyncConnection, enquiry_id: uuid.UUID, now: datetime
+) -> None:
+    """The enquiry shows the part least far along, so it never looks done while work remains."""
+    rows = (
+        await conn.execute(
+            select(d.state, d.remote_status, d.created_at).where(d.enquiry_id == enquiry_id)
+        )
+    ).all()
+    parts = [_part_status(state, remote) for state, remote, _ in rows]
+    # A part handed on to triage is over; the triage part now carries the enquiry.
+    active = [p for p in parts if p is not Status.not_our_responsibility] or parts
+    status = min(active, key=lambda s: PROGRESS[s])
+    if status in FINAL and len(set(active)) > 1:
+        status = Status.closed  # all finished, in different ways
+    current = await conn.scalar(select(e.status).where(e.id == enquiry_id).with_for_update())
+    if current == status:
+        return
+    closed_at = now if status in FINAL else None
+    await conn.execute(
+        update(enquiry_table)
+        .where(e.id == enquiry_id)
+        .values(status=status, updated_at=now, closed_at=closed_at)
+    )
+    await conn.execute(
+        event_table.insert(),
+        {
+            "id": uuid.uuid4(),
+            "enquiry_id": enquiry_id,
+            "type": f"enquiry.{status}",
+            "status": status,
+            "detail": f"the enquiry is now {status.replace('_', ' ')}",
+            "created_at": now + timedelta(microseconds=2),
+        },
+    )
+
+
+def _part_status(state: str, remote_status: str | None) -> Status:
+    if state == "dead":
+        return Status.failed
+    if state == "cancelled":
+        return Status.cancelled
+    if state != "delivered":
+        return Status.routed
+    return Status(remote_status) if remote_status else Status.dispatched
