@@ -158,8 +158,8 @@ def test_an_exceptions_message_is_logged_without_what_it_quotes(
 
 def test_the_console_format_is_plain_text_for_a_pipe_and_covers_library_records() -> None:
     run = python(
-        "import logging, structlog; from app.logs import configure_logging;"
-        "from app.settings import LogFormat; configure_logging('INFO', LogFormat.console);"
+        "import logging, structlog; from app.core.logs import configure_logging;"
+        "from app.core.settings import LogFormat; configure_logging('INFO', LogFormat.console);"
         "structlog.get_logger().info('dispatch.delivered', organisation='cherwell');"
         "logging.getLogger('uvicorn.error').info('Application startup complete.');"
         "logging.getLogger('sqlalchemy.engine').info('SELECT secret')",
