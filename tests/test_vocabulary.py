@@ -31,6 +31,7 @@ def test_the_catalogue_is_exactly_the_events_the_code_can_write():
     assert status_changes | attempts | others == set(EventType)
     assert EventType.dispatch_outcome(Outcome.interrupted) is EventType.dispatch_retry
     assert EVENT_FAMILIES == ("enquiry", "dispatch", "status", "privacy")
+    assert all(event.when for event in EventType)  # each described, for the docs
 
 
 def test_the_webhooks_page_is_generated_from_the_catalogue():
