@@ -106,7 +106,7 @@ class Dispatch(SQLModel, table=True):
     )
     organisation_id: str = Field(max_length=64, index=True)
     reason: str = Field(sa_column=Column(Text, nullable=False))
-    state: str = Field(max_length=16)
+    state: str = Field(max_length=16)  # an OutboxState (app/core/vocabulary.py)
     attempts: int = 0
     claims: int = 0
     next_attempt_at: datetime = _ts()
@@ -132,7 +132,7 @@ class DispatchAttempt(SQLModel, table=True):
         )
     )
     number: int
-    outcome: str = Field(max_length=16)
+    outcome: str = Field(max_length=16)  # an Outcome
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     worker: str = Field(max_length=64)
     started_at: datetime = _ts()
@@ -151,7 +151,7 @@ class Event(SQLModel, table=True):
     )
     dispatch_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
     organisation_id: str | None = Field(default=None, max_length=64)
-    type: str = Field(max_length=64)
+    type: str = Field(max_length=64)  # an EventType
     status: str | None = Field(default=None, max_length=32)
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = _ts()
@@ -165,7 +165,7 @@ class IdempotencyRecord(SQLModel, table=True):
     client_id: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=255)
     request_hash: str = Field(max_length=64)
-    state: str = Field(max_length=16)
+    state: str = Field(max_length=16)  # an IdempotencyState
     response_status: int | None = None
     response_body: dict[str, Any] | None = _json()
     created_at: datetime = _ts()
@@ -227,7 +227,7 @@ class StatusUpdate(SQLModel, table=True):
     status: str | None = Field(default=None, max_length=32)  # None: a word we do not know
     description: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     updated_at: datetime = _ts()
-    received_via: str = Field(max_length=16)  # push | poll
+    received_via: str = Field(max_length=16)  # a ReceivedVia
     created_at: datetime = _ts()
 
 
@@ -280,7 +280,7 @@ class AuditEntry(SQLModel, table=True):
     at: datetime = _ts(index=True)
     actor_id: str | None = Field(default=None, max_length=64)
     actor: str = Field(max_length=64)  # the API client's name, or the command that ran
-    action: str = Field(max_length=64, index=True)
+    action: str = Field(max_length=64, index=True)  # an AuditAction
     subject: str | None = Field(default=None, max_length=128, index=True)
     detail: dict[str, Any] | None = _json()
 
@@ -299,7 +299,7 @@ class WebhookSubscription(SQLModel, table=True):
     organisation_id: str | None = Field(default=None, max_length=64)
     all_enquiries: bool = False
     secret_sealed: str = Field(sa_column=Column(Text, nullable=False))  # app/crypto.py
-    state: str = Field(max_length=16)  # active | disabled
+    state: str = Field(max_length=16)  # a SubscriptionState
     disabled_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # The newest event time fed so far: each scan re-reads a little before it.
     fed_until: datetime = _ts()
@@ -326,8 +326,8 @@ class WebhookDelivery(SQLModel, table=True):
     event_id: uuid.UUID = Field(
         sa_column=Column(Uuid, ForeignKey("event.id", ondelete="CASCADE"), nullable=False)
     )
-    event_type: str = Field(max_length=64)
-    state: str = Field(max_length=16)  # pending | delivering | delivered | dead | cancelled
+    event_type: str = Field(max_length=64)  # an EventType
+    state: str = Field(max_length=16)  # an OutboxState
     attempts: int = 0
     claims: int = 0
     next_attempt_at: datetime = _ts()

@@ -1,11 +1,13 @@
-"""The gateway's words for where durable work has got to, and every event on a timeline.
+"""The gateway's stored words: where durable work has got to, and every event on a timeline.
 
 States and outcomes are stored as these strings; event types are also public: partners
-subscribe to them (docs/webhooks.md lists each one, and a test holds the two together).
+subscribe to them, and docs/webhooks.md's table of them is generated from `EventType.when`
+(scripts/event_catalogue.py; a test fails while the page is out of date).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 
@@ -28,6 +30,39 @@ class Outcome(StrEnum):
     cancelled = "cancelled"
     interrupted = "interrupted"  # the worker stopped mid-call; it may have arrived
     lease_lost = "lease_lost"  # another worker holds the row now: record nothing
+
+
+class SubscriptionState(StrEnum):
+    """Whether a webhook subscription is still sent to."""
+
+    active = "active"
+    disabled = "disabled"  # its endpoint answered 410 Gone
+
+
+class IdempotencyState(StrEnum):
+    """Where the request that claimed an Idempotency-Key has got to."""
+
+    in_flight = "in_flight"
+    completed = "completed"  # its answer is stored, to be replayed
+
+
+class ReceivedVia(StrEnum):
+    """How an organisation's status update reached the gateway."""
+
+    poll = "poll"
+    webhook = "webhook"
+    open311_push = "open311-push"
+
+
+class AuditAction(StrEnum):
+    """What an audit log entry records. Not timeline events: the audit log is for staff and
+    is never sent to partners."""
+
+    enquiry_read = "enquiry.read"
+    privacy_export = "privacy.export"
+    privacy_erase = "privacy.erase"
+    privacy_keys_rotated = "privacy.keys_rotated"
+    retention_anonymised = "retention.anonymised"
 
 
 class EventType(StrEnum):
@@ -59,6 +94,11 @@ class EventType(StrEnum):
         """`enquiry`, `dispatch`, `status` or `privacy`: what `family.*` subscribes to."""
         return self.value.split(".", 1)[0]
 
+    @property
+    def when(self) -> str:
+        """When the event happens, in one line for partners (docs/webhooks.md)."""
+        return _WHEN[self]
+
     @classmethod
     def enquiry_status(cls, status: str) -> EventType:
         """The event of an enquiry's status changing to `status` (`enquiry.resolved`)."""
@@ -73,4 +113,52 @@ class EventType(StrEnum):
         return cls(f"dispatch.{outcome}")
 
 
+def _changed_to(status: str) -> str:
+    return f"the enquiry's status changed to `{status}` on an organisation's update"
+
+
+_WHEN: Mapping[EventType, str] = {
+    EventType.enquiry_received: "the enquiry was accepted and routed (`detail` lists the "
+    "destinations and why)",
+    EventType.enquiry_routed: "the enquiry waits to be delivered again: an organisation said it "
+    "is not theirs (`enquiry.rerouted`) and the triage desk does not have it yet",
+    EventType.enquiry_dispatched: "every destination has it (about the enquiry as a whole: no "
+    "`organisation_id`, no `dispatch_id`)",
+    EventType.enquiry_failed: "one destination could not be given it (about the enquiry as a "
+    "whole; the `dispatch.dead` event before it says which)",
+    EventType.enquiry_acknowledged: _changed_to("acknowledged"),
+    EventType.enquiry_in_progress: _changed_to("in_progress"),
+    EventType.enquiry_action_scheduled: _changed_to("action_scheduled"),
+    EventType.enquiry_resolved: _changed_to("resolved"),
+    EventType.enquiry_closed: _changed_to("closed") + " (or every organisation finished, "
+    "in different ways)",
+    EventType.enquiry_not_our_responsibility: _changed_to("not_our_responsibility")
+    + ": every organisation, the triage desk too, said it is not theirs",
+    EventType.enquiry_duplicate: _changed_to("duplicate"),
+    EventType.enquiry_cancelled: _changed_to("cancelled") + ", or its deliveries were called "
+    "off before they were made (an erasure)",
+    EventType.enquiry_rerouted: "an organisation said it is not theirs, so the triage desk has it",
+    EventType.enquiry_anonymised: "the gateway removed the enquiry's personal data (erasure "
+    "or retention)",
+    EventType.dispatch_delivered: "a delivery to one organisation succeeded",
+    EventType.dispatch_retry: "a delivery to one organisation failed and will be retried "
+    "(`detail` says only that, except in an admin's feed of every enquiry, which has the "
+    "back-office's error: it is for staff, [security.md](security.md))",
+    EventType.dispatch_dead: "a delivery to one organisation was given up (`detail` as for "
+    "`dispatch.retry`)",
+    EventType.dispatch_cancelled: "a delivery to one organisation was called off unsent "
+    "because the enquiry's personal data was removed first: erased while a worker was "
+    "already taking it, or by retention while it waited (an erasure calls off deliveries "
+    "still waiting without this event)",
+    EventType.status_updated: "an organisation reported progress (`status` in the gateway's "
+    "vocabulary, null for a word it does not know)",
+    EventType.privacy_erasure_requested: "the citizen's data was erased here; the organisation "
+    "named must erase what it holds for this enquiry (`detail` names its own reference)",
+}
+
 EVENT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(e.family for e in EventType))
+ANY_EVENT = "*"
+# What a webhook subscription may name: every event, a family of them, or one type.
+EVENT_PATTERNS: frozenset[str] = frozenset(
+    {ANY_EVENT, *(f"{family}.*" for family in EVENT_FAMILIES), *EventType}
+)

@@ -22,6 +22,7 @@ from app.core.db import writing
 from app.core.errors import IdempotencyInFlight, IdempotencyMismatch
 from app.core.models import idempotency_table, utcnow
 from app.core.settings import ApiSettings
+from app.core.vocabulary import IdempotencyState
 
 t = idempotency_table.c
 
@@ -68,7 +69,7 @@ async def _try_claim(engine: AsyncEngine, key: IdempotencyKey, settings: ApiSett
                     "client_id": key.client_id,
                     "key": key.key,
                     "request_hash": key.fingerprint,
-                    "state": "in_flight",
+                    "state": IdempotencyState.in_flight,
                     "created_at": now,
                     "expires_at": now + timedelta(hours=settings.idempotency_hours),
                 },
@@ -95,7 +96,7 @@ async def _existing(
             raise IdempotencyMismatch(
                 "This Idempotency-Key was used for a different request; use a new key."
             )
-        if row["state"] == "in_flight":
+        if row["state"] == IdempotencyState.in_flight:
             # The answer is written with the enquiry, so a stale claim stored nothing.
             if row["created_at"] < now - timedelta(seconds=settings.in_flight_seconds):
                 await conn.execute(delete(idempotency_table).where(*where))
@@ -111,6 +112,8 @@ async def release(engine: AsyncEngine, key: IdempotencyKey) -> None:
     async with writing(engine) as conn:
         await conn.execute(
             delete(idempotency_table).where(
-                t.client_id == key.client_id, t.key == key.key, t.state == "in_flight"
+                t.client_id == key.client_id,
+                t.key == key.key,
+                t.state == IdempotencyState.in_flight,
             )
         )

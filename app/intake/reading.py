@@ -17,6 +17,7 @@ from app.core.db import reading, writing
 from app.core.errors import NotFound
 from app.core.models import dispatch_table, enquiry_table, event_table
 from app.core.paging import newest_first, page
+from app.core.vocabulary import AuditAction, EventType, OutboxState
 from app.intake import reference as references
 from app.intake.schemas import (
     Advice,
@@ -78,7 +79,10 @@ async def get_enquiry(
     if reader is not None and view.citizen:
         async with writing(engine) as conn:
             await audit.record(
-                conn, actor=Actor.of(reader), action="enquiry.read", subject=view.reference
+                conn,
+                actor=Actor.of(reader),
+                action=AuditAction.enquiry_read,
+                subject=view.reference,
             )
     return view
 
@@ -170,7 +174,10 @@ def masked_location(location: dict[str, Any] | None) -> dict[str, Any] | None:
 # staff (enquiries:read-all, privacy, admin). Anyone else is told only what kind of trouble it is.
 _RETRYING = "delivery failed for now (the organisation's system is unavailable); it will be retried"
 _GIVEN_UP = "it could not be delivered to this organisation; the contact centre can see why"
-_PARTNER_DETAIL = {"dispatch.retry": _RETRYING, "dispatch.dead": _GIVEN_UP}
+_PARTNER_DETAIL: dict[str, str] = {
+    EventType.dispatch_retry: _RETRYING,
+    EventType.dispatch_dead: _GIVEN_UP,
+}
 
 
 def shown_detail(event_type: str, detail: str, *, staff: bool) -> str:
@@ -180,9 +187,9 @@ def shown_detail(event_type: str, detail: str, *, staff: bool) -> str:
 
 def shown_error(state: str, error: str | None, *, staff: bool) -> str | None:
     """A destination's last error as this reader may see it."""
-    if staff or error is None or state in ("delivered", "cancelled"):
+    if staff or error is None or state in (OutboxState.delivered, OutboxState.cancelled):
         return error  # a cancellation's reason is the gateway's own, never a back-office's
-    return _GIVEN_UP if state == "dead" else _RETRYING
+    return _GIVEN_UP if state == OutboxState.dead else _RETRYING
 
 
 def _destination(row: Any, catalogue: Catalogue, *, staff: bool) -> DestinationOut:
@@ -197,7 +204,7 @@ def _destination(row: Any, catalogue: Catalogue, *, staff: bool) -> DestinationO
         remote_reference=row["remote_reference"],
         remote_status=row["remote_status"],
         remote_status_at=row["remote_status_at"],
-        next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
+        next_attempt_at=row["next_attempt_at"] if row["state"] == OutboxState.pending else None,
         delivered_at=row["delivered_at"],
     )
 

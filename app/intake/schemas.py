@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
 from app.catalogue.locate import normalise_postcode_or_part
 from app.catalogue.status import Status
 from app.core.types import Strict, Text
+from app.core.vocabulary import EventType, OutboxState
 
 
 class Channel(StrEnum):
@@ -132,7 +133,7 @@ class DestinationOut(BaseModel):
     organisation_id: str
     organisation_name: str
     reason: str
-    state: Literal["pending", "delivering", "delivered", "dead", "cancelled"]
+    state: OutboxState
     attempts: int
     last_error: str | None = Field(
         default=None,
@@ -166,7 +167,7 @@ class EnquiryCreated(EnquiryBase):
 
 class TimelineEvent(BaseModel):
     at: datetime
-    type: str = Field(examples=["dispatch.delivered"])
+    type: EventType
     status: str | None = None
     organisation_id: str | None = None
     detail: str | None = None

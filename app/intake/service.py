@@ -15,10 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.catalogue.catalogue import Catalogue, Service, ServiceAttribute, Tier
 from app.catalogue.locate import LocatorChain, Place
 from app.catalogue.routing import Destination, route
+from app.catalogue.status import Status
 from app.clients.service import hash_secret
 from app.core.crypto import Sealer
 from app.core.errors import FieldError, ValidationFailed
 from app.core.models import utcnow
+from app.core.vocabulary import EventType, OutboxState
 from app.intake import reference as references
 from app.intake.idempotency import IdempotencyKey
 from app.intake.schemas import Advice, DestinationOut, EnquiryCreated, EnquiryIn, Location
@@ -209,7 +211,7 @@ async def _store(
             "enquiry_id": enquiry_id,
             "organisation_id": d.organisation_id,
             "reason": d.reason,
-            "state": "pending",
+            "state": OutboxState.pending,
             "attempts": 0,
             "claims": 0,
             "next_attempt_at": now,
@@ -221,7 +223,7 @@ async def _store(
     row = {
         "id": enquiry_id,
         "service_code": enquiry.service_code,
-        "status": "routed",
+        "status": Status.routed,
         "channel": enquiry.channel.value,
         "description": enquiry.description,
         "location": enquiry.location.model_dump(exclude_none=True) if enquiry.location else None,
@@ -238,8 +240,8 @@ async def _store(
     received = {
         "id": uuid.uuid4(),
         "enquiry_id": enquiry_id,
-        "type": "enquiry.received",
-        "status": "routed",
+        "type": EventType.enquiry_received,
+        "status": Status.routed,
         "detail": "; ".join(f"{d.organisation_id}: {d.reason}" for d in destinations),
         "created_at": now,
     }
@@ -247,14 +249,14 @@ async def _store(
     def answer(reference: str) -> EnquiryCreated:
         return EnquiryCreated(
             reference=references.display(reference),
-            status="routed",
+            status=Status.routed,
             service_code=enquiry.service_code,
             destinations=[
                 DestinationOut(
                     organisation_id=d.organisation_id,
                     organisation_name=context.catalogue.organisations[d.organisation_id].name,
                     reason=d.reason,
-                    state="pending",
+                    state=OutboxState.pending,
                     attempts=0,
                     next_attempt_at=now,
                 )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
-from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -15,10 +13,14 @@ from pydantic import (
 )
 
 from app.core.types import Strict
-
-# The families of timeline event a webhook subscription may name (docs/webhooks.md).
-EVENT_FAMILIES = ("enquiry", "dispatch", "status", "privacy")
-_EVENT_PATTERN = re.compile(r"^(\*|[a-z]+(\.[a-z_]+)?|[a-z]+\.\*)$")
+from app.core.vocabulary import (
+    ANY_EVENT,
+    EVENT_FAMILIES,
+    EVENT_PATTERNS,
+    EventType,
+    OutboxState,
+    SubscriptionState,
+)
 
 
 class WebhookIn(Strict):
@@ -32,7 +34,7 @@ class WebhookIn(Strict):
     events: list[str] = Field(
         min_length=1,
         max_length=50,
-        examples=[["enquiry.*", "privacy.erasure_requested"]],
+        examples=[["enquiry.*", EventType.privacy_erasure_requested]],
         description='Event types, or a family of them ("enquiry.*"), or "*" for every event',
     )
     organisation_id: str | None = Field(
@@ -55,10 +57,11 @@ class WebhookIn(Strict):
     @classmethod
     def _patterns(cls, events: list[str]) -> list[str]:
         for pattern in events:
-            family = pattern.split(".", 1)[0]
-            if not _EVENT_PATTERN.fullmatch(pattern) or family not in (*EVENT_FAMILIES, "*"):
+            if pattern not in EVENT_PATTERNS:
                 families = ", ".join(f"{f}.*" for f in EVENT_FAMILIES)
-                raise ValueError(f"{pattern!r} is not an event type or one of {families}, *")
+                raise ValueError(
+                    f"{pattern!r} is not an event type or one of {families}, {ANY_EVENT}"
+                )
         return sorted(set(events))
 
 
@@ -67,8 +70,8 @@ class WebhookDeliveryOut(BaseModel):
 
     id: uuid.UUID
     event_id: uuid.UUID
-    event_type: str
-    state: Literal["pending", "delivering", "delivered", "dead", "cancelled"]
+    event_type: EventType
+    state: OutboxState
     attempts: int
     last_status: int | None = Field(default=None, description="The endpoint's HTTP status")
     last_error: str | None = None
@@ -84,7 +87,7 @@ class WebhookOut(BaseModel):
     url: str
     events: list[str]
     organisation_id: str | None = None
-    state: Literal["active", "disabled"]
+    state: SubscriptionState
     disabled_reason: str | None = None
     created_at: datetime
 

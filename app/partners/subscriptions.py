@@ -24,6 +24,7 @@ from app.core.db import reading, writing
 from app.core.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow, webhook_delivery_table, webhook_subscription_table
 from app.core.outbound import OutboundGuard, OutboundRefused
+from app.core.vocabulary import ANY_EVENT, SubscriptionState
 from app.partners.schemas import (
     WebhookCreated,
     WebhookDeliveryOut,
@@ -47,7 +48,7 @@ def new_secret() -> str:
 def wants(patterns: Iterable[str], event_type: str) -> bool:
     """Whether an event type is named by any of the patterns ("*", "enquiry.*" or a type)."""
     return any(
-        pattern in ("*", event_type)
+        pattern in (ANY_EVENT, event_type)
         or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
         for pattern in patterns
     )
@@ -87,7 +88,7 @@ async def create_subscription(
         "organisation_id": request.organisation_id,
         "all_enquiries": Scope.admin in caller.scopes,
         "secret_sealed": sealer.seal({"secret": secret}),
-        "state": "active",
+        "state": SubscriptionState.active,
         "fed_until": now,
         "created_at": now,
         "updated_at": now,

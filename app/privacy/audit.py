@@ -15,6 +15,7 @@ from app.clients.service import Caller
 from app.core.db import reading
 from app.core.models import audit_table, utcnow
 from app.core.paging import newest_first, page
+from app.core.vocabulary import AuditAction
 from app.privacy.schemas import AuditEntryOut, AuditPage
 
 
@@ -34,7 +35,7 @@ async def record(
     conn: AsyncConnection,
     *,
     actor: Actor,
-    action: str,
+    action: AuditAction,
     subject: str | None = None,
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from app.core.types import Strict
+from app.core.vocabulary import AuditAction, ReceivedVia
 from app.intake.schemas import (
     EnquiryOut,
 )
@@ -52,7 +53,7 @@ class StatusUpdateOut(BaseModel):
     status: str | None = None
     description: str | None = None
     updated_at: datetime
-    received_via: str
+    received_via: ReceivedVia
 
 
 class EnquiryExport(EnquiryOut):
@@ -90,7 +91,7 @@ class AuditEntryOut(BaseModel):
     at: datetime
     actor: str
     actor_id: str | None = None
-    action: str = Field(examples=["enquiry.read", "privacy.export", "privacy.erase"])
+    action: AuditAction
     subject: str | None = None
     detail: dict[str, Any] | None = None
 

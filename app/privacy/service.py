@@ -23,6 +23,7 @@ from app.catalogue.catalogue import DEFAULT_RETENTION_DAYS, Catalogue
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
 from app.core.models import dispatch_table, enquiry_table, event_table, status_update_table, utcnow
+from app.core.vocabulary import AuditAction, EventType, OutboxState
 from app.intake import reference as references
 from app.intake.reading import enquiry_view
 from app.intake.schemas import DestinationOut
@@ -43,6 +44,8 @@ log = structlog.get_logger()
 REMOVED = "(removed to protect personal data)"
 # Place fields kept after anonymising: the areas, for statistics, not the exact spot.
 _PLACE_KEPT = ("county_code", "district_code", "police_area", "health_area", "precision")
+# Deliveries that reached the organisation, or may have: it holds the citizen's details.
+_RECEIVED = (OutboxState.delivered, OutboxState.delivering)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ async def export_subject(
         await audit.record(
             conn,
             actor=actor,
-            action="privacy.export",
+            action=AuditAction.privacy_export,
             subject=match.subject,
             detail={"references": [x.reference for x in exports]},
             at=now,
@@ -113,9 +116,7 @@ async def _export(
     view = await enquiry_view(conn, row, catalogue, sealer, masked=False, staff=True)
     enquiry = {**row, "citizen": view.citizen}
     shared_with = [
-        _shared_with(d, enquiry, catalogue)
-        for d in view.destinations
-        if d.state in ("delivered", "delivering")
+        _shared_with(d, enquiry, catalogue) for d in view.destinations if d.state in _RECEIVED
     ]
     s = status_update_table.c
     updates = (
@@ -170,7 +171,7 @@ async def erase_subject(
         await audit.record(
             conn,
             actor=actor,
-            action="privacy.erase",
+            action=AuditAction.privacy_erase,
             subject=match.subject,
             detail={
                 "references": erased,
@@ -190,7 +191,7 @@ async def _tell_organisations(
     received = (
         await conn.execute(
             select(d.id, d.organisation_id, d.remote_reference).where(
-                d.enquiry_id == enquiry["id"], d.state.in_(("delivered", "delivering"))
+                d.enquiry_id == enquiry["id"], d.state.in_(_RECEIVED)
             )
         )
     ).all()
@@ -204,7 +205,7 @@ async def _tell_organisations(
                 "enquiry_id": enquiry["id"],
                 "dispatch_id": dispatch_id,
                 "organisation_id": organisation_id,
-                "type": "privacy.erasure_requested",
+                "type": EventType.privacy_erasure_requested,
                 "detail": f"erase the citizen's details held for {reference}"
                 + (f" (your reference {remote_reference})" if remote_reference else ""),
                 "created_at": now,
@@ -225,9 +226,9 @@ async def _cancel_undelivered(conn: AsyncConnection, enquiry_id: uuid.UUID, now:
     d = dispatch_table.c
     cancelled = await conn.execute(
         update(dispatch_table)
-        .where(d.enquiry_id == enquiry_id, d.state == "pending")
+        .where(d.enquiry_id == enquiry_id, d.state == OutboxState.pending)
         .values(
-            state="cancelled",
+            state=OutboxState.cancelled,
             last_error="called off: the citizen's data was erased",
             updated_at=now,
         )
@@ -273,7 +274,7 @@ async def anonymise(
     v = event_table.c
     await conn.execute(
         update(event_table)
-        .where(v.enquiry_id == enquiry["id"], v.type == "status.updated")
+        .where(v.enquiry_id == enquiry["id"], v.type == EventType.status_updated)
         .values(detail=None)
     )
     await conn.execute(
@@ -281,7 +282,7 @@ async def anonymise(
         {
             "id": uuid.uuid4(),
             "enquiry_id": enquiry["id"],
-            "type": "enquiry.anonymised",
+            "type": EventType.enquiry_anonymised,
             "detail": f"personal data removed: {why}",
             "created_at": now + timedelta(microseconds=3),
         },
@@ -314,7 +315,7 @@ async def run_retention(
                 await audit.record(
                     conn,
                     actor=actor,
-                    action="retention.anonymised",
+                    action=AuditAction.retention_anonymised,
                     detail={"references": [references.display(r["reference"]) for r in rows]},
                     at=now,
                 )
@@ -415,7 +416,7 @@ async def reseal_all(
                 await audit.record(
                     conn,
                     actor=actor,
-                    action="privacy.keys_rotated",
+                    action=AuditAction.privacy_keys_rotated,
                     detail={"enquiries": len(rows)},
                 )
         done += len(rows)

@@ -13,6 +13,7 @@ from app.api.ratelimit import RATE_LIMITED_RESPONSE
 from app.api.state import AppState, get_state
 from app.clients.service import Caller, Scope
 from app.core.types import NoNul
+from app.core.vocabulary import AuditAction
 from app.privacy import audit
 from app.privacy import service as privacy
 from app.privacy.audit import Actor
@@ -87,7 +88,9 @@ async def erasure(
 async def audit_log(
     state: Annotated[AppState, Depends(get_state)],
     caller: Annotated[Caller, Depends(require(Scope.admin))],
-    action: Annotated[NoNul | None, Query(max_length=64, examples=["privacy.erase"])] = None,
+    action: Annotated[
+        NoNul | None, Query(max_length=64, examples=[AuditAction.privacy_erase])
+    ] = None,
     subject: Annotated[
         NoNul | None, Query(max_length=128, description="An enquiry reference or subject hash")
     ] = None,

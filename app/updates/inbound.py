@@ -29,6 +29,7 @@ from app.core.db import is_postgres, reading, writing
 from app.core.errors import FieldError, Unauthenticated, ValidationFailed
 from app.core.models import inbound_message_table, utcnow
 from app.core.types import AwareUtcDatetime, NoNul
+from app.core.vocabulary import ReceivedVia
 from app.updates.recording import record_update, vocabulary
 
 # What an unknown organisation's pushes, or one that does not push, are checked against.
@@ -101,7 +102,7 @@ class Inbox:
                 "Say which case this is about: remote_reference or reference.",
                 [FieldError("one of remote_reference or reference is required", "#")],
             )
-        receipt = await self._record(organisation, update, via="webhook")
+        receipt = await self._record(organisation, update, via=ReceivedVia.webhook)
         await self._remember(organisation.id, message_id)
         return receipt
 
@@ -116,10 +117,10 @@ class Inbox:
         if not matches or organisation is None or expected is None:
             raise Unauthenticated("The api_key is missing or wrong.")
         update = _open311_update(form)
-        return await self._record(organisation, update, via="open311-push")
+        return await self._record(organisation, update, via=ReceivedVia.open311_push)
 
     async def _record(
-        self, organisation: Organisation, update: InboundUpdate, *, via: str
+        self, organisation: Organisation, update: InboundUpdate, *, via: ReceivedVia
     ) -> InboundReceipt:
         recorded = await record_update(
             engine=self.engine,

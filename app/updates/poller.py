@@ -24,6 +24,7 @@ from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import FINAL
 from app.core.db import is_postgres, reading, writing
 from app.core.models import dispatch_table, enquiry_table, poll_state_table, utcnow
+from app.core.vocabulary import OutboxState, ReceivedVia
 from app.intake.reference import display
 from app.updates.inbound import forget_old_messages
 from app.updates.recording import UnknownCase, record_update, vocabulary
@@ -128,7 +129,7 @@ class Poller:
                     organisation=organisation,
                     words=words,
                     remote=remote,
-                    via="poll",
+                    via=ReceivedVia.poll,
                 )
             except UnknownCase:
                 continue  # a case someone else raised with them, or one we no longer follow
@@ -144,7 +145,7 @@ class Poller:
             .join_from(dispatch_table, enquiry_table, enquiry_table.c.id == d.enquiry_id)
             .where(
                 d.organisation_id == organisation_id,
-                d.state == "delivered",
+                d.state == OutboxState.delivered,
                 d.remote_reference.is_not(None),
                 d.delivered_at >= since,
                 or_(d.remote_status.is_(None), d.remote_status.not_in(list(FINAL))),

@@ -25,6 +25,7 @@ from app.catalogue.status import FINAL, PROGRESS, Status, canonical
 from app.core.db import DISPATCH_CHANNEL, is_postgres, writing
 from app.core.errors import InvalidReference, NotFound
 from app.core.models import dispatch_table, enquiry_table, event_table, status_update_table, utcnow
+from app.core.vocabulary import EventType, OutboxState, ReceivedVia
 from app.intake import reference as references
 
 log = structlog.get_logger()
@@ -59,7 +60,7 @@ async def record_update(
     organisation: Organisation,
     words: Sequence[Mapping[str, Status]],
     remote: RemoteUpdate,
-    via: str,
+    via: ReceivedVia,
     reference: str | None = None,
 ) -> Recorded:
     """Record one update once; raise UnknownCase when it matches none of our dispatches."""
@@ -136,7 +137,7 @@ async def _insert_once(
     dispatch: Any,
     remote: RemoteUpdate,
     status: Status | None,
-    via: str,
+    via: ReceivedVia,
 ) -> bool:
     """Insert the update unless its (organisation, update id) is already recorded."""
     values = {
@@ -180,7 +181,7 @@ async def _timeline(
             "enquiry_id": dispatch["enquiry_id"],
             "dispatch_id": dispatch["id"],
             "organisation_id": organisation.id,
-            "type": "status.updated",
+            "type": EventType.status_updated,
             "status": status,
             "detail": said,
             "created_at": now,
@@ -209,7 +210,7 @@ async def _send_to_triage(
             "enquiry_id": dispatch["enquiry_id"],
             "organisation_id": triage.id,
             "reason": reason,
-            "state": "pending",
+            "state": OutboxState.pending,
             "attempts": 0,
             "claims": 0,
             "next_attempt_at": now,
@@ -223,7 +224,7 @@ async def _send_to_triage(
             "id": uuid.uuid4(),
             "enquiry_id": dispatch["enquiry_id"],
             "organisation_id": triage.id,
-            "type": "enquiry.rerouted",
+            "type": EventType.enquiry_rerouted,
             "detail": f"{reason}; sent to {triage.name} to find the right organisation",
             "created_at": now + timedelta(microseconds=1),
         },
@@ -261,7 +262,7 @@ async def follow_enquiry_status(
         {
             "id": uuid.uuid4(),
             "enquiry_id": enquiry_id,
-            "type": f"enquiry.{status}",
+            "type": EventType.enquiry_status(status),
             "status": status,
             "detail": f"the enquiry is now {status.replace('_', ' ')}",
             "created_at": now + timedelta(microseconds=2),
@@ -270,10 +271,10 @@ async def follow_enquiry_status(
 
 
 def _part_status(state: str, remote_status: str | None) -> Status:
-    if state == "dead":
+    if state == OutboxState.dead:
         return Status.failed
-    if state == "cancelled":
+    if state == OutboxState.cancelled:
         return Status.cancelled
-    if state != "delivered":
+    if state != OutboxState.delivered:
         return Status.routed
     return Status(remote_status) if remote_status else Status.dispatched
