@@ -137,7 +137,11 @@ def _shared_with(
     destination: DestinationOut, enquiry: dict[str, Any], catalogue: Catalogue
 ) -> SharedWith:
     organisation = catalogue.organisations.get(destination.organisation_id)
-    fields = shareable_citizen(enquiry, organisation) if organisation else None
+    fields = (
+        shareable_citizen(enquiry.get("citizen"), enquiry.get("consent"), organisation)
+        if organisation
+        else None
+    )
     return SharedWith(
         organisation_id=destination.organisation_id,
         organisation_name=destination.organisation_name,
