@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 import httpx
@@ -88,11 +89,16 @@ class EnquirySnapshot:
             service_name=service_name or enquiry.service_code,
             channel=enquiry.channel,
             description=enquiry.description,
-            location=enquiry.location,
-            attributes=enquiry.attributes or {},
+            location=_read_only(enquiry.location),
+            attributes=MappingProxyType(dict(enquiry.attributes or {})),
             created_at=enquiry.created_at,
-            citizen=shareable_citizen(citizen, enquiry.consent, organisation),
+            citizen=_read_only(shareable_citizen(citizen, enquiry.consent, organisation)),
         )
+
+
+def _read_only(values: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A read-only copy: no adapter can change what the next one, or a retry, is given."""
+    return None if values is None else MappingProxyType(dict(values))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ citizen. What only one protocol does stays in that protocol's own test file."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
@@ -290,3 +290,12 @@ async def test_a_mail_server_that_cannot_be_reached_is_retryable():
     office = MailBackOffice(None)
     with pytest.raises(RetryableError, match="SMTPConnectError"):
         await office.deliver(delivery(office, share=False))
+
+
+def test_the_snapshot_cannot_be_changed_by_an_adapter():
+    snapshot = delivery(MailBackOffice(None), share=True).enquiry
+    with pytest.raises(FrozenInstanceError):
+        snapshot.description = "changed"  # type: ignore[misc]
+    for mapping in (snapshot.attributes, snapshot.location, snapshot.citizen):
+        with pytest.raises(TypeError):
+            mapping["size"] = "small"  # type: ignore[index]
