@@ -29,6 +29,7 @@ from app.core.outbound import (
     parse_target,
 )
 from app.core.settings import Environment, OutboundSettings, Settings
+from tests.adapters.factory import delivery as adapter_delivery
 
 PUBLIC = "81.2.69.160"  # any globally routable address; nothing is ever sent to it
 
@@ -273,19 +274,15 @@ def delivery() -> Delivery:
         areas=("E10000025",),
         adapter=AdapterConfig(type="rest-json"),
     )
-    return Delivery(
-        dispatch_id=uuid.uuid4(),
-        reference="K7Q-M4X-PB6",
-        attempt=1,
-        organisation=organisation,
-        enquiry={
-            "service_code": "pothole",
-            "description": "A pothole",
-            "channel": "web",
-            "created_at": datetime.now(UTC),
-        },
-        service_name="Pothole",
+    return adapter_delivery(
+        organisation,
         citizen=None,
+        dispatch_id=uuid.uuid4(),
+        service_name="Pothole",
+        service_code="pothole",
+        description="A pothole",
+        channel="web",
+        created_at=datetime.now(UTC),
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 import httpx
@@ -18,6 +19,8 @@ from pydantic import AnyUrl, BaseModel, ConfigDict, Field
 
 from app.catalogue.catalogue import Organisation
 from app.catalogue.status import Status
+from app.core.models import Enquiry
+from app.intake.reference import display
 
 
 class DeliveryError(Exception):
@@ -52,29 +55,75 @@ Fence = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class EnquirySnapshot:
+    """The enquiry as adapters see it, fixed when an attempt starts: what was asked, and only
+    the citizen's details this organisation may receive. Built in one place (`of`), so no
+    adapter reads a stored row or a field the data-sharing rules withhold."""
+
+    reference: str  # as people read it: K7Q-M4X-PB6
+    service_code: str
+    service_name: str
+    channel: str
+    description: str
+    location: Mapping[str, Any] | None
+    attributes: Mapping[str, Any]
+    created_at: datetime
+    # Only what this organisation may receive, and only with the citizen's consent; else None.
+    # The citizen's language and accessibility needs are among these fields.
+    citizen: Mapping[str, Any] | None
+
+    @classmethod
+    def of(
+        cls,
+        enquiry: Enquiry,
+        *,
+        citizen: Mapping[str, Any] | None,
+        organisation: Organisation,
+        service_name: str | None,
+    ) -> EnquirySnapshot:
+        """The snapshot of a stored enquiry and its opened citizen's details, for one
+        organisation; `service_name` None (a service since removed) shows its code."""
+        return cls(
+            reference=display(enquiry.reference),
+            service_code=enquiry.service_code,
+            service_name=service_name or enquiry.service_code,
+            channel=enquiry.channel,
+            description=enquiry.description,
+            location=_read_only(enquiry.location),
+            attributes=MappingProxyType(dict(enquiry.attributes or {})),
+            created_at=enquiry.created_at,
+            citizen=_read_only(shareable_citizen(citizen, enquiry.consent, organisation)),
+        )
+
+
+def _read_only(values: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A read-only copy: no adapter can change what the next one, or a retry, is given."""
+    return None if values is None else MappingProxyType(dict(values))
+
+
+@dataclass(frozen=True)
 class Delivery:
     """One enquiry on its way to one organisation."""
 
     dispatch_id: uuid.UUID
-    reference: str
     attempt: int
     organisation: Organisation
-    enquiry: dict[str, Any]  # the stored enquiry, without the citizen's details
-    service_name: str
-    # Only what this organisation may receive, and only with the citizen's consent; else None.
-    citizen: dict[str, Any] | None
+    enquiry: EnquirySnapshot
     # Awaited before every call that may create the enquiry at the back-office: raises
     # LeaseLost once this delivery is no longer ours to make.
     fence: Fence = no_fence
 
 
-def shareable_citizen(enquiry: dict[str, Any], organisation: Organisation) -> dict[str, Any] | None:
+def shareable_citizen(
+    citizen: Mapping[str, Any] | None,
+    consent: Mapping[str, Any] | None,
+    organisation: Organisation,
+) -> dict[str, Any] | None:
     """The citizen's details this organisation may be sent: none without consent, and then
     only the fields its data-sharing agreement lists."""
-    citizen = enquiry.get("citizen") or {}
-    if not (enquiry.get("consent") or {}).get("share_contact_details"):
+    if not (consent or {}).get("share_contact_details"):
         return None
-    shared = {k: v for k, v in citizen.items() if k in organisation.shares}
+    shared: dict[str, Any] = {k: v for k, v in (citizen or {}).items() if k in organisation.shares}
     return shared or None
 
 
@@ -181,18 +230,18 @@ def enquiry_record(delivery: Delivery) -> dict[str, Any]:
     may have (for adapters that send it whole)."""
     enquiry = delivery.enquiry
     record: dict[str, Any] = {
-        "reference": delivery.reference,
+        "reference": enquiry.reference,
         "dispatch_id": str(delivery.dispatch_id),
-        "service_code": enquiry["service_code"],
-        "service_name": delivery.service_name,
-        "description": enquiry["description"],
-        "channel": enquiry["channel"],
-        "location": enquiry.get("location"),
-        "attributes": enquiry.get("attributes") or {},
-        "submitted_at": enquiry["created_at"].isoformat(),
+        "service_code": enquiry.service_code,
+        "service_name": enquiry.service_name,
+        "description": enquiry.description,
+        "channel": enquiry.channel,
+        "location": dict(enquiry.location) if enquiry.location is not None else None,
+        "attributes": dict(enquiry.attributes),
+        "submitted_at": enquiry.created_at.isoformat(),
     }
-    if delivery.citizen is not None:
-        record["citizen"] = delivery.citizen
+    if enquiry.citizen is not None:
+        record["citizen"] = dict(enquiry.citizen)
     return record
 
 

@@ -7,7 +7,7 @@ a second one (201). Status comes back by polling `ServiceRequest?_id=...`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ from app.adapters.base import (
     Adapter,
     AdapterConfig,
     Delivery,
+    EnquirySnapshot,
     PermanentError,
     PollResult,
     Receipt,
@@ -53,11 +54,12 @@ class FhirAdapter(Adapter):
 
     async def deliver(self, delivery: Delivery) -> Receipt:
         """Conditionally create the ServiceRequest; an existing one with our identifier is kept."""
-        body = service_request(delivery, system=self.config.identifier_system)
+        system = self.config.identifier_system
+        body = service_request(delivery, system=system)
         headers = {
             **self._headers(),
             "Content-Type": FHIR_JSON,
-            "If-None-Exist": f"identifier={self.config.identifier_system}|{delivery.reference}",
+            "If-None-Exist": f"identifier={system}|{delivery.enquiry.reference}",
         }
         url = f"{self._base}/ServiceRequest"
         response = await self._call("POST", url, headers, content=body)
@@ -131,19 +133,19 @@ def service_request(delivery: Delivery, *, system: str) -> str:
     enquiry = delivery.enquiry
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
-        "identifier": [{"system": system, "value": delivery.reference}],
+        "identifier": [{"system": system, "value": enquiry.reference}],
         "status": "active",
         # "order": the citizen asks the ICB to act and expects an answer, which is what "order"
         # means among FHIR's request intents (a request for action, made by someone entitled
         # to make it). "proposal" is a suggestion the ICB could leave unanswered and "plan" an
         # intention of our own; receiving systems put neither on a list of work to do.
         "intent": "order",
-        "code": {"text": delivery.service_name},
-        "authoredOn": enquiry["created_at"].astimezone(UTC).isoformat(),
+        "code": {"text": enquiry.service_name},
+        "authoredOn": enquiry.created_at.astimezone(UTC).isoformat(),
         "note": notes(enquiry),
         "subject": {"display": WITHHELD},
     }
-    patient = contained_patient(delivery.citizen)
+    patient = contained_patient(enquiry.citizen)
     if patient is not None:
         resource["contained"] = [patient]
         resource["subject"] = {"reference": "#citizen"}
@@ -157,12 +159,10 @@ def service_request(delivery: Delivery, *, system: str) -> str:
     return json_text
 
 
-def notes(enquiry: dict[str, Any]) -> list[dict[str, str]]:
+def notes(enquiry: EnquirySnapshot) -> list[dict[str, str]]:
     """The description, then the enquiry's answers as `code: value` lines."""
-    result = [{"authorString": NOTE_AUTHOR, "text": enquiry["description"]}]
-    lines = [
-        f"{code}: {note_value(value)}" for code, value in (enquiry.get("attributes") or {}).items()
-    ]
+    result = [{"authorString": NOTE_AUTHOR, "text": enquiry.description}]
+    lines = [f"{code}: {note_value(value)}" for code, value in enquiry.attributes.items()]
     if lines:
         result.append({"authorString": NOTE_AUTHOR, "text": "\n".join(lines)})
     return result
@@ -177,7 +177,7 @@ def note_value(value: Any) -> str:
     return str(value)
 
 
-def contained_patient(citizen: dict[str, Any] | None) -> dict[str, Any] | None:
+def contained_patient(citizen: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A Patient with only the shared name, email, phone and language; None when none is."""
     citizen = citizen or {}
     patient: dict[str, Any] = {}

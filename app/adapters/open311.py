@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -124,15 +124,16 @@ class Open311Adapter(Adapter):
 
     async def _find_existing(self, delivery: Delivery) -> str | None:
         """The id of a request carrying our reference, made since the enquiry was."""
-        start = delivery.enquiry["created_at"] - LOOKUP_MARGIN
+        start = delivery.enquiry.created_at - LOOKUP_MARGIN
         return await self._find_between(delivery, start, datetime.now(UTC) + LOOKUP_MARGIN)
 
     async def _find_between(self, delivery: Delivery, start: datetime, end: datetime) -> str | None:
         """Ours among the requests made from `start` to `end`, halving a window the council
         answered in full (it may have cut ours off)."""
         listed = await self._list_requests(delivery, start, end)
+        ours = delivery.enquiry.reference
         for request in listed:
-            if carries_reference(request, delivery.reference, self.config.reference_attribute):
+            if carries_reference(request, ours, self.config.reference_attribute):
                 return request_id(request)
         if len(listed) < self.config.list_limit:
             return None
@@ -267,13 +268,13 @@ def create_form(delivery: Delivery, config: Open311Config) -> FormData:
     }
     if config.jurisdiction_id:
         form["jurisdiction_id"] = config.jurisdiction_id
-    form |= location_fields(enquiry.get("location"))
-    form["description"] = described(str(enquiry["description"]), delivery.reference)
-    for code, value in (enquiry.get("attributes") or {}).items():
+    form |= location_fields(enquiry.location)
+    form["description"] = described(enquiry.description, enquiry.reference)
+    for code, value in enquiry.attributes.items():
         if code != config.reference_attribute:  # ours must not be overwritten
             form |= attribute_field(code, value)
-    form[f"attribute[{config.reference_attribute}]"] = delivery.reference
-    form |= citizen_fields(delivery.citizen)
+    form[f"attribute[{config.reference_attribute}]"] = enquiry.reference
+    form |= citizen_fields(enquiry.citizen)
     return form
 
 
@@ -285,11 +286,11 @@ def described(description: str, reference: str) -> str:
 
 def their_service_code(delivery: Delivery, config: Open311Config) -> str:
     """The council's code for our service."""
-    ours = str(delivery.enquiry["service_code"])
+    ours = delivery.enquiry.service_code
     return config.service_codes.get(ours, ours)
 
 
-def location_fields(location: dict[str, Any] | None) -> dict[str, str]:
+def location_fields(location: Mapping[str, Any] | None) -> dict[str, str]:
     """One location: lat/long when known, else the address or postcode as address_string."""
     if not location:
         return {}
@@ -314,7 +315,7 @@ def form_value(value: Any) -> str:
     return str(value)
 
 
-def citizen_fields(citizen: dict[str, Any] | None) -> dict[str, str]:
+def citizen_fields(citizen: Mapping[str, Any] | None) -> dict[str, str]:
     """The spec's contact fields, from the already minimised citizen and nothing else."""
     if not citizen:
         return {}

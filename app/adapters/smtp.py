@@ -122,19 +122,20 @@ def message_id(delivery: Delivery) -> str:
 def build_message(delivery: Delivery, config: EmailConfig) -> EmailMessage:
     """multipart/mixed: the enquiry as plain text, and as enquiry-<reference>.json."""
     record = enquiry_record(delivery)
+    enquiry = delivery.enquiry
     message = EmailMessage()
     message["From"] = config.sender
     message["To"] = ", ".join(config.recipients)
-    message["Subject"] = f"{config.subject_prefix} {delivery.reference}: {delivery.service_name}"
+    message["Subject"] = f"{config.subject_prefix} {enquiry.reference}: {enquiry.service_name}"
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id(delivery)
-    message["X-IAP-Reference"] = delivery.reference
+    message["X-IAP-Reference"] = enquiry.reference
     message.set_content(text_body(record))
     message.add_attachment(
         json.dumps(record, indent=2, ensure_ascii=False).encode(),
         maintype="application",
         subtype="json",
-        filename=f"enquiry-{delivery.reference}.json",
+        filename=f"enquiry-{enquiry.reference}.json",
     )
     return message
 

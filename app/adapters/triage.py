@@ -7,4 +7,4 @@ from app.adapters.base import Adapter, Delivery, Receipt
 
 class TriageAdapter(Adapter):
     async def deliver(self, delivery: Delivery) -> Receipt:
-        return Receipt(remote_reference=f"triage:{delivery.reference}")
+        return Receipt(remote_reference=f"triage:{delivery.enquiry.reference}")

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import reading
-from app.core.models import gazetteer_table
+from app.core.models import GazetteerPostcode, fetch_one, gazetteer_table
 from app.core.outbound import OutboundRefused
 
 log = structlog.get_logger()
@@ -182,7 +182,7 @@ class Gazetteer:
     async def _look_up(
         self, postcode: str | None, latitude: float | None, longitude: float | None
     ) -> Place | None:
-        query = select(gazetteer_table)
+        query = select(GazetteerPostcode)
         if postcode is not None:
             query = query.where(gazetteer_table.c.postcode == postcode)
         elif latitude is not None and longitude is not None:
@@ -190,24 +190,26 @@ class Gazetteer:
         else:
             return None
         async with reading(self._engine) as conn:
-            row = (await conn.execute(query.limit(1))).mappings().first()
-        if row is None:
+            found = await fetch_one(conn, GazetteerPostcode, query.limit(1))
+        if found is None:
             return None
         return Place(
-            county_code=row["county_code"],
-            district_code=row["district_code"],
-            police_area=row["police_area"],
-            health_area=row["health_area"],
-            postcode=row["postcode"],
-            latitude=latitude if latitude is not None else row["latitude"],
-            longitude=longitude if longitude is not None else row["longitude"],
+            county_code=found.county_code,
+            district_code=found.district_code,
+            police_area=found.police_area,
+            health_area=found.health_area,
+            postcode=found.postcode,
+            latitude=latitude if latitude is not None else found.latitude,
+            longitude=longitude if longitude is not None else found.longitude,
             precision="postcode" if postcode is not None else "point",
             source="gazetteer",
-            note="terminated postcode" if row["terminated"] else None,
+            note="terminated postcode" if found.terminated else None,
         )
 
     @staticmethod
-    def _nearest(query: Any, latitude: float, longitude: float) -> Any:
+    def _nearest(
+        query: Select[GazetteerPostcode], latitude: float, longitude: float
+    ) -> Select[GazetteerPostcode]:
         lat, lon = gazetteer_table.c.latitude, gazetteer_table.c.longitude
         return query.where(
             lat.between(latitude - _NEAR_DEGREES, latitude + _NEAR_DEGREES),

@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import reading, writing
 from app.core.errors import DomainError, NotFound
-from app.core.models import api_client_table, utcnow
+from app.core.models import ApiClient, api_client_table, fetch_all, fetch_one, utcnow
 
 c = api_client_table.c
 KEY_PREFIX = "iap_"
@@ -76,6 +75,19 @@ class ClientInfo:
     created_at: datetime
     revoked_at: datetime | None
 
+    @classmethod
+    def of(cls, client: ApiClient) -> ClientInfo:
+        """The client as listed, its secret's hash left behind."""
+        return cls(
+            id=client.id,
+            name=client.name,
+            key_id=client.key_id,
+            scopes=client.scopes,
+            channel=client.channel,
+            created_at=client.created_at,
+            revoked_at=client.revoked_at,
+        )
+
     @property
     def key_hint(self) -> str:
         return f"{KEY_PREFIX}{self.key_id}_…"
@@ -117,7 +129,7 @@ _NO_SUCH_HASH = hash_secret(secrets.token_urlsafe(32))
 # A key id no client has is kept too (as None), so an unknown id costs what a known one does
 # and its answer cannot tell an attacker which ids exist. Ids are random: a client made later
 # is not asked for by that id before it exists.
-_RECENT: dict[tuple[int, str], tuple[float, Any]] = {}
+_RECENT: dict[tuple[int, str], tuple[float, ApiClient | None]] = {}
 
 
 async def authenticate(
@@ -145,14 +157,14 @@ async def authenticate(
     )
 
 
-async def _client_row(engine: AsyncEngine, key_id: str, cache_seconds: float) -> Any:
+async def _client_row(engine: AsyncEngine, key_id: str, cache_seconds: float) -> ApiClient | None:
     slot = (id(engine), key_id)
     now = time.monotonic()
     recent = _RECENT.get(slot) if cache_seconds > 0 else None
     if recent is not None and recent[0] > now:
         return recent[1]
     async with reading(engine) as conn:
-        row = (await conn.execute(select(api_client_table).where(c.key_id == key_id))).first()
+        row = await fetch_one(conn, ApiClient, select(ApiClient).where(c.key_id == key_id))
     if cache_seconds > 0:
         if len(_RECENT) > 10_000:
             _RECENT.clear()
@@ -165,30 +177,30 @@ async def create_client(
 ) -> tuple[ClientInfo, str]:
     """A new client and its key (shown once; only its hash is kept)."""
     key_id, secret, key = _new_key()
-    row: dict[str, Any] = {
-        "id": uuid.uuid4(),
-        "name": name,
-        "key_id": key_id,
-        "secret_hash": hash_secret(secret),
-        "scopes": sorted({s.value for s in scopes}),
-        "channel": channel,
-        "created_at": utcnow(),
-        "revoked_at": None,
-    }
+    client = ApiClient(
+        id=uuid.uuid4(),
+        name=name,
+        key_id=key_id,
+        secret_hash=hash_secret(secret),
+        scopes=sorted({s.value for s in scopes}),
+        channel=channel,
+        created_at=utcnow(),
+        revoked_at=None,
+    )
     try:
         async with writing(engine) as conn:
-            await conn.execute(api_client_table.insert(), row)
+            await conn.execute(api_client_table.insert(), client.model_dump())
         _RECENT.pop((id(engine), key_id), None)  # were it asked for before it existed
     except IntegrityError as exc:
         raise ClientExists(f"A client named '{name}' already exists.") from exc
-    return ClientInfo(**{k: v for k, v in row.items() if k != "secret_hash"}), key
+    return ClientInfo.of(client), key
 
 
 async def list_clients(engine: AsyncEngine) -> list[ClientInfo]:
     """Every client, revoked ones included, by name."""
     async with reading(engine) as conn:
-        rows = (await conn.execute(select(api_client_table).order_by(c.name))).mappings()
-        return [ClientInfo(**{k: v for k, v in r.items() if k != "secret_hash"}) for r in rows]
+        clients = await fetch_all(conn, ApiClient, select(ApiClient).order_by(c.name))
+    return [ClientInfo.of(client) for client in clients]
 
 
 async def revoke_client(engine: AsyncEngine, name_or_id: str) -> ClientInfo:
@@ -196,23 +208,23 @@ async def revoke_client(engine: AsyncEngine, name_or_id: str) -> ClientInfo:
     as_id = _uuid(name_or_id)
     match = or_(c.name == name_or_id, c.key_id == name_or_id, *([c.id == as_id] if as_id else []))
     async with writing(engine) as conn:
-        rows = list((await conn.execute(select(api_client_table).where(match))).mappings())
-        if len(rows) != 1:
+        found = await fetch_all(conn, ApiClient, select(ApiClient).where(match))
+        if len(found) != 1:
             raise NotFound(
                 f"No client is named or numbered '{name_or_id}'."
-                if not rows
+                if not found
                 else f"More than one client matches '{name_or_id}'; give its id."
             )
-        row = dict(rows[0])
-        _RECENT.pop((id(engine), row["key_id"]), None)
-        if row["revoked_at"] is None:
-            row["revoked_at"] = utcnow()
+        client = found[0]
+        _RECENT.pop((id(engine), client.key_id), None)
+        if client.revoked_at is None:
+            client.revoked_at = utcnow()
             await conn.execute(
                 update(api_client_table)
-                .where(c.id == row["id"])
-                .values(revoked_at=row["revoked_at"])
+                .where(c.id == client.id)
+                .values(revoked_at=client.revoked_at)
             )
-    return ClientInfo(**{k: v for k, v in row.items() if k != "secret_hash"})
+    return ClientInfo.of(client)
 
 
 def _uuid(value: str) -> uuid.UUID | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -12,12 +12,16 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    inspect,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
 from sqlmodel import Field, SQLModel
 
 
@@ -340,20 +344,41 @@ class WebhookDelivery(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-# Enquiry columns that hold or identify the citizen: read only where the citizen is needed.
-PERSONAL_COLUMNS = frozenset({"citizen_sealed", "citizen_email_hash", "citizen_phone_hash"})
+def table(model: type[SQLModel]) -> Table:
+    """The Core table behind a table model, typed (SQLModel sets `__table__` untyped)."""
+    mapped = inspect(model).local_table
+    assert isinstance(mapped, Table)
+    return mapped
 
-enquiry_table = Enquiry.__table__  # type: ignore[attr-defined]
-dispatch_table = Dispatch.__table__  # type: ignore[attr-defined]
-attempt_table = DispatchAttempt.__table__  # type: ignore[attr-defined]
-event_table = Event.__table__  # type: ignore[attr-defined]
-idempotency_table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
-gazetteer_table = GazetteerPostcode.__table__  # type: ignore[attr-defined]
-circuit_table = Circuit.__table__  # type: ignore[attr-defined]
-status_update_table = StatusUpdate.__table__  # type: ignore[attr-defined]
-inbound_message_table = InboundMessage.__table__  # type: ignore[attr-defined]
-poll_state_table = PollState.__table__  # type: ignore[attr-defined]
-api_client_table = ApiClient.__table__  # type: ignore[attr-defined]
-audit_table = AuditEntry.__table__  # type: ignore[attr-defined]
-webhook_subscription_table = WebhookSubscription.__table__  # type: ignore[attr-defined]
-webhook_delivery_table = WebhookDelivery.__table__  # type: ignore[attr-defined]
+
+Model = TypeVar("Model", bound=SQLModel)
+
+
+async def fetch_all(conn: AsyncConnection, model: type[Model], query: Executable) -> list[Model]:
+    """The rows of `query`, a select of `model`'s columns, as typed models.
+
+    Run on the caller's Core connection rather than in an ORM session, so its transaction and
+    snapshot stay as they are; the models are plain values, never tracked or flushed."""
+    return [model(**row) for row in (await conn.execute(query)).mappings()]
+
+
+async def fetch_one(conn: AsyncConnection, model: type[Model], query: Executable) -> Model | None:
+    """The first row of `query` as a typed model; None if it finds none."""
+    row = (await conn.execute(query)).mappings().first()
+    return None if row is None else model(**row)
+
+
+enquiry_table = table(Enquiry)
+dispatch_table = table(Dispatch)
+attempt_table = table(DispatchAttempt)
+event_table = table(Event)
+idempotency_table = table(IdempotencyRecord)
+gazetteer_table = table(GazetteerPostcode)
+circuit_table = table(Circuit)
+status_update_table = table(StatusUpdate)
+inbound_message_table = table(InboundMessage)
+poll_state_table = table(PollState)
+api_client_table = table(ApiClient)
+audit_table = table(AuditEntry)
+webhook_subscription_table = table(WebhookSubscription)
+webhook_delivery_table = table(WebhookDelivery)

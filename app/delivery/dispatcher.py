@@ -23,31 +23,32 @@ import structlog
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import col
 
 from app.adapters.base import (
     Adapter,
     Delivery,
+    EnquirySnapshot,
     Fence,
     LeaseLost,
     PermanentError,
     RetryableError,
-    shareable_citizen,
 )
 from app.catalogue.catalogue import Catalogue
 from app.core.crypto import SealedDataUnreadable, Sealer
 from app.core.db import DISPATCH_CHANNEL, is_postgres, reading, writing
 from app.core.models import (
-    PERSONAL_COLUMNS,
+    Enquiry,
     attempt_table,
     dispatch_table,
     enquiry_table,
     event_table,
+    fetch_one,
     utcnow,
 )
 from app.core.settings import DispatchSettings
 from app.delivery import circuits
 from app.delivery.workpool import WorkPool, retry_delay
-from app.intake.reference import display
 from app.updates.recording import follow_enquiry_status
 
 log = structlog.get_logger()
@@ -349,7 +350,7 @@ class Dispatcher:
         fence = LeaseFence(self, claim, call_seconds=adapter.timeout)
         try:
             delivery = await self._delivery(claim, attempt, fence=fence.check)
-            if delivery.enquiry["anonymised_at"] is not None:
+            if delivery is None:
                 # Erased while this delivery was waiting for another try: nothing left to send.
                 return Outcome("cancelled", "called off: the citizen's data was erased")
             await fence.check()
@@ -395,33 +396,32 @@ class Dispatcher:
             raise LeaseLost("the lease ran out and another worker took the delivery")
         return until
 
-    async def _delivery(self, claim: Claim, attempt: int, *, fence: Fence) -> Delivery:
+    async def _delivery(self, claim: Claim, attempt: int, *, fence: Fence) -> Delivery | None:
+        """What this attempt sends; None once the citizen's data was erased (nothing is left)."""
         async with reading(self.engine) as conn:
-            enquiry = (
-                (
-                    await conn.execute(
-                        select(enquiry_table).where(enquiry_table.c.id == claim.enquiry_id)
-                    )
-                )
-                .mappings()
-                .one()
+            enquiry = await fetch_one(
+                conn, Enquiry, select(Enquiry).where(col(Enquiry.id) == claim.enquiry_id)
             )
-        service = self.catalogue.services.get(enquiry["service_code"])
+        if enquiry is None or enquiry.anonymised_at is not None:
+            return None
+        service = self.catalogue.services.get(enquiry.service_code)
         organisation = self.catalogue.organisations[claim.organisation_id]
         try:
-            citizen = self.sealer.open(enquiry["citizen_sealed"])
+            citizen = self.sealer.open(enquiry.citizen_sealed)
         except SealedDataUnreadable as exc:
             # The keys are the operator's to fix; until then the delivery waits its turn.
             raise RetryableError(str(exc)) from exc
-        shown = {k: v for k, v in enquiry.items() if k not in PERSONAL_COLUMNS}
+        snapshot = EnquirySnapshot.of(
+            enquiry,
+            citizen=citizen,
+            organisation=organisation,
+            service_name=service.name if service else None,
+        )
         return Delivery(
             dispatch_id=claim.dispatch_id,
-            reference=display(enquiry["reference"]),
             attempt=attempt,
             organisation=organisation,
-            enquiry=shown,
-            service_name=service.name if service else enquiry["service_code"],
-            citizen=shareable_citizen({**shown, "citizen": citizen}, organisation),
+            enquiry=snapshot,
             fence=fence,
         )
 

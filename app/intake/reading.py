@@ -15,7 +15,16 @@ from app.clients.service import Caller, Scope, hash_secret
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
 from app.core.errors import NotFound
-from app.core.models import dispatch_table, enquiry_table, event_table
+from app.core.models import (
+    Dispatch,
+    Enquiry,
+    Event,
+    dispatch_table,
+    enquiry_table,
+    event_table,
+    fetch_all,
+    fetch_one,
+)
 from app.core.paging import newest_first, page
 from app.core.vocabulary import AuditAction, EventType, OutboxState
 from app.intake import reference as references
@@ -55,14 +64,8 @@ async def get_enquiry(
     # One snapshot: else a delivery committed between the reads shows every destination
     # delivered beside the status from before.
     async with reading(engine, one_snapshot=True) as conn:
-        enquiry = (
-            (
-                await conn.execute(
-                    select(enquiry_table).where(enquiry_table.c.reference == canonical)
-                )
-            )
-            .mappings()
-            .first()
+        enquiry = await fetch_one(
+            conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
         )
         if not _may_see(enquiry, client_id=client_id, token=token) or enquiry is None:
             shown = references.display(canonical)
@@ -89,7 +92,7 @@ async def get_enquiry(
 
 async def enquiry_view(
     conn: AsyncConnection,
-    enquiry: Any,
+    enquiry: Enquiry,
     catalogue: Catalogue,
     sealer: Sealer,
     *,
@@ -98,50 +101,49 @@ async def enquiry_view(
 ) -> EnquiryOut:
     """The enquiry row as the API shows it, with its destinations and timeline; back-office
     errors in full only for `staff`."""
-    dispatches = (
-        await conn.execute(
-            select(dispatch_table)
-            .where(dispatch_table.c.enquiry_id == enquiry["id"])
-            .order_by(dispatch_table.c.created_at, dispatch_table.c.organisation_id)
-        )
-    ).mappings()
-    destinations = [_destination(d, catalogue, staff=staff) for d in dispatches]
-    events = (
-        await conn.execute(
-            select(event_table)
-            .where(event_table.c.enquiry_id == enquiry["id"])
-            .order_by(event_table.c.created_at, event_table.c.id)
-        )
-    ).mappings()
-    citizen = sealer.open(enquiry["citizen_sealed"])
+    d, ev = dispatch_table.c, event_table.c
+    dispatches = await fetch_all(
+        conn,
+        Dispatch,
+        select(Dispatch)
+        .where(d.enquiry_id == enquiry.id)
+        .order_by(d.created_at, d.organisation_id),
+    )
+    destinations = [_destination(dispatch, catalogue, staff=staff) for dispatch in dispatches]
+    events = await fetch_all(
+        conn,
+        Event,
+        select(Event).where(ev.enquiry_id == enquiry.id).order_by(ev.created_at, ev.id),
+    )
+    citizen = sealer.open(enquiry.citizen_sealed)
     return EnquiryOut(
-        reference=references.display(enquiry["reference"]),
-        status=enquiry["status"],
-        service_code=enquiry["service_code"],
-        channel=enquiry["channel"],
-        description=enquiry["description"],
-        location=masked_location(enquiry["location"]) if masked else enquiry["location"],
-        place=enquiry["place"],
+        reference=references.display(enquiry.reference),
+        status=enquiry.status,
+        service_code=enquiry.service_code,
+        channel=enquiry.channel,
+        description=enquiry.description,
+        location=masked_location(enquiry.location) if masked else enquiry.location,
+        place=enquiry.place,
         citizen=masked_citizen(citizen) if masked else citizen,
-        attributes=enquiry["attributes"] or {},
-        advice=[Advice(**a) for a in enquiry["advice"] or []],
+        attributes=enquiry.attributes or {},
+        advice=[Advice(**a) for a in enquiry.advice or []],
         destinations=destinations,
-        created_at=enquiry["created_at"],
-        updated_at=enquiry["updated_at"],
-        closed_at=enquiry["closed_at"],
-        anonymised_at=enquiry["anonymised_at"],
+        created_at=enquiry.created_at,
+        updated_at=enquiry.updated_at,
+        closed_at=enquiry.closed_at,
+        anonymised_at=enquiry.anonymised_at,
         timeline=[_timeline_event(e, staff=staff) for e in events],
     )
 
 
-def _may_see(enquiry: Any, *, client_id: str | None, token: str | None) -> bool:
+def _may_see(enquiry: Enquiry | None, *, client_id: str | None, token: str | None) -> bool:
     if token is not None:
-        stored = enquiry["access_token_hash"] if enquiry else None
+        stored = enquiry.access_token_hash if enquiry else None
         matches = hmac.compare_digest(hash_secret(token), stored or _NO_TOKEN_HASH)
         return matches and stored is not None
     if enquiry is None:
         return False
-    return client_id is None or enquiry["client_id"] == client_id
+    return client_id is None or enquiry.client_id == client_id
 
 
 def masked_citizen(citizen: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -180,7 +182,7 @@ _PARTNER_DETAIL: dict[str, str] = {
 }
 
 
-def shown_detail(event_type: str, detail: str, *, staff: bool) -> str:
+def shown_detail(event_type: str, detail: str | None, *, staff: bool) -> str | None:
     """A timeline event's detail as this reader may see it."""
     return detail if staff else _PARTNER_DETAIL.get(event_type, detail)
 
@@ -192,30 +194,30 @@ def shown_error(state: str, error: str | None, *, staff: bool) -> str | None:
     return _GIVEN_UP if state == OutboxState.dead else _RETRYING
 
 
-def _destination(row: Any, catalogue: Catalogue, *, staff: bool) -> DestinationOut:
-    organisation = catalogue.organisations.get(row["organisation_id"])
+def _destination(dispatch: Dispatch, catalogue: Catalogue, *, staff: bool) -> DestinationOut:
+    organisation = catalogue.organisations.get(dispatch.organisation_id)
     return DestinationOut(
-        organisation_id=row["organisation_id"],
-        organisation_name=organisation.name if organisation else row["organisation_id"],
-        reason=row["reason"],
-        state=row["state"],
-        attempts=row["attempts"],
-        last_error=shown_error(row["state"], row["last_error"], staff=staff),
-        remote_reference=row["remote_reference"],
-        remote_status=row["remote_status"],
-        remote_status_at=row["remote_status_at"],
-        next_attempt_at=row["next_attempt_at"] if row["state"] == OutboxState.pending else None,
-        delivered_at=row["delivered_at"],
+        organisation_id=dispatch.organisation_id,
+        organisation_name=organisation.name if organisation else dispatch.organisation_id,
+        reason=dispatch.reason,
+        state=dispatch.state,
+        attempts=dispatch.attempts,
+        last_error=shown_error(dispatch.state, dispatch.last_error, staff=staff),
+        remote_reference=dispatch.remote_reference,
+        remote_status=dispatch.remote_status,
+        remote_status_at=dispatch.remote_status_at,
+        next_attempt_at=dispatch.next_attempt_at if dispatch.state == OutboxState.pending else None,
+        delivered_at=dispatch.delivered_at,
     )
 
 
-def _timeline_event(row: Any, *, staff: bool) -> TimelineEvent:
+def _timeline_event(event: Event, *, staff: bool) -> TimelineEvent:
     return TimelineEvent(
-        at=row["created_at"],
-        type=row["type"],
-        status=row["status"],
-        organisation_id=row["organisation_id"],
-        detail=shown_detail(row["type"], row["detail"], staff=staff),
+        at=event.created_at,
+        type=event.type,
+        status=event.status,
+        organisation_id=event.organisation_id,
+        detail=shown_detail(event.type, event.detail, staff=staff),
     )
 
 

@@ -15,17 +15,20 @@ import json
 import queue
 import sqlite3
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import asyncpg
+from sqlalchemy import JSON, Integer, Uuid
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Every statement here is built from the column constants below, never from input (S608).
 from app.core.db import DISPATCH_CHANNEL, SQLITE_PRAGMAS, is_postgres
+from app.core.models import UTCDateTime, dispatch_table, enquiry_table, event_table
 
 
 class ReferenceTaken(Exception):
@@ -41,17 +44,12 @@ class NewEnquiry:
     idempotency: tuple[str, str, int, dict[str, Any]] | None = None
 
 
-ENQUIRY_COLUMNS = (
-    "id", "reference", "service_code", "status", "channel", "description", "location", "place",
-    "citizen_sealed", "citizen_email_hash", "citizen_phone_hash", "attributes", "consent",
-    "advice", "client_id", "access_token_hash", "created_at", "updated_at",
-)  # fmt: skip
-DISPATCH_COLUMNS = (
-    "id", "enquiry_id", "organisation_id", "reason", "state", "attempts", "claims",
-    "next_attempt_at", "created_at", "updated_at",
-)  # fmt: skip
-EVENT_COLUMNS = ("id", "enquiry_id", "type", "status", "detail", "created_at")
-JSON_COLUMNS = {"location", "place", "attributes", "consent", "advice"}
+# Every column of each table, from the models: a new column is written (NULL unless the intake
+# gives it a value) with no edit here.
+ENQUIRY_COLUMNS = tuple(enquiry_table.columns.keys())
+DISPATCH_COLUMNS = tuple(dispatch_table.columns.keys())
+EVENT_COLUMNS = tuple(event_table.columns.keys())
+JSON_COLUMNS = frozenset(c.name for c in enquiry_table.columns if isinstance(c.type, JSON))
 
 
 async def store_new_enquiry(engine: AsyncEngine, new: NewEnquiry) -> None:
@@ -64,7 +62,15 @@ async def store_new_enquiry(engine: AsyncEngine, new: NewEnquiry) -> None:
 
 # --- PostgreSQL: one statement ---------------------------------------------------------------
 
-_POSTGRES_TYPES = {"id": "uuid", "enquiry_id": "uuid", "attempts": "int", "claims": "int"}
+
+def _postgres_type(name: str) -> str:
+    """The PostgreSQL type of a dispatch column, for the array it is sent in."""
+    kind = dispatch_table.c[name].type
+    if isinstance(kind, Uuid):
+        return "uuid"
+    if isinstance(kind, Integer):
+        return "int"
+    return "timestamptz" if isinstance(kind, UTCDateTime) else "text"
 
 
 def _postgres_statement(with_idempotency: bool) -> str:
@@ -74,8 +80,7 @@ def _postgres_statement(with_idempotency: bool) -> str:
     )
     n = len(ENQUIRY_COLUMNS)
     dispatch_arrays = ", ".join(
-        f"${n + i}::{_POSTGRES_TYPES.get(c, 'timestamptz' if c.endswith('_at') else 'text')}[]"
-        for i, c in enumerate(DISPATCH_COLUMNS, start=1)
+        f"${n + i}::{_postgres_type(name)}[]" for i, name in enumerate(DISPATCH_COLUMNS, start=1)
     )
     n += len(DISPATCH_COLUMNS)
     event_values = ", ".join(f"${n + i}" for i in range(1, len(EVENT_COLUMNS) + 1))
@@ -102,10 +107,11 @@ _POSTGRES_STATEMENTS = {flag: _postgres_statement(flag) for flag in (False, True
 
 def _postgres_arguments(new: NewEnquiry) -> list[Any]:
     enquiry = [
-        _json(new.enquiry[c]) if c in JSON_COLUMNS else new.enquiry[c] for c in ENQUIRY_COLUMNS
+        _json(new.enquiry.get(c)) if c in JSON_COLUMNS else new.enquiry.get(c)
+        for c in ENQUIRY_COLUMNS
     ]
-    dispatches = [[d[c] for d in new.dispatches] for c in DISPATCH_COLUMNS]
-    event = [new.event[c] for c in EVENT_COLUMNS]
+    dispatches = [[d.get(c) for d in new.dispatches] for c in DISPATCH_COLUMNS]
+    event = [new.event.get(c) for c in EVENT_COLUMNS]
     arguments = [*enquiry, *dispatches, *event]
     if new.idempotency is not None:
         client_id, key, status, body = new.idempotency
@@ -261,11 +267,14 @@ def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None
         future.set_exception(outcome)
 
 
-def _sqlite_rows(new: NewEnquiry) -> list[tuple[str, list[list[Any]]]]:
+def _sqlite_rows(new: NewEnquiry) -> Rows:
     rows = [
-        (_SQLITE_ENQUIRY, [[_sqlite(c, new.enquiry[c]) for c in ENQUIRY_COLUMNS]]),
-        (_SQLITE_DISPATCH, [[_sqlite(c, d[c]) for c in DISPATCH_COLUMNS] for d in new.dispatches]),
-        (_SQLITE_EVENT, [[_sqlite(c, new.event[c]) for c in EVENT_COLUMNS]]),
+        (_SQLITE_ENQUIRY, [[_sqlite(c, new.enquiry.get(c)) for c in ENQUIRY_COLUMNS]]),
+        (
+            _SQLITE_DISPATCH,
+            [[_sqlite(c, d.get(c)) for c in DISPATCH_COLUMNS] for d in new.dispatches],
+        ),
+        (_SQLITE_EVENT, [[_sqlite(c, new.event.get(c)) for c in EVENT_COLUMNS]]),
     ]
     if new.idempotency is not None:
         client_id, key, status, body = new.idempotency
@@ -292,7 +301,7 @@ def _sqlite(column: str, value: Any) -> Any:
         return None
     if column in JSON_COLUMNS:
         return json.dumps(value)
-    if column in ("id", "enquiry_id"):
+    if isinstance(value, uuid.UUID):
         return value.hex
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")

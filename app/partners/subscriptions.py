@@ -11,10 +11,9 @@ import base64
 import secrets
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catalogue.catalogue import Catalogue
@@ -22,7 +21,15 @@ from app.clients.service import Caller, Scope
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
 from app.core.errors import FieldError, Forbidden, NotFound, ValidationFailed
-from app.core.models import utcnow, webhook_delivery_table, webhook_subscription_table
+from app.core.models import (
+    WebhookDelivery,
+    WebhookSubscription,
+    fetch_all,
+    fetch_one,
+    utcnow,
+    webhook_delivery_table,
+    webhook_subscription_table,
+)
 from app.core.outbound import OutboundGuard, OutboundRefused
 from app.core.vocabulary import ANY_EVENT, SubscriptionState
 from app.partners.schemas import (
@@ -80,23 +87,25 @@ async def create_subscription(
         )
     secret = new_secret()
     now = utcnow()
-    row = {
-        "id": uuid.uuid4(),
-        "client_id": caller.client_id,
-        "url": request.url,
-        "events": request.events,
-        "organisation_id": request.organisation_id,
-        "all_enquiries": Scope.admin in caller.scopes,
-        "secret_sealed": sealer.seal({"secret": secret}),
-        "state": SubscriptionState.active,
-        "fed_until": now,
-        "created_at": now,
-        "updated_at": now,
-    }
+    sealed = sealer.seal({"secret": secret})
+    assert sealed is not None  # a secret is never empty
+    subscription = WebhookSubscription(
+        id=uuid.uuid4(),
+        client_id=caller.client_id,
+        url=request.url,
+        events=request.events,
+        organisation_id=request.organisation_id,
+        all_enquiries=Scope.admin in caller.scopes,
+        secret_sealed=sealed,
+        state=SubscriptionState.active,
+        fed_until=now,
+        created_at=now,
+        updated_at=now,
+    )
     async with writing(engine) as conn:
-        await conn.execute(webhook_subscription_table.insert(), row)
-    log.info("webhook.subscribed", subscription=str(row["id"]), client=caller.name)
-    return WebhookCreated(**_out(row).model_dump(), secret=secret)
+        await conn.execute(webhook_subscription_table.insert(), subscription.model_dump())
+    log.info("webhook.subscribed", subscription=str(subscription.id), client=caller.name)
+    return WebhookCreated(**_out(subscription).model_dump(), secret=secret)
 
 
 async def _check_target(guard: OutboundGuard, url: str) -> None:
@@ -114,32 +123,31 @@ async def _check_target(guard: OutboundGuard, url: str) -> None:
         ) from exc
 
 
-def _visible(caller: Caller) -> Any:
+def _visible(caller: Caller) -> ColumnElement[bool]:
     """admin sees every subscription; anyone else only its own client's."""
     if Scope.admin in caller.scopes:
         return s.id.is_not(None)
     return s.client_id == caller.client_id
 
 
-def _out(row: Any) -> WebhookOut:
+def _out(subscription: WebhookSubscription) -> WebhookOut:
     return WebhookOut(
-        id=row["id"],
-        url=row["url"],
-        events=row["events"],
-        organisation_id=row["organisation_id"],
-        state=row["state"],
-        disabled_reason=row.get("disabled_reason"),
-        created_at=row["created_at"],
+        id=subscription.id,
+        url=subscription.url,
+        events=subscription.events,
+        organisation_id=subscription.organisation_id,
+        state=subscription.state,
+        disabled_reason=subscription.disabled_reason,
+        created_at=subscription.created_at,
     )
 
 
 async def list_subscriptions(*, engine: AsyncEngine, caller: Caller) -> list[WebhookOut]:
     """The subscriptions the caller may see, oldest first."""
     async with reading(engine) as conn:
-        rows = await conn.execute(
-            select(webhook_subscription_table).where(_visible(caller)).order_by(s.created_at, s.id)
-        )
-        return [_out(row) for row in rows.mappings()]
+        query = select(WebhookSubscription).where(_visible(caller)).order_by(s.created_at, s.id)
+        subscriptions = await fetch_all(conn, WebhookSubscription, query)
+    return [_out(subscription) for subscription in subscriptions]
 
 
 async def read_subscription(
@@ -147,27 +155,23 @@ async def read_subscription(
 ) -> WebhookDetail:
     """One subscription with its most recent deliveries; 404 if the caller may not see it."""
     async with reading(engine, one_snapshot=True) as conn:
-        row = (
-            (
-                await conn.execute(
-                    select(webhook_subscription_table).where(
-                        s.id == subscription_id, _visible(caller)
-                    )
-                )
-            )
-            .mappings()
-            .first()
+        subscription = await fetch_one(
+            conn,
+            WebhookSubscription,
+            select(WebhookSubscription).where(s.id == subscription_id, _visible(caller)),
         )
-        if row is None:
+        if subscription is None:
             raise NotFound("There is no such webhook subscription.")
-        deliveries = await conn.execute(
-            select(webhook_delivery_table)
+        deliveries = await fetch_all(
+            conn,
+            WebhookDelivery,
+            select(WebhookDelivery)
             .where(w.subscription_id == subscription_id)
             .order_by(w.created_at.desc(), w.id.desc())
-            .limit(RECENT_DELIVERIES)
+            .limit(RECENT_DELIVERIES),
         )
-        recent = [WebhookDeliveryOut.model_validate(dict(d)) for d in deliveries.mappings()]
-    return WebhookDetail(**_out(row).model_dump(), deliveries=recent)
+    recent = [WebhookDeliveryOut.model_validate(d.model_dump()) for d in deliveries]
+    return WebhookDetail(**_out(subscription).model_dump(), deliveries=recent)
 
 
 async def delete_subscription(

@@ -9,20 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import shareable_citizen
 from app.catalogue.catalogue import DEFAULT_RETENTION_DAYS, Catalogue
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
-from app.core.models import dispatch_table, enquiry_table, event_table, status_update_table, utcnow
+from app.core.models import (
+    Enquiry,
+    StatusUpdate,
+    dispatch_table,
+    enquiry_table,
+    event_table,
+    fetch_all,
+    status_update_table,
+    utcnow,
+)
 from app.core.vocabulary import AuditAction, EventType, OutboxState
 from app.intake import reference as references
 from app.intake.reading import enquiry_view
@@ -58,7 +66,7 @@ class _Match:
         kind, digest = self.hashes[0]
         return f"{kind}:{digest[:32]}"
 
-    def condition(self) -> Any:
+    def condition(self) -> ColumnElement[bool]:
         e = enquiry_table.c
         columns = {"email": e.citizen_email_hash, "phone": e.citizen_phone_hash}
         return or_(*(columns[kind] == digest for kind, digest in self.hashes))
@@ -87,8 +95,8 @@ async def export_subject(
     """Everything held about the citizen, as one JSON document; the export is audited."""
     match = _match(subject, sealer)
     async with reading(engine, one_snapshot=True) as conn:
-        rows = await _enquiries(conn, match)
-        exports = [await _export(conn, row, catalogue, sealer) for row in rows]
+        enquiries = await _enquiries(conn, match)
+        exports = [await _export(conn, enquiry, catalogue, sealer) for enquiry in enquiries]
     now = utcnow()
     async with writing(engine) as conn:
         await audit.record(
@@ -104,41 +112,43 @@ async def export_subject(
     )
 
 
-async def _enquiries(conn: AsyncConnection, match: _Match) -> list[Any]:
+async def _enquiries(conn: AsyncConnection, match: _Match) -> list[Enquiry]:
     e = enquiry_table.c
-    query = select(enquiry_table).where(match.condition()).order_by(e.created_at, e.id)
-    return list((await conn.execute(query)).mappings())
+    query = select(Enquiry).where(match.condition()).order_by(e.created_at, e.id)
+    return await fetch_all(conn, Enquiry, query)
 
 
 async def _export(
-    conn: AsyncConnection, row: Any, catalogue: Catalogue, sealer: Sealer
+    conn: AsyncConnection, enquiry: Enquiry, catalogue: Catalogue, sealer: Sealer
 ) -> EnquiryExport:
-    view = await enquiry_view(conn, row, catalogue, sealer, masked=False, staff=True)
-    enquiry = {**row, "citizen": view.citizen}
+    view = await enquiry_view(conn, enquiry, catalogue, sealer, masked=False, staff=True)
     shared_with = [
-        _shared_with(d, enquiry, catalogue) for d in view.destinations if d.state in _RECEIVED
+        _shared_with(d, view.citizen, enquiry.consent, catalogue)
+        for d in view.destinations
+        if d.state in _RECEIVED
     ]
     s = status_update_table.c
-    updates = (
-        await conn.execute(
-            select(status_update_table)
-            .where(s.enquiry_id == row["id"])
-            .order_by(s.updated_at, s.id)
-        )
-    ).mappings()
+    updates = await fetch_all(
+        conn,
+        StatusUpdate,
+        select(StatusUpdate).where(s.enquiry_id == enquiry.id).order_by(s.updated_at, s.id),
+    )
     return EnquiryExport(
         **view.model_dump(),
-        consent=row["consent"],
+        consent=enquiry.consent,
         shared_with=shared_with,
-        status_updates=[StatusUpdateOut.model_validate(dict(u)) for u in updates],
+        status_updates=[StatusUpdateOut.model_validate(u.model_dump()) for u in updates],
     )
 
 
 def _shared_with(
-    destination: DestinationOut, enquiry: dict[str, Any], catalogue: Catalogue
+    destination: DestinationOut,
+    citizen: dict[str, Any] | None,
+    consent: dict[str, Any] | None,
+    catalogue: Catalogue,
 ) -> SharedWith:
     organisation = catalogue.organisations.get(destination.organisation_id)
-    fields = shareable_citizen(enquiry, organisation) if organisation else None
+    fields = shareable_citizen(citizen, consent, organisation) if organisation else None
     return SharedWith(
         organisation_id=destination.organisation_id,
         organisation_name=destination.organisation_name,
@@ -163,11 +173,12 @@ async def erase_subject(
     notices: list[ErasureNotice] = []
     erased: list[str] = []
     async with writing(engine) as conn:
-        for row in await _enquiries(conn, match):
-            erased.append(references.display(row["reference"]))
-            notices += await _tell_organisations(conn, row, now)
-            await _cancel_undelivered(conn, row["id"], now)
-            await anonymise(conn, row, catalogue, now=now, why="erased at the citizen's request")
+        for enquiry in await _enquiries(conn, match):
+            erased.append(references.display(enquiry.reference))
+            notices += await _tell_organisations(conn, enquiry, now)
+            await _cancel_undelivered(conn, enquiry.id, now)
+            why = "erased at the citizen's request"
+            await anonymise(conn, enquiry, catalogue, now=now, why=why)
         await audit.record(
             conn,
             actor=actor,
@@ -184,25 +195,25 @@ async def erase_subject(
 
 
 async def _tell_organisations(
-    conn: AsyncConnection, enquiry: Any, now: datetime
+    conn: AsyncConnection, enquiry: Enquiry, now: datetime
 ) -> list[ErasureNotice]:
     """An erasure request event for each organisation that received (or is receiving) it."""
     d = dispatch_table.c
     received = (
         await conn.execute(
             select(d.id, d.organisation_id, d.remote_reference).where(
-                d.enquiry_id == enquiry["id"], d.state.in_(_RECEIVED)
+                d.enquiry_id == enquiry.id, d.state.in_(_RECEIVED)
             )
         )
     ).all()
-    reference = references.display(enquiry["reference"])
+    reference = references.display(enquiry.reference)
     notices = []
     for dispatch_id, organisation_id, remote_reference in received:
         await conn.execute(
             event_table.insert(),
             {
                 "id": uuid.uuid4(),
-                "enquiry_id": enquiry["id"],
+                "enquiry_id": enquiry.id,
                 "dispatch_id": dispatch_id,
                 "organisation_id": organisation_id,
                 "type": EventType.privacy_erasure_requested,
@@ -238,22 +249,22 @@ async def _cancel_undelivered(conn: AsyncConnection, enquiry_id: uuid.UUID, now:
 
 
 async def anonymise(
-    conn: AsyncConnection, enquiry: Any, catalogue: Catalogue, *, now: datetime, why: str
+    conn: AsyncConnection, enquiry: Enquiry, catalogue: Catalogue, *, now: datetime, why: str
 ) -> None:
     """Remove the citizen's personal data from one enquiry; keep what statistics need."""
-    service = catalogue.services.get(enquiry["service_code"])
+    service = catalogue.services.get(enquiry.service_code)
     kept_attributes = {
         code: value
-        for code, value in (enquiry["attributes"] or {}).items()
+        for code, value in (enquiry.attributes or {}).items()
         if service is not None
         and (attribute := service.attribute(code)) is not None
         and attribute.datatype not in ("string", "text")
     }
-    place = {k: v for k, v in (enquiry["place"] or {}).items() if k in _PLACE_KEPT}
+    place = {k: v for k, v in (enquiry.place or {}).items() if k in _PLACE_KEPT}
     e = enquiry_table.c
     await conn.execute(
         update(enquiry_table)
-        .where(e.id == enquiry["id"])
+        .where(e.id == enquiry.id)
         .values(
             citizen_sealed=None,
             citizen_email_hash=None,
@@ -269,19 +280,19 @@ async def anonymise(
     # What back-offices said may quote the citizen; the status words stay.
     s = status_update_table.c
     await conn.execute(
-        update(status_update_table).where(s.enquiry_id == enquiry["id"]).values(description=None)
+        update(status_update_table).where(s.enquiry_id == enquiry.id).values(description=None)
     )
     v = event_table.c
     await conn.execute(
         update(event_table)
-        .where(v.enquiry_id == enquiry["id"], v.type == EventType.status_updated)
+        .where(v.enquiry_id == enquiry.id, v.type == EventType.status_updated)
         .values(detail=None)
     )
     await conn.execute(
         event_table.insert(),
         {
             "id": uuid.uuid4(),
-            "enquiry_id": enquiry["id"],
+            "enquiry_id": enquiry.id,
             "type": EventType.enquiry_anonymised,
             "detail": f"personal data removed: {why}",
             "created_at": now + timedelta(microseconds=3),
@@ -305,22 +316,22 @@ async def run_retention(
     total = 0
     while True:
         async with writing(engine) as conn:
-            rows = await _due(conn, catalogue, now, batch_size)
-            for row in rows:
-                service = catalogue.services.get(row["service_code"])
+            due = await _due(conn, catalogue, now, batch_size)
+            for enquiry in due:
+                service = catalogue.services.get(enquiry.service_code)
                 days = service.retention_days if service else DEFAULT_RETENTION_DAYS
                 why = f"retention period of {days} days over"
-                await anonymise(conn, row, catalogue, now=now, why=why)
-            if rows:
+                await anonymise(conn, enquiry, catalogue, now=now, why=why)
+            if due:
                 await audit.record(
                     conn,
                     actor=actor,
                     action=AuditAction.retention_anonymised,
-                    detail={"references": [references.display(r["reference"]) for r in rows]},
+                    detail={"references": [references.display(x.reference) for x in due]},
                     at=now,
                 )
-        total += len(rows)
-        if len(rows) < batch_size:
+        total += len(due)
+        if len(due) < batch_size:
             break
     if total:
         log.info("retention.anonymised", enquiries=total)
@@ -357,7 +368,7 @@ class Retention:
 
 async def _due(
     conn: AsyncConnection, catalogue: Catalogue, now: datetime, limit: int
-) -> Sequence[Any]:
+) -> list[Enquiry]:
     e = enquiry_table.c
     since = e.closed_at.is_not(None)
     by_service = [
@@ -378,13 +389,13 @@ async def _due(
         )
     )
     query = (
-        select(enquiry_table)
+        select(Enquiry)
         .where(e.anonymised_at.is_(None), or_(*by_service))
         .order_by(e.updated_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list((await conn.execute(query)).mappings())
+    return await fetch_all(conn, Enquiry, query)
 
 
 async def reseal_all(

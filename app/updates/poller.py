@@ -18,12 +18,20 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from app.adapters.base import Adapter, DeliveryError, PollResult, Tracked
 from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import FINAL
 from app.core.db import is_postgres, reading, writing
-from app.core.models import dispatch_table, enquiry_table, poll_state_table, utcnow
+from app.core.models import (
+    PollState,
+    dispatch_table,
+    enquiry_table,
+    fetch_all,
+    poll_state_table,
+    utcnow,
+)
 from app.core.vocabulary import OutboxState, ReceivedVia
 from app.intake.reference import display
 from app.updates.inbound import forget_old_messages
@@ -48,8 +56,10 @@ class PollStatus:
 async def poll_states(engine: AsyncEngine) -> dict[str, PollStatus]:
     """Where polling each organisation stands, for those that are polled."""
     async with reading(engine) as conn:
-        rows = (await conn.execute(select(p.organisation_id, p.next_poll_at, p.last_error))).all()
-    return {row[0]: PollStatus(row[1], row[2]) for row in rows}
+        states = await fetch_all(conn, PollState, select(PollState))
+    return {
+        state.organisation_id: PollStatus(state.next_poll_at, state.last_error) for state in states
+    }
 
 
 class Poller:
@@ -95,7 +105,9 @@ class Poller:
         adapter = self.polling[organisation_id]
         organisation = self.catalogue.organisations[organisation_id]
         async with reading(self.engine) as conn:
-            cursor = await conn.scalar(select(p.cursor).where(p.organisation_id == organisation_id))
+            cursor = await conn.scalar(
+                select(col(PollState.cursor)).where(p.organisation_id == organisation_id)
+            )
         tracked = await self._tracked(organisation_id)
         try:
             result = await adapter.poll(tracked, cursor=cursor) if tracked else PollResult([])

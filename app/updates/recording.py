@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy import select, text, update
@@ -24,7 +23,16 @@ from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import FINAL, PROGRESS, Status, canonical
 from app.core.db import DISPATCH_CHANNEL, is_postgres, writing
 from app.core.errors import InvalidReference, NotFound
-from app.core.models import dispatch_table, enquiry_table, event_table, status_update_table, utcnow
+from app.core.models import (
+    Dispatch,
+    Enquiry,
+    dispatch_table,
+    enquiry_table,
+    event_table,
+    fetch_one,
+    status_update_table,
+    utcnow,
+)
 from app.core.vocabulary import EventType, OutboxState, ReceivedVia
 from app.intake import reference as references
 
@@ -77,24 +85,21 @@ async def record_update(
         if not await _insert_once(conn, organisation.id, dispatch, remote, status, via):
             return Recorded(new=False, status=status)
         now = utcnow()
-        newest = (
-            dispatch["remote_status_at"] is None
-            or remote.updated_at >= (dispatch["remote_status_at"])
-        )
+        newest = dispatch.remote_status_at is None or remote.updated_at >= dispatch.remote_status_at
         if status is not None and newest:
             await conn.execute(
                 update(dispatch_table)
-                .where(d.id == dispatch["id"])
+                .where(d.id == dispatch.id)
                 .values(remote_status=status, remote_status_at=remote.updated_at, updated_at=now)
             )
         await _timeline(conn, organisation, dispatch, remote, status, now)
         if status is Status.not_our_responsibility and newest:
             await _send_to_triage(conn, catalogue, organisation, dispatch, remote, now)
-        await follow_enquiry_status(conn, dispatch["enquiry_id"], now)
+        await follow_enquiry_status(conn, dispatch.enquiry_id, now)
     log.info(
         "status.recorded",
         organisation=organisation.id,
-        dispatch=str(dispatch["id"]),
+        dispatch=str(dispatch.id),
         status=status,
         via=via,
     )
@@ -103,38 +108,26 @@ async def record_update(
 
 async def _matching_dispatch(
     conn: AsyncConnection, organisation_id: str, remote_reference: str, reference: str | None
-) -> Any:
-    columns = select(d.id, d.enquiry_id, d.remote_status_at, d.state)
+) -> Dispatch | None:
+    ours = select(Dispatch).where(d.organisation_id == organisation_id)
     if remote_reference:
-        row = (
-            await conn.execute(
-                columns.where(
-                    d.organisation_id == organisation_id, d.remote_reference == remote_reference
-                )
-            )
-        ).first()
-        if row is not None:
-            return row._mapping
+        found = await fetch_one(conn, Dispatch, ours.where(d.remote_reference == remote_reference))
+        if found is not None:
+            return found
     if not reference:
         return None
     try:
         canonical_reference = references.parse(reference)
     except InvalidReference:
         return None
-    row = (
-        await conn.execute(
-            columns.join_from(dispatch_table, enquiry_table, e.id == d.enquiry_id).where(
-                d.organisation_id == organisation_id, e.reference == canonical_reference
-            )
-        )
-    ).first()
-    return row._mapping if row is not None else None
+    by_ours = ours.join(Enquiry, e.id == d.enquiry_id).where(e.reference == canonical_reference)
+    return await fetch_one(conn, Dispatch, by_ours)
 
 
 async def _insert_once(
     conn: AsyncConnection,
     organisation_id: str,
-    dispatch: Any,
+    dispatch: Dispatch,
     remote: RemoteUpdate,
     status: Status | None,
     via: ReceivedVia,
@@ -144,8 +137,8 @@ async def _insert_once(
         "id": uuid.uuid4(),
         "organisation_id": organisation_id,
         "update_id": remote.update_id,
-        "dispatch_id": dispatch["id"],
-        "enquiry_id": dispatch["enquiry_id"],
+        "dispatch_id": dispatch.id,
+        "enquiry_id": dispatch.enquiry_id,
         "their_status": remote.status[:64],
         "status": status,
         "description": remote.description,
@@ -166,7 +159,7 @@ async def _insert_once(
 async def _timeline(
     conn: AsyncConnection,
     organisation: Organisation,
-    dispatch: Any,
+    dispatch: Dispatch,
     remote: RemoteUpdate,
     status: Status | None,
     now: datetime,
@@ -178,8 +171,8 @@ async def _timeline(
         event_table.insert(),
         {
             "id": uuid.uuid4(),
-            "enquiry_id": dispatch["enquiry_id"],
-            "dispatch_id": dispatch["id"],
+            "enquiry_id": dispatch.enquiry_id,
+            "dispatch_id": dispatch.id,
             "organisation_id": organisation.id,
             "type": EventType.status_updated,
             "status": status,
@@ -193,7 +186,7 @@ async def _send_to_triage(
     conn: AsyncConnection,
     catalogue: Catalogue,
     organisation: Organisation,
-    dispatch: Any,
+    dispatch: Dispatch,
     remote: RemoteUpdate,
     now: datetime,
 ) -> None:
@@ -207,7 +200,7 @@ async def _send_to_triage(
         dispatch_table.insert(),
         {
             "id": uuid.uuid4(),
-            "enquiry_id": dispatch["enquiry_id"],
+            "enquiry_id": dispatch.enquiry_id,
             "organisation_id": triage.id,
             "reason": reason,
             "state": OutboxState.pending,
@@ -222,7 +215,7 @@ async def _send_to_triage(
         event_table.insert(),
         {
             "id": uuid.uuid4(),
-            "enquiry_id": dispatch["enquiry_id"],
+            "enquiry_id": dispatch.enquiry_id,
             "organisation_id": triage.id,
             "type": EventType.enquiry_rerouted,
             "detail": f"{reason}; sent to {triage.name} to find the right organisation",

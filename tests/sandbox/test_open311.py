@@ -11,6 +11,7 @@ import pytest
 from app.adapters.base import Delivery, RetryableError
 from app.adapters.open311 import Open311Adapter, Open311Config
 from app.sandbox import Behaviour
+from tests.adapters.factory import delivery
 from tests.sandbox.conftest import ADAPTERS, eventually, protocol_catalogue
 
 BASE = "/cherwell/open311/v2"
@@ -183,23 +184,18 @@ async def test_updates_refuse_a_wrong_api_key(http, api_key):
 
 
 def plain_delivery(attempt: int, created_at: datetime) -> Delivery:
-    organisation = protocol_catalogue().organisations["cherwell"]
-    enquiry = {
-        "service_code": "missed-bin",
-        "description": "Bin missed again",
-        "channel": "phone",
-        "location": {"postcode": "OX16 1AA"},
-        "attributes": {"bin_type": "food"},
-        "created_at": created_at,
-    }
-    return Delivery(
-        dispatch_id=uuid.uuid4(),
-        reference="K7Q-M4X-PB6",
-        attempt=attempt,
-        organisation=organisation,
-        service_name="Missed bin collection",
-        enquiry=enquiry,
+    return delivery(
+        protocol_catalogue().organisations["cherwell"],
         citizen=None,
+        attempt=attempt,
+        dispatch_id=uuid.uuid4(),
+        service_name="Missed bin collection",
+        service_code="missed-bin",
+        description="Bin missed again",
+        channel="phone",
+        location={"postcode": "OX16 1AA"},
+        attributes={"bin_type": "food"},
+        created_at=created_at,
     )
 
 
