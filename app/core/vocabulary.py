@@ -28,6 +28,14 @@ class Outcome(StrEnum):
     cancelled = "cancelled"
     interrupted = "interrupted"  # the worker stopped mid-call; it may have arrived
     lease_lost = "lease_lost"  # another worker holds the row now: record nothing
+    disable = "disable"  # a webhook endpoint is gone (410): its subscription is disabled
+
+
+class SubscriptionState(StrEnum):
+    """Whether a partner's webhook subscription is sent events."""
+
+    active = "active"
+    disabled = "disabled"  # its endpoint said 410 Gone
 
 
 class EventType(StrEnum):

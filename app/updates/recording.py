@@ -25,6 +25,7 @@ from app.catalogue.status import FINAL, PROGRESS, Status, canonical
 from app.core.db import DISPATCH_CHANNEL, is_postgres, writing
 from app.core.errors import InvalidReference, NotFound
 from app.core.models import dispatch_table, enquiry_table, event_table, status_update_table, utcnow
+from app.delivery.outbox import new_row
 from app.intake import reference as references
 
 log = structlog.get_logger()
@@ -204,18 +205,9 @@ async def _send_to_triage(
     reason = f"{organisation.name} says it is not theirs: {why}"
     await conn.execute(
         dispatch_table.insert(),
-        {
-            "id": uuid.uuid4(),
-            "enquiry_id": dispatch["enquiry_id"],
-            "organisation_id": triage.id,
-            "reason": reason,
-            "state": "pending",
-            "attempts": 0,
-            "claims": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        },
+        new_row(
+            now=now, enquiry_id=dispatch["enquiry_id"], organisation_id=triage.id, reason=reason
+        ),
     )
     await conn.execute(
         event_table.insert(),
