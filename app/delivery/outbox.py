@@ -91,23 +91,6 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def retry_delay(
-    schedule: list[float],
-    attempt: int,
-    *,
-    jitter: float,
-    retry_after: float | None,
-    max_retry_after: float | None = None,
-) -> timedelta:
-    """The wait before the attempt after `attempt`: the schedule's, jittered, or longer if
-    the other side asked (Retry-After, capped at `max_retry_after`)."""
-    delay = schedule[min(attempt, len(schedule)) - 1] * random.uniform(1 - jitter, 1 + jitter)
-    asked = retry_after or 0.0
-    if max_retry_after is not None:
-        asked = min(asked, max_retry_after)
-    return timedelta(seconds=max(delay, asked))
-
-
 @dataclass(frozen=True, kw_only=True)
 class Claim:
     """A row claimed by this worker, and which claim of that row it is: a lease that ran out
@@ -170,9 +153,10 @@ class LeaseQueue(ABC, Generic[ClaimT]):
     def _grace_seconds(self) -> float:
         """How long deliveries in flight may finish once stop() is called."""
 
+    @abstractmethod
     def _released(self, now: datetime) -> dict[str, Any]:
-        """Values for a row handed back at shutdown, beyond being pending and unleased."""
-        return {"next_attempt_at": now}
+        """What a row handed back at shutdown is given besides being pending and unleased:
+        when it is next due, and whether the claim cut off still counts."""
 
     async def _starting(self) -> None:
         """Before the first claim of run()."""
@@ -359,14 +343,14 @@ class LeaseQueue(ABC, Generic[ClaimT]):
     def _backoff(
         self, attempt: int, retry_after: float | None, max_retry_after: float | None = None
     ) -> timedelta:
-        """The wait after failed attempt number `attempt`, on this queue's schedule."""
-        return retry_delay(
-            self.settings.retry_schedule,
-            attempt,
-            jitter=self.settings.jitter,
-            retry_after=retry_after,
-            max_retry_after=max_retry_after,
-        )
+        """The wait after failed attempt number `attempt`: the schedule's, jittered, or longer
+        if the other side asked (Retry-After, capped at `max_retry_after`)."""
+        schedule, jitter = self.settings.retry_schedule, self.settings.jitter
+        delay = schedule[min(attempt, len(schedule)) - 1] * random.uniform(1 - jitter, 1 + jitter)
+        asked = retry_after or 0.0
+        if max_retry_after is not None:
+            asked = min(asked, max_retry_after)
+        return timedelta(seconds=max(delay, asked))
 
 
 class WorkPool:
