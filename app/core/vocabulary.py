@@ -31,6 +31,21 @@ class Outcome(StrEnum):
     disable = "disable"  # a webhook endpoint is gone (410): its subscription is disabled
 
 
+class BreakerState(StrEnum):
+    """Whether an organisation's circuit breaker lets deliveries through."""
+
+    closed = "closed"
+    open = "open"  # failing: nothing is sent until its cool-down ends
+    half_open = "half_open"  # cooled down: one trial delivery tests the back-office
+
+
+class BreakerChange(StrEnum):
+    """How one counted attempt moved an organisation's circuit breaker."""
+
+    opened = "opened"
+    closed = "closed"
+
+
 class SubscriptionState(StrEnum):
     """Whether a partner's webhook subscription is sent events."""
 

@@ -43,7 +43,7 @@ from app.core.models import (
     utcnow,
 )
 from app.core.settings import DispatchSettings
-from app.core.vocabulary import EventType, OutboxState, Outcome
+from app.core.vocabulary import BreakerChange, EventType, OutboxState, Outcome
 from app.delivery import circuits, outbox
 from app.delivery.outbox import LeaseQueue, finished
 from app.intake.reference import display
@@ -401,7 +401,7 @@ class Dispatcher(LeaseQueue[Claim]):
         if change is None:
             return
         log.warning(f"circuit.{change}", organisation=claim.organisation_id)
-        if change == "closed":
+        if change is BreakerChange.closed:
             # The back-office is answering again: what waited for it need wait no longer, and
             # the ramp lets it through a few calls at a time.
             await conn.execute(
