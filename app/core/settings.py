@@ -31,16 +31,27 @@ class LogFormat(StrEnum):
     console = "console"  # aligned key=value lines, for a person at a terminal
 
 
-class DispatchSettings(BaseModel):
-    """How the dispatcher claims, retries and gives up."""
+class LeaseQueueSettings(BaseModel):
+    """How an outbox (app.delivery.outbox) claims, retries and gives up; each kind of work
+    has its own defaults and its own environment variables (IAP_DISPATCH__*, IAP_WEBHOOKS__*)."""
 
     lease_seconds: float = Field(default=60.0, gt=0)
     batch_size: int = Field(default=32, ge=1, le=500)
     concurrency: int = Field(default=16, ge=1, le=256)
+    # How often due work is looked for when nothing announces it.
     poll_seconds: float = Field(default=2.0, gt=0)
     # Seconds to wait before attempt 2, 3, ...; its length + 1 is the number of attempts.
     retry_schedule: list[float] = Field(default=[5, 30, 120, 600, 1800, 3600, 7200, 14400])
     jitter: float = Field(default=0.2, ge=0, le=1)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_schedule) + 1
+
+
+class DispatchSettings(LeaseQueueSettings):
+    """How the dispatcher claims, retries and gives up."""
+
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # After an attempt that may have reached the back-office (it timed out, or was cut off at
     # shutdown), the next waits at least this long before it looks the case up, so that a
@@ -52,10 +63,6 @@ class DispatchSettings(BaseModel):
     circuit_failures: int = Field(default=5, ge=1)
     circuit_window_seconds: float = Field(default=60.0, gt=0)
     circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
-
-    @property
-    def max_attempts(self) -> int:
-        return len(self.retry_schedule) + 1
 
 
 class HttpSettings(BaseModel):
@@ -137,25 +144,18 @@ class PrivacySettings(BaseModel):
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(LeaseQueueSettings):
     """How partner webhook subscriptions are fed and delivered (docs/webhooks.md)."""
 
-    # Seconds to wait before attempt 2, 3, ... (Svix's schedule); its length + 1 attempts.
+    # Svix's schedule.
     retry_schedule: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000])
     jitter: float = Field(default=0.1, ge=0, le=1)
-    lease_seconds: float = Field(default=60.0, gt=0)
-    batch_size: int = Field(default=32, ge=1, le=500)
     concurrency: int = Field(default=8, ge=1, le=256)
-    # How often new timeline events are looked for, and how far back each look re-reads, so
-    # an event committed late with an earlier time is still found.
-    poll_seconds: float = Field(default=2.0, gt=0)
+    # poll_seconds is also how often new timeline events are looked for; each look re-reads
+    # overlap_seconds back, so an event committed late with an earlier time is still found.
     overlap_seconds: float = Field(default=30.0, ge=0)
     # A Retry-After longer than this is not waited for; the schedule's own delay is used.
     max_retry_after_seconds: float = Field(default=36000.0, gt=0)
-
-    @property
-    def max_attempts(self) -> int:
-        return len(self.retry_schedule) + 1
 
 
 class OutboundSettings(BaseModel):

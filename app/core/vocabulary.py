@@ -30,13 +30,29 @@ class Outcome(StrEnum):
     cancelled = "cancelled"
     interrupted = "interrupted"  # the worker stopped mid-call; it may have arrived
     lease_lost = "lease_lost"  # another worker holds the row now: record nothing
+    disable = "disable"  # a webhook endpoint is gone (410): its subscription is disabled
+
+
+class BreakerState(StrEnum):
+    """Whether an organisation's circuit breaker lets deliveries through."""
+
+    closed = "closed"
+    open = "open"  # failing: nothing is sent until its cool-down ends
+    half_open = "half_open"  # cooled down: one trial delivery tests the back-office
+
+
+class BreakerChange(StrEnum):
+    """How one counted attempt moved an organisation's circuit breaker."""
+
+    opened = "opened"
+    closed = "closed"
 
 
 class SubscriptionState(StrEnum):
-    """Whether a webhook subscription is still sent to."""
+    """Whether a partner's webhook subscription is sent events."""
 
     active = "active"
-    disabled = "disabled"  # its endpoint answered 410 Gone
+    disabled = "disabled"  # its endpoint said 410 Gone
 
 
 class IdempotencyState(StrEnum):

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.core.db import reading, writing
 from app.core.models import circuit_table, utcnow
 from app.core.settings import DispatchSettings
+from app.core.vocabulary import BreakerChange, BreakerState
 
 c = circuit_table.c
 # A ramp past this many calls at once is no ramp.
@@ -30,7 +31,7 @@ RAMP_CEILING = 256
 
 @dataclass(frozen=True)
 class CircuitState:
-    state: str  # closed | open | half_open
+    state: str  # a BreakerState
     failures: int
     open_until: datetime | None
     last_error: str | None
@@ -116,8 +117,8 @@ async def record(
     error: str | None,
     settings: DispatchSettings,
     now: datetime,
-) -> str | None:
-    """Count a delivered or failed attempt; 'opened' or 'closed' when the circuit changes."""
+) -> BreakerChange | None:
+    """Count a delivered or failed attempt, and say how the circuit changed, if it did."""
     # Locked (on PostgreSQL) so concurrent outcomes for one organisation count one by one.
     row = (
         await conn.execute(
@@ -157,7 +158,7 @@ class _Counts:
 
 def _failed(
     counts: _Counts, error: str | None, settings: DispatchSettings, now: datetime
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Any], BreakerChange | None]:
     failures = counts.failures + 1
     values: dict[str, Any] = {
         "failures": failures,
@@ -173,13 +174,13 @@ def _failed(
         "opened_until": now + timedelta(seconds=settings.circuit_cooldown_seconds),
         "ramp": 0,
     }
-    return values, None if counts.was_open else "opened"
+    return values, None if counts.was_open else BreakerChange.opened
 
 
-def _succeeded(counts: _Counts) -> tuple[dict[str, Any], str | None]:
+def _succeeded(counts: _Counts) -> tuple[dict[str, Any], BreakerChange | None]:
     if counts.was_open:  # the trial went through: closed, and ramping up from one call
         closed = {"failures": 0, "successes": 0, "window_started_at": None}
-        return {**closed, "opened_until": None, "last_error": None, "ramp": 1}, "closed"
+        return {**closed, "opened_until": None, "last_error": None, "ramp": 1}, BreakerChange.closed
     ramp = counts.ramp * 2 if counts.ramp else 0
     ramp = 0 if ramp > RAMP_CEILING else ramp
     if counts.failures == 0:  # nothing in the window to remember
@@ -209,9 +210,9 @@ async def states(engine: AsyncEngine) -> dict[str, CircuitState]:
     }
 
 
-def _state(opened_until: datetime | None, now: datetime) -> str:
+def _state(opened_until: datetime | None, now: datetime) -> BreakerState:
     """A circuit that opened stays open until its cool-down ends, then is half open until a
     delivery succeeds (which clears opened_until)."""
     if opened_until is None:
-        return "closed"
-    return "open" if opened_until > now else "half_open"
+        return BreakerState.closed
+    return BreakerState.open if opened_until > now else BreakerState.half_open

@@ -1,27 +1,24 @@
-"""The dispatcher: claims due dispatches with a lease, delivers them through their adapter,
-records every attempt, retries with backoff and jitter, and marks a dispatch dead when it must.
+"""The dispatcher: delivers the dispatch outbox through each organisation's adapter, records
+every attempt, retries with backoff and jitter, and marks a dispatch dead when it must.
 
-Any number of dispatchers may share one database. A claim is one UPDATE (on PostgreSQL over
-rows taken with FOR UPDATE SKIP LOCKED); a finished attempt is written only while the lease is
-still ours, so a worker that lost its lease cannot overwrite the one that took it over. A worker
-killed at any moment leaves leased rows behind; they are claimed again when the lease runs out.
+Claims, leases and their fence, hand-back and the run loop are the outbox's
+(app.delivery.outbox); here is what a dispatch adds: the adapter call, the circuit breaker and
+concurrency caps per organisation, the attempt log and the enquiry's timeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import ColumnElement, Row, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col
 
@@ -35,6 +32,7 @@ from app.adapters.base import (
     RetryableError,
 )
 from app.catalogue.catalogue import Catalogue
+from app.catalogue.status import Status
 from app.core.crypto import SealedDataUnreadable, Sealer
 from app.core.db import DISPATCH_CHANNEL, is_postgres, reading, writing
 from app.core.models import (
@@ -47,49 +45,45 @@ from app.core.models import (
     utcnow,
 )
 from app.core.settings import DispatchSettings
-from app.delivery import circuits
-from app.delivery.workpool import WorkPool, retry_delay
+from app.core.vocabulary import BreakerChange, EventType, OutboxState, Outcome
+from app.delivery import circuits, outbox
+from app.delivery.outbox import LeaseQueue, finished
 from app.updates.recording import follow_enquiry_status
 
 log = structlog.get_logger()
 d = dispatch_table.c
 _RELISTEN_SECONDS = 5.0
-# An interrupted attempt reads in the timeline as one that will be retried.
-_EVENT_TYPE = {"interrupted": "dispatch.retry"}
+# The timeline's words when the enquiry as a whole moves on.
+_ENQUIRY_DETAIL = {
+    Status.dispatched: "every organisation has received it",
+    Status.failed: "it could not be delivered everywhere; the contact centre can see why",
+}
 
 
-@dataclass(frozen=True)
-class Claim:
-    dispatch_id: uuid.UUID
+@dataclass(frozen=True, kw_only=True)
+class Claim(outbox.Claim):
     enquiry_id: uuid.UUID
     organisation_id: str
     attempts: int
-    claims: int
     lease_until: datetime
 
+    @property
+    def dispatch_id(self) -> uuid.UUID:
+        return self.row_id
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one attempt ended."""
 
-    kind: str  # delivered | retry | dead | cancelled | interrupted | lease_lost
-    error: str | None = None
+@dataclass(frozen=True, kw_only=True)
+class Result(outbox.Result):
     remote_reference: str | None = None
-    retry_after: float | None = None
     transient: bool = False  # the back-office was unreachable or failing, not refusing
     # The call may have reached the back-office: the next waits to let it settle.
     ambiguous: bool = False
 
 
 # Cut off at shutdown with the call perhaps at the back-office.
-INTERRUPTED = Outcome(
-    "interrupted", "the worker stopped before the attempt finished", ambiguous=True
+INTERRUPTED = Result(
+    Outcome.interrupted, "the worker stopped before the attempt finished", ambiguous=True
 )
-
-
-def new_worker_id() -> str:
-    """Unique per process and start: host, pid and a random tail."""
-    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 async def unverified_repeats(engine: AsyncEngine, organisation_ids: list[str]) -> dict[str, int]:
@@ -98,13 +92,24 @@ async def unverified_repeats(engine: AsyncEngine, organisation_ids: list[str]) -
     async with reading(engine) as conn:
         rows = await conn.execute(
             select(d.organisation_id, func.count())
-            .where(d.organisation_id.in_(organisation_ids), d.state == "delivered", d.attempts > 1)
+            .where(
+                d.organisation_id.in_(organisation_ids),
+                d.state == OutboxState.delivered,
+                d.attempts > 1,
+            )
             .group_by(d.organisation_id)
         )
         return {str(organisation): int(count) for organisation, count in rows.all()}
 
 
-class Dispatcher:
+class Dispatcher(LeaseQueue[Claim]):
+    """Delivers dispatches through their organisations' adapters."""
+
+    table = dispatch_table
+    name = "dispatcher"
+    claim_columns = (d.enquiry_id, d.organisation_id, d.attempts)
+    settings: DispatchSettings
+
     def __init__(
         self,
         *,
@@ -115,14 +120,10 @@ class Dispatcher:
         settings: DispatchSettings,
         worker_id: str | None = None,
     ) -> None:
-        self.engine = engine
+        super().__init__(engine=engine, settings=settings, worker_id=worker_id)
         self.catalogue = catalogue
         self.adapters = adapters
         self.sealer = sealer
-        self.settings = settings
-        self.worker_id = worker_id or new_worker_id()
-        self._stopping = asyncio.Event()
-        self._pool = WorkPool(concurrency=settings.concurrency, name="dispatcher")
         self._listener: asyncpg.Connection | None = None
         self._listened_at = 0.0
         self._circuits_ready = False
@@ -135,119 +136,45 @@ class Dispatcher:
         # Organisations whose max_concurrent calls were all in flight at the last count.
         self._full: set[str] = set()
 
-    def wake(self) -> None:
-        """New work is waiting: claim it now rather than at the next poll."""
-        self._pool.wake()
-
-    async def run(self) -> None:
-        """Claim and deliver until stop() is called."""
+    async def _starting(self) -> None:
         await self._listen()
-        log.info("dispatcher.started", worker=self.worker_id)
         self._listened_at = asyncio.get_running_loop().time()
-        try:
-            while not self._stopping.is_set():
-                try:
-                    await self._claim_and_start()
-                except (SQLAlchemyError, OSError) as exc:
-                    # The database is unreachable: nothing is lost, try again after a pause.
-                    log.warning("dispatcher.claim_failed", error=type(exc).__name__)
-                    await asyncio.sleep(self.settings.poll_seconds)
-        finally:
-            await self._drain()
-            await self._unlisten()
-            log.info("dispatcher.stopped", worker=self.worker_id)
 
-    async def _claim_and_start(self) -> None:
+    async def _prepare(self) -> None:
         await self._keep_listening()
-        wanted = self._pool.room(self.settings.batch_size)
-        claimed = await self._claim(wanted) if wanted > 0 else []
-        for claim in claimed:
-            self._pool.start(claim.dispatch_id, self._deliver(claim))
-        if wanted == 0:
-            await self._pool.sleep(self.settings.poll_seconds)  # a finished delivery wakes us
-        elif len(claimed) < wanted:
-            await self._pool.sleep(await self._seconds_until_due())
 
-    async def stop(self) -> None:
-        """Stop claiming; in-flight deliveries get the grace period, then their leases go back."""
-        self._stopping.set()
-        self._pool.wake()
+    async def _stopped(self) -> None:
+        await self._unlisten()
 
-    async def run_until_idle(self) -> None:
-        """Deliver everything due now, waiting for each attempt (for tests and one-off runs)."""
-        while claimed := await self._claim(self.settings.batch_size):
-            await asyncio.gather(*(self._deliver(c) for c in claimed))
+    def _grace_seconds(self) -> float:
+        return self.settings.shutdown_grace_seconds
 
-    async def _seconds_until_due(self) -> float:
-        async with reading(self.engine) as conn:
-            # Work for an organisation at its cap waits for a call to end, which wakes us.
-            next_due = await conn.scalar(
-                select(func.min(d.next_attempt_at)).where(
-                    d.state == "pending", d.organisation_id.not_in(self._full)
-                )
-            )
-            next_expiry = await conn.scalar(
-                select(func.min(d.lease_until)).where(d.state == "delivering")
-            )
-        due: list[datetime] = [t for t in (next_due, next_expiry) if t is not None]
-        if not due:
-            return self.settings.poll_seconds
-        wait = (min(due) - utcnow()).total_seconds()
-        return max(0.0, min(wait + 0.01, self.settings.poll_seconds))
+    def _released(self, now: datetime) -> dict[str, Any]:
+        # The claim stays counted: the next worker records the attempt as interrupted and
+        # looks the case up, after the back-office has had time to settle.
+        return {"next_attempt_at": now + timedelta(seconds=self.settings.settle_seconds)}
 
-    async def _claim(self, limit: int) -> list[Claim]:
-        now = utcnow()
-        due = (
-            select(d.id)
-            .where(
-                or_(
-                    and_(d.state == "pending", d.next_attempt_at <= now),
-                    and_(d.state == "delivering", d.lease_until < now),
-                )
-            )
-            .order_by(d.next_attempt_at)
-            .limit(limit)
-        )
-        if holding := self._pool.holding():
-            # Our own call may outlive its lease; it must not be sent a second time alongside.
-            due = due.where(d.id.not_in(holding))
+    def _waiting(self) -> list[ColumnElement[bool]]:
+        # Work for an organisation at its cap waits for a call to end, which wakes us.
+        return [d.organisation_id.not_in(self._full)]
+
+    async def _claimable(self, now: datetime) -> list[ColumnElement[bool]]:
         if not self._circuits_ready:
             await circuits.ensure(self.engine, list(self.catalogue.organisations))
             self._circuits_ready = True
-        due = due.where(d.organisation_id.not_in(circuits.open_now(now)))
+        conditions: list[ColumnElement[bool]] = [d.organisation_id.not_in(circuits.open_now(now))]
         if full := await self._still_full():
-            due = due.where(d.organisation_id.not_in(list(full)))
-        if is_postgres(self.engine):
-            due = due.with_for_update(skip_locked=True)
-        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-        claim = (
-            update(dispatch_table)
-            .where(d.id.in_(due.scalar_subquery()))
-            .values(
-                state="delivering",
-                lease_owner=self.worker_id,
-                lease_until=lease_until,
-                claims=d.claims + 1,
-                updated_at=now,
-            )
-            .returning(d.id, d.enquiry_id, d.organisation_id, d.attempts, d.claims)
-        )
-        async with writing(self.engine) as conn:
-            rows = (await conn.execute(claim)).all()
-        if not rows:
-            return []
+            conditions.append(d.organisation_id.not_in(list(full)))
+        return conditions
+
+    async def _claimed(self, rows: Sequence[Row[Any]], lease_until: datetime) -> list[Claim]:
         troubled = await circuits.troubled(self.engine)
         self._failing, self._tripped, self._ramps = (
             troubled.counted,
             troubled.tripped,
             troubled.ramps,
         )
-        claimed = [
-            Claim(
-                row.id, row.enquiry_id, row.organisation_id, row.attempts, row.claims, lease_until
-            )
-            for row in rows
-        ]
+        claimed = [Claim(**row._asdict(), lease_until=lease_until) for row in rows]
         return await self._within_caps(claimed)
 
     def _cap(self, organisation_id: str) -> int:
@@ -261,7 +188,7 @@ class Dispatcher:
             rows = await conn.execute(
                 select(d.organisation_id, func.count())
                 .where(
-                    d.state == "delivering",
+                    d.state == OutboxState.delivering,
                     d.lease_until > utcnow(),
                     d.organisation_id.in_(list(organisations)),
                 )
@@ -287,7 +214,7 @@ class Dispatcher:
             organisation = claim.organisation_id
             if counts.get(organisation, 0) > self._cap(organisation):
                 counts[organisation] -= 1
-                await self._put_back(claim, utcnow())
+                await self._hand_back(claim, utcnow())
             else:
                 kept.append(claim)
         self._full |= {o for o, n in counts.items() if n >= self._cap(o)}
@@ -306,7 +233,7 @@ class Dispatcher:
             )
         if wait_until is not None:
             # Its circuit is being tested by another delivery: wait, spending no attempt.
-            await self._put_back(claim, wait_until)
+            await self._hand_back(claim, wait_until)
             return
         started = utcnow()
         try:
@@ -316,83 +243,50 @@ class Dispatcher:
             # attempt is recorded and the next one looks it up before creating it again.
             await self._record(claim, attempt=attempt, started=started, outcome=INTERRUPTED)
             raise
-        if outcome.kind == "lease_lost":
+        if outcome.kind is Outcome.lease_lost:
             # Another worker holds it now and may be sending it: no call, no outcome of ours.
             log.warning("dispatch.lease_lost", dispatch=str(claim.dispatch_id))
             return
-        if outcome.kind == "retry" and attempt >= self.settings.max_attempts:
-            error = f"gave up after {attempt} attempts: {outcome.error}"
-            outcome = Outcome("dead", error, transient=True)
+        if (gave_up := self._gave_up(outcome, attempt)) is not None:
+            outcome = Result(kind=Outcome.dead, error=gave_up, transient=True)
         await self._record(claim, attempt=attempt, started=started, outcome=outcome)
 
-    async def _put_back(self, claim: Claim, when: datetime) -> None:
-        async with writing(self.engine) as conn:
-            await conn.execute(
-                update(dispatch_table)
-                .where(
-                    d.id == claim.dispatch_id,
-                    d.lease_owner == self.worker_id,
-                    d.claims == claim.claims,
-                )
-                .values(
-                    state="pending",
-                    lease_owner=None,
-                    lease_until=None,
-                    claims=d.claims - 1,
-                    next_attempt_at=when,
-                )
-            )
-
-    async def _attempt(self, claim: Claim, attempt: int) -> Outcome:
+    async def _attempt(self, claim: Claim, attempt: int) -> Result:
         adapter = self.adapters.get(claim.organisation_id)
         if adapter is None:
-            return Outcome("dead", f"organisation {claim.organisation_id} is not configured")
+            return Result(Outcome.dead, f"organisation {claim.organisation_id} is not configured")
         fence = LeaseFence(self, claim, call_seconds=adapter.timeout)
         try:
             delivery = await self._delivery(claim, attempt, fence=fence.check)
             if delivery is None:
                 # Erased while this delivery was waiting for another try: nothing left to send.
-                return Outcome("cancelled", "called off: the citizen's data was erased")
+                return Result(Outcome.cancelled, "called off: the citizen's data was erased")
             await fence.check()
             receipt = await adapter.deliver(delivery)
         except LeaseLost:
-            return Outcome("lease_lost")
+            return Result(Outcome.lease_lost)
         except RetryableError as exc:
-            return Outcome(
-                "retry",
+            return Result(
+                Outcome.retry,
                 str(exc),
                 retry_after=exc.retry_after,
                 transient=True,
                 ambiguous=exc.ambiguous,
             )
         except PermanentError as exc:
-            return Outcome("dead", str(exc))
+            return Result(Outcome.dead, str(exc))
         except Exception as exc:
             # A bug in an adapter must not stop the worker; it is retried and shows in the API.
             # It may have failed after its call went out, so the next attempt looks first.
             log.exception("dispatch.adapter_crashed", dispatch=str(claim.dispatch_id))
             error = f"internal error in adapter: {type(exc).__name__}"
-            return Outcome("retry", error, ambiguous=True)
-        return Outcome("delivered", remote_reference=receipt.remote_reference)
-
-    def _still_held(self, claim: Claim) -> tuple[ColumnElement[bool], ...]:
-        """The lease is this worker's, for this claim: the claim number fences off a lease that
-        ran out and was taken again."""
-        return (
-            d.id == claim.dispatch_id,
-            d.lease_owner == self.worker_id,
-            d.claims == claim.claims,
-            d.state == "delivering",
-        )
+            return Result(Outcome.retry, error, ambiguous=True)
+        return Result(Outcome.delivered, remote_reference=receipt.remote_reference)
 
     async def extend_lease(self, claim: Claim, now: datetime) -> datetime:
         """Hold this claim's lease for another lease_seconds, or raise LeaseLost."""
-        until = now + timedelta(seconds=self.settings.lease_seconds)
-        async with writing(self.engine) as conn:
-            extended = await conn.execute(
-                update(dispatch_table).where(*self._still_held(claim)).values(lease_until=until)
-            )
-        if extended.rowcount == 0:
+        until = await self._extend(claim, now)
+        if until is None:
             raise LeaseLost("the lease ran out and another worker took the delivery")
         return until
 
@@ -436,7 +330,7 @@ class Dispatcher:
                         "id": uuid.uuid4(),
                         "dispatch_id": claim.dispatch_id,
                         "number": number,
-                        "outcome": "interrupted",
+                        "outcome": Outcome.interrupted,
                         "error": "the worker stopped before the attempt finished",
                         "worker": "unknown",
                         "started_at": now,
@@ -453,7 +347,7 @@ class Dispatcher:
         return attempts
 
     async def _record(
-        self, claim: Claim, *, attempt: int, started: datetime, outcome: Outcome
+        self, claim: Claim, *, attempt: int, started: datetime, outcome: Result
     ) -> None:
         now = utcnow()
         async with writing(self.engine) as conn:
@@ -464,12 +358,8 @@ class Dispatcher:
                     .where(enquiry_table.c.id == claim.enquiry_id)
                     .with_for_update()
                 )
-            updated = await conn.execute(
-                update(dispatch_table)
-                .where(*self._still_held(claim))
-                .values(**self._dispatch_values(outcome, attempt=attempt, now=now))
-            )
-            if updated.rowcount == 0:
+            values = self._dispatch_values(outcome, attempt=attempt, now=now)
+            if not await self._settle(conn, claim, values):
                 log.warning("dispatch.lease_lost", dispatch=str(claim.dispatch_id))
                 return
             await conn.execute(
@@ -487,7 +377,7 @@ class Dispatcher:
             )
             await self._timeline(conn, claim, attempt=attempt, outcome=outcome, now=now)
             failing = claim.organisation_id in self._failing
-            if outcome.transient or (outcome.kind == "delivered" and failing):
+            if outcome.transient or (outcome.kind is Outcome.delivered and failing):
                 await self._count_for_circuit(conn, claim, outcome, now)
         log.info(
             f"dispatch.{outcome.kind}",
@@ -498,12 +388,12 @@ class Dispatcher:
         )
 
     async def _count_for_circuit(
-        self, conn: AsyncConnection, claim: Claim, outcome: Outcome, now: datetime
+        self, conn: AsyncConnection, claim: Claim, outcome: Result, now: datetime
     ) -> None:
         change = await circuits.record(
             conn,
             claim.organisation_id,
-            failed=outcome.kind != "delivered",
+            failed=outcome.kind is not Outcome.delivered,
             error=outcome.error,
             settings=self.settings,
             now=now,
@@ -511,64 +401,50 @@ class Dispatcher:
         if change is None:
             return
         log.warning(f"circuit.{change}", organisation=claim.organisation_id)
-        if change == "closed":
+        if change is BreakerChange.closed:
             # The back-office is answering again: what waited for it need wait no longer, and
             # the ramp lets it through a few calls at a time.
             await conn.execute(
                 update(dispatch_table)
                 .where(
                     d.organisation_id == claim.organisation_id,
-                    d.state == "pending",
+                    d.state == OutboxState.pending,
                     d.next_attempt_at > now,
                 )
                 .values(next_attempt_at=now)
             )
 
-    def _dispatch_values(self, outcome: Outcome, *, attempt: int, now: datetime) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "attempts": attempt,
-            "lease_owner": None,
-            "lease_until": None,
-            "updated_at": now,
-            "last_error": outcome.error,
-        }
-        if outcome.kind == "delivered":
-            values.update(
-                state="delivered", delivered_at=now, remote_reference=outcome.remote_reference
-            )
-        elif outcome.kind in ("dead", "cancelled"):
-            values.update(state=outcome.kind)
-        else:
-            values.update(
-                state="pending", next_attempt_at=now + self._retry_delay(outcome, attempt)
-            )
+    def _dispatch_values(self, outcome: Result, *, attempt: int, now: datetime) -> dict[str, Any]:
+        values = finished(
+            outcome.kind,
+            attempt=attempt,
+            now=now,
+            error=outcome.error,
+            retry_in=lambda: self._retry_delay(outcome, attempt),
+        )
+        if outcome.kind is Outcome.delivered:
+            values["remote_reference"] = outcome.remote_reference
         return values
 
-    def _retry_delay(self, outcome: Outcome, attempt: int) -> timedelta:
+    def _retry_delay(self, outcome: Result, attempt: int) -> timedelta:
         settle = timedelta(seconds=self.settings.settle_seconds if outcome.ambiguous else 0)
-        if outcome.kind == "interrupted":
+        if outcome.kind is Outcome.interrupted:
             return settle  # not the back-office's fault: no back-off, only the settling
-        delay = retry_delay(
-            self.settings.retry_schedule,
-            attempt,
-            jitter=self.settings.jitter,
-            retry_after=outcome.retry_after,
-        )
-        return max(delay, settle)
+        return max(self._backoff(attempt, outcome.retry_after), settle)
 
     async def _timeline(
-        self, conn: AsyncConnection, claim: Claim, *, attempt: int, outcome: Outcome, now: datetime
+        self, conn: AsyncConnection, claim: Claim, *, attempt: int, outcome: Result, now: datetime
     ) -> None:
         organisation = self.catalogue.organisations.get(claim.organisation_id)
         name = organisation.name if organisation else claim.organisation_id
-        if outcome.kind == "delivered":
+        if outcome.kind is Outcome.delivered:
             remote = f" as {outcome.remote_reference}" if outcome.remote_reference else ""
             detail = f"{name} accepted it{remote}"
-        elif outcome.kind == "dead":
+        elif outcome.kind is Outcome.dead:
             detail = f"{name} could not be sent it: {outcome.error}"
-        elif outcome.kind == "cancelled":
+        elif outcome.kind is Outcome.cancelled:
             detail = f"not sent to {name}: {outcome.error}"
-        elif outcome.kind == "interrupted":
+        elif outcome.kind is Outcome.interrupted:
             detail = f"attempt {attempt} to {name} was cut off; it will be looked up and retried"
         else:
             detail = f"attempt {attempt} to {name} failed ({outcome.error}); it will be retried"
@@ -583,19 +459,15 @@ class Dispatcher:
             {
                 **event,
                 "id": uuid.uuid4(),
-                "type": _EVENT_TYPE.get(outcome.kind, f"dispatch.{outcome.kind}"),
+                "type": EventType.dispatch_outcome(outcome.kind),
                 "detail": detail,
             },
         )
-        if outcome.kind == "cancelled":
+        if outcome.kind is Outcome.cancelled:
             await follow_enquiry_status(conn, claim.enquiry_id, now)
             return
         status = await self._enquiry_status_change(conn, claim, outcome, now)
         if status is not None:
-            text = {
-                "dispatched": "every organisation has received it",
-                "failed": "it could not be delivered everywhere; the contact centre can see why",
-            }[status]
             # About the enquiry as a whole: it names no organisation and no dispatch, so an
             # organisation's feed is never sent another organisation's part with it.
             await conn.execute(
@@ -605,55 +477,33 @@ class Dispatcher:
                     "organisation_id": None,
                     "dispatch_id": None,
                     "id": uuid.uuid4(),
-                    "type": f"enquiry.{status}",
+                    "type": EventType.enquiry_status(status),
                     "status": status,
-                    "detail": text,
+                    "detail": _ENQUIRY_DETAIL[status],
                     # Just after the dispatch event, so the timeline reads in order.
                     "created_at": now + timedelta(microseconds=1),
                 },
             )
 
     async def _enquiry_status_change(
-        self, conn: AsyncConnection, claim: Claim, outcome: Outcome, now: datetime
-    ) -> str | None:
+        self, conn: AsyncConnection, claim: Claim, outcome: Result, now: datetime
+    ) -> Status | None:
         e = enquiry_table.c
-        if outcome.kind == "delivered":
-            undelivered = exists().where(d.enquiry_id == claim.enquiry_id, d.state != "delivered")
-            condition, status = ~undelivered, "dispatched"
-        elif outcome.kind == "dead":
-            condition, status = e.id.is_not(None), "failed"
+        if outcome.kind is Outcome.delivered:
+            undelivered = exists().where(
+                d.enquiry_id == claim.enquiry_id, d.state != OutboxState.delivered
+            )
+            condition, status = ~undelivered, Status.dispatched
+        elif outcome.kind is Outcome.dead:
+            condition, status = e.id.is_not(None), Status.failed
         else:
             return None
         changed = await conn.execute(
             update(enquiry_table)
-            .where(e.id == claim.enquiry_id, e.status == "routed", condition)
+            .where(e.id == claim.enquiry_id, e.status == Status.routed, condition)
             .values(status=status, updated_at=now)
         )
         return status if changed.rowcount else None
-
-    async def _drain(self) -> None:
-        await self._pool.drain(self.settings.shutdown_grace_seconds)
-        await self._release_leases()
-
-    async def _release_leases(self) -> None:
-        """Hand back what we still hold (an attempt whose outcome could not be written) so
-        another worker can take it without waiting for the lease to run out. The claim stays
-        counted: the next worker records the attempt as interrupted and looks the case up."""
-        now = utcnow()
-        async with writing(self.engine) as conn:
-            released = await conn.execute(
-                update(dispatch_table)
-                .where(d.lease_owner == self.worker_id, d.state == "delivering")
-                .values(
-                    state="pending",
-                    lease_owner=None,
-                    lease_until=None,
-                    next_attempt_at=now + timedelta(seconds=self.settings.settle_seconds),
-                    updated_at=now,
-                )
-            )
-        if released.rowcount:
-            log.info("dispatcher.leases_released", count=released.rowcount)
 
     async def _listen(self) -> None:
         if not is_postgres(self.engine):

@@ -21,6 +21,7 @@ from app.core.crypto import Sealer
 from app.core.errors import FieldError, ValidationFailed
 from app.core.models import utcnow
 from app.core.vocabulary import EventType, OutboxState
+from app.delivery.outbox import new_row
 from app.intake import reference as references
 from app.intake.idempotency import IdempotencyKey
 from app.intake.schemas import Advice, DestinationOut, EnquiryCreated, EnquiryIn, Location
@@ -206,18 +207,7 @@ async def _store(
     # The citizen's key to this one enquiry; random, so a fast hash is enough (see clients.py).
     access_token = secrets.token_urlsafe(24)
     dispatches = [
-        {
-            "id": uuid.uuid4(),
-            "enquiry_id": enquiry_id,
-            "organisation_id": d.organisation_id,
-            "reason": d.reason,
-            "state": OutboxState.pending,
-            "attempts": 0,
-            "claims": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
+        new_row(now=now, enquiry_id=enquiry_id, organisation_id=d.organisation_id, reason=d.reason)
         for d in destinations
     ]
     row = {

@@ -6,11 +6,11 @@ Two steps, both in the worker, neither on the intake path:
   `webhook_delivery` row is inserted per match. Each scan re-reads a window before the newest
   event already fed (an event committed late with an earlier time is still found); the unique
   (subscription, event) pair makes a re-scan, or two workers scanning at once, add nothing twice.
-- **send**: due deliveries are claimed with a lease (as the dispatcher claims dispatches;
-  FOR UPDATE SKIP LOCKED on PostgreSQL), POSTed through the shared guarded client and signed
-  per Standard Webhooks, with the same `webhook-id` on every attempt. 2xx delivers; 410 disables
-  the subscription; 408, 429, 5xx and transport errors are retried on the schedule, honouring
-  Retry-After; any other answer makes the delivery dead.
+- **send**: due deliveries are claimed with a lease (the outbox, app.delivery.outbox, as the
+  dispatcher's are), POSTed through the shared guarded client and signed per Standard Webhooks,
+  with the same `webhook-id` on every attempt. 2xx delivers; 410 disables the subscription; 408,
+  429, 5xx and transport errors are retried on the schedule, honouring Retry-After; any other
+  answer makes the delivery dead.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
@@ -42,7 +42,9 @@ from app.core.models import (
     webhook_subscription_table,
 )
 from app.core.settings import WebhookSettings
-from app.delivery.workpool import WorkPool, retry_delay
+from app.core.vocabulary import OutboxState, Outcome, SubscriptionState
+from app.delivery import outbox
+from app.delivery.outbox import LeaseQueue, finished, new_row
 from app.intake.reading import shown_detail
 from app.intake.reference import display
 from app.partners.subscriptions import wants
@@ -80,7 +82,9 @@ class _Subscriber:
 async def feed(engine: AsyncEngine, settings: WebhookSettings) -> int:
     """Turn events not yet fed into deliveries for each matching subscription; how many."""
     async with reading(engine) as conn:
-        rows = await conn.execute(select(webhook_subscription_table).where(s.state == "active"))
+        rows = await conn.execute(
+            select(webhook_subscription_table).where(s.state == SubscriptionState.active)
+        )
         subscriptions = [
             (row["fed_until"], _Subscriber(**{k: row[k] for k in _SUBSCRIBER_FIELDS}))
             for row in rows.mappings()
@@ -153,7 +157,12 @@ async def _deliveries_for(
     )
     now = utcnow()
     rows = [
-        _new_delivery(subscriber.id, event, now)
+        new_row(
+            now=now,
+            subscription_id=subscriber.id,
+            event_id=event["id"],
+            event_type=event["type"],
+        )
         for event in events
         for subscriber in subscribers
         if (subscriber.id, event["id"]) not in present
@@ -173,21 +182,6 @@ async def _deliveries_for(
     return int(inserted.rowcount)
 
 
-def _new_delivery(subscription_id: uuid.UUID, event: Any, now: datetime) -> dict[str, Any]:
-    return {
-        "id": uuid.uuid4(),
-        "subscription_id": subscription_id,
-        "event_id": event["id"],
-        "event_type": event["type"],
-        "state": "pending",
-        "attempts": 0,
-        "claims": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
 async def _advance(engine: AsyncEngine, fed: list[uuid.UUID], newest: datetime) -> None:
     """Move the fed subscriptions' high-water mark forward (never back); one made during the
     scan keeps its own, so the next scan reads everything since it was made."""
@@ -199,24 +193,24 @@ async def _advance(engine: AsyncEngine, fed: list[uuid.UUID], newest: datetime) 
         )
 
 
-@dataclass(frozen=True)
-class Claim:
-    delivery_id: uuid.UUID
+@dataclass(frozen=True, kw_only=True)
+class Claim(outbox.Claim):
     subscription_id: uuid.UUID
     event_id: uuid.UUID
-    claims: int
 
 
-@dataclass(frozen=True)
-class Outcome:
-    kind: str  # delivered | retry | dead | disable
-    status: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
+@dataclass(frozen=True, kw_only=True)
+class Result(outbox.Result):
+    status: int | None = None  # the endpoint's HTTP status
 
 
-class WebhookSender:
+class WebhookSender(LeaseQueue[Claim]):
     """Feeds and sends webhook deliveries until stopped; any number may share a database."""
+
+    table = webhook_delivery_table
+    name = "webhooks"
+    claim_columns = (w.subscription_id, w.event_id)
+    settings: WebhookSettings
 
     def __init__(
         self,
@@ -228,221 +222,116 @@ class WebhookSender:
         worker_id: str,
         shutdown_grace_seconds: float = 10.0,
     ) -> None:
-        self.engine = engine
+        super().__init__(engine=engine, settings=settings, worker_id=worker_id)
         self.client = client
         self.sealer = sealer
-        self.settings = settings
-        self.worker_id = worker_id
         self.shutdown_grace_seconds = shutdown_grace_seconds
-        self._stopping = asyncio.Event()
-        self._pool = WorkPool(concurrency=settings.concurrency, name="webhooks")
-
-    def wake(self) -> None:
-        self._pool.wake()
-
-    async def stop(self) -> None:
-        """Stop claiming; in-flight sends get the grace period, then their leases go back."""
-        self._stopping.set()
-        self._pool.wake()
-
-    async def run(self) -> None:
-        """Feed and send until stop() is called."""
-        log.info("webhooks.started", worker=self.worker_id)
-        loop = asyncio.get_running_loop()
-        fed_at = -self.settings.poll_seconds
-        try:
-            while not self._stopping.is_set():
-                try:
-                    if loop.time() - fed_at >= self.settings.poll_seconds:
-                        fed_at = loop.time()
-                        await feed(self.engine, self.settings)
-                    claimed, wanted = await self._claim_and_start()
-                    if wanted == 0:
-                        await self._pool.sleep(self.settings.poll_seconds)  # a send ends: woken
-                    elif claimed < wanted:
-                        wait = self.settings.poll_seconds - (loop.time() - fed_at)
-                        await self._pool.sleep(min(wait, await self._seconds_until_due()))
-                except (SQLAlchemyError, OSError) as exc:
-                    log.warning("webhooks.loop_failed", error=type(exc).__name__)
-                    await self._pool.sleep(self.settings.poll_seconds)
-        finally:
-            await self._drain()
-            log.info("webhooks.stopped", worker=self.worker_id)
+        self._fed_at: float | None = None
 
     async def run_until_idle(self) -> None:
         """Feed, then send everything due now, waiting for each (tests and one-off runs)."""
         await feed(self.engine, self.settings)
-        while claimed := await self._claim(self.settings.batch_size):
-            await asyncio.gather(*(self._deliver(c) for c in claimed))
+        await super().run_until_idle()
 
-    async def _claim_and_start(self) -> tuple[int, int]:
-        """Claim what there is room for and start sending it; (claimed, wanted)."""
-        wanted = self._pool.room(self.settings.batch_size)
-        claimed = await self._claim(wanted) if wanted > 0 else []
-        for claim in claimed:
-            self._pool.start(claim.delivery_id, self._deliver(claim))
-        return len(claimed), wanted
+    async def _prepare(self) -> None:
+        """Feed new events every poll_seconds."""
+        now = asyncio.get_running_loop().time()
+        if self._fed_at is None or now - self._fed_at >= self.settings.poll_seconds:
+            self._fed_at = now
+            await feed(self.engine, self.settings)
 
-    async def _seconds_until_due(self) -> float:
-        async with reading(self.engine) as conn:
-            next_due = await conn.scalar(
-                select(func.min(w.next_attempt_at)).where(
-                    w.state == "pending", w.subscription_id.in_(_active().scalar_subquery())
-                )
-            )
-            next_expiry = await conn.scalar(
-                select(func.min(w.lease_until)).where(w.state == "delivering")
-            )
-        due = [t for t in (next_due, next_expiry) if t is not None]
-        if not due:
-            return self.settings.poll_seconds
-        wait: float = (min(due) - utcnow()).total_seconds()
-        return max(0.0, wait + 0.01)
+    def _longest_sleep(self) -> float:
+        """Until the next feed is due."""
+        fed_for = asyncio.get_running_loop().time() - (self._fed_at or 0.0)
+        return self.settings.poll_seconds - fed_for
 
-    async def _claim(self, limit: int) -> list[Claim]:
-        now = utcnow()
-        due = (
-            select(w.id)
-            .where(
-                or_(
-                    and_(w.state == "pending", w.next_attempt_at <= now),
-                    and_(w.state == "delivering", w.lease_until < now),
-                ),
-                w.subscription_id.in_(_active().scalar_subquery()),
-            )
-            .order_by(w.next_attempt_at)
-            .limit(limit)
-        )
-        if holding := self._pool.holding():
-            due = due.where(w.id.not_in(holding))
-        if is_postgres(self.engine):
-            due = due.with_for_update(of=webhook_delivery_table, skip_locked=True)
-        claim = (
-            update(webhook_delivery_table)
-            .where(w.id.in_(due.scalar_subquery()))
-            .values(
-                state="delivering",
-                lease_owner=self.worker_id,
-                lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                claims=w.claims + 1,
-                updated_at=now,
-            )
-            .returning(w.id, w.subscription_id, w.event_id, w.claims)
-        )
-        async with writing(self.engine) as conn:
-            return [Claim(*row) for row in (await conn.execute(claim)).all()]
+    def _grace_seconds(self) -> float:
+        return self.shutdown_grace_seconds
+
+    def _released(self, now: datetime) -> dict[str, Any]:
+        # Every claim counts as an attempt: one cut off at shutdown is not counted.
+        return {"claims": w.claims - 1, "next_attempt_at": now}
+
+    def _waiting(self) -> list[ColumnElement[bool]]:
+        return [w.subscription_id.in_(_active().scalar_subquery())]
+
+    async def _claimable(self, now: datetime) -> list[ColumnElement[bool]]:
+        return self._waiting()
+
+    async def _claimed(self, rows: Sequence[Row[Any]], lease_until: datetime) -> list[Claim]:
+        return [Claim(**row._asdict()) for row in rows]
 
     async def _deliver(self, claim: Claim) -> None:
         # Every claim is an attempt, so one whose worker died mid-send counts too.
         attempt = claim.claims
         outcome = await self._attempt(claim)
-        if outcome.kind == "retry" and attempt >= self.settings.max_attempts:
-            outcome = Outcome(
-                "dead", outcome.status, f"gave up after {attempt} attempts: {outcome.error}"
-            )
+        if (gave_up := self._gave_up(outcome, attempt)) is not None:
+            outcome = Result(Outcome.dead, gave_up, status=outcome.status)
         await self._record(claim, attempt=attempt, outcome=outcome)
 
-    async def _attempt(self, claim: Claim) -> Outcome:
+    async def _attempt(self, claim: Claim) -> Result:
         async with reading(self.engine, one_snapshot=True) as conn:
             target = await _target(conn, claim)
             if target is None:
-                return Outcome("dead", error="the subscription or its event is gone")
+                return Result(Outcome.dead, error="the subscription or its event is gone")
             url, sealed, staff = target
             body = await _body(conn, claim.event_id, staff=staff)
         try:
             secret = (self.sealer.open(sealed) or {})["secret"]
         except SealedDataUnreadable:
-            return Outcome("retry", error="no configured key opens the subscription's secret")
+            return Result(Outcome.retry, error="no configured key opens the subscription's secret")
         try:
             response = await self.client.post(
                 url, content=body, headers=signed_headers(secret, claim.event_id, body)
             )
         except httpx.HTTPError as exc:
-            return Outcome("retry", error=describe_transport_error(exc))
+            return Result(Outcome.retry, error=describe_transport_error(exc))
         return classify(response)
 
-    async def _record(self, claim: Claim, *, attempt: int, outcome: Outcome) -> None:
+    async def _record(self, claim: Claim, *, attempt: int, outcome: Result) -> None:
         now = utcnow()
         async with writing(self.engine) as conn:
-            updated = await conn.execute(
-                update(webhook_delivery_table)
-                .where(
-                    w.id == claim.delivery_id,
-                    w.lease_owner == self.worker_id,
-                    w.claims == claim.claims,
-                    w.state == "delivering",
-                )
-                .values(**self._values(outcome, attempt=attempt, now=now))
-            )
-            if updated.rowcount == 0:
-                log.warning("webhook.lease_lost", delivery=str(claim.delivery_id))
+            if not await self._settle(conn, claim, self._values(outcome, attempt=attempt, now=now)):
+                log.warning("webhook.lease_lost", delivery=str(claim.row_id))
                 return
-            if outcome.kind == "disable":
+            if outcome.kind is Outcome.disable:
                 await _disable(conn, claim.subscription_id, now)
         log.info(
             f"webhook.{outcome.kind}",
-            delivery=str(claim.delivery_id),
+            delivery=str(claim.row_id),
             subscription=str(claim.subscription_id),
             attempt=attempt,
             status=outcome.status,
             error=outcome.error,
         )
 
-    def _values(self, outcome: Outcome, *, attempt: int, now: datetime) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "attempts": attempt,
-            "lease_owner": None,
-            "lease_until": None,
-            "last_status": outcome.status,
-            "last_error": outcome.error,
-            "updated_at": now,
-        }
-        if outcome.kind == "delivered":
-            values.update(state="delivered", delivered_at=now)
-        elif outcome.kind == "retry":
-            delay = retry_delay(
-                self.settings.retry_schedule,
-                attempt,
-                jitter=self.settings.jitter,
-                retry_after=outcome.retry_after,
-                max_retry_after=self.settings.max_retry_after_seconds,
-            )
-            values.update(state="pending", next_attempt_at=now + delay)
-        else:
-            values.update(state="dead")
-        return values
-
-    async def _drain(self) -> None:
-        await self._pool.drain(self.shutdown_grace_seconds)
-        async with writing(self.engine) as conn:
-            await conn.execute(
-                update(webhook_delivery_table)
-                .where(w.lease_owner == self.worker_id, w.state == "delivering")
-                .values(
-                    state="pending",
-                    lease_owner=None,
-                    lease_until=None,
-                    claims=w.claims - 1,
-                    next_attempt_at=utcnow(),
-                )
-            )
+    def _values(self, outcome: Result, *, attempt: int, now: datetime) -> dict[str, Any]:
+        max_wait = self.settings.max_retry_after_seconds
+        values = finished(
+            outcome.kind,
+            attempt=attempt,
+            now=now,
+            error=outcome.error,
+            retry_in=lambda: self._backoff(attempt, outcome.retry_after, max_wait),
+        )
+        return {**values, "last_status": outcome.status}
 
 
 def _active() -> Any:
-    return select(s.id).where(s.state == "active")
+    return select(s.id).where(s.state == SubscriptionState.active)
 
 
-def classify(response: httpx.Response) -> Outcome:
+def classify(response: httpx.Response) -> Result:
     """What an endpoint's answer means for the delivery (never reading its body)."""
     status = response.status_code
     summary = f"HTTP {status} from {response.request.url.host}"
     if 200 <= status < 300:
-        return Outcome("delivered", status)
+        return Result(Outcome.delivered, status=status)
     if status == 410:
-        return Outcome("disable", status, f"{summary}: the endpoint is gone")
+        return Result(Outcome.disable, f"{summary}: the endpoint is gone", status=status)
     if status >= 500 or status in _RETRY_STATUSES:
-        return Outcome("retry", status, summary, retry_after_seconds(response))
-    return Outcome("dead", status, summary)
+        return Result(Outcome.retry, summary, retry_after_seconds(response), status=status)
+    return Result(Outcome.dead, summary, status=status)
 
 
 def message_id(event_id: uuid.UUID) -> str:
@@ -515,11 +404,13 @@ async def _disable(conn: AsyncConnection, subscription_id: uuid.UUID, now: datet
     await conn.execute(
         update(webhook_subscription_table)
         .where(s.id == subscription_id)
-        .values(state="disabled", disabled_reason=reason, updated_at=now)
+        .values(state=SubscriptionState.disabled, disabled_reason=reason, updated_at=now)
     )
     await conn.execute(
         update(webhook_delivery_table)
-        .where(w.subscription_id == subscription_id, w.state == "pending")
-        .values(state="cancelled", last_error="the subscription was disabled", updated_at=now)
+        .where(w.subscription_id == subscription_id, w.state == OutboxState.pending)
+        .values(
+            state=OutboxState.cancelled, last_error="the subscription was disabled", updated_at=now
+        )
     )
     log.warning("webhook.subscription_disabled", subscription=str(subscription_id))

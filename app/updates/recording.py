@@ -34,6 +34,7 @@ from app.core.models import (
     utcnow,
 )
 from app.core.vocabulary import EventType, OutboxState, ReceivedVia
+from app.delivery.outbox import new_row
 from app.intake import reference as references
 
 log = structlog.get_logger()
@@ -198,18 +199,7 @@ async def _send_to_triage(
     reason = f"{organisation.name} says it is not theirs: {why}"
     await conn.execute(
         dispatch_table.insert(),
-        {
-            "id": uuid.uuid4(),
-            "enquiry_id": dispatch.enquiry_id,
-            "organisation_id": triage.id,
-            "reason": reason,
-            "state": OutboxState.pending,
-            "attempts": 0,
-            "claims": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        },
+        new_row(now=now, enquiry_id=dispatch.enquiry_id, organisation_id=triage.id, reason=reason),
     )
     await conn.execute(
         event_table.insert(),

@@ -1,0 +1,404 @@
+"""The outbox: durable work kept as rows, delivered by workers that claim them under a lease.
+
+One lease queue for every kind of durable work. A claim is one UPDATE (on PostgreSQL over rows
+taken with FOR UPDATE SKIP LOCKED); an attempt's result is written only while the lease is
+still this worker's for this claim (the fence), so a worker that lost its lease cannot overwrite
+the one that took it over; a worker killed at any moment leaves leased rows behind, claimed
+again when the lease runs out; one stopping hands back what it still holds. Its users (the
+dispatcher, the webhook sender) say only what is delivered and how an attempt's outcome is
+classified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Generic, TypeVar
+
+import structlog
+from sqlalchemy import ColumnElement, Row, Table, and_, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.core.db import is_postgres, reading, writing
+from app.core.logs import error_type
+from app.core.models import utcnow
+from app.core.settings import LeaseQueueSettings
+from app.core.vocabulary import OutboxState, Outcome
+
+log = structlog.get_logger()
+
+
+def new_row(*, now: datetime, **columns: Any) -> dict[str, Any]:
+    """A new outbox row, due at once; `columns` are what the kind of work adds (its target)."""
+    return {
+        "id": uuid.uuid4(),
+        **columns,
+        "state": OutboxState.pending,
+        "attempts": 0,
+        "claims": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+# Where an attempt's outcome leaves its row; any other outcome is tried again.
+_STATE_AFTER = {
+    Outcome.delivered: OutboxState.delivered,
+    Outcome.dead: OutboxState.dead,
+    Outcome.cancelled: OutboxState.cancelled,
+    Outcome.disable: OutboxState.dead,
+}
+
+
+def finished(
+    outcome: Outcome,
+    *,
+    attempt: int,
+    now: datetime,
+    error: str | None,
+    retry_in: Callable[[], timedelta],
+) -> dict[str, Any]:
+    """A row's values once an attempt has ended: its lease let go, the attempt counted, and
+    its new state; pending again, due after `retry_in()`."""
+    state = _STATE_AFTER.get(outcome, OutboxState.pending)
+    values: dict[str, Any] = {
+        "state": state,
+        "attempts": attempt,
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": error,
+        "updated_at": now,
+    }
+    if state is OutboxState.delivered:
+        values["delivered_at"] = now
+    elif state is OutboxState.pending:
+        values["next_attempt_at"] = now + retry_in()
+    return values
+
+
+def new_worker_id() -> str:
+    """Unique per process and start: host, pid and a random tail."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A row claimed by this worker, and which claim of that row it is: a lease that ran out
+    and was taken again has a higher number (the fence)."""
+
+    row_id: uuid.UUID
+    claims: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one attempt ended; each kind of work adds what it learnt."""
+
+    kind: Outcome
+    error: str | None = None
+    retry_after: float | None = None  # the other side asked us to wait this long
+
+
+ClaimT = TypeVar("ClaimT", bound=Claim)
+
+
+class LeaseQueue(ABC, Generic[ClaimT]):
+    """Claims due rows of `table` under a lease and delivers each in a task of its own, until
+    stopped; any number of workers may share one database."""
+
+    table: ClassVar[Table]
+    name: ClassVar[str]  # of its log events: `dispatcher.started`
+    # The columns a claim holds besides row_id and claims, named as its fields.
+    claim_columns: ClassVar[tuple[ColumnElement[Any], ...]]
+
+    def __init__(
+        self, *, engine: AsyncEngine, settings: LeaseQueueSettings, worker_id: str | None
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.worker_id = worker_id or new_worker_id()
+        self._stopping = asyncio.Event()
+        self._pool = WorkPool(concurrency=settings.concurrency, name=self.name)
+
+    # --- what each kind of work says ----------------------------------------------------------
+
+    @abstractmethod
+    async def _claimable(self, now: datetime) -> list[ColumnElement[bool]]:
+        """What a due row must also meet to be claimed now."""
+
+    @abstractmethod
+    def _waiting(self) -> list[ColumnElement[bool]]:
+        """What a pending row must meet to count for the next due time."""
+
+    @abstractmethod
+    async def _claimed(self, rows: Sequence[Row[Any]], lease_until: datetime) -> list[ClaimT]:
+        """The claims of the rows just claimed (row_id, claims and `claim_columns`), less any
+        handed back at once."""
+
+    @abstractmethod
+    async def _deliver(self, claim: ClaimT) -> None:
+        """Make one attempt and record its outcome."""
+
+    @abstractmethod
+    def _grace_seconds(self) -> float:
+        """How long deliveries in flight may finish once stop() is called."""
+
+    @abstractmethod
+    def _released(self, now: datetime) -> dict[str, Any]:
+        """What a row handed back at shutdown is given besides being pending and unleased:
+        when it is next due, and whether the claim cut off still counts."""
+
+    async def _starting(self) -> None:
+        """Before the first claim of run()."""
+
+    async def _stopped(self) -> None:
+        """After run() has handed its leases back."""
+
+    async def _prepare(self) -> None:
+        """Before each claim of run()."""
+
+    def _longest_sleep(self) -> float:
+        """The longest run() sleeps with no work due."""
+        return self.settings.poll_seconds
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New work is waiting: claim it now rather than at the next poll."""
+        self._pool.wake()
+
+    async def stop(self) -> None:
+        """Stop claiming; in-flight deliveries get the grace period, then their leases go back."""
+        self._stopping.set()
+        self._pool.wake()
+
+    async def run(self) -> None:
+        """Claim and deliver until stop() is called."""
+        await self._starting()
+        log.info(f"{self.name}.started", worker=self.worker_id)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._turn()
+                except (SQLAlchemyError, OSError) as exc:
+                    # The database is unreachable: nothing is lost, try again after a pause.
+                    log.warning(f"{self.name}.claim_failed", error=type(exc).__name__)
+                    await self._pool.sleep(self.settings.poll_seconds)
+        finally:
+            await self._pool.drain(self._grace_seconds())
+            await self._release_leases()
+            await self._stopped()
+            log.info(f"{self.name}.stopped", worker=self.worker_id)
+
+    async def run_until_idle(self) -> None:
+        """Deliver everything due now, waiting for each attempt (for tests and one-off runs)."""
+        while claimed := await self._claim(self.settings.batch_size):
+            await asyncio.gather(*(self._deliver(c) for c in claimed))
+
+    async def _turn(self) -> None:
+        await self._prepare()
+        wanted = self._pool.room(self.settings.batch_size)
+        claimed = await self._claim(wanted) if wanted > 0 else []
+        for claim in claimed:
+            self._pool.start(claim.row_id, self._deliver(claim))
+        if wanted == 0:
+            await self._pool.sleep(self.settings.poll_seconds)  # a finished delivery wakes us
+        elif len(claimed) < wanted:
+            await self._pool.sleep(await self._seconds_until_due())
+
+    # --- the lease ----------------------------------------------------------------------------
+
+    async def _claim(self, limit: int) -> list[ClaimT]:
+        c, now = self.table.c, utcnow()
+        due = (
+            select(c.id)
+            .where(
+                or_(
+                    and_(c.state == OutboxState.pending, c.next_attempt_at <= now),
+                    and_(c.state == OutboxState.delivering, c.lease_until < now),
+                )
+            )
+            .order_by(c.next_attempt_at)
+            .limit(limit)
+        )
+        if holding := self._pool.holding():
+            # Our own call may outlive its lease; it must not be sent a second time alongside.
+            due = due.where(c.id.not_in(holding))
+        due = due.where(*await self._claimable(now))
+        if is_postgres(self.engine):
+            due = due.with_for_update(of=self.table, skip_locked=True)
+        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        claim = (
+            update(self.table)
+            .where(c.id.in_(due.scalar_subquery()))
+            .values(
+                state=OutboxState.delivering,
+                lease_owner=self.worker_id,
+                lease_until=lease_until,
+                claims=c.claims + 1,
+                updated_at=now,
+            )
+            .returning(c.id.label("row_id"), c.claims, *self.claim_columns)
+        )
+        async with writing(self.engine) as conn:
+            rows = (await conn.execute(claim)).all()
+        return await self._claimed(rows, lease_until) if rows else []
+
+    def _still_held(self, claim: ClaimT) -> tuple[ColumnElement[bool], ...]:
+        """The lease is this worker's, for this claim: the claim number fences off a lease that
+        ran out and was taken again."""
+        c = self.table.c
+        return (
+            c.id == claim.row_id,
+            c.lease_owner == self.worker_id,
+            c.claims == claim.claims,
+            c.state == OutboxState.delivering,
+        )
+
+    async def _settle(self, conn: AsyncConnection, claim: ClaimT, values: dict[str, Any]) -> bool:
+        """Write an attempt's result while the lease is still ours; False if it is not."""
+        updated = await conn.execute(
+            update(self.table).where(*self._still_held(claim)).values(**values)
+        )
+        return bool(updated.rowcount)
+
+    async def _extend(self, claim: ClaimT, now: datetime) -> datetime | None:
+        """Hold this claim's lease for another lease_seconds; None if it is no longer ours."""
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        async with writing(self.engine) as conn:
+            extended = await self._settle(conn, claim, {"lease_until": until})
+        return until if extended else None
+
+    async def _hand_back(self, claim: ClaimT, when: datetime) -> None:
+        """Give a claim back unattempted, due at `when`: it spends no attempt."""
+        async with writing(self.engine) as conn:
+            await self._settle(
+                conn,
+                claim,
+                {
+                    "state": OutboxState.pending,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "claims": self.table.c.claims - 1,
+                    "next_attempt_at": when,
+                },
+            )
+
+    async def _release_leases(self) -> None:
+        """Hand back what we still hold at shutdown, so another worker can take it without
+        waiting for the lease to run out."""
+        c, now = self.table.c, utcnow()
+        async with writing(self.engine) as conn:
+            released = await conn.execute(
+                update(self.table)
+                .where(c.lease_owner == self.worker_id, c.state == OutboxState.delivering)
+                .values(
+                    state=OutboxState.pending,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                    **self._released(now),
+                )
+            )
+        if released.rowcount:
+            log.info(f"{self.name}.leases_released", count=released.rowcount)
+
+    async def _seconds_until_due(self) -> float:
+        """Until the next row falls due or a lease runs out, at most _longest_sleep()."""
+        c = self.table.c
+        async with reading(self.engine) as conn:
+            next_due = await conn.scalar(
+                select(func.min(c.next_attempt_at)).where(
+                    c.state == OutboxState.pending, *self._waiting()
+                )
+            )
+            next_expiry = await conn.scalar(
+                select(func.min(c.lease_until)).where(c.state == OutboxState.delivering)
+            )
+        due: list[datetime] = [t for t in (next_due, next_expiry) if t is not None]
+        longest = self._longest_sleep()
+        if not due:
+            return longest
+        wait = (min(due) - utcnow()).total_seconds()
+        return max(0.0, min(wait + 0.01, longest))
+
+    # --- retries ------------------------------------------------------------------------------
+
+    def _gave_up(self, result: Result, attempt: int) -> str | None:
+        """The error to mark a row dead with when its retry would pass max_attempts."""
+        if result.kind is Outcome.retry and attempt >= self.settings.max_attempts:
+            return f"gave up after {attempt} attempts: {result.error}"
+        return None
+
+    def _backoff(
+        self, attempt: int, retry_after: float | None, max_retry_after: float | None = None
+    ) -> timedelta:
+        """The wait after failed attempt number `attempt`: the schedule's, jittered, or longer
+        if the other side asked (Retry-After, capped at `max_retry_after`)."""
+        schedule, jitter = self.settings.retry_schedule, self.settings.jitter
+        delay = schedule[min(attempt, len(schedule)) - 1] * random.uniform(1 - jitter, 1 + jitter)
+        asked = retry_after or 0.0
+        if max_retry_after is not None:
+            asked = min(asked, max_retry_after)
+        return timedelta(seconds=max(delay, asked))
+
+
+class WorkPool:
+    """Tasks in flight, each sending one claimed row, and the wake-up the claim loop sleeps on."""
+
+    def __init__(self, *, concurrency: int, name: str) -> None:
+        self.concurrency = concurrency
+        self.name = name
+        self._wakeup = asyncio.Event()
+        self._in_flight: dict[asyncio.Task[None], uuid.UUID] = {}
+
+    def room(self, batch_size: int) -> int:
+        """How many rows to claim now. Clears the wake-up first, so one that lands during the
+        claim is not lost."""
+        self._wakeup.clear()
+        return min(self.concurrency - len(self._in_flight), batch_size)
+
+    def holding(self) -> list[uuid.UUID]:
+        """The ids of the rows in flight (a worker must not claim its own again)."""
+        return list(self._in_flight.values())
+
+    def start(self, row_id: uuid.UUID, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._in_flight[task] = row_id
+        task.add_done_callback(self._finished)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Until `seconds` pass, new work is announced, or a send finishes."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Let the sends in flight finish within the grace period; cancel the rest."""
+        if not self._in_flight:
+            return
+        _, pending = await asyncio.wait(list(self._in_flight), timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._wakeup.set()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            # Its traceback, redacted (app.logs): an exception's repr may quote a row.
+            log.error(f"{self.name}.task_failed", error=error_type(error), exc_info=error)
