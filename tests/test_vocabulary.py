@@ -21,7 +21,11 @@ PAGE = ROOT / "docs" / "webhooks.md"
 
 def test_the_catalogue_is_exactly_the_events_the_code_can_write():
     status_changes = {EventType.enquiry_status(status) for status in Status}
-    attempts = {EventType.dispatch_outcome(o) for o in Outcome if o is not Outcome.lease_lost}
+    attempts = {
+        EventType.dispatch_outcome(o)
+        for o in Outcome
+        if o not in (Outcome.lease_lost, Outcome.disable)
+    }
     others = {
         EventType.enquiry_rerouted,
         EventType.enquiry_anonymised,
