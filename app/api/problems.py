@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.api.request_log import route_template
-from app.core.errors import DomainError, FieldError
+from app.core.errors import DomainError, FieldError, error_message
 from app.core.logs import error_type, mark_logged, safe_message
 
 log = structlog.get_logger()
@@ -236,21 +236,6 @@ def allowed_methods(app: FastAPI, scope: Mapping[str, Any]) -> list[str]:
         )
     ]
     return sorted([*allowed, "HEAD"]) if "GET" in allowed else allowed
-
-
-def error_message(error: Mapping[str, Any]) -> str:
-    """A pydantic error as a person reads it: a text's length is in characters (pydantic says
-    "items" once a validator of ours has run first), without "Value error, "."""
-    context = error.get("ctx") or {}
-    if error.get("type") == "too_long" and isinstance(error.get("input"), str):
-        return f"should have at most {_characters(context.get('max_length'))}"
-    if error.get("type") == "too_short" and isinstance(error.get("input"), str):
-        return f"should have at least {_characters(context.get('min_length'))}"
-    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
-
-
-def _characters(count: Any) -> str:
-    return "1 character" if count == 1 else f"{count} characters"
 
 
 def _field_error(error: dict[str, Any]) -> FieldError:

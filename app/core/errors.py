@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -17,6 +19,21 @@ class FieldError:
     pointer: str | None = None  # JSON pointer into the body, e.g. "#/location/postcode"
     parameter: str | None = None  # a query parameter
     header: str | None = None
+
+
+def error_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error as a person reads it: a text's length is in characters (pydantic says
+    "items" once a validator of ours has run first), without "Value error, "."""
+    context = error.get("ctx") or {}
+    if error.get("type") == "too_long" and isinstance(error.get("input"), str):
+        return f"should have at most {_characters(context.get('max_length'))}"
+    if error.get("type") == "too_short" and isinstance(error.get("input"), str):
+        return f"should have at least {_characters(context.get('min_length'))}"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def _characters(count: Any) -> str:
+    return "1 character" if count == 1 else f"{count} characters"
 
 
 class DomainError(Exception):
@@ -81,3 +98,28 @@ class IdempotencyInFlight(DomainError):
         "A request with this Idempotency-Key is still being processed",
         409,
     )
+
+
+# What an adapter may raise (app.adapters.base); here because the outbound guard raises them too.
+class DeliveryError(Exception):
+    """Delivery failed; the message is shown to agents, so it never holds personal data."""
+
+
+class RetryableError(DeliveryError):
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, ambiguous: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        # The request may have reached the back-office (it timed out or the connection broke
+        # after it was sent): the next attempt waits to let it settle, then looks it up.
+        self.ambiguous = ambiguous
+
+
+class PermanentError(DeliveryError):
+    pass
+
+
+class LeaseLost(DeliveryError):
+    """The dispatcher no longer holds this delivery: another worker may be sending it, so no
+    further call may be made. Adapters let it through."""
