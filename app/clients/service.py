@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import reading, writing
-from app.core.errors import DomainError, NotFound
+from app.core.errors import ClientExists, NotFound
 from app.core.models import api_client_table, utcnow
 
 c = api_client_table.c
@@ -40,10 +40,6 @@ class Scope(StrEnum):
     webhooks_manage = "webhooks:manage"
     privacy = "privacy"
     admin = "admin"
-
-
-class ClientExists(DomainError):
-    slug, title, status = "conflict", "That name is taken", 409
 
 
 @dataclass(frozen=True)
