@@ -91,6 +91,7 @@ def create_app(
                 locator=build_locator(settings, running.engine, running.client),
                 wake_dispatcher=running.dispatcher.wake if run_dispatcher else lambda: None,
                 sealer=running.sealer,
+                settings=settings.api,
             )
             limiter = RateLimiter(settings.api)
             app.state.iap = AppState(

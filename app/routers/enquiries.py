@@ -13,10 +13,10 @@ from app.api.ratelimit import RATE_LIMITED_RESPONSE
 from app.api.state import AppState, get_state
 from app.clients.service import Caller, Scope
 from app.core.types import NoNul, UtcDatetime
-from app.intake import idempotency
+from app.intake.idempotency import StoredResponse
 from app.intake.reading import EnquiryFilter, get_enquiry, list_enquiries
 from app.intake.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
-from app.intake.service import submit_enquiry
+from app.intake.service import accept_enquiry
 
 router = APIRouter(
     prefix="/v1/enquiries", tags=["enquiries"], responses={429: RATE_LIMITED_RESPONSE}
@@ -65,41 +65,24 @@ async def create_enquiry(
     citizen's access token. An API key made with `--channel` may submit on that channel only.
     Idempotency keys are per API key.
     """
-    key = None
-    if idempotency_key is not None:
-        key = idempotency.IdempotencyKey(
-            caller.client_id,
-            idempotency_key,
-            idempotency.fingerprint(enquiry.model_dump(mode="json")),
+    answer = await accept_enquiry(
+        enquiry=enquiry, context=state.intake, caller=caller, idempotency_key=idempotency_key
+    )
+    if isinstance(answer, StoredResponse):
+        return JSONResponse(
+            answer.body,
+            status_code=answer.status,
+            headers={
+                "Location": _location(answer.body.get("reference", "")),
+                "Idempotent-Replayed": "true",
+            },
         )
-        stored = await idempotency.begin(state.engine, key, state.settings.api)
-        if stored is not None:
-            return JSONResponse(
-                stored.body,
-                status_code=stored.status,
-                headers={
-                    "Location": _location(stored.body.get("reference", "")),
-                    "Idempotent-Replayed": "true",
-                },
-            )
-    try:
-        created = await submit_enquiry(
-            enquiry=enquiry,
-            context=state.intake,
-            client_id=caller.client_id,
-            idempotency_key=key,
-            fixed_channel=caller.channel,
-        )
-    except Exception:
-        if key is not None:
-            await idempotency.release(state.engine, key)
-        raise
     # Answered directly: the model is already valid, and re-checking it costs on every intake.
     return Response(
-        created.__pydantic_serializer__.to_json(created),
+        answer.__pydantic_serializer__.to_json(answer),
         status_code=201,
         media_type="application/json",
-        headers={"Location": _location(created.reference)},
+        headers={"Location": _location(answer.reference)},
     )
 
 
