@@ -218,7 +218,7 @@ async def runtime(
     """The database engine (migrated), the shared HTTP client, adapters, dispatcher, poller."""
     guard = guard or outbound_guard(settings)
     sealer = settings.sealer()
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, settings.database)
     try:
         if settings.migrate_on_start:
             await migrate(engine, sealer=sealer)
