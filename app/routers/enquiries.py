@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from app.api.auth import check_scope, optional_caller, require
+from app.api.auth import check_scope
+from app.api.deps import (
+    READERS,
+    Catalogue,
+    Engine,
+    Intake,
+    OptionalCaller,
+    Reader,
+    Sealer,
+    Submitter,
+)
 from app.api.problems import documented_problem
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
-from app.api.state import AppState, get_state
-from app.clients.service import Caller, Scope
+from app.clients.service import Scope
 from app.core.types import NoNul, UtcDatetime
 from app.intake.idempotency import StoredResponse
 from app.intake.reading import EnquiryFilter, get_enquiry, list_enquiries
@@ -21,7 +30,6 @@ from app.intake.service import accept_enquiry
 router = APIRouter(
     prefix="/v1/enquiries", tags=["enquiries"], responses={429: RATE_LIMITED_RESPONSE}
 )
-READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 
 
 @router.post(
@@ -44,8 +52,8 @@ READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 )
 async def create_enquiry(
     enquiry: EnquiryIn,
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller, Depends(require(Scope.enquiries_submit))],
+    intake: Intake,
+    caller: Submitter,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -66,7 +74,7 @@ async def create_enquiry(
     Idempotency keys are per API key.
     """
     answer = await accept_enquiry(
-        enquiry=enquiry, context=state.intake, caller=caller, idempotency_key=idempotency_key
+        enquiry=enquiry, context=intake, caller=caller, idempotency_key=idempotency_key
     )
     if isinstance(answer, StoredResponse):
         return JSONResponse(
@@ -103,8 +111,10 @@ def _location(reference: str) -> str:
 )
 async def read_enquiry(
     reference: Annotated[str, Path(max_length=32, examples=["K7Q-M4X-PB6"])],
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller | None, Depends(optional_caller)],
+    engine: Engine,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    caller: OptionalCaller,
     token: Annotated[
         str | None,
         Query(
@@ -127,17 +137,13 @@ async def read_enquiry(
     """
     if token is not None:
         return await get_enquiry(
-            engine=state.engine,
-            catalogue=state.catalogue,
-            sealer=state.sealer,
-            reference=reference,
-            token=token,
+            engine=engine, catalogue=catalogue, sealer=sealer, reference=reference, token=token
         )
     reader = check_scope(caller, READERS)
     return await get_enquiry(
-        engine=state.engine,
-        catalogue=state.catalogue,
-        sealer=state.sealer,
+        engine=engine,
+        catalogue=catalogue,
+        sealer=sealer,
         reference=reference,
         reader=reader,
         client_id=None if reader.allows(Scope.enquiries_read_all) else reader.client_id,
@@ -155,8 +161,8 @@ async def read_enquiry(
     },
 )
 async def search_enquiries(
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller, Depends(require(*READERS))],
+    engine: Engine,
+    caller: Reader,
     service_code: Annotated[NoNul | None, Query(max_length=64)] = None,
     status: Annotated[NoNul | None, Query(max_length=32)] = None,
     channel: Channel | None = None,
@@ -177,4 +183,4 @@ async def search_enquiries(
         created_after=created_after,
         created_before=created_before,
     )
-    return await list_enquiries(engine=state.engine, filters=filters, cursor=cursor, limit=limit)
+    return await list_enquiries(engine=engine, filters=filters, cursor=cursor, limit=limit)
