@@ -37,9 +37,10 @@ def _characters(count: Any) -> str:
 
 
 class DomainError(Exception):
-    """A failure the client can act on. Its class is its problem type, in this one place: the
-    `slug` of the type URI, the `title`, the HTTP `status` and what it `means` (the page that
-    /problems/{slug} serves). A subclass without a slug of its own shares its parent's type."""
+    """A failure answered to the client as problem+json; services raise these for what the
+    client can act on. Its class is its problem type, in this one place: the `slug` of the type
+    URI, the `title`, the HTTP `status` and what it `means` (the page /problems/{slug} serves).
+    A subclass without a slug of its own shares its parent's type."""
 
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
