@@ -91,6 +91,7 @@ def create_app(
                 locator=build_locator(settings, running.engine, running.client),
                 wake_dispatcher=running.dispatcher.wake if run_dispatcher else lambda: None,
                 sealer=running.sealer,
+                settings=settings.api,
             )
             limiter = RateLimiter(settings.api)
             app.state.iap = AppState(
@@ -217,7 +218,7 @@ async def runtime(
     """The database engine (migrated), the shared HTTP client, adapters, dispatcher, poller."""
     guard = guard or outbound_guard(settings)
     sealer = settings.sealer()
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, settings.database)
     try:
         if settings.migrate_on_start:
             await migrate(engine, sealer=sealer)

@@ -19,32 +19,14 @@ from pydantic import AnyUrl, BaseModel, ConfigDict, Field
 
 from app.catalogue.catalogue import Organisation
 from app.catalogue.status import Status
+
+# Defined in core, which the outbound guard needs too; named here, where adapters raise them.
+from app.core.errors import DeliveryError as DeliveryError
+from app.core.errors import LeaseLost as LeaseLost
+from app.core.errors import PermanentError as PermanentError
+from app.core.errors import RetryableError as RetryableError
 from app.core.models import Enquiry
 from app.intake.reference import display
-
-
-class DeliveryError(Exception):
-    """Delivery failed; the message is shown to agents, so it never holds personal data."""
-
-
-class RetryableError(DeliveryError):
-    def __init__(
-        self, message: str, *, retry_after: float | None = None, ambiguous: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        # The request may have reached the back-office (it timed out or the connection broke
-        # after it was sent): the next attempt waits to let it settle, then looks it up.
-        self.ambiguous = ambiguous
-
-
-class PermanentError(DeliveryError):
-    pass
-
-
-class LeaseLost(DeliveryError):
-    """The dispatcher no longer holds this delivery: another worker may be sending it, so no
-    further call may be made. Adapters let it through."""
 
 
 async def no_fence() -> None:

@@ -12,7 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import Admit, problem, refused_body
+from app.api.problems import (
+    Admit,
+    CorsRefused,
+    HeadersTooLarge,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UntrustedHost,
+    problem,
+    refused_body,
+)
 from app.core.settings import Environment, Settings
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -48,9 +57,7 @@ class BodyGuard:
                 Request(scope),
                 self.admit,
                 lambda: problem(
-                    415,
-                    "unsupported-media-type",
-                    "Send the request body as application/json.",
+                    UnsupportedMediaType("Send the request body as application/json."),
                     instance=scope["path"],
                 ),
             )
@@ -85,9 +92,7 @@ class BodyGuard:
             Request(scope),
             self.admit,
             lambda: problem(
-                413,
-                "payload-too-large",
-                f"The request body is over {self.max_body_bytes} bytes.",
+                PayloadTooLarge(f"The request body is over {self.max_body_bytes} bytes."),
                 instance=scope["path"],
             ),
         )
@@ -162,7 +167,7 @@ class ProblemCORS(CORSMiddleware):
         response = super().preflight_response(request_headers)
         if response.status_code < 400:
             return response
-        refused = problem(400, "cors-refused", f"{bytes(response.body).decode()}.")
+        refused = problem(CorsRefused(f"{bytes(response.body).decode()}."))
         for name in (b"vary", b"access-control-allow-methods", b"access-control-max-age"):
             value = response.headers.get(name.decode())
             if value is not None:
@@ -185,9 +190,9 @@ class HeaderLimits:
             or sum(len(name) + len(value) for name, value in headers) > self.max_bytes
         ):
             response = problem(
-                431,
-                "headers-too-large",
-                f"Send at most {self.max_count} headers and {self.max_bytes} bytes of them.",
+                HeadersTooLarge(
+                    f"Send at most {self.max_count} headers and {self.max_bytes} bytes of them."
+                ),
                 instance=scope["path"],
             )
             await response(scope, receive, send)
@@ -247,9 +252,7 @@ class TrustedHosts:
             await self.app(scope, receive, send)
             return
         response = problem(
-            400,
-            "untrusted-host",
-            "This gateway does not answer to the host named in the Host header.",
+            UntrustedHost("This gateway does not answer to the host named in the Host header."),
             instance=scope["path"],
         )
         await response(scope, receive, send)

@@ -13,69 +13,79 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.api.request_log import route_template
-from app.core.errors import DomainError, FieldError
+from app.core.errors import PROBLEM_TYPES as PROBLEM_TYPES
+from app.core.errors import (
+    DomainError,
+    FieldError,
+    NotFound,
+    ValidationFailed,
+    error_message,
+)
 from app.core.logs import error_type, mark_logged, safe_message
 
 log = structlog.get_logger()
 PROBLEM_JSON = "application/problem+json"
 
-# Every problem type this API answers with: slug → (title, when it happens).
-PROBLEM_TYPES: dict[str, tuple[str, str]] = {
-    "validation": (
-        "Your request is not valid",
-        "A field is missing, malformed or too long; `errors` points at each one.",
-    ),
-    "malformed-json": ("The body is not valid JSON", "The request body could not be parsed."),
-    "out-of-area": (
-        "No organisation here covers that place",
-        "The postcode or point is valid but outside every area this gateway's organisations cover.",
-    ),
-    "invalid-reference": (
-        "That is not a valid enquiry reference",
-        "The reference is malformed "
-        "or its check character does not match: probably a typing mistake.",
-    ),
-    "not-found": ("Not found", "Nothing exists at this address."),
-    "unauthenticated": (
-        "We could not tell who sent this",
-        "The credentials or the signature are missing, wrong or too old.",
-    ),
-    "forbidden": (
-        "Your API key may not do this",
-        "The key is valid but lacks the scope this request needs; `WWW-Authenticate` names it.",
-    ),
-    "conflict": ("That name is taken", "Something with that name already exists."),
-    "method-not-allowed": ("Method not allowed", "This address does not accept that method."),
-    "idempotency-key-reused": (
-        "Idempotency-Key reused with a different request",
-        "Use a new key for a new request.",
-    ),
-    "idempotency-key-in-flight": (
-        "Request with this Idempotency-Key in progress",
-        "Wait for the first request to finish, then retry.",
-    ),
-    "payload-too-large": ("Request body too large", "The body is larger than the limit."),
-    "unsupported-media-type": ("Unsupported media type", "Send the body as application/json."),
-    "bad-request": ("Bad request", "The request could not be understood."),
-    "rate-limited": (
-        "Too many requests",
+
+class MalformedJson(DomainError):
+    slug, title, status = "malformed-json", "The body is not valid JSON", 400
+    means = "The request body could not be parsed."
+
+
+class MethodNotAllowed(DomainError):
+    slug, title, status = "method-not-allowed", "Method not allowed", 405
+    means = "This address does not accept that method."
+
+
+class PayloadTooLarge(DomainError):
+    slug, title, status = "payload-too-large", "Request body too large", 413
+    means = "The body is larger than the limit."
+
+
+class UnsupportedMediaType(DomainError):
+    slug, title, status = "unsupported-media-type", "Unsupported media type", 415
+    means = "Send the body as application/json."
+
+
+class RateLimited(DomainError):
+    slug, title, status = "rate-limited", "Too many requests", 429
+    means = (
         "This API key, or this address for calls without a key, has used up its rate limit; "
-        "wait the seconds `Retry-After` gives.",
-    ),
-    "untrusted-host": (
-        "Unknown host",
-        "The Host header names a host this gateway is not configured to answer to.",
-    ),
-    "headers-too-large": (
-        "Request headers too large",
-        "The request has more headers, or longer ones, than any real client sends.",
-    ),
-    "cors-refused": (
-        "Cross-origin request refused",
-        "The browser's origin, method or headers are not among those this gateway allows.",
-    ),
-    "unavailable": ("Not ready", "The database is not answering; try again shortly."),
-    "internal": ("Internal error", "Something went wrong on our side; it has been logged."),
+        "wait the seconds `Retry-After` gives."
+    )
+
+
+class UntrustedHost(DomainError):
+    slug, title, status = "untrusted-host", "Unknown host", 400
+    means = "The Host header names a host this gateway is not configured to answer to."
+
+
+class HeadersTooLarge(DomainError):
+    slug, title, status = "headers-too-large", "Request headers too large", 431
+    means = "The request has more headers, or longer ones, than any real client sends."
+
+
+class CorsRefused(DomainError):
+    slug, title, status = "cors-refused", "Cross-origin request refused", 400
+    means = "The browser's origin, method or headers are not among those this gateway allows."
+
+
+class Unavailable(DomainError):
+    slug, title, status = "unavailable", "Not ready", 503
+    means = "The database is not answering; try again shortly."
+
+
+class InternalError(DomainError):
+    slug, title, status = "internal", "Internal error", 500
+    means = "Something went wrong on our side; it has been logged."
+
+
+# Starlette's own refusals, as the problem types they are.
+_STARLETTE: dict[int, type[DomainError]] = {
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
 }
 
 
@@ -92,46 +102,28 @@ def problem_type(slug: str) -> str:
     return f"/problems/{slug}"
 
 
-def problem(
-    status: int,
-    slug: str,
-    detail: str,
-    *,
-    instance: str | None = None,
-    errors: list[FieldError] | None = None,
-    title: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """A problem+json response."""
+def problem(error: DomainError, *, instance: str | None = None) -> JSONResponse:
+    """The problem+json answer of an error: its class gives the type, title and status."""
     body: dict[str, Any] = {
-        "type": problem_type(slug),
-        "title": title or PROBLEM_TYPES.get(slug, (slug,))[0],
-        "status": status,
-        "detail": detail,
+        "type": problem_type(error.slug),
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
     }
     if instance:
         body["instance"] = instance
-    if errors:
-        body["errors"] = [{k: v for k, v in e.__dict__.items() if v is not None} for e in errors]
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    if error.errors:
+        body["errors"] = [
+            {k: v for k, v in e.__dict__.items() if v is not None} for e in error.errors
+        ]
+    return JSONResponse(
+        body, status_code=error.status, media_type=PROBLEM_JSON, headers=error.headers
+    )
 
 
 # Checks a request's caller (401) and rate limit (429) by raising a DomainError; run before a
 # body is refused unread or unparsed, so refusals are no free way in (app.auth.admit).
 Admit = Callable[[Request], Awaitable[None]]
-
-
-def domain_problem(exc: DomainError, instance: str) -> JSONResponse:
-    """The problem+json answer of a domain error."""
-    return problem(
-        exc.status,
-        exc.slug,
-        exc.detail,
-        title=exc.title,
-        errors=exc.errors,
-        instance=instance,
-        headers=exc.headers,
-    )
 
 
 async def refused_body(
@@ -142,7 +134,7 @@ async def refused_body(
         try:
             await admit(request)
         except DomainError as exc:
-            return domain_problem(exc, request.url.path)
+            return problem(exc, instance=request.url.path)
     return answer()
 
 
@@ -151,7 +143,7 @@ def install_problem_handlers(app: FastAPI, *, admit: Admit | None = None) -> Non
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        return domain_problem(exc, request.url.path)
+        return problem(exc, instance=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -162,47 +154,31 @@ def install_problem_handlers(app: FastAPI, *, admit: Admit | None = None) -> Non
                 request,
                 admit,
                 lambda: problem(
-                    400,
-                    "malformed-json",
-                    "The request body is not valid JSON.",
+                    MalformedJson("The request body is not valid JSON."),
                     instance=request.url.path,
                 ),
             )
         errors = [_field_error(e) for e in raw]
-        return problem(
-            422, "validation", _summary(errors), errors=errors, instance=request.url.path
-        )
+        return problem(ValidationFailed(_summary(errors), errors), instance=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {
-            404: "not-found",
-            405: "method-not-allowed",
-            413: "payload-too-large",
-            415: "unsupported-media-type",
-        }.get(exc.status_code, "bad-request")
-
         def answer() -> JSONResponse:
-            return problem(
-                exc.status_code,
-                slug,
-                str(exc.detail),
-                instance=request.url.path,
-                headers=getattr(exc, "headers", None),
+            error = _STARLETTE.get(exc.status_code, DomainError)(
+                str(exc.detail), headers=getattr(exc, "headers", None)
             )
+            error.status = exc.status_code  # one with no type of its own is a bad-request
+            return problem(error, instance=request.url.path)
 
         if exc.status_code in (400, 413, 415):  # a body FastAPI could not read
             return await refused_body(request, admit, answer)
         if exc.status_code == 405:
             # Starlette names only the first route of the path; a path may have several.
             allowed = ", ".join(allowed_methods(request.app, request.scope))
-            return problem(
-                405,
-                slug,
-                f"This address accepts {allowed}.",
-                instance=request.url.path,
-                headers={"Allow": allowed},
+            refused = MethodNotAllowed(
+                f"This address accepts {allowed}.", headers={"Allow": allowed}
             )
+            return problem(refused, instance=request.url.path)
         return answer()
 
     @app.exception_handler(Exception)
@@ -218,7 +194,7 @@ def install_problem_handlers(app: FastAPI, *, admit: Admit | None = None) -> Non
         )
         mark_logged(exc)
         return problem(
-            500, "internal", "Something went wrong on our side.", instance=request.url.path
+            InternalError("Something went wrong on our side."), instance=request.url.path
         )
 
 
@@ -236,21 +212,6 @@ def allowed_methods(app: FastAPI, scope: Mapping[str, Any]) -> list[str]:
         )
     ]
     return sorted([*allowed, "HEAD"]) if "GET" in allowed else allowed
-
-
-def error_message(error: Mapping[str, Any]) -> str:
-    """A pydantic error as a person reads it: a text's length is in characters (pydantic says
-    "items" once a validator of ours has run first), without "Value error, "."""
-    context = error.get("ctx") or {}
-    if error.get("type") == "too_long" and isinstance(error.get("input"), str):
-        return f"should have at most {_characters(context.get('max_length'))}"
-    if error.get("type") == "too_short" and isinstance(error.get("input"), str):
-        return f"should have at least {_characters(context.get('min_length'))}"
-    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
-
-
-def _characters(count: Any) -> str:
-    return "1 character" if count == 1 else f"{count} characters"
 
 
 def _field_error(error: dict[str, Any]) -> FieldError:

@@ -23,9 +23,8 @@ from limits import strategies as sync_strategies
 from limits.aio import storage as async_storage
 from limits.aio import strategies as async_strategies
 
-from app.api.problems import documented_problem
+from app.api.problems import RateLimited, documented_problem
 from app.clients.service import Caller
-from app.core.errors import DomainError
 from app.core.settings import ApiSettings
 
 log = structlog.get_logger()
@@ -50,14 +49,6 @@ RATE_LIMITED_RESPONSE: dict[str, Any] = {
         },
     },
 }
-
-
-class RateLimited(DomainError):
-    slug, title, status = "rate-limited", "Too many requests", 429
-
-    def __init__(self, detail: str, *, headers: dict[str, str]) -> None:
-        super().__init__(detail)
-        self.headers = headers
 
 
 @dataclass(frozen=True)

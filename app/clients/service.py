@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import reading, writing
-from app.core.errors import DomainError, NotFound
+from app.core.errors import ClientExists, NotFound
 from app.core.models import ApiClient, api_client_table, fetch_all, fetch_one, utcnow
 
 c = api_client_table.c
@@ -39,10 +39,6 @@ class Scope(StrEnum):
     webhooks_manage = "webhooks:manage"
     privacy = "privacy"
     admin = "admin"
-
-
-class ClientExists(DomainError):
-    slug, title, status = "conflict", "That name is taken", 409
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from alembic import command
@@ -18,6 +18,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.core.crypto import Sealer
+
+if TYPE_CHECKING:
+    from app.core.settings import DatabaseSettings
 
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 DISPATCH_CHANNEL = "iap_dispatch"
@@ -130,11 +133,15 @@ def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def create_engine(database_url: str) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and write-first transactions.
+def create_engine(database_url: str, pools: DatabaseSettings | None = None) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and write-first transactions, PostgreSQL
+    the pool sizes of IAP_DATABASE__* (the defaults without `pools`).
 
     Its errors never quote a statement's parameters: they carry citizens' details, and an
     unexpected error is logged."""
+    from app.core.settings import DatabaseSettings  # settings reads its URL rules from here
+
+    pools = pools or DatabaseSettings()
     database_url = async_database_url(database_url)
     if database_url.startswith("sqlite"):
         # Said before connecting: aiosqlite's thread outlives a failed connect and complains
@@ -148,7 +155,11 @@ def create_engine(database_url: str) -> AsyncEngine:
         _tune_sqlite(engine)
         return engine
     return create_async_engine(
-        database_url, pool_size=20, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+        database_url,
+        pool_size=pools.pool_size,
+        max_overflow=pools.max_overflow,
+        pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 

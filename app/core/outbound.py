@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.adapters.base import PermanentError
+from app.core.errors import PermanentError
 from app.core.settings import Environment, Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

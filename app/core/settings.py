@@ -31,6 +31,15 @@ class LogFormat(StrEnum):
     console = "console"  # aligned key=value lines, for a person at a terminal
 
 
+class DatabaseSettings(BaseModel):
+    """Connection pools on PostgreSQL: per process, the engine's pool and the overflow it may
+    open beyond it; intake's own pool for its one-statement insert is as large as pool_size.
+    SQLite keeps 8 connections and no overflow, since it has one writer anyway."""
+
+    pool_size: int = Field(default=20, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+
+
 class LeaseQueueSettings(BaseModel):
     """How an outbox (app.delivery.outbox) claims, retries and gives up; each kind of work
     has its own defaults and its own environment variables (IAP_DISPATCH__*, IAP_WEBHOOKS__*)."""
@@ -213,6 +222,7 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str) -> str:
         return async_database_url(value)
 
+    database: DatabaseSettings = DatabaseSettings()
     dispatch: DispatchSettings = DispatchSettings()
     http: HttpSettings = HttpSettings()
     locator: LocatorSettings = LocatorSettings()

@@ -2,7 +2,7 @@
 
 Same key and same body → the first answer again; a different body → 422; the first request
 still running → 409. Keys are per client and kept at least 24 hours. The answer is stored in the
-same transaction as the enquiry (app/services/enquiry_store.py), so a key is never left
+same transaction as the enquiry (app/intake/store.py), so a key is never left
 claiming an enquiry that was not stored.
 """
 

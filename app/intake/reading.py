@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.catalogue.catalogue import Catalogue
 from app.clients.service import Caller, Scope, hash_secret
+from app.core import audit
+from app.core.audit import Actor
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
 from app.core.errors import NotFound
@@ -36,8 +38,6 @@ from app.intake.schemas import (
     EnquirySummary,
     TimelineEvent,
 )
-from app.privacy import audit
-from app.privacy.audit import Actor
 
 # Compared against when there is no such enquiry, so a wrong reference and a wrong token take
 # the same steps: a look-up, then one constant-time comparison.

@@ -16,14 +16,16 @@ from app.catalogue.catalogue import Catalogue, Service, ServiceAttribute, Tier
 from app.catalogue.locate import LocatorChain, Place
 from app.catalogue.routing import Destination, route
 from app.catalogue.status import Status
-from app.clients.service import hash_secret
+from app.clients.service import Caller, hash_secret
 from app.core.crypto import Sealer
 from app.core.errors import FieldError, ValidationFailed
 from app.core.models import utcnow
+from app.core.settings import ApiSettings
 from app.core.vocabulary import EventType, OutboxState
 from app.delivery.outbox import new_row
+from app.intake import idempotency
 from app.intake import reference as references
-from app.intake.idempotency import IdempotencyKey
+from app.intake.idempotency import IdempotencyKey, StoredResponse, fingerprint
 from app.intake.schemas import Advice, DestinationOut, EnquiryCreated, EnquiryIn, Location
 from app.intake.store import NewEnquiry, ReferenceTaken, store_new_enquiry
 
@@ -51,6 +53,43 @@ class IntakeContext:
     locator: LocatorChain
     wake_dispatcher: Callable[[], None]
     sealer: Sealer
+    settings: ApiSettings  # how long Idempotency-Keys are kept and may stay in flight
+
+
+async def accept_enquiry(
+    *,
+    enquiry: EnquiryIn,
+    context: IntakeContext,
+    caller: Caller,
+    idempotency_key: str | None,
+) -> EnquiryCreated | StoredResponse:
+    """Submit an enquiry under the Idempotency-Key protocol (app.intake.idempotency): a repeat
+    with the same key and body gets the first answer back, a StoredResponse to replay."""
+    if idempotency_key is None:
+        return await submit_enquiry(
+            enquiry=enquiry,
+            context=context,
+            client_id=caller.client_id,
+            fixed_channel=caller.channel,
+        )
+    key = IdempotencyKey(
+        caller.client_id, idempotency_key, fingerprint(enquiry.model_dump(mode="json"))
+    )
+    stored = await idempotency.begin(context.engine, key, context.settings)
+    if stored is not None:
+        return stored
+    try:
+        return await submit_enquiry(
+            enquiry=enquiry,
+            context=context,
+            client_id=caller.client_id,
+            idempotency_key=key,
+            fixed_channel=caller.channel,
+        )
+    except Exception:
+        # The claim stored nothing: forget it, so the client may fix the request and resend.
+        await idempotency.release(context.engine, key)
+        raise
 
 
 async def submit_enquiry(

@@ -25,10 +25,12 @@ import asyncpg
 from sqlalchemy import JSON, Integer, Uuid
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 # Every statement here is built from the column constants below, never from input (S608).
 from app.core.db import DISPATCH_CHANNEL, SQLITE_PRAGMAS, is_postgres
 from app.core.models import UTCDateTime, dispatch_table, enquiry_table, event_table
+from app.core.settings import DatabaseSettings
 
 
 class ReferenceTaken(Exception):
@@ -132,18 +134,33 @@ async def _store_postgres(engine: AsyncEngine, new: NewEnquiry) -> None:
 
 
 _POOLS: WeakKeyDictionary[Engine, asyncpg.Pool] = WeakKeyDictionary()
+_POOL_LOCKS: WeakKeyDictionary[Engine, asyncio.Lock] = WeakKeyDictionary()
 
 
 async def _postgres_pool(engine: AsyncEngine) -> asyncpg.Pool:
-    """A pool of the intake's own: its one autocommit statement changes no session state, so a
-    connection goes back without the reset query (or SQLAlchemy's ping and rollback) each
-    checkout would otherwise cost."""
+    """A pool of the intake's own, as large as the engine's: its one autocommit statement
+    changes no session state, so a connection goes back without the reset query (or
+    SQLAlchemy's ping and rollback) each checkout would otherwise cost.
+
+    Made by the first enquiry, under a lock: first requests arriving together must not each
+    open a pool (all but one would never be closed)."""
     pool = _POOLS.get(engine.sync_engine)
-    if pool is None:
-        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=20, reset=_no_reset)
-        _POOLS[engine.sync_engine] = pool
+    if pool is not None:
+        return pool
+    async with _POOL_LOCKS.setdefault(engine.sync_engine, asyncio.Lock()):
+        pool = _POOLS.get(engine.sync_engine)
+        if pool is None:
+            dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            size = _pool_size(engine)
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, reset=_no_reset)
+            _POOLS[engine.sync_engine] = pool
     return pool
+
+
+def _pool_size(engine: AsyncEngine) -> int:
+    """The engine's pool size (IAP_DATABASE__POOL_SIZE)."""
+    pool = engine.sync_engine.pool
+    return pool.size() if isinstance(pool, QueuePool) else DatabaseSettings().pool_size
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:

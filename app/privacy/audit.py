@@ -1,58 +1,17 @@
-"""The append-only audit log: every read of personal data by a client, every subject access
-export, every erasure and every retention run. The database refuses to change an entry."""
+"""Reading the append-only audit log back; app.core.audit writes it (named here too, for the
+privacy duties and the commands that write it)."""
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
-
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.clients.service import Caller
+from app.core.audit import Actor as Actor
+from app.core.audit import record as record
 from app.core.db import reading
-from app.core.models import audit_table, utcnow
+from app.core.models import audit_table
 from app.core.paging import newest_first, page
-from app.core.vocabulary import AuditAction
 from app.privacy.schemas import AuditEntryOut, AuditPage
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who did it: an API client, or a command an operator ran."""
-
-    name: str
-    id: str | None = None
-
-    @classmethod
-    def of(cls, caller: Caller) -> Actor:
-        return cls(name=caller.name, id=caller.client_id)
-
-
-async def record(
-    conn: AsyncConnection,
-    *,
-    actor: Actor,
-    action: AuditAction,
-    subject: str | None = None,
-    detail: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> None:
-    """Append one entry, in the caller's transaction so it stands or falls with the act."""
-    await conn.execute(
-        audit_table.insert(),
-        {
-            "id": uuid.uuid4(),
-            "at": at or utcnow(),
-            "actor_id": actor.id,
-            "actor": actor.name,
-            "action": action,
-            "subject": subject,
-            "detail": detail,
-        },
-    )
 
 
 async def entries(

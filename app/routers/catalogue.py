@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends
 
 from app.adapters.base import Adapter
 from app.api.auth import optional_caller, require
+from app.api.deps import Adapters, Catalogue, Engine
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
-from app.api.state import AppState, get_state
 from app.catalogue.catalogue import Organisation, Service
 from app.catalogue.schemas import (
     AttributeOut,
@@ -44,9 +44,9 @@ _KEY_OPTIONAL: dict[str, Any] = {"security": [{}]}
     summary="List services",
     openapi_extra=_KEY_OPTIONAL,
 )
-async def list_services(state: Annotated[AppState, Depends(get_state)]) -> list[ServiceOut]:
+async def list_services(catalogue: Catalogue) -> list[ServiceOut]:
     """Every service, with who handles it and the questions (attributes) it asks."""
-    return [_service(s) for s in state.catalogue.services.values()]
+    return [_service(s) for s in catalogue.services.values()]
 
 
 @router.get(
@@ -55,9 +55,9 @@ async def list_services(state: Annotated[AppState, Depends(get_state)]) -> list[
     summary="Read one service",
     openapi_extra=_KEY_OPTIONAL,
 )
-async def read_service(code: str, state: Annotated[AppState, Depends(get_state)]) -> ServiceOut:
+async def read_service(code: str, catalogue: Catalogue) -> ServiceOut:
     """One service's definition, as an Open311 service definition would give it."""
-    service = state.catalogue.services.get(code)
+    service = catalogue.services.get(code)
     if service is None:
         raise NotFound(f"There is no service '{code}'.")
     return _service(service)
@@ -70,23 +70,23 @@ async def read_service(code: str, state: Annotated[AppState, Depends(get_state)]
     dependencies=[Depends(require(Scope.enquiries_read_all))],
 )
 async def list_organisations(
-    state: Annotated[AppState, Depends(get_state)],
+    engine: Engine, catalogue: Catalogue, adapters: Adapters
 ) -> list[OrganisationOut]:
     """Every organisation enquiries can be sent to, the areas it covers, how it is reached, and
     whether deliveries to it are flowing (its circuit breaker). Needs `enquiries:read-all`:
     back-office outages and their errors are for staff, not the public."""
-    known = await circuits.states(state.engine)
-    polled = await poll_states(state.engine)
-    blind = [o for o, a in state.adapters.items() if not a.recognises_repeats()]
-    repeats = await unverified_repeats(state.engine, blind) if blind else {}
+    known = await circuits.states(engine)
+    polled = await poll_states(engine)
+    blind = [o for o, a in adapters.items() if not a.recognises_repeats()]
+    repeats = await unverified_repeats(engine, blind) if blind else {}
     return [
         _organisation(
             o,
             known.get(o.id, _CLOSED),
-            state.adapters.get(o.id),
+            adapters.get(o.id),
             polled.get(o.id),
         ).model_copy(update={"unverified_repeats": repeats.get(o.id, 0) if o.id in blind else None})
-        for o in state.catalogue.organisations.values()
+        for o in catalogue.organisations.values()
     ]
 
 

@@ -4,24 +4,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from app.api.auth import check_scope, optional_caller, require
+from app.api.auth import check_scope
+from app.api.deps import (
+    READERS,
+    Catalogue,
+    Engine,
+    Intake,
+    OptionalCaller,
+    Reader,
+    Sealer,
+    Submitter,
+)
 from app.api.problems import documented_problem
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
-from app.api.state import AppState, get_state
-from app.clients.service import Caller, Scope
+from app.clients.service import Scope
 from app.core.types import NoNul, UtcDatetime
-from app.intake import idempotency
+from app.intake.idempotency import StoredResponse
 from app.intake.reading import EnquiryFilter, get_enquiry, list_enquiries
 from app.intake.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
-from app.intake.service import submit_enquiry
+from app.intake.service import accept_enquiry
 
 router = APIRouter(
     prefix="/v1/enquiries", tags=["enquiries"], responses={429: RATE_LIMITED_RESPONSE}
 )
-READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 
 
 @router.post(
@@ -44,8 +52,8 @@ READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 )
 async def create_enquiry(
     enquiry: EnquiryIn,
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller, Depends(require(Scope.enquiries_submit))],
+    intake: Intake,
+    caller: Submitter,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -65,41 +73,24 @@ async def create_enquiry(
     citizen's access token. An API key made with `--channel` may submit on that channel only.
     Idempotency keys are per API key.
     """
-    key = None
-    if idempotency_key is not None:
-        key = idempotency.IdempotencyKey(
-            caller.client_id,
-            idempotency_key,
-            idempotency.fingerprint(enquiry.model_dump(mode="json")),
+    answer = await accept_enquiry(
+        enquiry=enquiry, context=intake, caller=caller, idempotency_key=idempotency_key
+    )
+    if isinstance(answer, StoredResponse):
+        return JSONResponse(
+            answer.body,
+            status_code=answer.status,
+            headers={
+                "Location": _location(answer.body.get("reference", "")),
+                "Idempotent-Replayed": "true",
+            },
         )
-        stored = await idempotency.begin(state.engine, key, state.settings.api)
-        if stored is not None:
-            return JSONResponse(
-                stored.body,
-                status_code=stored.status,
-                headers={
-                    "Location": _location(stored.body.get("reference", "")),
-                    "Idempotent-Replayed": "true",
-                },
-            )
-    try:
-        created = await submit_enquiry(
-            enquiry=enquiry,
-            context=state.intake,
-            client_id=caller.client_id,
-            idempotency_key=key,
-            fixed_channel=caller.channel,
-        )
-    except Exception:
-        if key is not None:
-            await idempotency.release(state.engine, key)
-        raise
     # Answered directly: the model is already valid, and re-checking it costs on every intake.
     return Response(
-        created.__pydantic_serializer__.to_json(created),
+        answer.__pydantic_serializer__.to_json(answer),
         status_code=201,
         media_type="application/json",
-        headers={"Location": _location(created.reference)},
+        headers={"Location": _location(answer.reference)},
     )
 
 
@@ -120,8 +111,10 @@ def _location(reference: str) -> str:
 )
 async def read_enquiry(
     reference: Annotated[str, Path(max_length=32, examples=["K7Q-M4X-PB6"])],
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller | None, Depends(optional_caller)],
+    engine: Engine,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    caller: OptionalCaller,
     token: Annotated[
         str | None,
         Query(
@@ -144,17 +137,13 @@ async def read_enquiry(
     """
     if token is not None:
         return await get_enquiry(
-            engine=state.engine,
-            catalogue=state.catalogue,
-            sealer=state.sealer,
-            reference=reference,
-            token=token,
+            engine=engine, catalogue=catalogue, sealer=sealer, reference=reference, token=token
         )
     reader = check_scope(caller, READERS)
     return await get_enquiry(
-        engine=state.engine,
-        catalogue=state.catalogue,
-        sealer=state.sealer,
+        engine=engine,
+        catalogue=catalogue,
+        sealer=sealer,
         reference=reference,
         reader=reader,
         client_id=None if reader.allows(Scope.enquiries_read_all) else reader.client_id,
@@ -172,8 +161,8 @@ async def read_enquiry(
     },
 )
 async def search_enquiries(
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller, Depends(require(*READERS))],
+    engine: Engine,
+    caller: Reader,
     service_code: Annotated[NoNul | None, Query(max_length=64)] = None,
     status: Annotated[NoNul | None, Query(max_length=32)] = None,
     channel: Channel | None = None,
@@ -194,4 +183,4 @@ async def search_enquiries(
         created_after=created_after,
         created_before=created_before,
     )
-    return await list_enquiries(engine=state.engine, filters=filters, cursor=cursor, limit=limit)
+    return await list_enquiries(engine=engine, filters=filters, cursor=cursor, limit=limit)

@@ -7,10 +7,10 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from app.api.deps import Inbox
 from app.api.problems import documented_problem
 from app.api.ratelimit import RATE_LIMITED_RESPONSE, limit_inbound
-from app.api.state import AppState, get_state
-from app.updates.inbound import InboundReceipt, Inbox
+from app.updates.inbound import InboundReceipt
 
 # Counted per address before the signature is checked, so forged pushes are limited too.
 router = APIRouter(
@@ -20,10 +20,6 @@ router = APIRouter(
     responses={429: RATE_LIMITED_RESPONSE},
 )
 Organisation = Annotated[str, Path(max_length=64, examples=["oxfordshire-county"])]
-
-
-def _inbox(state: Annotated[AppState, Depends(get_state)]) -> Inbox:
-    return Inbox(engine=state.engine, catalogue=state.catalogue, adapters=state.adapters)
 
 
 @router.post(
@@ -48,7 +44,7 @@ def _inbox(state: Annotated[AppState, Depends(get_state)]) -> Inbox:
     },
 )
 async def receive_webhook(
-    organisation: Organisation, request: Request, inbox: Annotated[Inbox, Depends(_inbox)]
+    organisation: Organisation, request: Request, inbox: Inbox
 ) -> InboundReceipt:
     """An organisation tells us a case moved on. Signed per Standard Webhooks with the
     organisation's secret (`webhook-id`, `webhook-timestamp`, `webhook-signature`). A message
@@ -104,7 +100,7 @@ async def receive_webhook(
     },
 )
 async def receive_open311_update(
-    organisation: Organisation, request: Request, inbox: Annotated[Inbox, Depends(_inbox)]
+    organisation: Organisation, request: Request, inbox: Inbox
 ) -> InboundReceipt:
     """The FixMyStreet `servicerequestupdates` push, form-encoded, for Open311 back-offices."""
     body = await request.body()

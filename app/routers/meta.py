@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.api.problems import PROBLEM_TYPES, problem, problem_type
+from app.api.problems import PROBLEM_TYPES, Unavailable, problem, problem_type
 from app.api.state import AppState, get_state
 from app.core.db import reading
 from app.core.errors import NotFound
@@ -29,7 +29,7 @@ async def readyz(state: Annotated[AppState, Depends(get_state)]) -> JSONResponse
         async with reading(state.engine) as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:
-        return problem(503, "unavailable", "The database is not answering.", title="Not ready")
+        return problem(Unavailable("The database is not answering."))
     return JSONResponse({"status": "ready"})
 
 
@@ -38,5 +38,5 @@ async def describe_problem(slug: str) -> dict[str, str]:
     """The documentation behind each problem `type` this API answers with."""
     if slug not in PROBLEM_TYPES:
         raise NotFound(f"There is no problem type '{slug}'.")
-    title, meaning = PROBLEM_TYPES[slug]
-    return {"type": problem_type(slug), "title": title, "description": meaning}
+    kind = PROBLEM_TYPES[slug]
+    return {"type": problem_type(slug), "title": kind.title, "description": kind.means}

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from app.api.auth import require
+from app.api.deps import Admin, Catalogue, Engine, PrivacyOfficer, Sealer
 from app.api.problems import documented_problem
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
-from app.api.state import AppState, get_state
-from app.clients.service import Caller, Scope
 from app.core.types import NoNul
 from app.core.vocabulary import AuditAction
 from app.privacy import audit
@@ -34,17 +32,19 @@ _AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
 )
 async def subject_access(
     subject: Subject,
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller, Depends(require(Scope.privacy))],
+    engine: Engine,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    caller: PrivacyOfficer,
 ) -> SubjectAccessExport:
     """Every enquiry made with this email or phone number (a phone matches however it is
     written, +44 or 0): the record with the citizen's details, the organisations that received
     it and which details each was sent, and what they reported back. Written to the audit log.
     """
     return await privacy.export_subject(
-        engine=state.engine,
-        catalogue=state.catalogue,
-        sealer=state.sealer,
+        engine=engine,
+        catalogue=catalogue,
+        sealer=sealer,
         subject=subject,
         actor=Actor.of(caller),
     )
@@ -58,8 +58,10 @@ async def subject_access(
 )
 async def erasure(
     subject: Subject,
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller, Depends(require(Scope.privacy))],
+    engine: Engine,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    caller: PrivacyOfficer,
 ) -> ErasureOut:
     """Anonymise every enquiry made with this email or phone number: the citizen's details,
     the description, the address and free-text answers go; the service, status, areas and
@@ -67,9 +69,9 @@ async def erasure(
     the details gets a `privacy.erasure_requested` event. Written to the audit log.
     """
     return await privacy.erase_subject(
-        engine=state.engine,
-        catalogue=state.catalogue,
-        sealer=state.sealer,
+        engine=engine,
+        catalogue=catalogue,
+        sealer=sealer,
         subject=subject,
         actor=Actor.of(caller),
     )
@@ -86,8 +88,8 @@ async def erasure(
     },
 )
 async def audit_log(
-    state: Annotated[AppState, Depends(get_state)],
-    caller: Annotated[Caller, Depends(require(Scope.admin))],
+    engine: Engine,
+    caller: Admin,
     action: Annotated[
         NoNul | None, Query(max_length=64, examples=[AuditAction.privacy_erase])
     ] = None,
@@ -100,5 +102,5 @@ async def audit_log(
     """Who read an enquiry's personal data, who exported or erased a citizen's, and what each
     retention run anonymised. Entries are never changed or removed."""
     return await audit.entries(
-        engine=state.engine, action=action, subject=subject, cursor=cursor, limit=limit
+        engine=engine, action=action, subject=subject, cursor=cursor, limit=limit
     )

@@ -4,14 +4,12 @@ sent as signed Standard Webhooks. A client sees and manages its own; admin, ever
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from app.api.auth import require
+from app.api.deps import Catalogue, Engine, Outbound, Sealer, WebhookManager
 from app.api.problems import documented_problem
-from app.api.state import AppState, get_state
-from app.clients.service import Caller, Scope
 from app.partners import subscriptions as webhooks
 from app.partners.schemas import WebhookCreated, WebhookDetail, WebhookIn, WebhookList
 
@@ -25,8 +23,6 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: documented_problem("No such subscription (or not this client's)")
 }
-Manager = Annotated[Caller, Depends(require(Scope.webhooks_manage))]
-State = Annotated[AppState, Depends(get_state)]
 
 
 @router.post(
@@ -39,16 +35,23 @@ State = Annotated[AppState, Depends(get_state)]
         422: documented_problem("A bad URL, one the gateway may not call, or a bad event name"),
     },
 )
-async def subscribe(request: WebhookIn, state: State, caller: Manager) -> WebhookCreated:
+async def subscribe(
+    request: WebhookIn,
+    engine: Engine,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    guard: Outbound,
+    caller: WebhookManager,
+) -> WebhookCreated:
     """Events made from now on that match `events` are POSTed to `url`, signed per Standard
     Webhooks with the `secret` in this answer, which is never shown again. With
     `organisation_id`, only events about enquiries routed to that organisation are sent;
     without it, those about enquiries this client submitted (every enquiry for admin)."""
     return await webhooks.create_subscription(
-        engine=state.engine,
-        catalogue=state.catalogue,
-        sealer=state.sealer,
-        guard=state.outbound,
+        engine=engine,
+        catalogue=catalogue,
+        sealer=sealer,
+        guard=guard,
         caller=caller,
         request=request,
     )
@@ -60,9 +63,9 @@ async def subscribe(request: WebhookIn, state: State, caller: Manager) -> Webhoo
     summary="List webhook subscriptions",
     responses=_PROBLEMS,
 )
-async def list_webhooks(state: State, caller: Manager) -> WebhookList:
+async def list_webhooks(engine: Engine, caller: WebhookManager) -> WebhookList:
     """This client's subscriptions (every client's for admin), without their secrets."""
-    return WebhookList(items=await webhooks.list_subscriptions(engine=state.engine, caller=caller))
+    return WebhookList(items=await webhooks.list_subscriptions(engine=engine, caller=caller))
 
 
 @router.get(
@@ -71,11 +74,13 @@ async def list_webhooks(state: State, caller: Manager) -> WebhookList:
     summary="Read a subscription and its recent deliveries",
     responses={**_PROBLEMS, **_NOT_FOUND},
 )
-async def read_webhook(subscription_id: uuid.UUID, state: State, caller: Manager) -> WebhookDetail:
+async def read_webhook(
+    subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
+) -> WebhookDetail:
     """The subscription, whether it is still active (an endpoint answering 410 disables it),
     and its latest deliveries: event, state, attempts, the endpoint's last status or error."""
     return await webhooks.read_subscription(
-        engine=state.engine, caller=caller, subscription_id=subscription_id
+        engine=engine, caller=caller, subscription_id=subscription_id
     )
 
 
@@ -86,9 +91,11 @@ async def read_webhook(subscription_id: uuid.UUID, state: State, caller: Manager
     summary="Remove a subscription",
     responses={**_PROBLEMS, **_NOT_FOUND},
 )
-async def delete_webhook(subscription_id: uuid.UUID, state: State, caller: Manager) -> Response:
+async def delete_webhook(
+    subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
+) -> Response:
     """Nothing more is sent to it, not even deliveries still waiting for a retry."""
     await webhooks.delete_subscription(
-        engine=state.engine, caller=caller, subscription_id=subscription_id
+        engine=engine, caller=caller, subscription_id=subscription_id
     )
     return Response(status_code=204)

@@ -22,11 +22,10 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.adapters.base import Adapter, RemoteUpdate
-from app.api.problems import error_message
 from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import Status
 from app.core.db import is_postgres, reading, writing
-from app.core.errors import FieldError, Unauthenticated, ValidationFailed
+from app.core.errors import FieldError, Unauthenticated, ValidationFailed, error_message
 from app.core.models import inbound_message_table, utcnow
 from app.core.types import AwareUtcDatetime, NoNul
 from app.core.vocabulary import ReceivedVia

@@ -1,0 +1,70 @@
+"""The one way a route gets what it uses: an `Annotated` dependency per service and per caller.
+
+A route names what it needs (`engine: Engine`, `caller: Submitter`) and never reaches into the
+application state itself; the state is built once by the lifespan (app.api.state).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.adapters.base import Adapter
+from app.api.auth import optional_caller, require
+from app.api.state import AppState, get_state
+from app.catalogue import catalogue
+from app.clients.service import Caller, Scope
+from app.core import crypto
+from app.core.outbound import OutboundGuard
+from app.intake.service import IntakeContext
+from app.updates.inbound import Inbox as InboxService
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def _engine(state: State) -> AsyncEngine:
+    return state.engine
+
+
+def _catalogue(state: State) -> catalogue.Catalogue:
+    return state.catalogue
+
+
+def _sealer(state: State) -> crypto.Sealer:
+    return state.sealer
+
+
+def _adapters(state: State) -> dict[str, Adapter]:
+    return state.adapters
+
+
+def _outbound(state: State) -> OutboundGuard:
+    return state.outbound
+
+
+def _intake(state: State) -> IntakeContext:
+    return state.intake
+
+
+def _inbox(state: State) -> InboxService:
+    return InboxService(engine=state.engine, catalogue=state.catalogue, adapters=state.adapters)
+
+
+Engine = Annotated[AsyncEngine, Depends(_engine)]
+Catalogue = Annotated[catalogue.Catalogue, Depends(_catalogue)]
+Sealer = Annotated[crypto.Sealer, Depends(_sealer)]
+Adapters = Annotated[dict[str, Adapter], Depends(_adapters)]
+Outbound = Annotated[OutboundGuard, Depends(_outbound)]
+Intake = Annotated[IntakeContext, Depends(_intake)]
+Inbox = Annotated[InboxService, Depends(_inbox)]
+
+# Who calls: 401 without a valid key, 403 without the scope (admin holds every scope).
+OptionalCaller = Annotated[Caller | None, Depends(optional_caller)]
+Submitter = Annotated[Caller, Depends(require(Scope.enquiries_submit))]
+READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
+Reader = Annotated[Caller, Depends(require(*READERS))]
+PrivacyOfficer = Annotated[Caller, Depends(require(Scope.privacy))]
+WebhookManager = Annotated[Caller, Depends(require(Scope.webhooks_manage))]
+Admin = Annotated[Caller, Depends(require(Scope.admin))]
