@@ -37,8 +37,8 @@ from sqlalchemy import func, select
 from app.catalogue.catalogue import load_catalogue
 from app.core.db import create_engine, reading
 from app.core.models import attempt_table, dispatch_table, enquiry_table
+from app.core.reference import display
 from app.core.settings import SHIPPED_CONFIG_DIR
-from app.intake.reference import display
 from harness import IAP, Processes, free_port, iap_env, run_checked, wait_until_ready
 
 TIMEOUT = 2.0  # seconds per back-office call

@@ -14,8 +14,8 @@ from urllib.parse import quote
 from hypothesis import strategies as st
 
 from app.catalogue.catalogue import Service, ServiceAttribute, load_catalogue
+from app.core import reference as references
 from app.core.settings import SHIPPED_CONFIG_DIR
-from app.intake import reference as references
 from app.intake.schemas import Channel, Citizen, Consent, EnquiryIn, Location, PreferredContact
 
 CATALOGUE = load_catalogue(

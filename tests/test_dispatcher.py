@@ -7,8 +7,8 @@ import httpx
 from sqlalchemy import select, update
 
 from app.core.models import attempt_table, dispatch_table, enquiry_table, utcnow
+from app.core.reference import parse
 from app.delivery.dispatcher import Dispatcher
-from app.intake.reference import parse
 from app.sandbox import Behaviour
 from tests.conftest import enquiry_body
 

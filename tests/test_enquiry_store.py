@@ -9,8 +9,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
+from app.core import reference
 from app.core.models import enquiry_table
-from app.intake import reference
 from app.intake import store as enquiry_store
 from tests.conftest import enquiry_body
 

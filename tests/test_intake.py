@@ -3,8 +3,8 @@
 import pytest
 from sqlalchemy import func, select
 
+from app.core import reference
 from app.core.models import dispatch_table, enquiry_table, event_table
-from app.intake import reference
 from tests.conftest import enquiry_body
 
 

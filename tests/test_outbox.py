@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.core.outbox import new_row
 from app.core.settings import Settings
 from app.core.vocabulary import OutboxState
-from app.delivery.outbox import new_row
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

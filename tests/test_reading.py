@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from app.intake import reference
+from app.core import reference
 from tests.conftest import enquiry_body
 
 

@@ -26,10 +26,10 @@ from app.clients.service import (
     split_key,
 )
 from app.core.models import api_client_table, enquiry_table, utcnow
+from app.core.reference import display, new_reference
 from app.core.settings import Environment
 from app.intake import reading as enquiries_service
 from app.intake.reading import masked_citizen
-from app.intake.reference import display, new_reference
 from app.main import create_app
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
 

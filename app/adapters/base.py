@@ -26,7 +26,7 @@ from app.core.errors import LeaseLost as LeaseLost
 from app.core.errors import PermanentError as PermanentError
 from app.core.errors import RetryableError as RetryableError
 from app.core.models import Enquiry
-from app.intake.reference import display
+from app.core.reference import display
 
 
 async def no_fence() -> None:

@@ -41,7 +41,7 @@ class DatabaseSettings(BaseModel):
 
 
 class LeaseQueueSettings(BaseModel):
-    """How an outbox (app.delivery.outbox) claims, retries and gives up; each kind of work
+    """How an outbox (app.core.outbox) claims, retries and gives up; each kind of work
     has its own defaults and its own environment variables (IAP_DISPATCH__*, IAP_WEBHOOKS__*)."""
 
     lease_seconds: float = Field(default=60.0, gt=0)

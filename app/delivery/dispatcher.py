@@ -2,7 +2,7 @@
 every attempt, retries with backoff and jitter, and marks a dispatch dead when it must.
 
 Claims, leases and their fence, hand-back and the run loop are the outbox's
-(app.delivery.outbox); here is what a dispatch adds: the adapter call, the circuit breaker and
+(app.core.outbox); here is what a dispatch adds: the adapter call, the circuit breaker and
 concurrency caps per organisation, the attempt log and the enquiry's timeline.
 """
 
@@ -33,6 +33,7 @@ from app.adapters.base import (
 )
 from app.catalogue.catalogue import Catalogue
 from app.catalogue.status import Status
+from app.core import outbox
 from app.core.crypto import SealedDataUnreadable, Sealer
 from app.core.db import DISPATCH_CHANNEL, is_postgres, reading, writing
 from app.core.models import (
@@ -44,10 +45,10 @@ from app.core.models import (
     fetch_one,
     utcnow,
 )
+from app.core.outbox import LeaseQueue, finished
 from app.core.settings import DispatchSettings
 from app.core.vocabulary import BreakerChange, EventType, OutboxState, Outcome
-from app.delivery import circuits, outbox
-from app.delivery.outbox import LeaseQueue, finished
+from app.delivery import circuits
 from app.updates.recording import follow_enquiry_status
 
 log = structlog.get_logger()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.catalogue.catalogue import Catalogue
 from app.clients.service import Caller, Scope, hash_secret
 from app.core import audit
+from app.core import reference as references
 from app.core.audit import Actor
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
@@ -29,7 +30,6 @@ from app.core.models import (
 )
 from app.core.paging import newest_first, page
 from app.core.vocabulary import AuditAction, EventType, OutboxState
-from app.intake import reference as references
 from app.intake.schemas import (
     Advice,
     DestinationOut,

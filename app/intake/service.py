@@ -17,14 +17,14 @@ from app.catalogue.locate import LocatorChain, Place
 from app.catalogue.routing import Destination, route
 from app.catalogue.status import Status
 from app.clients.service import Caller, hash_secret
+from app.core import reference as references
 from app.core.crypto import Sealer
 from app.core.errors import FieldError, ValidationFailed
 from app.core.models import utcnow
+from app.core.outbox import new_row
 from app.core.settings import ApiSettings
 from app.core.vocabulary import EventType, OutboxState
-from app.delivery.outbox import new_row
 from app.intake import idempotency
-from app.intake import reference as references
 from app.intake.idempotency import IdempotencyKey, StoredResponse, fingerprint
 from app.intake.schemas import Advice, DestinationOut, EnquiryCreated, EnquiryIn, Location
 from app.intake.store import NewEnquiry, ReferenceTaken, store_new_enquiry

@@ -6,7 +6,7 @@ Two steps, both in the worker, neither on the intake path:
   `webhook_delivery` row is inserted per match. Each scan re-reads a window before the newest
   event already fed (an event committed late with an earlier time is still found); the unique
   (subscription, event) pair makes a re-scan, or two workers scanning at once, add nothing twice.
-- **send**: due deliveries are claimed with a lease (the outbox, app.delivery.outbox, as the
+- **send**: due deliveries are claimed with a lease (the outbox, app.core.outbox, as the
   dispatcher's are), POSTed through the shared guarded client and signed per Standard Webhooks,
   with the same `webhook-id` on every attempt. 2xx delivers; 410 disables the subscription; 408,
   429, 5xx and transport errors are retried on the schedule, honouring Retry-After; any other
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
 from app.adapters.base import describe_transport_error, retry_after_seconds
+from app.core import outbox
 from app.core.crypto import SealedDataUnreadable, Sealer
 from app.core.db import is_postgres, reading, writing
 from app.core.models import (
@@ -41,12 +42,11 @@ from app.core.models import (
     webhook_delivery_table,
     webhook_subscription_table,
 )
+from app.core.outbox import LeaseQueue, finished, new_row
+from app.core.reference import display
 from app.core.settings import WebhookSettings
 from app.core.vocabulary import OutboxState, Outcome, SubscriptionState
-from app.delivery import outbox
-from app.delivery.outbox import LeaseQueue, finished, new_row
 from app.intake.reading import shown_detail
-from app.intake.reference import display
 from app.partners.subscriptions import wants
 
 log = structlog.get_logger()

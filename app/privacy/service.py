@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import shareable_citizen
 from app.catalogue.catalogue import DEFAULT_RETENTION_DAYS, Catalogue
+from app.core import reference as references
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
 from app.core.models import (
@@ -32,7 +33,6 @@ from app.core.models import (
     utcnow,
 )
 from app.core.vocabulary import AuditAction, EventType, OutboxState
-from app.intake import reference as references
 from app.intake.reading import enquiry_view
 from app.intake.schemas import DestinationOut
 from app.privacy import audit

@@ -32,8 +32,8 @@ from app.core.models import (
     poll_state_table,
     utcnow,
 )
+from app.core.reference import display
 from app.core.vocabulary import OutboxState, ReceivedVia
-from app.intake.reference import display
 from app.updates.inbound import forget_old_messages
 from app.updates.recording import UnknownCase, record_update, vocabulary
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.adapters.base import Adapter, RemoteUpdate
 from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import FINAL, PROGRESS, Status, canonical
+from app.core import reference as references
 from app.core.db import DISPATCH_CHANNEL, is_postgres, writing
 from app.core.errors import InvalidReference, NotFound
 from app.core.models import (
@@ -33,9 +34,8 @@ from app.core.models import (
     status_update_table,
     utcnow,
 )
+from app.core.outbox import new_row
 from app.core.vocabulary import EventType, OutboxState, ReceivedVia
-from app.delivery.outbox import new_row
-from app.intake import reference as references
 
 log = structlog.get_logger()
 d = dispatch_table.c

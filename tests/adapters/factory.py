@@ -11,8 +11,8 @@ from typing import Any
 from app.adapters.base import Delivery, EnquirySnapshot
 from app.catalogue.catalogue import Organisation, load_catalogue
 from app.core.models import Enquiry
+from app.core.reference import parse
 from app.core.settings import SHIPPED_CONFIG_DIR
-from app.intake.reference import parse
 
 CATALOGUE = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://bo.test"})
 REFERENCE = "K7Q-M4X-PB6"

@@ -27,8 +27,8 @@ from app.catalogue.catalogue import load_catalogue
 from app.clients.service import Scope
 from app.core.db import create_engine, reading
 from app.core.models import attempt_table, dispatch_table, enquiry_table
+from app.core.reference import display
 from app.core.settings import SHIPPED_CONFIG_DIR
-from app.intake.reference import display
 from app.sandbox import BackOffice
 from tests.conftest import (
     UNREACHABLE_RATE,
