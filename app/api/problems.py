@@ -74,7 +74,11 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "Cross-origin request refused",
         "The browser's origin, method or headers are not among those this gateway allows.",
     ),
-    "unavailable": ("Not ready", "The database is not answering; try again shortly."),
+    "unavailable": (
+        "Not ready",
+        "The database is not answering, or a background loop is down (`loops` names it); "
+        "try again shortly.",
+    ),
     "internal": ("Internal error", "Something went wrong on our side; it has been logged."),
 }
 
@@ -101,13 +105,15 @@ def problem(
     errors: list[FieldError] | None = None,
     title: str | None = None,
     headers: dict[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    """A problem+json response."""
+    """A problem+json response; `extensions` are members of its own (RFC 9457, section 3.2)."""
     body: dict[str, Any] = {
         "type": problem_type(slug),
         "title": title or PROBLEM_TYPES.get(slug, (slug,))[0],
         "status": status,
         "detail": detail,
+        **(extensions or {}),
     }
     if instance:
         body["instance"] = instance

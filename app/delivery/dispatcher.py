@@ -45,6 +45,7 @@ from app.core.models import (
     utcnow,
 )
 from app.core.settings import DispatchSettings
+from app.core.supervisor import beat
 from app.delivery import circuits
 from app.delivery.workpool import WorkPool, retry_delay
 from app.intake.reference import display
@@ -147,6 +148,7 @@ class Dispatcher:
             while not self._stopping.is_set():
                 try:
                     await self._claim_and_start()
+                    beat()
                 except (SQLAlchemyError, OSError) as exc:
                     # The database is unreachable: nothing is lost, try again after a pause.
                     log.warning("dispatcher.claim_failed", error=type(exc).__name__)

@@ -42,6 +42,7 @@ from app.core.models import (
     webhook_subscription_table,
 )
 from app.core.settings import WebhookSettings
+from app.core.supervisor import beat
 from app.delivery.workpool import WorkPool, retry_delay
 from app.intake.reading import shown_detail
 from app.intake.reference import display
@@ -262,6 +263,7 @@ class WebhookSender:
                     elif claimed < wanted:
                         wait = self.settings.poll_seconds - (loop.time() - fed_at)
                         await self._pool.sleep(min(wait, await self._seconds_until_due()))
+                    beat()
                 except (SQLAlchemyError, OSError) as exc:
                     log.warning("webhooks.loop_failed", error=type(exc).__name__)
                     await self._pool.sleep(self.settings.poll_seconds)
