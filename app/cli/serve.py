@@ -24,7 +24,13 @@ from app.clients import service as clients
 from app.core.outbound import OutboundGuard
 from app.core.settings import Environment, Settings
 from app.production import check_production
-from app.runtime import health_app, load_configured_catalogue, outbound_guard, runtime
+from app.runtime import (
+    Runtime,
+    health_app,
+    load_configured_catalogue,
+    outbound_guard,
+    runtime,
+)
 
 Host = Annotated[str, typer.Option(metavar="HOST", help="Address to listen on")]
 
@@ -192,15 +198,19 @@ async def _work(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(running.stop()))
-        listener = None
-        if health is not None:
-            host, port = health
-            config = uvicorn.Config(
-                health_app(running), host=host, port=port, log_config=None, access_log=False
-            )
-            listener = _QuietServer(config)
-        async with _alongside(listener):
+        async with _alongside(_health_listener(running, health)):
             await running.work()
+
+
+def _health_listener(running: Runtime, address: tuple[str, int] | None) -> uvicorn.Server | None:
+    """The worker's /healthz and /readyz, when it was given a port for them."""
+    if address is None:
+        return None
+    host, port = address
+    config = uvicorn.Config(
+        health_app(running), host=host, port=port, log_config=None, access_log=False
+    )
+    return _QuietServer(config)
 
 
 def migrate_command() -> None:
