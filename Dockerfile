@@ -25,7 +25,8 @@ ENV IAP_ENV=production \
     PYTHONUNBUFFERED=1
 VOLUME /data
 EXPOSE 8000
-# python-slim has no curl. A worker has no port: run it with --no-healthcheck (compose does).
+# python-slim has no curl. A worker answers it with `worker --health-port 8000` (compose does),
+# or run it with --no-healthcheck.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
 ENTRYPOINT ["iap"]

@@ -1,4 +1,5 @@
-"""The application factory: its lifespan owns the engine, the HTTP client and the dispatcher."""
+"""The application factory: the API, its docs pages and its OpenAPI document; its lifespan runs
+the engine, the HTTP client and (unless API-only) the supervised loops of app.runtime."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -21,31 +20,20 @@ from fastapi.openapi.docs import (
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters import build_adapters
-from app.adapters.base import Adapter
 from app.api.auth import admit
 from app.api.middleware import BodyGuard, add_http_guards
 from app.api.problems import PROBLEM_JSON, install_problem_handlers
 from app.api.ratelimit import RateLimiter
 from app.api.request_log import add_request_log
 from app.api.state import AppState
-from app.catalogue.catalogue import Catalogue, load_catalogue
-from app.catalogue.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
-from app.core.crypto import Sealer
-from app.core.db import create_engine, migrate
-from app.core.outbound import OutboundGuard, OutboundPolicy, Resolver, outbound_client
+from app.core.outbound import Resolver
 from app.core.settings import Settings, get_settings
-from app.delivery.dispatcher import Dispatcher
 from app.intake.service import IntakeContext
-from app.intake.store import close_store
-from app.partners.sender import WebhookSender
-from app.privacy.service import Retention
 from app.production import check_production
 from app.routers import catalogue, enquiries, inbound, meta, privacy, webhooks
+from app.runtime import build_locator, load_configured_catalogue, outbound_guard, runtime
 from app.updates.inbound import InboundUpdate
-from app.updates.poller import Poller
 
 API_DESCRIPTION = """
 One endpoint for every public-service enquiry in a two-tier area. Submit an enquiry; the gateway
@@ -55,15 +43,6 @@ police, NHS, or a person at the triage desk), stores it, and delivers it to each
 Every error is an RFC 9457 `application/problem+json` document with a stable `type`.
 """
 DOCS_ASSETS = "/docs/assets"
-
-
-def load_configured_catalogue(settings: Settings) -> Catalogue:
-    """The catalogue from IAP_CONFIG_DIR, with the sandbox's addresses filled from the settings."""
-    variables = {
-        "IAP_SANDBOX_URL": settings.sandbox_url,
-        "IAP_SANDBOX_SMTP_PORT": str(settings.sandbox_smtp_port),
-    }
-    return load_catalogue(settings.config_dir, variables=variables)
 
 
 def create_app(
@@ -105,6 +84,9 @@ def create_app(
                 outbound=guard,
             )
             app.state.runtime = running
+            app.state.readiness = meta.Readiness(
+                running.engine, running.supervisor if run_dispatcher else None
+            )
             task = asyncio.create_task(running.work()) if run_dispatcher else None
             try:
                 yield
@@ -172,101 +154,6 @@ def add_docs_pages(app: FastAPI) -> None:
             redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
             with_google_fonts=False,
         )
-
-
-@dataclass
-class Runtime:
-    """What a gateway or worker process runs on: the database, the one HTTP client, the
-    adapters, and the background work (delivering, polling back-offices for status, retention,
-    and the partner event feed over webhooks)."""
-
-    engine: AsyncEngine
-    client: httpx.AsyncClient
-    adapters: dict[str, Adapter]
-    sealer: Sealer
-    dispatcher: Dispatcher
-    poller: Poller
-    retention: Retention
-    webhooks: WebhookSender
-
-    async def work(self) -> None:
-        """Deliver, poll, apply retention and send webhooks until stop() is called."""
-        await asyncio.gather(
-            self.dispatcher.run(), self.poller.run(), self.retention.run(), self.webhooks.run()
-        )
-
-    async def stop(self) -> None:
-        self.retention.stop()
-        await self.webhooks.stop()
-        await self.poller.stop()
-        await self.dispatcher.stop()
-
-
-def outbound_guard(settings: Settings, resolver: Resolver | None = None) -> OutboundGuard:
-    """The outbound rules of these settings (enforced in production only)."""
-    return OutboundGuard(
-        OutboundPolicy.from_settings(settings),
-        resolver=resolver,
-        cache_seconds=settings.outbound.resolve_cache_seconds,
-    )
-
-
-@asynccontextmanager
-async def runtime(
-    settings: Settings, catalogue: Catalogue, *, guard: OutboundGuard | None = None
-) -> AsyncIterator[Runtime]:
-    """The database engine (migrated), the shared HTTP client, adapters, dispatcher, poller."""
-    guard = guard or outbound_guard(settings)
-    sealer = settings.sealer()
-    engine = create_engine(settings.database_url, settings.database)
-    try:
-        if settings.migrate_on_start:
-            await migrate(engine, sealer=sealer)
-        async with outbound_client(settings, guard) as client:
-            adapters = build_adapters(catalogue, client, settings, outbound=guard)
-            dispatcher = Dispatcher(
-                engine=engine,
-                catalogue=catalogue,
-                adapters=adapters,
-                sealer=sealer,
-                settings=settings.dispatch,
-            )
-            poller = Poller(
-                engine=engine,
-                catalogue=catalogue,
-                adapters=adapters,
-                worker_id=dispatcher.worker_id,
-            )
-            retention = Retention(
-                engine=engine,
-                catalogue=catalogue,
-                interval_seconds=settings.privacy.retention_interval_seconds,
-            )
-            sender = WebhookSender(
-                engine=engine,
-                client=client,
-                sealer=sealer,
-                settings=settings.webhooks,
-                worker_id=dispatcher.worker_id,
-                shutdown_grace_seconds=settings.dispatch.shutdown_grace_seconds,
-            )
-            yield Runtime(engine, client, adapters, sealer, dispatcher, poller, retention, sender)
-    finally:
-        await close_store(engine)
-        await engine.dispose()
-
-
-def build_locator(
-    settings: Settings, engine: AsyncEngine, client: httpx.AsyncClient
-) -> LocatorChain:
-    """Gazetteer first, then the HTTP locator if configured, then the built-in table."""
-    sources: list[Locator] = [Gazetteer(engine)]
-    if settings.locator.http_url:
-        sources.append(
-            HttpLocator(client, settings.locator.http_url, settings.locator.http_timeout_seconds)
-        )
-    sources.append(PostcodeTable.from_csv(settings.config_dir / "postcode_areas.csv"))
-    return LocatorChain(sources)
 
 
 def openapi_schema(app: FastAPI) -> dict[str, Any]:

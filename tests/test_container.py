@@ -224,7 +224,10 @@ def test_compose_runs_postgres_two_gateways_two_workers_and_a_demo_sandbox():
         assert service["environment"]["IAP_DATABASE_URL"].startswith("postgresql+asyncpg://")
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert service["build"] == "."
-    assert all(s["healthcheck"] == {"disable": True} for n, s in services.items() if "worker" in n)
+    # A worker answers the image's HEALTHCHECK on its own health port.
+    workers = [s for n, s in services.items() if "worker" in n]
+    assert all(s["command"] == ["worker", "--health-port", "8000"] for s in workers)
+    assert all("healthcheck" not in s for s in workers)
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert all(p.startswith("127.0.0.1:") for p in published)
     demo = (ROOT / "deploy" / "demo.env").read_text()

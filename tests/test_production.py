@@ -23,8 +23,9 @@ from app.core.settings import (
     OutboundSettings,
     PrivacySettings,
 )
-from app.main import create_app, load_configured_catalogue
+from app.main import create_app
 from app.production import looks_like_placeholder, secrets_in, shipped_defaults, weakness
+from app.runtime import load_configured_catalogue
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
 from tests.test_cli import iap
 from tests.test_outbound import PUBLIC, FakeResolver, Listener

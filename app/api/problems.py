@@ -72,7 +72,10 @@ class CorsRefused(DomainError):
 
 class Unavailable(DomainError):
     slug, title, status = "unavailable", "Not ready", 503
-    means = "The database is not answering; try again shortly."
+    means = (
+        "The database is not answering, or a background loop is down (`loops` names it); "
+        "try again shortly."
+    )
 
 
 class InternalError(DomainError):
@@ -102,13 +105,20 @@ def problem_type(slug: str) -> str:
     return f"/problems/{slug}"
 
 
-def problem(error: DomainError, *, instance: str | None = None) -> JSONResponse:
-    """The problem+json answer of an error: its class gives the type, title and status."""
+def problem(
+    error: DomainError,
+    *,
+    instance: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """The problem+json answer of an error: its class gives the type, title and status;
+    `extensions` are members of this answer's own (RFC 9457, section 3.2)."""
     body: dict[str, Any] = {
         "type": problem_type(error.slug),
         "title": error.title,
         "status": error.status,
         "detail": error.detail,
+        **(extensions or {}),
     }
     if instance:
         body["instance"] = instance

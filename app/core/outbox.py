@@ -32,6 +32,7 @@ from app.core.db import is_postgres, reading, writing
 from app.core.logs import error_type
 from app.core.models import utcnow
 from app.core.settings import LeaseQueueSettings
+from app.core.supervisor import beat
 from app.core.vocabulary import OutboxState, Outcome
 
 log = structlog.get_logger()
@@ -190,6 +191,7 @@ class LeaseQueue(ABC, Generic[ClaimT]):
             while not self._stopping.is_set():
                 try:
                     await self._turn()
+                    beat()
                 except (SQLAlchemyError, OSError) as exc:
                     # The database is unreachable: nothing is lost, try again after a pause.
                     log.warning(f"{self.name}.claim_failed", error=type(exc).__name__)

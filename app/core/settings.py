@@ -167,6 +167,18 @@ class WebhookSettings(LeaseQueueSettings):
     max_retry_after_seconds: float = Field(default=36000.0, gt=0)
 
 
+class LoopSettings(BaseModel):
+    """How the background loops are watched and restarted (app/core/supervisor.py)."""
+
+    # A loop with no successful turn for this long beyond its own longest idle wait is stale,
+    # and /readyz answers 503.
+    stale_seconds: float = Field(default=300.0, gt=0)
+    # A loop that raised runs again after restart_min_seconds, doubled for each failure in a
+    # row up to restart_max_seconds.
+    restart_min_seconds: float = Field(default=1.0, gt=0)
+    restart_max_seconds: float = Field(default=60.0, gt=0)
+
+
 class OutboundSettings(BaseModel):
     """What production may call although it is private or unencrypted (docs/security.md)."""
 
@@ -245,6 +257,7 @@ class Settings(BaseSettings):
 
     outbound: OutboundSettings = OutboundSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    loops: LoopSettings = LoopSettings()
 
     @property
     def log_renderer(self) -> LogFormat:

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import shareable_citizen
@@ -32,6 +33,7 @@ from app.core.models import (
     status_update_table,
     utcnow,
 )
+from app.core.supervisor import beat
 from app.core.vocabulary import AuditAction, EventType, OutboxState
 from app.intake.reading import enquiry_view
 from app.intake.schemas import DestinationOut
@@ -356,8 +358,10 @@ class Retention:
                 await run_retention(
                     engine=self.engine, catalogue=self.catalogue, actor=Actor("retention schedule")
                 )
-            except Exception:
-                # A failed run (the database away, say) is tried again at the next interval.
+                beat()
+            except (SQLAlchemyError, OSError):
+                # The database away: tried again at the next interval (anything else is a bug,
+                # which the supervisor logs and restarts the loop after).
                 log.exception("retention.failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)

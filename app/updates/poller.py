@@ -33,6 +33,7 @@ from app.core.models import (
     utcnow,
 )
 from app.core.reference import display
+from app.core.supervisor import beat
 from app.core.vocabulary import OutboxState, ReceivedVia
 from app.updates.inbound import forget_old_messages
 from app.updates.recording import UnknownCase, record_update, vocabulary
@@ -43,7 +44,7 @@ p = poll_state_table.c
 # Cases are followed this long after delivery; a back-office silent for longer is left be.
 TRACK_FOR = timedelta(days=90)
 TRACK_AT_ONCE = 500
-_IDLE_SECONDS = 5.0
+IDLE_SECONDS = 5.0
 _FORGET_MESSAGES_AFTER = timedelta(days=1)
 
 
@@ -92,6 +93,7 @@ class Poller:
                 for organisation_id in await self._take_due():
                     await self.poll(organisation_id)
                 await forget_old_messages(self.engine, older_than=_FORGET_MESSAGES_AFTER)
+                beat()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("poller.failed", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
@@ -219,7 +221,7 @@ class Poller:
         retry_after: float | None = None,
     ) -> None:
         now = utcnow()
-        every = self.polling[organisation_id].config.poll_seconds or _IDLE_SECONDS
+        every = self.polling[organisation_id].config.poll_seconds or IDLE_SECONDS
         async with writing(self.engine) as conn:
             await conn.execute(
                 update(poll_state_table)
@@ -247,5 +249,5 @@ class Poller:
                 .limit(1)
             )
         if due is None:
-            return _IDLE_SECONDS
-        return min(_IDLE_SECONDS, max(0.05, (due - utcnow()).total_seconds()))
+            return IDLE_SECONDS
+        return min(IDLE_SECONDS, max(0.05, (due - utcnow()).total_seconds()))
