@@ -38,7 +38,7 @@ from app.core.settings import (
 from app.main import create_app
 from app.sandbox import create_sandbox_app
 
-# Fuzzing (tests/test_fuzz.py). Each test's app and client are made once and shared by its
+# Fuzzing (tests/api/test_fuzz.py). Each test's app and client are made once and shared by its
 # examples, which compare stored rows before and after their own request: hence the
 # function-scoped fixtures. No deadline: a database round trip varies too much to time.
 # "ci", the default, runs the same examples every time and keeps no example database, so the
@@ -216,7 +216,7 @@ def make_settings(
         ),
         # Keys checked every time, so a key revoked by `iap clients revoke` fails at once.
         # Rate limits counted as in production, but too high for any test to reach by chance
-        # (tests/test_abuse.py sets small ones); the test client's base_url host is trusted.
+        # (tests/api/test_abuse.py sets small ones); the test client's base_url host is trusted.
         "api": ApiSettings(
             key_cache_seconds=0,
             rate_limit_client=UNREACHABLE_RATE,

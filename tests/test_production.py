@@ -26,9 +26,9 @@ from app.core.settings import (
 from app.main import create_app
 from app.production import looks_like_placeholder, secrets_in, shipped_defaults, weakness
 from app.runtime import load_configured_catalogue
+from tests.cli.test_cli import iap
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
-from tests.test_cli import iap
-from tests.test_outbound import PUBLIC, FakeResolver, Listener
+from tests.core.test_outbound import PUBLIC, FakeResolver, Listener
 
 COUNTY_HOST = "cases.oxfordshire.gov.uk"
 STRONG = {

@@ -164,7 +164,8 @@ class AdapterConfig(BaseModel):
 
 
 class OutboundCheck(Protocol):
-    """The outbound rules (app.outbound.OutboundGuard), for adapters that connect by themselves."""
+    """The outbound rules (app.core.outbound.OutboundGuard), for adapters that connect by
+    themselves."""
 
     async def check_url(self, url: str) -> None:
         """Raise PermanentError unless `url` may be called."""

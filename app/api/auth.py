@@ -3,7 +3,7 @@
 Routes say what they need with `Depends(require(Scope.x, ...))` (any one of the scopes will do;
 `admin` always does). The catalogue, health and the problem pages need no key; the inbound
 routes are authenticated by the organisation's own signature or api_key instead. Every call
-that comes through here is counted against a rate limit (app.ratelimit).
+that comes through here is counted against a rate limit (app.api.ratelimit).
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def problem(
 
 
 # Checks a request's caller (401) and rate limit (429) by raising a DomainError; run before a
-# body is refused unread or unparsed, so refusals are no free way in (app.auth.admit).
+# body is refused unread or unparsed, so refusals are no free way in (app.api.auth.admit).
 Admit = Callable[[Request], Awaitable[None]]
 
 

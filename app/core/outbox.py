@@ -402,5 +402,5 @@ class WorkPool:
         self._wakeup.set()
         error = None if task.cancelled() else task.exception()
         if error is not None:
-            # Its traceback, redacted (app.logs): an exception's repr may quote a row.
+            # Its traceback, redacted (app.core.logs): an exception's repr may quote a row.
             log.error(f"{self.name}.task_failed", error=error_type(error), exc_info=error)

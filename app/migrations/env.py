@@ -1,4 +1,4 @@
-"""Alembic environment: runs on a connection handed over by app.db.migrate, or on its own."""
+"""Alembic environment: runs on a connection handed over by app.core.db.migrate, or on its own."""
 
 import asyncio
 

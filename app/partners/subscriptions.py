@@ -2,7 +2,7 @@
 
 A subscription names an endpoint and the timeline events it wants; its Standard Webhooks
 secret is shown once when it is made and stored only sealed. What is sent, and how, is in
-app/services/webhook_sender.py.
+app/partners/sender.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Status coming back: each update an organisation reports lands in the timeline exactly once.
 
-Updates arrive pushed (POST /v1/inbound/...) or polled (app.services.poller); both end here.
+Updates arrive pushed (POST /v1/inbound/...) or polled (app.updates.poller); both end here.
 An update is matched to our dispatch by the back-office's reference (or ours), recorded under a
 unique (organisation, update id), mapped onto our vocabulary, and the enquiry's status follows
 the organisation least far along. `not_our_responsibility` sends the enquiry to the triage desk.

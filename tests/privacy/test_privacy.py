@@ -24,11 +24,11 @@ from app.main import create_app
 from app.privacy import service as privacy
 from app.privacy.audit import Actor
 from app.privacy.service import REMOVED, Retention
+from tests.cli.test_cli import iap as iap_command
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
 from tests.sandbox.conftest import eventually
-from tests.test_cli import iap as iap_command
-from tests.test_inbound import push
-from tests.test_inbound import update as county_update
+from tests.updates.test_inbound import push
+from tests.updates.test_inbound import update as county_update
 
 ADA = {
     "name": "Ada Lovelace",

@@ -29,7 +29,7 @@ from app.intake.store import _postgres_pool, close_store
 from app.main import create_app
 from tests.conftest import ON_POSTGRES, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAME = "Philippa Wolstencroft"
 DESCRIPTION = "Call Philippa on 01865 402977 about the broken lamp"
 TRACES = ("philippa", "wolstencroft", "402977")
@@ -91,7 +91,7 @@ def test_an_unhandled_database_error_logs_its_type_route_and_request_id_only(
     database_url: str,
 ) -> None:
     run = python(
-        "from tests.test_logs import serve_a_failing_route as s; s()",
+        "from tests.core.test_logs import serve_a_failing_route as s; s()",
         env={"IAP_ENV": "test", "IAP_DATABASE_URL": database_url, "IAP_MIGRATE_ON_START": "0"},
     )
     answer = json.loads(run.stdout.splitlines()[-1])

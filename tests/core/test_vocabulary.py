@@ -15,7 +15,7 @@ from app.catalogue.status import Status
 from app.core.vocabulary import EVENT_FAMILIES, EVENT_PATTERNS, EventType, Outcome
 from app.partners.schemas import WebhookIn
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "webhooks.md"
 
 

@@ -14,7 +14,7 @@ import pytest
 from app.main import create_app
 from tests.conftest import free_port, make_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def iap(*args, database_url, env=None, check=True):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import ROOT, iap
+from tests.cli.test_cli import ROOT, iap
 
 EXTRACT = "oxfordshire-postcodes-onspd.csv"
 

@@ -33,7 +33,7 @@ from app.intake.reading import masked_citizen
 from app.main import create_app
 from tests.conftest import bearer, enquiry_body, make_key, make_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 PUBLIC = "public"  # no key needed
 OWN_AUTH = "own"  # the organisation's signature or api_key, not an API key

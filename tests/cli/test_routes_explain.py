@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
+from tests.cli.test_cli import iap
 from tests.conftest import enquiry_body
-from tests.test_cli import iap
 
 ATTRIBUTES = {"pothole": {"road_or_pavement": "road"}, "missed-bin": {"bin_type": "food"}}
 

@@ -24,7 +24,7 @@ from app.core.models import enquiry_table, idempotency_table
 from app.core.settings import ApiSettings, Environment, Settings
 from app.main import create_app
 from tests.conftest import bearer, enquiry_body, free_port, make_key, make_settings
-from tests.test_outbound import FakeResolver
+from tests.core.test_outbound import FakeResolver
 from tests.test_production import RESOLVER, config_dir, organisations, production_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

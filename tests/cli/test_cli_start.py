@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from tests.conftest import POSTGRES_URL, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IAP = [sys.executable, "-c", "from app.cli import main; main()"]
 
 

@@ -33,7 +33,7 @@ from app.core.models import (
 )
 from tests import strategies as fuzz
 from tests.conftest import enquiry_body
-from tests.test_inbound import CITY_KEY, COUNTY_SECRET, delivered_enquiry
+from tests.updates.test_inbound import CITY_KEY, COUNTY_SECRET, delivered_enquiry
 
 
 class Stored(NamedTuple):

@@ -28,9 +28,9 @@ from app.main import create_app
 from app.partners.sender import feed
 from app.partners.subscriptions import reseal_secrets
 from tests.conftest import ThreadedServer, bearer, enquiry_body, free_port, make_key
+from tests.core.test_outbound import PUBLIC, FakeResolver
+from tests.privacy.test_privacy import ADA, SHARED, asb
 from tests.sandbox.conftest import eventually
-from tests.test_outbound import PUBLIC, FakeResolver
-from tests.test_privacy import ADA, SHARED, asb
 from tests.test_production import RESOLVER, config_dir, organisations, production_settings
 
 
