@@ -24,9 +24,9 @@ from app.main import create_app
 from app.partners.sender import WebhookSender
 from app.privacy import service as privacy_service
 from app.updates.poller import Poller
+from tests.cli.test_cli_start import wait_until_ready
 from tests.conftest import free_port
 from tests.sandbox.conftest import eventually
-from tests.test_cli_start import wait_until_ready
 
 LOOP_NAMES = ["dispatcher", "poller", "webhooks", "retention"]
 # What one turn of each loop calls first: making it raise is a bug in that loop's turn.
