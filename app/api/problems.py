@@ -27,60 +27,58 @@ log = structlog.get_logger()
 PROBLEM_JSON = "application/problem+json"
 
 
-class MalformedJson(DomainError):
-    slug, title, status = "malformed-json", "The body is not valid JSON", 400
-    means = "The request body could not be parsed."
+class MalformedJson(
+    DomainError, slug="malformed-json", title="The body is not valid JSON", status=400
+):
+    """The request body could not be parsed."""
 
 
-class MethodNotAllowed(DomainError):
-    slug, title, status = "method-not-allowed", "Method not allowed", 405
-    means = "This address does not accept that method."
+class MethodNotAllowed(
+    DomainError, slug="method-not-allowed", title="Method not allowed", status=405
+):
+    """This address does not accept that method."""
 
 
-class PayloadTooLarge(DomainError):
-    slug, title, status = "payload-too-large", "Request body too large", 413
-    means = "The body is larger than the limit."
+class PayloadTooLarge(
+    DomainError, slug="payload-too-large", title="Request body too large", status=413
+):
+    """The body is larger than the limit."""
 
 
-class UnsupportedMediaType(DomainError):
-    slug, title, status = "unsupported-media-type", "Unsupported media type", 415
-    means = "Send the body as application/json."
+class UnsupportedMediaType(
+    DomainError, slug="unsupported-media-type", title="Unsupported media type", status=415
+):
+    """Send the body as application/json."""
 
 
-class RateLimited(DomainError):
-    slug, title, status = "rate-limited", "Too many requests", 429
-    means = (
-        "This API key, or this address for calls without a key, has used up its rate limit; "
-        "wait the seconds `Retry-After` gives."
-    )
+class RateLimited(DomainError, slug="rate-limited", title="Too many requests", status=429):
+    """This API key, or this address for calls without a key, has used up its rate limit; wait
+    the seconds `Retry-After` gives."""
 
 
-class UntrustedHost(DomainError):
-    slug, title, status = "untrusted-host", "Unknown host", 400
-    means = "The Host header names a host this gateway is not configured to answer to."
+class UntrustedHost(DomainError, slug="untrusted-host", title="Unknown host", status=400):
+    """The Host header names a host this gateway is not configured to answer to."""
 
 
-class HeadersTooLarge(DomainError):
-    slug, title, status = "headers-too-large", "Request headers too large", 431
-    means = "The request has more headers, or longer ones, than any real client sends."
+class HeadersTooLarge(
+    DomainError, slug="headers-too-large", title="Request headers too large", status=431
+):
+    """The request has more headers, or longer ones, than any real client sends."""
 
 
-class CorsRefused(DomainError):
-    slug, title, status = "cors-refused", "Cross-origin request refused", 400
-    means = "The browser's origin, method or headers are not among those this gateway allows."
+class CorsRefused(
+    DomainError, slug="cors-refused", title="Cross-origin request refused", status=400
+):
+    """The browser's origin, method or headers are not among those this gateway allows."""
 
 
-class Unavailable(DomainError):
-    slug, title, status = "unavailable", "Not ready", 503
-    means = (
-        "The database is not answering, or a background loop is down (`loops` names it); "
-        "try again shortly."
-    )
+class Unavailable(DomainError, slug="unavailable", title="Not ready", status=503):
+    """The database is not answering, or a background loop is down (`loops` names it); try again
+    shortly."""
 
 
-class InternalError(DomainError):
-    slug, title, status = "internal", "Internal error", 500
-    means = "Something went wrong on our side; it has been logged."
+class InternalError(DomainError, slug="internal", title="Internal error", status=500):
+    """Something went wrong on our side; it has been logged."""
 
 
 # Starlette's own refusals, as the problem types they are.

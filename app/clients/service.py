@@ -12,7 +12,7 @@ import hmac
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 
@@ -73,16 +73,9 @@ class ClientInfo:
 
     @classmethod
     def of(cls, client: ApiClient) -> ClientInfo:
-        """The client as listed, its secret's hash left behind."""
-        return cls(
-            id=client.id,
-            name=client.name,
-            key_id=client.key_id,
-            scopes=client.scopes,
-            channel=client.channel,
-            created_at=client.created_at,
-            revoked_at=client.revoked_at,
-        )
+        """The client as listed: its fields read from the row by name, the secret's hash left
+        behind."""
+        return cls(**{field.name: getattr(client, field.name) for field in fields(cls)})
 
     @property
     def key_hint(self) -> str:

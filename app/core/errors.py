@@ -38,9 +38,10 @@ def _characters(count: Any) -> str:
 
 class DomainError(Exception):
     """A failure answered to the client as problem+json; services raise these for what the
-    client can act on. Its class is its problem type, in this one place: the `slug` of the type
-    URI, the `title`, the HTTP `status` and what it `means` (the page /problems/{slug} serves).
-    A subclass without a slug of its own shares its parent's type."""
+    client can act on. Its class is its problem type, in this one place: the class keywords
+    give the `slug` of the type URI, the `title` and the HTTP `status`, its docstring what it
+    `means` (the page /problems/{slug} serves). A subclass without a slug of its own shares its
+    parent's type."""
 
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
@@ -61,9 +62,23 @@ class DomainError(Exception):
         if headers is not None:
             self.headers = headers
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        slug: str | None = None,
+        title: str | None = None,
+        status: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A problem type is declared in the class's keywords, and its docstring is what it
+        means: `class NotFound(DomainError, slug=..., title=..., status=404): "..."`."""
         super().__init_subclass__(**kwargs)
-        if "slug" in cls.__dict__:
+        if slug is not None:
+            if title is None or status is None or not cls.__doc__:
+                raise TypeError(f"{cls.__name__} needs a title, a status and a docstring")
+            cls.slug, cls.title, cls.status = slug, title, status
+            cls.means = " ".join(cls.__doc__.split())
+        if "slug" in cls.__dict__:  # however it was set, a slug is one type's alone
             taken = PROBLEM_TYPES.setdefault(cls.slug, cls)
             if taken is not cls:
                 raise TypeError(f"{cls.__name__} reuses the problem type of {taken.__name__}")
@@ -74,34 +89,33 @@ class DomainError(Exception):
 PROBLEM_TYPES: dict[str, type[DomainError]] = {DomainError.slug: DomainError}
 
 
-class ValidationFailed(DomainError):
-    slug, title, status = "validation", "Your request is not valid", 422
-    means = "A field is missing, malformed or too long; `errors` points at each one."
+class ValidationFailed(
+    DomainError, slug="validation", title="Your request is not valid", status=422
+):
+    """A field is missing, malformed or too long; `errors` points at each one."""
 
 
-class OutOfArea(DomainError):
-    slug, title, status = "out-of-area", "No organisation here covers that place", 422
-    means = (
-        "The postcode or point is valid but outside every area this gateway's organisations cover."
-    )
+class OutOfArea(
+    DomainError, slug="out-of-area", title="No organisation here covers that place", status=422
+):
+    """The postcode or point is valid but outside every area this gateway's organisations cover."""
 
 
-class InvalidReference(DomainError):
-    slug, title, status = "invalid-reference", "That is not a valid enquiry reference", 422
-    means = (
-        "The reference is malformed "
-        "or its check character does not match: probably a typing mistake."
-    )
+class InvalidReference(
+    DomainError, slug="invalid-reference", title="That is not a valid enquiry reference", status=422
+):
+    """The reference is malformed or its check character does not match: probably a typing
+    mistake."""
 
 
-class NotFound(DomainError):
-    slug, title, status = "not-found", "Not found", 404
-    means = "Nothing exists at this address."
+class NotFound(DomainError, slug="not-found", title="Not found", status=404):
+    """Nothing exists at this address."""
 
 
-class Unauthenticated(DomainError):
-    slug, title, status = "unauthenticated", "We could not tell who sent this", 401
-    means = "The credentials or the signature are missing, wrong or too old."
+class Unauthenticated(
+    DomainError, slug="unauthenticated", title="We could not tell who sent this", status=401
+):
+    """The credentials or the signature are missing, wrong or too old."""
 
 
 class NoValidKey(Unauthenticated):
@@ -110,9 +124,8 @@ class NoValidKey(Unauthenticated):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
-class Forbidden(DomainError):
-    slug, title, status = "forbidden", "Your API key may not do this", 403
-    means = "The key is valid but lacks the scope this request needs; `WWW-Authenticate` names it."
+class Forbidden(DomainError, slug="forbidden", title="Your API key may not do this", status=403):
+    """The key is valid but lacks the scope this request needs; `WWW-Authenticate` names it."""
 
     def __init__(self, detail: str, *, needs: str) -> None:
         super().__init__(
@@ -121,27 +134,26 @@ class Forbidden(DomainError):
         )
 
 
-class ClientExists(DomainError):
-    slug, title, status = "conflict", "That name is taken", 409
-    means = "Something with that name already exists."
+class ClientExists(DomainError, slug="conflict", title="That name is taken", status=409):
+    """Something with that name already exists."""
 
 
-class IdempotencyMismatch(DomainError):
-    slug, title, status = (
-        "idempotency-key-reused",
-        "Idempotency-Key reused with a different request",
-        422,
-    )
-    means = "Use a new key for a new request."
+class IdempotencyMismatch(
+    DomainError,
+    slug="idempotency-key-reused",
+    title="Idempotency-Key reused with a different request",
+    status=422,
+):
+    """Use a new key for a new request."""
 
 
-class IdempotencyInFlight(DomainError):
-    slug, title, status = (
-        "idempotency-key-in-flight",
-        "A request with this Idempotency-Key is still being processed",
-        409,
-    )
-    means = "Wait for the first request to finish, then retry."
+class IdempotencyInFlight(
+    DomainError,
+    slug="idempotency-key-in-flight",
+    title="A request with this Idempotency-Key is still being processed",
+    status=409,
+):
+    """Wait for the first request to finish, then retry."""
 
 
 # What an adapter may raise (app.adapters.base); here because the outbound guard raises them too.

@@ -131,15 +131,8 @@ def _visible(caller: Caller) -> ColumnElement[bool]:
 
 
 def _out(subscription: WebhookSubscription) -> WebhookOut:
-    return WebhookOut(
-        id=subscription.id,
-        url=subscription.url,
-        events=subscription.events,
-        organisation_id=subscription.organisation_id,
-        state=subscription.state,
-        disabled_reason=subscription.disabled_reason,
-        created_at=subscription.created_at,
-    )
+    """The row as listed: WebhookOut's fields read by name, so the secret stays behind."""
+    return WebhookOut.model_validate(subscription, from_attributes=True)
 
 
 async def list_subscriptions(*, engine: AsyncEngine, caller: Caller) -> list[WebhookOut]:
