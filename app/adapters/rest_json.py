@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from functools import cached_property
 from time import monotonic
 from typing import Any
 
@@ -19,7 +20,6 @@ from app.adapters.base import (
     Adapter,
     AdapterConfig,
     Delivery,
-    OutboundCheck,
     PermanentError,
     Receipt,
     enquiry_record,
@@ -64,20 +64,13 @@ class RestJsonAdapter(Adapter):
     config_model = RestJsonConfig
     config: RestJsonConfig
     status_words = CASE_WORDS
+    _token: str | None = None  # the OAuth access token until it expires or is refused
+    _token_expires_at = 0.0
 
-    def __init__(
-        self,
-        *,
-        config: Any,
-        client: httpx.AsyncClient,
-        timeout: float,
-        outbound: OutboundCheck | None = None,
-    ) -> None:
-        super().__init__(config=config, client=client, timeout=timeout, outbound=outbound)
-        self._token: str | None = None
-        self._token_expires_at = 0.0
-        # One token request at a time: a burst of deliveries must not each ask for its own.
-        self._token_lock = asyncio.Lock()
+    @cached_property
+    def _token_lock(self) -> asyncio.Lock:
+        """One token request at a time: a burst of deliveries must not each ask for its own."""
+        return asyncio.Lock()
 
     async def deliver(self, delivery: Delivery) -> Receipt:
         """Create the case, or get back the one an earlier attempt with this dispatch id made."""

@@ -98,6 +98,18 @@ def documented_problem(description: str) -> dict[str, Any]:
     }
 
 
+def documented_problems(
+    descriptions: Mapping[int, str] | None = None, *, lacks: str | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """A route's OpenAPI `responses` for its errors, status → description. `lacks` is what a
+    key may lack for it: such a route answers 401 without a valid key and 403 without that."""
+    scoped = {401: "No valid API key", 403: f"The API key lacks {lacks}"} if lacks else {}
+    return {
+        status: documented_problem(description)
+        for status, description in sorted({**scoped, **(descriptions or {})}.items())
+    }
+
+
 def problem_type(slug: str) -> str:
     """The type URI of a problem: a page of this API describing it."""
     return f"/problems/{slug}"

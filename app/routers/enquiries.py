@@ -18,7 +18,7 @@ from app.api.deps import (
     Sealer,
     Submitter,
 )
-from app.api.problems import documented_problem
+from app.api.problems import documented_problems
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
 from app.clients.service import Scope
 from app.core.types import NoNul, UtcDatetime
@@ -30,6 +30,7 @@ from app.intake.service import accept_enquiry
 router = APIRouter(
     prefix="/v1/enquiries", tags=["enquiries"], responses={429: RATE_LIMITED_RESPONSE}
 )
+_READERS_LACK = "enquiries:read and enquiries:read-all"
 
 
 @router.post(
@@ -37,18 +38,17 @@ router = APIRouter(
     status_code=201,
     response_model=EnquiryCreated,
     summary="Submit an enquiry",
-    responses={
-        400: documented_problem("The body is not valid JSON"),
-        401: documented_problem("No valid API key"),
-        403: documented_problem("The API key lacks the scope enquiries:submit"),
-        409: documented_problem("The first request with this Idempotency-Key is still in progress"),
-        413: documented_problem("The body is too large"),
-        415: documented_problem("The body is not JSON"),
-        422: documented_problem(
-            "Invalid enquiry, out-of-area place, Idempotency-Key reused, or a channel this "
-            "API key may not use"
-        ),
-    },
+    responses=documented_problems(
+        {
+            400: "The body is not valid JSON",
+            409: "The first request with this Idempotency-Key is still in progress",
+            413: "The body is too large",
+            415: "The body is not JSON",
+            422: "Invalid enquiry, out-of-area place, Idempotency-Key reused, or a channel this "
+            "API key may not use",
+        },
+        lacks="the scope enquiries:submit",
+    ),
 )
 async def create_enquiry(
     enquiry: EnquiryIn,
@@ -102,12 +102,14 @@ def _location(reference: str) -> str:
     "/{reference}",
     response_model=EnquiryOut,
     summary="Read one enquiry with its destinations and timeline",
-    responses={
-        401: documented_problem("No valid API key, and no token"),
-        403: documented_problem("The API key lacks enquiries:read and enquiries:read-all"),
-        404: documented_problem("No such enquiry (or not yours, or the token is wrong)"),
-        422: documented_problem("Not a valid reference"),
-    },
+    responses=documented_problems(
+        {
+            401: "No valid API key, and no token",
+            404: "No such enquiry (or not yours, or the token is wrong)",
+            422: "Not a valid reference",
+        },
+        lacks=_READERS_LACK,
+    ),
 )
 async def read_enquiry(
     reference: Annotated[str, Path(max_length=32, examples=["K7Q-M4X-PB6"])],
@@ -154,11 +156,9 @@ async def read_enquiry(
     "",
     response_model=EnquiryPage,
     summary="List enquiries, newest first",
-    responses={
-        401: documented_problem("No valid API key"),
-        403: documented_problem("The API key lacks enquiries:read and enquiries:read-all"),
-        422: documented_problem("A filter or the cursor is not valid"),
-    },
+    responses=documented_problems(
+        {422: "A filter or the cursor is not valid"}, lacks=_READERS_LACK
+    ),
 )
 async def search_enquiries(
     engine: Engine,

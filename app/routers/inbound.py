@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Path, Request
 
 from app.api.deps import Inbox
-from app.api.problems import documented_problem
+from app.api.problems import documented_problems
 from app.api.ratelimit import RATE_LIMITED_RESPONSE, limit_inbound
 from app.updates.inbound import InboundReceipt
 
@@ -20,6 +20,16 @@ router = APIRouter(
     responses={429: RATE_LIMITED_RESPONSE},
 )
 Organisation = Annotated[str, Path(max_length=64, examples=["oxfordshire-county"])]
+# Unknown organisations are refused exactly like bad credentials, so names cannot be probed.
+_SIGNATURE_REFUSED = (
+    "Signature missing, wrong, or timestamp more than 5 minutes off; answered the same "
+    "for an organisation that is unknown or does not push webhooks"
+)
+_API_KEY_REFUSED = (
+    "The api_key is missing or wrong; answered the same for an organisation that is "
+    "unknown or does not push Open311 updates"
+)
+_UPDATE_PROBLEMS = {404: "The update names no case of ours", 422: "The update is not valid"}
 
 
 @router.post(
@@ -34,14 +44,7 @@ Organisation = Annotated[str, Path(max_length=64, examples=["oxfordshire-county"
             },
         }
     },
-    responses={
-        401: documented_problem(
-            "Signature missing, wrong, or timestamp more than 5 minutes off; answered the same "
-            "for an organisation that is unknown or does not push webhooks"
-        ),
-        404: documented_problem("The update names no case of ours"),
-        422: documented_problem("The update is not valid"),
-    },
+    responses=documented_problems({401: _SIGNATURE_REFUSED, **_UPDATE_PROBLEMS}),
 )
 async def receive_webhook(
     organisation: Organisation, request: Request, inbox: Inbox
@@ -90,14 +93,7 @@ async def receive_webhook(
             },
         }
     },
-    responses={
-        401: documented_problem(
-            "The api_key is missing or wrong; answered the same for an organisation that is "
-            "unknown or does not push Open311 updates"
-        ),
-        404: documented_problem("The update names no case of ours"),
-        422: documented_problem("The update is not valid"),
-    },
+    responses=documented_problems({401: _API_KEY_REFUSED, **_UPDATE_PROBLEMS}),
 )
 async def receive_open311_update(
     organisation: Organisation, request: Request, inbox: Inbox

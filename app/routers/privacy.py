@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from app.api.deps import Admin, Catalogue, Engine, PrivacyOfficer, Sealer
-from app.api.problems import documented_problem
+from app.api.problems import documented_problems
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
 from app.core.types import NoNul
 from app.core.vocabulary import AuditAction
@@ -18,17 +18,16 @@ from app.privacy.audit import Actor
 from app.privacy.schemas import AuditPage, ErasureOut, Subject, SubjectAccessExport
 
 router = APIRouter(tags=["privacy"], responses={429: RATE_LIMITED_RESPONSE})
-_AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: documented_problem("No valid API key"),
-    403: documented_problem("The API key lacks the scope privacy"),
-}
+_SUBJECT_PROBLEMS = documented_problems(
+    {422: "Neither a valid email nor phone"}, lacks="the scope privacy"
+)
 
 
 @router.post(
     "/v1/privacy/subject-access",
     response_model=SubjectAccessExport,
     summary="Export everything held about a citizen",
-    responses={**_AUTH_PROBLEMS, 422: documented_problem("Neither a valid email nor phone")},
+    responses=_SUBJECT_PROBLEMS,
 )
 async def subject_access(
     subject: Subject,
@@ -54,7 +53,7 @@ async def subject_access(
     "/v1/privacy/erasure",
     response_model=ErasureOut,
     summary="Erase a citizen's personal data",
-    responses={**_AUTH_PROBLEMS, 422: documented_problem("Neither a valid email nor phone")},
+    responses=_SUBJECT_PROBLEMS,
 )
 async def erasure(
     subject: Subject,
@@ -81,11 +80,7 @@ async def erasure(
     "/v1/audit",
     response_model=AuditPage,
     summary="Read the audit log, newest first",
-    responses={
-        401: documented_problem("No valid API key"),
-        403: documented_problem("The API key lacks the scope admin"),
-        422: documented_problem("The cursor is not valid"),
-    },
+    responses=documented_problems({422: "The cursor is not valid"}, lacks="the scope admin"),
 )
 async def audit_log(
     engine: Engine,

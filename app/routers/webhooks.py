@@ -4,25 +4,20 @@ sent as signed Standard Webhooks. A client sees and manages its own; admin, ever
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Response
 
 from app.api.deps import Catalogue, Engine, Outbound, Sealer, WebhookManager
-from app.api.problems import documented_problem
+from app.api.problems import documented_problems
 from app.partners import subscriptions as webhooks
 from app.partners.schemas import WebhookCreated, WebhookDetail, WebhookIn, WebhookList
 
 router = APIRouter(tags=["webhooks"])
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: documented_problem("No valid API key"),
-    403: documented_problem(
-        "The API key lacks the scope webhooks:manage, or names an organisation without admin"
-    ),
-}
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: documented_problem("No such subscription (or not this client's)")
-}
+_LACKS = "the scope webhooks:manage, or names an organisation without admin"
+_PROBLEMS = documented_problems(lacks=_LACKS)
+_ONE_PROBLEMS = documented_problems(
+    {404: "No such subscription (or not this client's)"}, lacks=_LACKS
+)
 
 
 @router.post(
@@ -30,10 +25,9 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status_code=201,
     response_model=WebhookCreated,
     summary="Subscribe an endpoint to enquiry events",
-    responses={
-        **_PROBLEMS,
-        422: documented_problem("A bad URL, one the gateway may not call, or a bad event name"),
-    },
+    responses=documented_problems(
+        {422: "A bad URL, one the gateway may not call, or a bad event name"}, lacks=_LACKS
+    ),
 )
 async def subscribe(
     request: WebhookIn,
@@ -72,7 +66,7 @@ async def list_webhooks(engine: Engine, caller: WebhookManager) -> WebhookList:
     "/v1/webhooks/{subscription_id}",
     response_model=WebhookDetail,
     summary="Read a subscription and its recent deliveries",
-    responses={**_PROBLEMS, **_NOT_FOUND},
+    responses=_ONE_PROBLEMS,
 )
 async def read_webhook(
     subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
@@ -89,7 +83,7 @@ async def read_webhook(
     status_code=204,
     response_class=Response,
     summary="Remove a subscription",
-    responses={**_PROBLEMS, **_NOT_FOUND},
+    responses=_ONE_PROBLEMS,
 )
 async def delete_webhook(
     subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
