@@ -229,22 +229,6 @@ async def test_without_a_body_the_id_comes_from_the_location_header():
     assert (await send(delivery(share=False))).remote_reference == "sr-42"
 
 
-@respx.mock
-async def test_a_repeat_after_a_timeout_sends_the_same_condition_and_body():
-    route = respx.post(SERVICE_REQUEST).mock(
-        side_effect=[httpx.ReadTimeout("slow"), httpx.Response(200, json=CREATED)]
-    )
-    async with httpx.AsyncClient() as client:
-        fhir = adapter(client)
-        with pytest.raises(RetryableError, match="ReadTimeout"):
-            await fhir.deliver(delivery(share=True))
-        receipt = await fhir.deliver(delivery(share=True, attempt=2))
-    assert receipt.remote_reference == "sr-1"
-    first, second = (call.request for call in route.calls)
-    assert first.headers["if-none-exist"] == second.headers["if-none-exist"]
-    assert first.content == second.content
-
-
 # -- the server's answers ------------------------------------------------------------------
 
 
