@@ -39,6 +39,23 @@ def run(*args: str, **values: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start(
+    command: list[str], database_url: str, cwd: Path, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """A long-running `iap` process on the test database; its sandbox URL is a free port, so a
+    stray delivery fails instead of reaching a sandbox that another test started."""
+    return subprocess.Popen(
+        command,
+        env=environment(
+            IAP_DATABASE_URL=database_url, IAP_SANDBOX_URL=f"http://127.0.0.1:{free_port()}"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        cwd=cwd,
+    )
+
+
 def wait_until_ready(process: subprocess.Popen[str], url: str) -> None:
     deadline = time.monotonic() + 30
     while True:
@@ -55,16 +72,7 @@ def wait_until_ready(process: subprocess.Popen[str], url: str) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_serve_stops_cleanly_on_a_signal(sig, database_url, tmp_path):
     port = free_port()
-    process = subprocess.Popen(
-        [*IAP, "serve", "--port", str(port), "--no-sandbox"],
-        env=environment(
-            IAP_DATABASE_URL=database_url, IAP_SANDBOX_URL=f"http://127.0.0.1:{free_port()}"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    process = start([*IAP, "serve", "--port", str(port), "--no-sandbox"], database_url, tmp_path)
     try:
         wait_until_ready(process, f"http://127.0.0.1:{port}/readyz")
         process.send_signal(sig)
@@ -77,16 +85,7 @@ def test_serve_stops_cleanly_on_a_signal(sig, database_url, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_worker_stops_cleanly_on_a_signal(sig, database_url, tmp_path):
-    process = subprocess.Popen(
-        [*IAP, "worker"],
-        env=environment(
-            IAP_DATABASE_URL=database_url, IAP_SANDBOX_URL=f"http://127.0.0.1:{free_port()}"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
+    process = start([*IAP, "worker"], database_url, tmp_path, stderr=subprocess.STDOUT)
     try:
         assert process.stdout is not None
         for line in process.stdout:
