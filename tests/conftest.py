@@ -35,6 +35,7 @@ from app.core.settings import (
     Settings,
     WebhookSettings,
 )
+from app.delivery.dispatcher import Dispatcher
 from app.main import create_app
 from app.sandbox import create_sandbox_app
 
@@ -256,6 +257,20 @@ async def make_key(
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def another_worker(app: FastAPI, worker_id: str) -> Dispatcher:
+    """A second dispatcher on the app's database, catalogue, adapters and keys: to the leases,
+    another worker process."""
+    state = app.state.iap
+    return Dispatcher(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        adapters=app.state.runtime.dispatcher.adapters,
+        sealer=state.sealer,
+        settings=state.settings.dispatch,
+        worker_id=worker_id,
+    )
 
 
 @pytest.fixture
