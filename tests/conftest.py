@@ -12,8 +12,9 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -112,6 +113,30 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class Recorder(Protocol):
+    """A loopback stand-in that records what it is sent: its app, where it listens, a reset."""
+
+    app: Any
+    url: str
+
+    def reset(self) -> None: ...
+
+
+R = TypeVar("R", bound=Recorder)
+
+
+@contextmanager
+def serving(recorder: R) -> Iterator[R]:
+    """`recorder` on a loopback port until the block ends, its `url` set: one server for a module
+    or a session, with `reset()` between tests (starting a server per test is slow)."""
+    server = ThreadedServer(recorder.app).start()
+    recorder.url = server.url
+    try:
+        yield recorder
+    finally:
+        server.stop()
 
 
 def start_sandbox(wrap: Any = None) -> ThreadedServer:

@@ -27,7 +27,7 @@ from app.core.models import event_table, utcnow, webhook_subscription_table
 from app.main import create_app
 from app.partners.sender import feed
 from app.partners.subscriptions import reseal_secrets
-from tests.conftest import ThreadedServer, bearer, enquiry_body, free_port, make_key
+from tests.conftest import bearer, enquiry_body, free_port, make_key, serving
 from tests.core.test_outbound import PUBLIC, FakeResolver
 from tests.privacy.test_privacy import ADA, SHARED, asb
 from tests.sandbox.conftest import eventually
@@ -38,6 +38,7 @@ class Receiver:
     """A partner's endpoint: records each POST, and answers with the statuses queued for it."""
 
     def __init__(self) -> None:
+        self.url = ""
         self.lock = threading.Lock()
         self.received: list[dict[str, Any]] = []
         self.answers: dict[str, list[tuple[int, dict[str, str]]]] = {}
@@ -63,23 +64,19 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def receiver_server() -> Iterator[tuple[ThreadedServer, Receiver]]:
-    receiver = Receiver()
-    server = ThreadedServer(receiver.app).start()
-    yield server, receiver
-    server.stop()
+def receiver_server() -> Iterator[Receiver]:
+    with serving(Receiver()) as receiver:
+        yield receiver
 
 
 @pytest.fixture
-def receiver(receiver_server: tuple[ThreadedServer, Receiver]) -> Receiver:
-    server, receiver = receiver_server
-    receiver.reset()
-    receiver.url = server.url  # type: ignore[attr-defined]
-    return receiver
+def receiver(receiver_server: Receiver) -> Receiver:
+    receiver_server.reset()
+    return receiver_server
 
 
 def hook_url(receiver: Receiver, name: str) -> str:
-    return f"{receiver.url}/hooks/{name}"  # type: ignore[attr-defined]
+    return f"{receiver.url}/hooks/{name}"
 
 
 async def subscribe(http: Any, receiver: Receiver, name: str, **body: Any) -> dict[str, Any]:
