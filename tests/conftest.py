@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -296,6 +296,21 @@ def another_worker(app: FastAPI, worker_id: str) -> Dispatcher:
         settings=state.settings.dispatch,
         worker_id=worker_id,
     )
+
+
+@asynccontextmanager
+async def started(
+    application: FastAPI, *scopes: Scope, base_url: str = "http://iap.test"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`application` with its lifespan running, called with a new key of these scopes: for the
+    tests that build their own app (other settings) instead of the `app` fixture's."""
+    async with application.router.lifespan_context(application):
+        key = await make_key(application.state.iap.engine, *scopes)
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=bearer(key)
+        ) as http:
+            yield http
 
 
 @pytest.fixture
