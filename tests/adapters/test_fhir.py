@@ -19,11 +19,8 @@ BASE = "http://bo.test/nhs-bob-icb/fhir"
 SERVICE_REQUEST = f"{BASE}/ServiceRequest"
 DISPATCH_ID = uuid.UUID("00000000-0000-4000-8000-000000000002")
 CITIZEN = {
-    "name": "Ann Example",
-    "email": "ann@example.org",
-    "phone": "01865 000000",
+    **factory.CITIZEN,
     "preferred_contact": "phone",
-    "language": "cy",
     "accessibility_needs": "Needs a BSL interpreter",
 }
 CREATED = {

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,34 +70,42 @@ def wait_until_ready(process: subprocess.Popen[str], url: str) -> None:
         time.sleep(0.05)
 
 
+def assert_stops_cleanly(
+    process: subprocess.Popen[str], sig: int, ready: Callable[[], object]
+) -> None:
+    """Once `ready()` returns, `sig` ends the process with status 0 and no traceback."""
+    try:
+        ready()
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    output = stdout if stderr is None else stderr
+    assert "Traceback" not in output, output
+    assert process.returncode == 0, output
+
+
+def logged(process: subprocess.Popen[str], event: str) -> None:
+    """Read the process's output until a line names `event`."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if event in line:
+            break
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_serve_stops_cleanly_on_a_signal(sig, database_url, tmp_path):
     port = free_port()
     process = start([*IAP, "serve", "--port", str(port), "--no-sandbox"], database_url, tmp_path)
-    try:
-        wait_until_ready(process, f"http://127.0.0.1:{port}/readyz")
-        process.send_signal(sig)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert "Traceback" not in stderr, stderr
-    assert process.returncode == 0, stderr
+    assert_stops_cleanly(
+        process, sig, lambda: wait_until_ready(process, f"http://127.0.0.1:{port}/readyz")
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_worker_stops_cleanly_on_a_signal(sig, database_url, tmp_path):
     process = start([*IAP, "worker"], database_url, tmp_path, stderr=subprocess.STDOUT)
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if "dispatcher.started" in line:
-                break
-        process.send_signal(sig)
-        output, _ = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert "Traceback" not in output, output
-    assert process.returncode == 0, output
+    assert_stops_cleanly(process, sig, lambda: logged(process, "dispatcher.started"))
 
 
 # Every command that opens the database, as an operator would type it.
