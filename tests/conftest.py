@@ -164,16 +164,19 @@ def sandbox() -> Iterator[ThreadedServer]:
 
 
 @pytest.fixture
-def back_office(sandbox: ThreadedServer) -> Any:
+def back_office(sandbox: ThreadedServer) -> Iterator[Any]:
     """The sandbox's record of cases and posts, emptied for this test once the requests an
-    earlier test left behind (a delayed one still makes its case) have been answered."""
+    earlier test left behind (a delayed one still makes its case) have been answered; its
+    misbehaviour is forgotten afterwards, so that a later test that never asks for the back
+    office (and so never empties it) still meets one that works."""
     state = sandbox.app.state  # type: ignore[attr-defined]
     deadline = time.monotonic() + 10
     while state.sandbox.in_flight and time.monotonic() < deadline:
         time.sleep(0.01)
     office = state.office
     office.__init__()  # every field back to empty
-    return office
+    yield office
+    office.behaviour.clear()
 
 
 @pytest.fixture(scope="session")
