@@ -12,8 +12,9 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -35,6 +36,7 @@ from app.core.settings import (
     Settings,
     WebhookSettings,
 )
+from app.delivery.dispatcher import Dispatcher
 from app.main import create_app
 from app.sandbox import create_sandbox_app
 
@@ -113,6 +115,30 @@ class ThreadedServer:
         self.thread.join(timeout=10)
 
 
+class Recorder(Protocol):
+    """A loopback stand-in that records what it is sent: its app, where it listens, a reset."""
+
+    app: Any
+    url: str
+
+    def reset(self) -> None: ...
+
+
+R = TypeVar("R", bound=Recorder)
+
+
+@contextmanager
+def serving(recorder: R) -> Iterator[R]:
+    """`recorder` on a loopback port until the block ends, its `url` set: one server for a module
+    or a session, with `reset()` between tests (starting a server per test is slow)."""
+    server = ThreadedServer(recorder.app).start()
+    recorder.url = server.url
+    try:
+        yield recorder
+    finally:
+        server.stop()
+
+
 def start_sandbox(wrap: Any = None) -> ThreadedServer:
     """The sandbox back-offices of the shipped configuration on loopback ports, SMTP sink
     included; `wrap` may put ASGI middleware around it."""
@@ -138,16 +164,19 @@ def sandbox() -> Iterator[ThreadedServer]:
 
 
 @pytest.fixture
-def back_office(sandbox: ThreadedServer) -> Any:
+def back_office(sandbox: ThreadedServer) -> Iterator[Any]:
     """The sandbox's record of cases and posts, emptied for this test once the requests an
-    earlier test left behind (a delayed one still makes its case) have been answered."""
+    earlier test left behind (a delayed one still makes its case) have been answered; its
+    misbehaviour is forgotten afterwards, so that a later test that never asks for the back
+    office (and so never empties it) still meets one that works."""
     state = sandbox.app.state  # type: ignore[attr-defined]
     deadline = time.monotonic() + 10
     while state.sandbox.in_flight and time.monotonic() < deadline:
         time.sleep(0.01)
     office = state.office
     office.__init__()  # every field back to empty
-    return office
+    yield office
+    office.behaviour.clear()
 
 
 @pytest.fixture(scope="session")
@@ -256,6 +285,35 @@ async def make_key(
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def another_worker(app: FastAPI, worker_id: str) -> Dispatcher:
+    """A second dispatcher on the app's database, catalogue, adapters and keys: to the leases,
+    another worker process."""
+    state = app.state.iap
+    return Dispatcher(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        adapters=app.state.runtime.dispatcher.adapters,
+        sealer=state.sealer,
+        settings=state.settings.dispatch,
+        worker_id=worker_id,
+    )
+
+
+@asynccontextmanager
+async def started(
+    application: FastAPI, *scopes: Scope, base_url: str = "http://iap.test"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`application` with its lifespan running, called with a new key of these scopes: for the
+    tests that build their own app (other settings) instead of the `app` fixture's."""
+    async with application.router.lifespan_context(application):
+        key = await make_key(application.state.iap.engine, *scopes)
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=bearer(key)
+        ) as http:
+            yield http
 
 
 @pytest.fixture

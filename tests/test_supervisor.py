@@ -5,9 +5,7 @@ while one is down or stale; a worker answers the same /readyz on its health port
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +22,7 @@ from app.main import create_app
 from app.partners.sender import WebhookSender
 from app.privacy import service as privacy_service
 from app.updates.poller import Poller
-from tests.cli.test_cli_start import wait_until_ready
+from tests.cli.test_cli_start import start, wait_until_ready
 from tests.conftest import free_port
 from tests.sandbox.conftest import eventually
 
@@ -233,20 +231,8 @@ main()
 
 def test_a_worker_answers_readyz_on_its_health_port_and_loads_no_api(database_url, tmp_path):
     port = free_port()
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("IAP_")}
-    process = subprocess.Popen(
-        [sys.executable, "-c", WORKER_WITHOUT_THE_API, "worker", "--health-port", str(port)],
-        env={
-            **inherited,
-            "IAP_ENV": "test",
-            "IAP_DATABASE_URL": database_url,
-            "IAP_SANDBOX_URL": f"http://127.0.0.1:{free_port()}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    worker = [sys.executable, "-c", WORKER_WITHOUT_THE_API, "worker", "--health-port", str(port)]
+    process = start(worker, database_url, tmp_path)
     try:
         wait_until_ready(process, f"http://127.0.0.1:{port}/readyz")
         answer = httpx.get(f"http://127.0.0.1:{port}/readyz")

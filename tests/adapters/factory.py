@@ -18,6 +18,15 @@ CATALOGUE = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "ht
 REFERENCE = "K7Q-M4X-PB6"
 CREATED = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 DISPATCH_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+# The citizen most adapter tests deliver for: every field an agreement can share, filled in.
+CITIZEN = {
+    "name": "Ann Example",
+    "email": "ann@example.org",
+    "phone": "01865 000000",
+    "preferred_contact": "email",
+    "language": "cy",
+    "accessibility_needs": "Large print",
+}
 
 
 def stored_enquiry(*, share: bool, **fields: Any) -> Enquiry:

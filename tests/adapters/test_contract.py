@@ -28,16 +28,9 @@ from app.adapters.open311 import Open311Adapter
 from app.adapters.rest_json import RestJsonAdapter
 from app.adapters.smtp import EmailAdapter
 from tests.adapters import factory
+from tests.adapters.factory import CITIZEN
 from tests.adapters.mailserver import Mailbox, Server, free_port, readable
 
-CITIZEN = {
-    "name": "Ann Example",
-    "email": "ann@example.org",
-    "phone": "01865 000000",
-    "preferred_contact": "email",
-    "language": "cy",
-    "accessibility_needs": "Large print",
-}
 WITHHELD_UNLESS_SHARED = ("Ann Example", "01865 000000", "Large print")
 
 
@@ -53,6 +46,8 @@ class HttpKind:
     remote_reference: str
     # What a refusal with a body of no known shape adds after "HTTP 4xx from bo.test".
     refusal_suffix: str = ""
+    # The header by which the back-office knows a repeat (Open311 looks before it posts instead).
+    repeat_header: str | None = None
 
 
 HTTP_KINDS = {
@@ -63,6 +58,7 @@ HTTP_KINDS = {
         "http://bo.test/nhs-bob-icb/fhir/ServiceRequest",
         lambda: httpx.Response(201, json={"resourceType": "ServiceRequest", "id": "sr-1"}),
         "sr-1",
+        repeat_header="if-none-exist",
     ),
     "open311": HttpKind(
         Open311Adapter,
@@ -80,6 +76,7 @@ HTTP_KINDS = {
         "http://bo.test/oxfordshire-county/api/cases",
         lambda: httpx.Response(201, json={"id": "OCC-1"}),
         "OCC-1",
+        repeat_header="idempotency-key",
     ),
 }
 
@@ -162,12 +159,15 @@ async def office(
         yield HttpBackOffice(HTTP_KINDS[request.param], router)
 
 
-def delivery(office: BackOffice, *, share: bool, shares: tuple[str, ...] | None = None) -> Delivery:
+def delivery(
+    office: BackOffice, *, share: bool, shares: tuple[str, ...] | None = None, attempt: int = 1
+) -> Delivery:
     return factory.delivery(
         office.organisation_id,
         citizen=CITIZEN,
         share=share,
         shares=shares,
+        attempt=attempt,
         location={"postcode": "OX16 1AA"},
         attributes={"size": "large"},
     )
@@ -284,6 +284,22 @@ async def test_transport_failures_are_retryable(http_office: HttpBackOffice, err
     http_office.answer(error)
     with pytest.raises(RetryableError, match=type(error).__name__):
         await http_office.deliver(delivery(http_office, share=False))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, kind in HTTP_KINDS.items() if kind.repeat_header))
+async def test_a_repeat_after_a_timeout_sends_the_same_key_and_body(name: str):
+    kind = HTTP_KINDS[name]
+    with respx.mock(assert_all_called=False) as router:
+        office = HttpBackOffice(kind, router)
+        already = httpx.Response(200, json=kind.created().json())
+        office.route.mock(side_effect=[httpx.ReadTimeout("slow"), already])
+        with pytest.raises(RetryableError, match="ReadTimeout"):
+            await office.deliver(delivery(office, share=True))
+        receipt = await office.deliver(delivery(office, share=True, attempt=2))
+    assert receipt.remote_reference == kind.remote_reference
+    first, second = (call.request for call in office.route.calls)
+    assert first.headers[kind.repeat_header] == second.headers[kind.repeat_header]
+    assert first.content == second.content
 
 
 async def test_a_mail_server_that_cannot_be_reached_is_retryable():

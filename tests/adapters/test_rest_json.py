@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import uuid
 from dataclasses import replace
 from urllib.parse import parse_qs
 
@@ -16,20 +15,12 @@ from app.adapters.base import Delivery, PermanentError, RetryableError
 from app.adapters.rest_json import RestJsonAdapter, RestJsonConfig
 from app.catalogue.status import Status, canonical
 from tests.adapters import factory
+from tests.adapters.factory import CITIZEN, DISPATCH_ID
 
 BASE = "http://bo.test/oxfordshire-county/api"
 CASES = f"{BASE}/cases"
 TOKEN_URL = "http://bo.test/oxfordshire-county/oauth/token"
 SECRET = "client-s3cret"
-DISPATCH_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
-CITIZEN = {
-    "name": "Ann Example",
-    "email": "ann@example.org",
-    "phone": "01865 000000",
-    "preferred_contact": "email",
-    "language": "cy",
-    "accessibility_needs": "Large print",
-}
 
 
 def delivery(*, share: bool, shares=None, attempt=1, location=None, attributes=None) -> Delivery:
@@ -185,23 +176,6 @@ async def test_new_and_already_seen_cases_are_both_success(status):
     respx.post(CASES).respond(status, json={"id": 123, "status": "new"})
     receipt = await send(delivery(share=False))
     assert receipt.remote_reference == "123"
-
-
-@respx.mock
-async def test_a_repeat_after_a_timeout_sends_the_same_key_and_body_and_gets_the_first_case():
-    token_route()
-    cases = respx.post(CASES).mock(
-        side_effect=[httpx.ReadTimeout("slow"), httpx.Response(200, json={"id": "OCC-7"})]
-    )
-    async with httpx.AsyncClient() as client:
-        adapter = RestJsonAdapter(config=config(), client=client, timeout=5)
-        with pytest.raises(RetryableError, match="ReadTimeout"):
-            await adapter.deliver(delivery(share=True))
-        receipt = await adapter.deliver(delivery(share=True, attempt=2))
-    assert receipt.remote_reference == "OCC-7"
-    first, second = (call.request for call in cases.calls)
-    assert first.headers["idempotency-key"] == second.headers["idempotency-key"]
-    assert first.content == second.content
 
 
 # -- the token: cached, one fetch at a time, renewed on a 401 ----------------------------

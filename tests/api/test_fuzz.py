@@ -33,7 +33,12 @@ from app.core.models import (
 )
 from tests import strategies as fuzz
 from tests.conftest import enquiry_body
-from tests.updates.test_inbound import CITY_KEY, COUNTY_SECRET, delivered_enquiry
+from tests.updates.test_inbound import (
+    CITY_KEY,
+    COUNTY_SECRET,
+    delivered_enquiry,
+    delivered_to_the_city,
+)
 
 
 class Stored(NamedTuple):
@@ -305,14 +310,8 @@ async def county_case(client, app) -> str:
 
 @pytest.fixture
 async def city_case(client, app) -> str:
-    _, remote = await delivered_enquiry(
-        client,
-        app,
-        service_code="missed-bin",
-        location={"postcode": "OX1 1BX"},
-        attributes={"bin_type": "refuse"},
-    )
-    return str(remote["oxford-city"])
+    _, case = await delivered_to_the_city(client, app)
+    return str(case)
 
 
 @given(update=fuzz.inbound_updates)

@@ -32,50 +32,31 @@ def iap(*args, database_url, env=None, check=True):
     return result
 
 
-def test_routes_explain_prints_the_decision_and_why(database_url):
-    result = iap(
-        "routes",
-        "explain",
-        "--service",
-        "missed-bin",
-        "--postcode",
-        "ox16 1aa",
-        database_url=database_url,
-    )
-    assert "decision: cherwell:" in result.stdout
-    assert "E07000177" in result.stdout
+def explain(service, postcode=None, **kwargs):
+    """`iap routes explain` for a service, at a postcode when given."""
+    where = ("--postcode", postcode) if postcode else ()
+    return iap("routes", "explain", "--service", service, *where, **kwargs)
 
 
-def test_routes_explain_says_when_it_cannot_decide(database_url):
-    result = iap(
-        "routes",
-        "explain",
-        "--service",
-        "missed-bin",
-        "--postcode",
-        "OX1 5ZZ",
-        database_url=database_url,
-    )
-    assert "decision: contact-centre:" in result.stdout
-    assert "cannot be decided" in result.stdout
+@pytest.mark.parametrize(
+    ("postcode", "decision", "why"),
+    [
+        ("ox16 1aa", "decision: cherwell:", "E07000177"),
+        ("OX1 5ZZ", "decision: contact-centre:", "cannot be decided"),
+    ],
+    ids=["decided", "cannot-decide"],
+)
+def test_routes_explain_prints_the_decision_and_why(postcode, decision, why, database_url):
+    result = explain("missed-bin", postcode, database_url=database_url)
+    assert decision in result.stdout
+    assert why in result.stdout
 
 
 def test_routes_explain_refuses_out_of_area_and_unknown_input(database_url):
-    outside = iap(
-        "routes",
-        "explain",
-        "--service",
-        "pothole",
-        "--postcode",
-        "SW1A 1AA",
-        database_url=database_url,
-        check=False,
-    )
+    outside = explain("pothole", "SW1A 1AA", database_url=database_url, check=False)
     assert outside.returncode == 1
     assert "refused (out-of-area)" in outside.stdout
-    unknown = iap(
-        "routes", "explain", "--service", "unicorns", database_url=database_url, check=False
-    )
+    unknown = explain("unicorns", database_url=database_url, check=False)
     assert unknown.returncode == 2
     assert "no service 'unicorns'" in unknown.stderr
 
@@ -91,15 +72,7 @@ def test_gazetteer_import_makes_answers_exact(database_url, tmp_path):
     assert "imported 2 postcodes" in imported.stdout
     again = iap("gazetteer", "import", str(onspd), database_url=database_url)
     assert "imported 2 postcodes" in again.stdout  # re-import replaces, no duplicates
-    vale = iap(
-        "routes",
-        "explain",
-        "--service",
-        "missed-bin",
-        "--postcode",
-        "OX1 5AB",
-        database_url=database_url,
-    )
+    vale = explain("missed-bin", "OX1 5AB", database_url=database_url)
     assert "decision: vale-of-white-horse:" in vale.stdout
     assert "postcode via gazetteer" in vale.stdout
 
@@ -107,14 +80,8 @@ def test_gazetteer_import_makes_answers_exact(database_url, tmp_path):
 def test_bad_configuration_stops_start_up_with_a_clear_message(database_url, tmp_path):
     (tmp_path / "organisations.yaml").write_text("organisations: []\n")
     (tmp_path / "services.yaml").write_text("services: []\n")
-    result = iap(
-        "routes",
-        "explain",
-        "--service",
-        "pothole",
-        database_url=database_url,
-        env={"IAP_CONFIG_DIR": str(tmp_path)},
-        check=False,
+    result = explain(
+        "pothole", database_url=database_url, env={"IAP_CONFIG_DIR": str(tmp_path)}, check=False
     )
     assert result.returncode == 2
     assert "configuration error" in result.stderr

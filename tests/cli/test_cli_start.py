@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,23 @@ def run(*args: str, **values: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start(
+    command: list[str], database_url: str, cwd: Path, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """A long-running `iap` process on the test database; its sandbox URL is a free port, so a
+    stray delivery fails instead of reaching a sandbox that another test started."""
+    return subprocess.Popen(
+        command,
+        env=environment(
+            IAP_DATABASE_URL=database_url, IAP_SANDBOX_URL=f"http://127.0.0.1:{free_port()}"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        cwd=cwd,
+    )
+
+
 def wait_until_ready(process: subprocess.Popen[str], url: str) -> None:
     deadline = time.monotonic() + 30
     while True:
@@ -52,52 +70,42 @@ def wait_until_ready(process: subprocess.Popen[str], url: str) -> None:
         time.sleep(0.05)
 
 
+def assert_stops_cleanly(
+    process: subprocess.Popen[str], sig: int, ready: Callable[[], object]
+) -> None:
+    """Once `ready()` returns, `sig` ends the process with status 0 and no traceback."""
+    try:
+        ready()
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    output = stdout if stderr is None else stderr
+    assert "Traceback" not in output, output
+    assert process.returncode == 0, output
+
+
+def logged(process: subprocess.Popen[str], event: str) -> None:
+    """Read the process's output until a line names `event`."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if event in line:
+            break
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_serve_stops_cleanly_on_a_signal(sig, database_url, tmp_path):
     port = free_port()
-    process = subprocess.Popen(
-        [*IAP, "serve", "--port", str(port), "--no-sandbox"],
-        env=environment(
-            IAP_DATABASE_URL=database_url, IAP_SANDBOX_URL=f"http://127.0.0.1:{free_port()}"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
+    process = start([*IAP, "serve", "--port", str(port), "--no-sandbox"], database_url, tmp_path)
+    assert_stops_cleanly(
+        process, sig, lambda: wait_until_ready(process, f"http://127.0.0.1:{port}/readyz")
     )
-    try:
-        wait_until_ready(process, f"http://127.0.0.1:{port}/readyz")
-        process.send_signal(sig)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert "Traceback" not in stderr, stderr
-    assert process.returncode == 0, stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_worker_stops_cleanly_on_a_signal(sig, database_url, tmp_path):
-    process = subprocess.Popen(
-        [*IAP, "worker"],
-        env=environment(
-            IAP_DATABASE_URL=database_url, IAP_SANDBOX_URL=f"http://127.0.0.1:{free_port()}"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if "dispatcher.started" in line:
-                break
-        process.send_signal(sig)
-        output, _ = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert "Traceback" not in output, output
-    assert process.returncode == 0, output
+    process = start([*IAP, "worker"], database_url, tmp_path, stderr=subprocess.STDOUT)
+    assert_stops_cleanly(process, sig, lambda: logged(process, "dispatcher.started"))
 
 
 # Every command that opens the database, as an operator would type it.

@@ -10,7 +10,7 @@ from app.core.models import attempt_table, dispatch_table, enquiry_table, utcnow
 from app.core.reference import parse
 from app.delivery.dispatcher import Dispatcher
 from app.sandbox import Behaviour
-from tests.conftest import enquiry_body
+from tests.conftest import another_worker, enquiry_body
 
 
 async def submit(client, **change):
@@ -196,14 +196,7 @@ async def test_running_dispatcher_delivers_new_work_at_once(client, app, back_of
 async def test_expired_lease_is_taken_over_and_the_lost_attempt_recorded(client, app, back_office):
     ref = await submit(client)
     state = app.state.iap
-    crashed = Dispatcher(
-        engine=state.engine,
-        catalogue=state.catalogue,
-        adapters=app.state.runtime.dispatcher.adapters,
-        sealer=state.sealer,
-        settings=state.settings.dispatch,
-        worker_id="crashed",
-    )
+    crashed = another_worker(app, "crashed")
     [claim] = await crashed._claim(10)  # claimed, then the worker "dies"
     assert await app.state.runtime.dispatcher._claim(10) == []  # leased: nobody else may take it
     async with state.engine.begin() as conn:

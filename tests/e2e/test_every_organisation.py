@@ -62,6 +62,15 @@ def anti_social_behaviour(postcode: str) -> dict[str, Any]:
     )
 
 
+def health(description: str) -> dict[str, Any]:
+    return enquiry_body(
+        service_code="health-enquiry",
+        description=description,
+        location={"postcode": "OX4 1AA"},
+        attributes={},
+    )
+
+
 # (what, the enquiry, whether the citizen consented, the organisations it must reach)
 ENQUIRIES: list[tuple[str, dict[str, Any], bool, set[str]]] = [
     ("pothole", enquiry_body(), True, {COUNTY}),
@@ -69,17 +78,7 @@ ENQUIRIES: list[tuple[str, dict[str, Any], bool, set[str]]] = [
         (f"missed bin in {district}", missed_bin(postcode, n), True, {district})
         for n, (district, postcode) in enumerate(DISTRICT_POSTCODES.items())
     ),
-    (
-        "health",
-        enquiry_body(
-            service_code="health-enquiry",
-            description="How do I register with a GP surgery near me?",
-            location={"postcode": "OX4 1AA"},
-            attributes={},
-        ),
-        True,
-        {NHS},
-    ),
+    ("health", health("How do I register with a GP surgery near me?"), True, {NHS}),
     ("anti-social behaviour", anti_social_behaviour("OX16 5QA"), True, {"cherwell", POLICE}),
     # Kennington: the table cannot say whether Oxford or the Vale empties its bins.
     ("missed bin in a shared sector", missed_bin("OX1 5AA", 9), True, {TRIAGE}),
@@ -91,17 +90,7 @@ ENQUIRIES: list[tuple[str, dict[str, Any], bool, set[str]]] = [
         False,
         {"vale-of-white-horse", POLICE},
     ),
-    (
-        "health, no consent",
-        enquiry_body(
-            service_code="health-enquiry",
-            description="Is the walk-in centre open at weekends?",
-            location={"postcode": "OX4 1AA"},
-            attributes={},
-        ),
-        False,
-        {NHS},
-    ),
+    ("health, no consent", health("Is the walk-in centre open at weekends?"), False, {NHS}),
 ]
 
 

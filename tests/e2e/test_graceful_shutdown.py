@@ -53,11 +53,7 @@ async def stop_and_time(worker: Worker) -> float:
 
 
 async def test_sigterm_lets_in_flight_deliveries_finish(
-    client: AsyncClient,
-    iap: Launcher,
-    ledger: Ledger,
-    back_office: BackOffice,
-    calls: Calls,
+    client: AsyncClient, iap: Launcher, ledger: Ledger, back_office: BackOffice, calls: Calls
 ) -> None:
     back_office.behaviour["*"] = Behaviour(latency_ms=700)
     await submit(client)
@@ -77,11 +73,7 @@ async def test_sigterm_lets_in_flight_deliveries_finish(
 
 
 async def test_sigterm_past_the_grace_period_records_the_cut_off_call_and_makes_one_case(
-    client: AsyncClient,
-    iap: Launcher,
-    ledger: Ledger,
-    back_office: BackOffice,
-    calls: Calls,
+    client: AsyncClient, iap: Launcher, ledger: Ledger, back_office: BackOffice, calls: Calls
 ) -> None:
     # Councils that follow the GeoReport v2 spec and no more: a second create is a second case.
     back_office.behaviour["*"] = Behaviour(latency_ms=3000, plain=True)

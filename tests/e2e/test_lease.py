@@ -15,11 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_a_slow_back_office_call_times_out_before_the_lease_runs_out(
-    client: AsyncClient,
-    iap: Launcher,
-    ledger: Ledger,
-    back_office: BackOffice,
-    calls: Calls,
+    client: AsyncClient, iap: Launcher, ledger: Ledger, back_office: BackOffice, calls: Calls
 ) -> None:
     # The settings refuse a lease of 2 x IAP_HTTP__TIMEOUT_SECONDS or less, because a lease that
     # runs out mid-call lets a worker send the same dispatch again while the first call waits.

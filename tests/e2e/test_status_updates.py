@@ -123,6 +123,27 @@ async def pushed(back_office: BackOffice, update_id: str) -> dict[str, Any]:
     return await eventually(answered, within=10, what=f"the push of update {update_id}")
 
 
+async def moved_and_pushed(
+    admin: httpx.AsyncClient,
+    back_office: BackOffice,
+    gateway: Gateway,
+    reference: str,
+    organisation: str,
+    case_id: str,
+    their_word: str,
+    ours: str,
+) -> dict[str, Any]:
+    """Move the case in the back-office, see the push delivered, and read the enquiry: its last
+    update from `organisation` and its status are `ours`."""
+    update_id = await move(admin, organisation, case_id, their_word)
+    push = await pushed(back_office, update_id)
+    assert (push["outcome"], push["status_code"]) == ("delivered", 200)
+    enquiry = await read(gateway, reference)
+    assert updates_from(enquiry, organisation)[-1] == ours
+    assert enquiry["status"] == ours
+    return enquiry
+
+
 async def polls_of(gateway: Gateway, organisation: str, count: int) -> None:
     """Wait until the gateway has polled this organisation `count` more times."""
 
@@ -171,12 +192,8 @@ async def test_pushed_updates_land_once_each(
 
         # The county's case API pushes signed webhooks; each move is one update in our words.
         for their_word, ours in (("assigned", "acknowledged"), ("completed", "resolved")):
-            update_id = await move(admin, COUNTY, county_case, their_word)
-            push = await pushed(back_office, update_id)
-            assert (push["outcome"], push["status_code"]) == ("delivered", 200)
-            enquiry = await read(gateway, pothole)
-            assert updates_from(enquiry, COUNTY)[-1] == ours
-            assert enquiry["status"] == ours
+            step = (COUNTY, county_case, their_word, ours)
+            enquiry = await moved_and_pushed(admin, back_office, gateway, pothole, *step)
             [destination] = enquiry["destinations"]
             assert destination["remote_status"] == ours
 
@@ -194,12 +211,8 @@ async def test_pushed_updates_land_once_each(
 
         # Oxford City pushes FixMyStreet's servicerequestupdates form.
         for their_word, ours in (("in_progress", "in_progress"), ("fixed", "resolved")):
-            update_id = await move(admin, OXFORD, oxford_case, their_word)
-            push = await pushed(back_office, update_id)
-            assert (push["outcome"], push["status_code"]) == ("delivered", 200)
-            enquiry = await read(gateway, bin_in_oxford)
-            assert updates_from(enquiry, OXFORD)[-1] == ours
-            assert enquiry["status"] == ours
+            step = (OXFORD, oxford_case, their_word, ours)
+            await moved_and_pushed(admin, back_office, gateway, bin_in_oxford, *step)
         case = back_office.cases[OXFORD][oxford_case]
         api_key = catalogue.organisations[OXFORD].inbound.api_key.get_secret_value()
         for update in case["updates"]:

@@ -19,11 +19,7 @@ CONTENDED = {"IAP_DISPATCH__BATCH_SIZE": "8", "IAP_DISPATCH__CONCURRENCY": "8"}
 
 
 async def test_two_workers_never_deliver_a_dispatch_twice(
-    client: AsyncClient,
-    iap: Launcher,
-    ledger: Ledger,
-    back_office: BackOffice,
-    calls: Calls,
+    client: AsyncClient, iap: Launcher, ledger: Ledger, back_office: BackOffice, calls: Calls
 ) -> None:
     for number in range(ENQUIRIES):
         created = await client.post("/v1/enquiries", json=mixed_enquiry(number))

@@ -20,11 +20,7 @@ SHORT_LEASE = {"IAP_DISPATCH__LEASE_SECONDS": "3", "IAP_HTTP__TIMEOUT_SECONDS": 
 
 
 async def test_a_worker_killed_mid_delivery_loses_nothing(
-    client: AsyncClient,
-    iap: Launcher,
-    ledger: Ledger,
-    back_office: BackOffice,
-    calls: Calls,
+    client: AsyncClient, iap: Launcher, ledger: Ledger, back_office: BackOffice, calls: Calls
 ) -> None:
     # The back-office takes 2 s to answer, so the first worker dies with every call in flight,
     # after the back-office has the request but before the worker hears back. Its councils

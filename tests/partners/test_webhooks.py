@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, text
@@ -27,7 +26,7 @@ from app.core.models import event_table, utcnow, webhook_subscription_table
 from app.main import create_app
 from app.partners.sender import feed
 from app.partners.subscriptions import reseal_secrets
-from tests.conftest import ThreadedServer, bearer, enquiry_body, free_port, make_key
+from tests.conftest import bearer, enquiry_body, free_port, make_key, serving, started
 from tests.core.test_outbound import PUBLIC, FakeResolver
 from tests.privacy.test_privacy import ADA, SHARED, asb
 from tests.sandbox.conftest import eventually
@@ -38,6 +37,7 @@ class Receiver:
     """A partner's endpoint: records each POST, and answers with the statuses queued for it."""
 
     def __init__(self) -> None:
+        self.url = ""
         self.lock = threading.Lock()
         self.received: list[dict[str, Any]] = []
         self.answers: dict[str, list[tuple[int, dict[str, str]]]] = {}
@@ -63,23 +63,19 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def receiver_server() -> Iterator[tuple[ThreadedServer, Receiver]]:
-    receiver = Receiver()
-    server = ThreadedServer(receiver.app).start()
-    yield server, receiver
-    server.stop()
+def receiver_server() -> Iterator[Receiver]:
+    with serving(Receiver()) as receiver:
+        yield receiver
 
 
 @pytest.fixture
-def receiver(receiver_server: tuple[ThreadedServer, Receiver]) -> Receiver:
-    server, receiver = receiver_server
-    receiver.reset()
-    receiver.url = server.url  # type: ignore[attr-defined]
-    return receiver
+def receiver(receiver_server: Receiver) -> Receiver:
+    receiver_server.reset()
+    return receiver_server
 
 
 def hook_url(receiver: Receiver, name: str) -> str:
-    return f"{receiver.url}/hooks/{name}"  # type: ignore[attr-defined]
+    return f"{receiver.url}/hooks/{name}"
 
 
 async def subscribe(http: Any, receiver: Receiver, name: str, **body: Any) -> dict[str, Any]:
@@ -419,17 +415,10 @@ async def test_the_secret_is_stored_only_sealed(client, engine, receiver):
 
 async def test_the_worker_feeds_and_sends_by_itself(settings, receiver, back_office):
     application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        key = await make_key(application.state.iap.engine, Scope.admin)
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://iap.test", headers=bearer(key)
-        ) as http:
-            made = await subscribe(http, receiver, "worker", events=["enquiry.dispatched"])
-            reference = (await http.post("/v1/enquiries", json=enquiry_body())).json()["reference"]
-            [message] = await eventually(
-                lambda: receiver.to("worker"), within=10, what="the webhook"
-            )
+    async with started(application, Scope.admin) as http:
+        made = await subscribe(http, receiver, "worker", events=["enquiry.dispatched"])
+        reference = (await http.post("/v1/enquiries", json=enquiry_body())).json()["reference"]
+        [message] = await eventually(lambda: receiver.to("worker"), within=10, what="the webhook")
     body = verified(message, made["secret"])
     assert (body["type"], body["data"]["reference"]) == ("enquiry.dispatched", reference)
 
@@ -440,24 +429,19 @@ async def test_production_refuses_an_internal_endpoint_at_registration(database_
     )
     settings = production_settings(database_url, config_dir(tmp_path, organisations()))
     application = create_app(settings, run_dispatcher=False, resolver=resolver)
-    async with application.router.lifespan_context(application):
-        key = await make_key(application.state.iap.engine, Scope.webhooks_manage)
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="https://iap.test", headers=bearer(key)
-        ) as http:
-            for url in (
-                "https://127.0.0.1:8443/events",
-                "https://intranet.example.net/events",
-                "http://partner.example.net/events",
-            ):
-                refused = await http.post("/v1/webhooks", json={"url": url, "events": ["*"]})
-                assert refused.status_code == 422, url
-                [error] = refused.json()["errors"]
-                assert error["pointer"] == "#/url"
-            public = "https://partner.example.net/events"
-            made = await http.post("/v1/webhooks", json={"url": public, "events": ["*"]})
-            assert made.status_code == 201, made.text
+    async with started(application, Scope.webhooks_manage, base_url="https://iap.test") as http:
+        for url in (
+            "https://127.0.0.1:8443/events",
+            "https://intranet.example.net/events",
+            "http://partner.example.net/events",
+        ):
+            refused = await http.post("/v1/webhooks", json={"url": url, "events": ["*"]})
+            assert refused.status_code == 422, url
+            [error] = refused.json()["errors"]
+            assert error["pointer"] == "#/url"
+        public = "https://partner.example.net/events"
+        made = await http.post("/v1/webhooks", json={"url": public, "events": ["*"]})
+        assert made.status_code == 201, made.text
 
 
 async def test_rotating_keys_reseals_the_secrets_so_the_old_key_can_go(client, engine, receiver):

@@ -8,7 +8,6 @@ import json
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, text, update
@@ -19,13 +18,12 @@ from app.core.crypto import Sealer, new_key
 from app.core.db import create_engine
 from app.core.models import enquiry_table, utcnow
 from app.core.settings import PrivacySettings
-from app.delivery.dispatcher import Dispatcher
 from app.main import create_app
 from app.privacy import service as privacy
 from app.privacy.audit import Actor
 from app.privacy.service import REMOVED, Retention
 from tests.cli.test_cli import iap as iap_command
-from tests.conftest import bearer, enquiry_body, make_key, make_settings
+from tests.conftest import another_worker, bearer, enquiry_body, make_key, make_settings, started
 from tests.sandbox.conftest import eventually
 from tests.updates.test_inbound import push
 from tests.updates.test_inbound import update as county_update
@@ -273,14 +271,8 @@ async def test_an_enquiry_that_never_closes_is_anonymised_once_nothing_happened_
 async def submitted_under(settings: Any, citizen: dict[str, Any]) -> tuple[str, Any]:
     """Submit through an app with these settings; the reference and the app's sealer."""
     application = create_app(settings, run_dispatcher=False)
-    async with application.router.lifespan_context(application):
-        engine = application.state.iap.engine
-        key = await make_key(engine, Scope.admin)
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://iap.test", headers=bearer(key)
-        ) as http:
-            return await submit(http, citizen), application.state.iap.sealer
+    async with started(application, Scope.admin) as http:
+        return await submit(http, citizen), application.state.iap.sealer
 
 
 async def stored_citizen(database_url: str) -> tuple[str, str]:
@@ -380,15 +372,7 @@ async def test_a_delivery_under_way_when_its_enquiry_is_erased_is_called_off_not
     client, app, back_office
 ):
     reference = await submit(client, ADA)
-    state = app.state.iap
-    worker = Dispatcher(
-        engine=state.engine,
-        catalogue=state.catalogue,
-        adapters=app.state.runtime.dispatcher.adapters,
-        sealer=state.sealer,
-        settings=state.settings.dispatch,
-        worker_id="busy",
-    )
+    worker = another_worker(app, "busy")
     [claim] = await worker._claim(10)  # leased: the erasure cannot call it off itself
     erased = await client.post("/v1/privacy/erasure", json={"email": ADA["email"]})
     assert erased.json()["references"] == [reference]

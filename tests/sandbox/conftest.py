@@ -19,7 +19,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from app.catalogue.catalogue import AdapterConfig, Catalogue, Inbound, load_catalogue
 from app.core.settings import SHIPPED_CONFIG_DIR
 from app.sandbox import BackOffice, create_sandbox_app
-from tests.conftest import ThreadedServer
+from tests.conftest import serving
 
 SANDBOX = "http://sandbox.test"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"county-signing-secret-0123456789").decode()
@@ -192,17 +192,13 @@ class Gateway:
 
 
 @pytest.fixture(scope="session")
-def gateway_server() -> Iterator[tuple[Gateway, ThreadedServer]]:
-    gateway = Gateway()
-    server = ThreadedServer(gateway.app).start()
-    yield gateway, server
-    server.stop()
+def gateway_server() -> Iterator[Gateway]:
+    with serving(Gateway()) as gateway:
+        yield gateway
 
 
 @pytest.fixture
-def gateway(gateway_server: tuple[Gateway, ThreadedServer]) -> Gateway:
+def gateway(gateway_server: Gateway) -> Gateway:
     """The loopback gateway, with nothing received yet."""
-    gateway, server = gateway_server
-    gateway.reset()
-    gateway.url = server.url
-    return gateway
+    gateway_server.reset()
+    return gateway_server

@@ -24,6 +24,19 @@ async def delivered_enquiry(client, app, **change):
     return reference, remote
 
 
+async def delivered_to_the_city(client, app):
+    """A missed bin in Oxford, delivered to the city council's Open311 back-office: its
+    reference and the city's case id."""
+    reference, remote = await delivered_enquiry(
+        client,
+        app,
+        service_code="missed-bin",
+        location={"postcode": "OX1 1BX"},
+        attributes={"bin_type": "refuse"},
+    )
+    return reference, remote["oxford-city"]
+
+
 def signed(body: dict, *, message_id="msg_1", secret=COUNTY_SECRET, at=None):
     raw = json.dumps(body)
     at = at or datetime.now(UTC)
@@ -272,14 +285,7 @@ def open311_form(**fields):
 
 
 async def test_an_open311_partner_pushes_updates_as_a_form(client, app):
-    reference, remote = await delivered_enquiry(
-        client,
-        app,
-        service_code="missed-bin",
-        location={"postcode": "OX1 1BX"},
-        attributes={"bin_type": "refuse"},
-    )
-    case = remote["oxford-city"]
+    reference, case = await delivered_to_the_city(client, app)
     response = await client.post(
         "/v1/inbound/oxford-city/servicerequestupdates",
         data=open311_form(service_request_id=case),
@@ -359,20 +365,9 @@ async def test_a_signed_update_at_the_last_moment_utc_holds_is_recorded(client, 
     assert county[0]["remote_status_at"].startswith("9999-12-31T23:59:59")
 
 
-async def _open311_case(client, app):
-    reference, remote = await delivered_enquiry(
-        client,
-        app,
-        service_code="missed-bin",
-        location={"postcode": "OX1 1BX"},
-        attributes={"bin_type": "refuse"},
-    )
-    return reference, remote["oxford-city"]
-
-
 @pytest.mark.parametrize("moment", [*OUT_OF_RANGE_TIMES, "0001-01-01T00:00:00+00:30"])
 async def test_an_open311_update_at_a_time_utc_cannot_hold_is_refused(client, app, moment):
-    reference, case = await _open311_case(client, app)
+    reference, case = await delivered_to_the_city(client, app)
     form = open311_form(service_request_id=case, updated_datetime=moment)
     response = await client.post("/v1/inbound/oxford-city/servicerequestupdates", data=form)
     _refused(response, "#/updated_datetime")
@@ -381,7 +376,7 @@ async def test_an_open311_update_at_a_time_utc_cannot_hold_is_refused(client, ap
 
 @pytest.mark.parametrize("field", ["service_request_id", "status", "update_id", "description"])
 async def test_an_open311_update_with_nul_in_its_text_is_refused(client, app, field):
-    reference, case = await _open311_case(client, app)
+    reference, case = await delivered_to_the_city(client, app)
     form = open311_form(service_request_id=case)
     form[field] = form[field][:2] + "\x00" + form[field][2:]
     response = await client.post("/v1/inbound/oxford-city/servicerequestupdates", data=form)
