@@ -183,7 +183,7 @@ async def test_events_arrive_signed_and_each_exactly_once_even_when_rescanned(
     assert delivered["dispatch_id"]
     assert bodies["enquiry.dispatched"]["data"]["status"] == "dispatched"
     assert set(bodies["enquiry.received"]) == {"type", "timestamp", "data"}
-    for value in (ADA["name"], ADA["email"], "7700"):
+    for value in (ADA["name"], ADA["email"], "900123"):
         assert value not in str(messages)
     read = (await client.get(f"/v1/webhooks/{made['id']}")).json()
     assert sorted(
@@ -398,7 +398,7 @@ async def test_erasure_reaches_the_organisation_that_received_the_enquiry(
     assert body["data"]["reference"] == reference
     assert body["data"]["organisation_id"] == "oxford-city"
     assert f"your reference {remote}" in body["data"]["detail"]
-    for value in (ADA["name"], ADA["email"], "7700", "Loud parties"):
+    for value in (ADA["name"], ADA["email"], "900123", "Loud parties"):
         assert value not in message["body"]
 
 
