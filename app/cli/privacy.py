@@ -7,9 +7,9 @@ import typer
 
 from app.cli.base import command_group, load_settings, open_engine, run_async
 from app.core import crypto
+from app.core.audit import Actor
 from app.partners import subscriptions as webhooks
 from app.privacy import service as privacy
-from app.privacy.audit import Actor
 from app.runtime import load_configured_catalogue
 
 privacy_cli = command_group(help="Keys for citizen details at rest.")

@@ -1,13 +1,10 @@
-"""Reading the append-only audit log back; app.core.audit writes it (named here too, for the
-privacy duties and the commands that write it)."""
+"""Reading the append-only audit log back; app.core.audit writes it."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.audit import Actor as Actor
-from app.core.audit import record as record
 from app.core.db import reading
 from app.core.models import audit_table
 from app.core.paging import newest_first, page

@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import shareable_citizen
 from app.catalogue.catalogue import DEFAULT_RETENTION_DAYS, Catalogue
+from app.core import audit
 from app.core import reference as references
+from app.core.audit import Actor
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
 from app.core.models import (
@@ -37,8 +39,6 @@ from app.core.supervisor import beat
 from app.core.vocabulary import AuditAction, EventType, OutboxState
 from app.intake.reading import enquiry_view
 from app.intake.schemas import DestinationOut
-from app.privacy import audit
-from app.privacy.audit import Actor
 from app.privacy.schemas import (
     EnquiryExport,
     ErasureNotice,

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query
 from app.api.deps import Admin, Catalogue, Engine, PrivacyOfficer, Sealer
 from app.api.problems import documented_problems
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
+from app.core.audit import Actor
 from app.core.types import NoNul
 from app.core.vocabulary import AuditAction
 from app.privacy import audit
 from app.privacy import service as privacy
-from app.privacy.audit import Actor
 from app.privacy.schemas import AuditPage, ErasureOut, Subject, SubjectAccessExport
 
 router = APIRouter(tags=["privacy"], responses={429: RATE_LIMITED_RESPONSE})

@@ -14,13 +14,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from app.clients.service import Scope
+from app.core.audit import Actor
 from app.core.crypto import Sealer, new_key
 from app.core.db import create_engine
 from app.core.models import enquiry_table, utcnow
 from app.core.settings import PrivacySettings
 from app.main import create_app
 from app.privacy import service as privacy
-from app.privacy.audit import Actor
 from app.privacy.service import REMOVED, Retention
 from tests.cli.test_cli import iap as iap_command
 from tests.conftest import another_worker, bearer, enquiry_body, make_key, make_settings, started
