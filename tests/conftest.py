@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catalogue.catalogue import load_catalogue
 from app.clients.service import Scope, create_client
+from app.clients.staff import StaffRole, create_staff
+from app.core.audit import Actor
 from app.core.db import create_engine, migrate
 from app.core.settings import (
     SHIPPED_CONFIG_DIR,
@@ -75,6 +77,7 @@ TABLES = (
     "audit_log",
     "webhook_delivery",
     "webhook_subscription",
+    "staff",
 )
 
 
@@ -281,6 +284,28 @@ async def make_key(
         engine, name=name or f"test-{uuid.uuid4().hex[:8]}", scopes=list(scopes), channel=channel
     )
     return key
+
+
+async def make_person(
+    app: FastAPI,
+    role: StaffRole | str,
+    *,
+    organisation: str | None = None,
+    name: str = "Alex Agent",
+    email: str | None = None,
+) -> str:
+    """A new member of staff's personal API token (app/clients/staff.py)."""
+    state = app.state.iap
+    _, token = await create_staff(
+        state.engine,
+        state.catalogue,
+        name=name,
+        email=email or f"{uuid.uuid4().hex[:8]}@staff.example.org",
+        role=StaffRole(role),
+        organisation_id=organisation,
+        by=Actor("tests"),
+    )
+    return token
 
 
 def bearer(key: str) -> dict[str, str]:

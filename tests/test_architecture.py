@@ -21,6 +21,9 @@ LAYERS: list[tuple[str, ...]] = [
     # The domain packages, in the order their uses run today: partners feeds read delivery
     # outcomes; privacy exports and erases what intake and updates wrote; delivery records
     # the updates it is given; updates follow enquiries that intake stored.
+    # Casework is people working enquiries: it redrives deliveries, re-enables partners'
+    # subscriptions and moves parts as updates do.
+    ("casework",),
     ("partners", "privacy"),
     ("delivery",),
     ("updates",),

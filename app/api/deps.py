@@ -67,4 +67,7 @@ READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 Reader = Annotated[Caller, Depends(require(*READERS))]
 PrivacyOfficer = Annotated[Caller, Depends(require(Scope.privacy))]
 WebhookManager = Annotated[Caller, Depends(require(Scope.webhooks_manage))]
+TriageAgent = Annotated[Caller, Depends(require(Scope.triage))]
+DeliveryManager = Annotated[Caller, Depends(require(Scope.deliveries_manage))]
+PartUpdater = Annotated[Caller, Depends(require(Scope.parts_update))]
 Admin = Annotated[Caller, Depends(require(Scope.admin))]

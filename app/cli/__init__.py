@@ -1,5 +1,5 @@
 """The `iap` command: serve, worker, migrate, sandbox, openapi, and the groups routes,
-gazetteer, clients, privacy and retention; one module per group of commands, sharing
+gazetteer, clients, staff, privacy and retention; one module per group of commands, sharing
 app.cli.base. The whole tree is put together here, in the order `iap --help` lists it."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from app.cli.serve import (
     tune_garbage_collector,
     worker,
 )
+from app.cli.staff import staff_cli
 
 cli.command()(serve)
 cli.command()(worker)
@@ -27,6 +28,7 @@ cli.command("openapi")(openapi_command)
 cli.add_typer(routes_cli, name="routes")
 cli.add_typer(gazetteer_cli, name="gazetteer")
 cli.add_typer(clients_cli, name="clients")
+cli.add_typer(staff_cli, name="staff")
 cli.add_typer(privacy_cli, name="privacy")
 cli.add_typer(retention_cli, name="retention")
 

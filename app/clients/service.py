@@ -18,11 +18,11 @@ from enum import StrEnum
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.db import reading, writing
 from app.core.errors import ClientExists, NotFound
-from app.core.models import ApiClient, api_client_table, fetch_all, fetch_one, utcnow
+from app.core.models import ApiClient, api_client_table, fetch_all, staff_table, utcnow
 
 c = api_client_table.c
 KEY_PREFIX = "iap_"
@@ -38,17 +38,37 @@ class Scope(StrEnum):
     enquiries_read_all = "enquiries:read-all"  # contact-centre agents
     webhooks_manage = "webhooks:manage"
     privacy = "privacy"
+    triage = "triage"  # the triage desk: claim, hand on, correct the place, close
+    deliveries_manage = "deliveries:manage"  # the dead-letter desk, redrive, stuck work
+    parts_update = "parts:update"  # move an organisation's part (its staff, with no system)
     admin = "admin"
 
 
 @dataclass(frozen=True)
+class Person:
+    """The member of staff behind a personal token (app/clients/staff.py)."""
+
+    id: uuid.UUID
+    name: str
+    role: str  # a StaffRole
+    # A partner's staff see and act on this organisation's part only; None: the gateway's own.
+    organisation_id: str | None
+
+    @property
+    def actor_id(self) -> str:
+        """How the timeline and the audit log name this person."""
+        return f"staff:{self.id}"
+
+
+@dataclass(frozen=True)
 class Caller:
-    """The authenticated client of one request."""
+    """The authenticated client of one request: a system's key or a person's token."""
 
     id: uuid.UUID
     name: str
     scopes: frozenset[Scope]
     channel: str | None
+    person: Person | None = None
 
     def allows(self, scope: Scope) -> bool:
         return Scope.admin in self.scopes or scope in self.scopes
@@ -57,6 +77,15 @@ class Caller:
     def client_id(self) -> str:
         """How the enquiries and idempotency tables name this client."""
         return str(self.id)
+
+    @property
+    def organisation_id(self) -> str | None:
+        """The one organisation whose parts this caller may see and change; None: any."""
+        return self.person.organisation_id if self.person else None
+
+    def may_act_for(self, organisation_id: str) -> bool:
+        """Whether this caller may see and change that organisation's part."""
+        return self.organisation_id is None or self.organisation_id == organisation_id
 
 
 @dataclass(frozen=True)
@@ -118,7 +147,7 @@ _NO_SUCH_HASH = hash_secret(secrets.token_urlsafe(32))
 # A key id no client has is kept too (as None), so an unknown id costs what a known one does
 # and its answer cannot tell an attacker which ids exist. Ids are random: a client made later
 # is not asked for by that id before it exists.
-_RECENT: dict[tuple[int, str], tuple[float, ApiClient | None]] = {}
+_RECENT: dict[tuple[int, str], tuple[float, tuple[ApiClient, Person | None] | None]] = {}
 
 
 async def authenticate(
@@ -133,7 +162,8 @@ async def authenticate(
     if parts is None:
         return None
     key_id, secret = parts
-    row = await _client_row(engine, key_id, cache_seconds)
+    found = await _client_row(engine, key_id, cache_seconds)
+    row, person = found if found is not None else (None, None)
     stored = row.secret_hash if row is not None else _NO_SUCH_HASH
     matches = hmac.compare_digest(hash_secret(secret), stored)
     if row is None or not matches or row.revoked_at is not None:
@@ -143,28 +173,66 @@ async def authenticate(
         name=row.name,
         scopes=frozenset(Scope(s) for s in row.scopes if s in Scope.__members__.values()),
         channel=row.channel,
+        person=person,
     )
 
 
-async def _client_row(engine: AsyncEngine, key_id: str, cache_seconds: float) -> ApiClient | None:
+async def _client_row(
+    engine: AsyncEngine, key_id: str, cache_seconds: float
+) -> tuple[ApiClient, Person | None] | None:
+    """The client with this key id and, for a person's token, the person (a disabled person's
+    token is not found)."""
     slot = (id(engine), key_id)
     now = time.monotonic()
     recent = _RECENT.get(slot) if cache_seconds > 0 else None
     if recent is not None and recent[0] > now:
         return recent[1]
+    s = staff_table.c
+    query = (
+        select(api_client_table, s.name.label("staff_name"), s.role, s.organisation_id)
+        .outerjoin(staff_table, s.id == c.staff_id)
+        .where(c.key_id == key_id)
+        .where(or_(c.staff_id.is_(None), s.disabled_at.is_(None)))
+    )
     async with reading(engine) as conn:
-        row = await fetch_one(conn, ApiClient, select(ApiClient).where(c.key_id == key_id))
+        mapped = (await conn.execute(query)).mappings().first()
+    found: tuple[ApiClient, Person | None] | None = None
+    if mapped is not None:
+        row = ApiClient(**{col.key: mapped[col.key] for col in api_client_table.c})
+        person = (
+            Person(
+                id=row.staff_id,
+                name=mapped["staff_name"],
+                role=mapped["role"],
+                organisation_id=mapped["organisation_id"],
+            )
+            if row.staff_id is not None
+            else None
+        )
+        found = (row, person)
     if cache_seconds > 0:
         if len(_RECENT) > 10_000:
             _RECENT.clear()
-        _RECENT[slot] = (now + cache_seconds, row)
-    return row
+        _RECENT[slot] = (now + cache_seconds, found)
+    return found
+
+
+def forget(engine: AsyncEngine, key_id: str) -> None:
+    """Drop a key id from this process's cache: it was made, revoked or its person changed."""
+    _RECENT.pop((id(engine), key_id), None)
 
 
 async def create_client(
-    engine: AsyncEngine, *, name: str, scopes: list[Scope], channel: str | None = None
+    engine: AsyncEngine,
+    *,
+    name: str,
+    scopes: list[Scope],
+    channel: str | None = None,
+    conn: AsyncConnection | None = None,
+    staff_id: uuid.UUID | None = None,
 ) -> tuple[ClientInfo, str]:
-    """A new client and its key (shown once; only its hash is kept)."""
+    """A new client and its key (shown once; only its hash is kept); in `conn`'s transaction
+    when given (a person's token is made with the person)."""
     key_id, secret, key = _new_key()
     client = ApiClient(
         id=uuid.uuid4(),
@@ -173,13 +241,17 @@ async def create_client(
         secret_hash=hash_secret(secret),
         scopes=sorted({s.value for s in scopes}),
         channel=channel,
+        staff_id=staff_id,
         created_at=utcnow(),
         revoked_at=None,
     )
     try:
-        async with writing(engine) as conn:
+        if conn is not None:
             await conn.execute(api_client_table.insert(), client.model_dump())
-        _RECENT.pop((id(engine), key_id), None)  # were it asked for before it existed
+        else:
+            async with writing(engine) as own:
+                await own.execute(api_client_table.insert(), client.model_dump())
+        forget(engine, key_id)  # were it asked for before it existed
     except IntegrityError as exc:
         raise ClientExists(f"A client named '{name}' already exists.") from exc
     return ClientInfo.of(client), key
@@ -205,7 +277,7 @@ async def revoke_client(engine: AsyncEngine, name_or_id: str) -> ClientInfo:
                 else f"More than one client matches '{name_or_id}'; give its id."
             )
         client = found[0]
-        _RECENT.pop((id(engine), client.key_id), None)
+        forget(engine, client.key_id)
         if client.revoked_at is None:
             client.revoked_at = utcnow()
             await conn.execute(
@@ -259,5 +331,5 @@ async def development_key(engine: AsyncEngine, kept: str | None) -> str:
                     **values,
                 },
             )
-    _RECENT.pop((id(engine), key_id), None)
+    forget(engine, key_id)
     return key

@@ -18,6 +18,14 @@ from app.core.models import audit_table, utcnow
 from app.core.vocabulary import AuditAction
 
 
+class _Person(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def actor_id(self) -> str: ...
+
+
 class _Client(Protocol):
     @property
     def name(self) -> str: ...
@@ -25,17 +33,28 @@ class _Client(Protocol):
     @property
     def client_id(self) -> str: ...
 
+    @property
+    def person(self) -> _Person | None: ...
+
 
 @dataclass(frozen=True)
 class Actor:
-    """Who did it: an API client, or a command an operator ran."""
+    """Who did it: a person (by their personal token), an API client, or a command an
+    operator ran."""
 
     name: str
     id: str | None = None
 
     @classmethod
     def of(cls, caller: _Client) -> Actor:
+        """The person behind the call if there is one, else the client."""
+        if caller.person is not None:
+            return cls(name=caller.person.name, id=caller.person.actor_id)
         return cls(name=caller.name, id=caller.client_id)
+
+    def on_event(self) -> dict[str, str | None]:
+        """The columns that name who did it on a timeline event (shown to staff only)."""
+        return {"actor_id": self.id, "actor": self.name}
 
 
 async def record(

@@ -138,6 +138,13 @@ class ClientExists(DomainError, slug="conflict", title="That name is taken", sta
     """Something with that name already exists."""
 
 
+class StateConflict(
+    DomainError, slug="state-conflict", title="That cannot be done to it now", status=409
+):
+    """What it acts on is not in a state that allows this (already handed on, not given up,
+    held by another person); `detail` says what state it is in. Read it again and decide."""
+
+
 class IdempotencyMismatch(
     DomainError,
     slug="idempotency-key-reused",

@@ -122,6 +122,14 @@ class Dispatch(SQLModel, table=True):
     # The organisation's latest reported status, in our vocabulary, and when it reported it.
     remote_status: str | None = Field(default=None, max_length=32)
     remote_status_at: datetime | None = _ts(nullable=True)
+    # The triage desk: who holds the item now (a staff id) and until when; a claim expires.
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = _ts(nullable=True)
+    # How a person closed this part (a Closure at the triage desk; a dead delivery handled
+    # outside the gateway is state `handled`), who did, and their note.
+    closure: str | None = Field(default=None, max_length=32)
+    closure_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    closed_by: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -158,6 +166,9 @@ class Event(SQLModel, table=True):
     type: str = Field(max_length=64)  # an EventType
     status: str | None = Field(default=None, max_length=32)
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The person who did it (a staff id and name), shown to staff only; None: the gateway.
+    actor_id: str | None = Field(default=None, max_length=64)
+    actor: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts()
 
 
@@ -271,8 +282,28 @@ class ApiClient(SQLModel, table=True):
     secret_hash: str = Field(max_length=64)  # SHA-256 hex of the key's secret part
     scopes: list[str] = Field(sa_column=Column(JSON, nullable=False))
     channel: str | None = Field(default=None, max_length=32)
+    # A person's own token (app/clients/staff.py): their role gives the scopes.
+    staff_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(Uuid, ForeignKey("staff.id", ondelete="CASCADE"), nullable=True),
+    )
     created_at: datetime = _ts()
     revoked_at: datetime | None = _ts(nullable=True)
+
+
+class Staff(SQLModel, table=True):
+    """A person who works enquiries: contact-centre staff, or a partner's (organisation_id)."""
+
+    __tablename__ = "staff"
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=254, unique=True)  # stored lower-cased
+    role: str = Field(max_length=32)  # a StaffRole (app/clients/staff.py)
+    organisation_id: str | None = Field(default=None, max_length=64)
+    password_hash: str | None = Field(default=None, max_length=200)  # argon2id; None: none set
+    created_at: datetime = _ts()
+    disabled_at: datetime | None = _ts(nullable=True)
 
 
 class AuditEntry(SQLModel, table=True):
@@ -379,6 +410,7 @@ status_update_table = table(StatusUpdate)
 inbound_message_table = table(InboundMessage)
 poll_state_table = table(PollState)
 api_client_table = table(ApiClient)
+staff_table = table(Staff)
 audit_table = table(AuditEntry)
 webhook_subscription_table = table(WebhookSubscription)
 webhook_delivery_table = table(WebhookDelivery)

@@ -19,6 +19,7 @@ class OutboxState(StrEnum):
     delivered = "delivered"
     dead = "dead"  # given up: a person must look at it
     cancelled = "cancelled"  # called off before delivery (erasure, a disabled subscription)
+    handled = "handled"  # given up here, then seen to outside the gateway by a person (a note)
 
 
 class Outcome(StrEnum):
@@ -68,6 +69,15 @@ class ReceivedVia(StrEnum):
     poll = "poll"
     webhook = "webhook"
     open311_push = "open311-push"
+    staff = "staff"  # the organisation's own staff, through the API (no status-returning system)
+
+
+class Closure(StrEnum):
+    """How a person at the triage desk closed its part of an enquiry."""
+
+    handed_on = "handed_on"  # the triage desk gave it to the right organisation(s)
+    first_contact = "first_contact"  # resolved at the desk: the advice given is the note
+    outside_remit = "outside_remit"  # no partner's work: the signposting given is the note
 
 
 class AuditAction(StrEnum):
@@ -79,6 +89,18 @@ class AuditAction(StrEnum):
     privacy_erase = "privacy.erase"
     privacy_keys_rotated = "privacy.keys_rotated"
     retention_anonymised = "retention.anonymised"
+    staff_created = "staff.created"
+    staff_disabled = "staff.disabled"
+    caller_history = "enquiry.caller_history"  # a search of a caller's enquiries by phone/email
+    triage_claimed = "triage.claimed"
+    triage_handed_on = "triage.handed_on"
+    triage_relocated = "triage.relocated"
+    triage_closed = "triage.closed"
+    dispatch_redriven = "dispatch.redriven"
+    dispatch_handled = "dispatch.handled"
+    webhook_redriven = "webhook.redriven"
+    subscription_enabled = "webhook.subscription_enabled"
+    part_updated = "part.updated"  # an organisation's staff moved their part
 
 
 class EventType(StrEnum):
@@ -98,16 +120,22 @@ class EventType(StrEnum):
     enquiry_cancelled = "enquiry.cancelled"
     enquiry_rerouted = "enquiry.rerouted"
     enquiry_anonymised = "enquiry.anonymised"
+    enquiry_handed_on = "enquiry.handed_on"
+    enquiry_relocated = "enquiry.relocated"
     dispatch_delivered = "dispatch.delivered"
     dispatch_retry = "dispatch.retry"
     dispatch_dead = "dispatch.dead"
     dispatch_cancelled = "dispatch.cancelled"
+    dispatch_redriven = "dispatch.redriven"
+    dispatch_handled = "dispatch.handled"
     status_updated = "status.updated"
     privacy_erasure_requested = "privacy.erasure_requested"
+    work_stuck_summary = "work.stuck_summary"
 
     @property
     def family(self) -> str:
-        """`enquiry`, `dispatch`, `status` or `privacy`: what `family.*` subscribes to."""
+        """`enquiry`, `dispatch`, `status`, `privacy` or `work`: what `family.*` subscribes
+        to."""
         return self.value.split(".", 1)[0]
 
     @property
@@ -156,6 +184,10 @@ _WHEN: Mapping[EventType, str] = {
     EventType.enquiry_rerouted: "an organisation said it is not theirs, so the triage desk has it",
     EventType.enquiry_anonymised: "the gateway removed the enquiry's personal data (erasure "
     "or retention)",
+    EventType.enquiry_handed_on: "a person at the triage desk gave the enquiry to the "
+    "organisation(s) that must act (`detail` names them and says why)",
+    EventType.enquiry_relocated: "a person at the triage desk corrected the enquiry's place "
+    "(the caller gave the full address or postcode) and it was routed again",
     EventType.dispatch_delivered: "a delivery to one organisation succeeded",
     EventType.dispatch_retry: "a delivery to one organisation failed and will be retried "
     "(`detail` says only that, except in an admin's feed of every enquiry, which has the "
@@ -166,10 +198,17 @@ _WHEN: Mapping[EventType, str] = {
     "because the enquiry's personal data was removed first: erased while a worker was "
     "already taking it, or by retention while it waited (an erasure calls off deliveries "
     "still waiting without this event)",
+    EventType.dispatch_redriven: "a person sent a given-up delivery again after the cause "
+    "was fixed (its attempts start again)",
+    EventType.dispatch_handled: "a person closed a given-up delivery as seen to outside the "
+    "gateway (`detail` is their note)",
     EventType.status_updated: "an organisation reported progress (`status` in the gateway's "
     "vocabulary, null for a word it does not know)",
     EventType.privacy_erasure_requested: "the citizen's data was erased here; the organisation "
     "named must erase what it holds for this enquiry (`detail` names its own reference)",
+    EventType.work_stuck_summary: "once a day: the work that is stuck (deliveries waiting too "
+    "long, never acknowledged, past their service's target, given up and not handled); about "
+    "no one enquiry",
 }
 
 EVENT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(e.family for e in EventType))

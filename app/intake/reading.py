@@ -218,6 +218,7 @@ def _timeline_event(event: Event, *, staff: bool) -> TimelineEvent:
         status=event.status,
         organisation_id=event.organisation_id,
         detail=shown_detail(event.type, event.detail, staff=staff),
+        actor=event.actor if staff else None,
     )
 
 

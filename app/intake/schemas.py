@@ -171,6 +171,11 @@ class TimelineEvent(BaseModel):
     status: str | None = None
     organisation_id: str | None = None
     detail: str | None = None
+    actor: str | None = Field(
+        default=None,
+        description="The person (or API client) who did it, for staff (enquiries:read-all) "
+        "only; absent when the gateway did it",
+    )
 
 
 class EnquiryOut(EnquiryBase):

@@ -35,7 +35,7 @@ from app.core.models import (
     utcnow,
 )
 from app.core.outbox import new_row
-from app.core.vocabulary import EventType, OutboxState, ReceivedVia
+from app.core.vocabulary import Closure, EventType, OutboxState, ReceivedVia
 
 log = structlog.get_logger()
 d = dispatch_table.c
@@ -222,11 +222,11 @@ async def follow_enquiry_status(
     """The enquiry shows the part least far along, so it never looks done while work remains."""
     rows = (
         await conn.execute(
-            select(d.state, d.remote_status, d.created_at).where(d.enquiry_id == enquiry_id)
+            select(d.state, d.remote_status, d.closure).where(d.enquiry_id == enquiry_id)
         )
     ).all()
-    parts = [_part_status(state, remote) for state, remote, _ in rows]
-    # A part handed on to triage is over; the triage part now carries the enquiry.
+    parts = [part_status(state, remote, closure) for state, remote, closure in rows]
+    # A part handed on (to triage, or by triage) is over; the parts it went to carry it now.
     active = [p for p in parts if p is not Status.not_our_responsibility] or parts
     status = min(active, key=lambda s: PROGRESS[s])
     if status in FINAL and len(set(active)) > 1:
@@ -253,11 +253,25 @@ async def follow_enquiry_status(
     )
 
 
-def _part_status(state: str, remote_status: str | None) -> Status:
+# A triage part closed at the desk: handed on (not its to do, like "not ours"), resolved at
+# first contact, or outside every partner's remit (closed, with the signposting given).
+_CLOSURE_STATUS: Mapping[str, Status] = {
+    Closure.handed_on: Status.not_our_responsibility,
+    Closure.first_contact: Status.resolved,
+    Closure.outside_remit: Status.closed,
+}
+
+
+def part_status(state: str, remote_status: str | None, closure: str | None = None) -> Status:
+    """Where one organisation's part has got to, from its dispatch row."""
+    if closure is not None:
+        return _CLOSURE_STATUS[closure]
     if state == OutboxState.dead:
         return Status.failed
     if state == OutboxState.cancelled:
         return Status.cancelled
+    if state == OutboxState.handled:
+        return Status.closed  # given up here, seen to outside the gateway
     if state != OutboxState.delivered:
         return Status.routed
     return Status(remote_status) if remote_status else Status.dispatched

@@ -19,6 +19,7 @@ ANSWERED = {
     "unauthenticated": (401, "We could not tell who sent this"),
     "forbidden": (403, "Your API key may not do this"),
     "conflict": (409, "That name is taken"),
+    "state-conflict": (409, "That cannot be done to it now"),
     "method-not-allowed": (405, "Method not allowed"),
     "idempotency-key-reused": (422, "Idempotency-Key reused with a different request"),
     "idempotency-key-in-flight": (

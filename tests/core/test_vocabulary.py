@@ -34,7 +34,7 @@ def test_the_catalogue_is_exactly_the_events_the_code_can_write():
     }
     assert status_changes | attempts | others == set(EventType)
     assert EventType.dispatch_outcome(Outcome.interrupted) is EventType.dispatch_retry
-    assert EVENT_FAMILIES == ("enquiry", "dispatch", "status", "privacy")
+    assert EVENT_FAMILIES == ("enquiry", "dispatch", "status", "privacy", "work")
     assert all(event.when for event in EventType)  # each described, for the docs
 
 
@@ -72,5 +72,5 @@ def test_a_subscription_may_name_nothing_outside_the_catalogue(pattern):
     assert error["loc"] == ("events",)
     assert error["msg"] == (
         f"Value error, {pattern!r} is not an event type or one of "
-        "enquiry.*, dispatch.*, status.*, privacy.*, *"
+        "enquiry.*, dispatch.*, status.*, privacy.*, work.*, *"
     )
