@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters.base import Adapter
 from app.api.auth import optional_caller, require
 from app.api.state import AppState, get_state
+from app.casework.triage import TriageDesk
 from app.catalogue import catalogue
 from app.clients.service import Caller, Scope
 from app.core import crypto
@@ -52,6 +53,10 @@ def _inbox(state: State) -> InboxService:
     return InboxService(engine=state.engine, catalogue=state.catalogue, adapters=state.adapters)
 
 
+def _triage_desk(state: State) -> TriageDesk:
+    return TriageDesk(intake=state.intake, claim_seconds=state.settings.triage.claim_seconds)
+
+
 Engine = Annotated[AsyncEngine, Depends(_engine)]
 Catalogue = Annotated[catalogue.Catalogue, Depends(_catalogue)]
 Sealer = Annotated[crypto.Sealer, Depends(_sealer)]
@@ -59,6 +64,7 @@ Adapters = Annotated[dict[str, Adapter], Depends(_adapters)]
 Outbound = Annotated[OutboundGuard, Depends(_outbound)]
 Intake = Annotated[IntakeContext, Depends(_intake)]
 Inbox = Annotated[InboxService, Depends(_inbox)]
+Desk = Annotated[TriageDesk, Depends(_triage_desk)]
 
 # Who calls: 401 without a valid key, 403 without the scope (admin holds every scope).
 OptionalCaller = Annotated[Caller | None, Depends(optional_caller)]

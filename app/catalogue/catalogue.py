@@ -145,6 +145,9 @@ class Catalogue(BaseModel):
 
     organisations: dict[str, Organisation]
     services: dict[str, Service]
+    # Councils beside the area that are not partners, by GSS code: the triage desk names them
+    # to signpost a caller whose place is theirs (neighbours.yaml, optional).
+    neighbours: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_triage_desk(self) -> Catalogue:
@@ -167,13 +170,30 @@ def load_catalogue(config_dir: Path, *, variables: Mapping[str, str] = {}) -> Ca
         config_dir / "organisations.yaml", "organisations", Organisation, lookup
     )
     services = _load_list(config_dir / "services.yaml", "services", Service, lookup)
+    neighbours = _load_neighbours(config_dir / "neighbours.yaml", lookup)
     try:
         return Catalogue(
             organisations={o.id: o for o in organisations},
             services={s.code: s for s in services},
+            neighbours={n.code: n.name for n in neighbours},
         )
     except ValidationError as exc:
         raise ConfigError(_describe(config_dir / "organisations.yaml", exc)) from exc
+
+
+class Neighbour(BaseModel):
+    """A council beside the area, not a partner: named for signposting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(pattern=GSS_CODE)
+    name: str = Field(min_length=1, max_length=200)
+
+
+def _load_neighbours(path: Path, lookup: Mapping[str, str]) -> list[Neighbour]:
+    if not path.exists():
+        return []
+    return _load_list(path, "neighbours", Neighbour, lookup)
 
 
 def _load_list(path: Path, key: str, model: type[M], lookup: Mapping[str, str]) -> list[M]:

@@ -12,7 +12,8 @@ import csv
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,10 +75,25 @@ class Place:
     source: str = "none"  # gazetteer | http | table | none
     outside: bool = False  # known to lie outside every area the table covers
     note: str | None = None
+    # Where the table cannot decide the district: each council sharing the prefix, as (GSS
+    # district code, its postcodes there), most first; the triage desk's evidence.
+    candidates: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """The place as stored with the enquiry."""
-        return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
+        """The place as stored with the enquiry (candidates as [code, postcodes] pairs)."""
+        stored = {k: v for k, v in self.__dict__.items() if v not in (None, False, ())}
+        if self.candidates:
+            stored["candidates"] = [list(pair) for pair in self.candidates]
+        return stored
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any] | None) -> Place:
+        """The place as as_dict stored it."""
+        values = dict(stored or {})
+        pairs = values.pop("candidates", None) or ()
+        known = {f.name for f in fields(cls)}
+        place = cls(**{k: v for k, v in values.items() if k in known})
+        return replace(place, candidates=tuple((str(c), int(n)) for c, n in pairs))
 
 
 class Locator(Protocol):
@@ -137,7 +153,14 @@ class PostcodeTable:
             precision=precision,
             source="table",
             note=row.get("note") or None,
+            candidates=_candidates(row.get("candidates") or ""),
         )
+
+
+def _candidates(text: str) -> tuple[tuple[str, int], ...]:
+    """`E07000180:231 E07000179:46` → (("E07000180", 231), ("E07000179", 46))."""
+    pairs = (item.partition(":") for item in text.split())
+    return tuple((code, int(count)) for code, _, count in pairs if code and count.isdigit())
 
 
 class Gazetteer:

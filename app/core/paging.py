@@ -1,5 +1,5 @@
-"""Keyset pages, newest first: the cursor is the (time, id) of the last row given, opaque to
-clients, so pages stay stable while new rows arrive."""
+"""Keyset pages, newest (or oldest) first: the cursor is the (time, id) of the last row given,
+opaque to clients, so pages stay stable while new rows arrive."""
 
 from __future__ import annotations
 
@@ -54,6 +54,21 @@ def newest_first(
         moment, last_id = decode_cursor(cursor)
         query = query.where(or_(at < moment, and_(at == moment, row_id < last_id)))
     return query.order_by(at.desc(), row_id.desc()).limit(limit + 1)
+
+
+def oldest_first(
+    query: Select[Any],
+    at: ColumnElement[datetime],
+    row_id: ColumnElement[uuid.UUID],
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Select[Any]:
+    """As newest_first, oldest first: the longest waiting come first."""
+    if cursor is not None:
+        moment, last_id = decode_cursor(cursor)
+        query = query.where(or_(at > moment, and_(at == moment, row_id > last_id)))
+    return query.order_by(at.asc(), row_id.asc()).limit(limit + 1)
 
 
 def page(rows: list[Any], *, limit: int, at: str) -> tuple[list[Any], str | None]:

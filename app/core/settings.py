@@ -207,6 +207,13 @@ def _is_network(entry: str) -> bool:
     return True
 
 
+class TriageSettings(BaseModel):
+    """The triage desk (docs/casework.md)."""
+
+    # How long a person's claim on a triage item lasts; claiming it again extends it.
+    claim_seconds: float = Field(default=900.0, gt=0, le=86400)
+
+
 class Settings(BaseSettings):
     """Everything configurable, read from `IAP_*` environment variables."""
 
@@ -258,6 +265,7 @@ class Settings(BaseSettings):
     outbound: OutboundSettings = OutboundSettings()
     webhooks: WebhookSettings = WebhookSettings()
     loops: LoopSettings = LoopSettings()
+    triage: TriageSettings = TriageSettings()
 
     @property
     def log_renderer(self) -> LogFormat:

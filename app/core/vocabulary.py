@@ -93,6 +93,7 @@ class AuditAction(StrEnum):
     staff_disabled = "staff.disabled"
     caller_history = "enquiry.caller_history"  # a search of a caller's enquiries by phone/email
     triage_claimed = "triage.claimed"
+    triage_released = "triage.released"  # a claim let go before it expired
     triage_handed_on = "triage.handed_on"
     triage_relocated = "triage.relocated"
     triage_closed = "triage.closed"

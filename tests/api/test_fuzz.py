@@ -25,6 +25,7 @@ from standardwebhooks import Webhook
 
 from app.api.problems import PROBLEM_JSON, PROBLEM_TYPES
 from app.core.models import (
+    audit_table,
     dispatch_table,
     enquiry_table,
     event_table,
@@ -352,3 +353,83 @@ def _with_case(document: Any, case: str) -> Any:
     if isinstance(document, dict):
         return {k: case if v == fuzz.CASE else v for k, v in document.items()}
     return document
+
+
+# --- the triage desk -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def at_triage(client) -> str:
+    """A missed bin in sector OX14 3, which the Vale and South Oxfordshire share."""
+    body = enquiry_body(
+        service_code="missed-bin",
+        location={"postcode": "OX14 3AB"},
+        attributes={"bin_type": "garden"},
+    )
+    return str((await client.post("/v1/enquiries", json=body)).json()["reference"])
+
+
+async def _acts_stored(engine: AsyncEngine) -> tuple[int, int, int]:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(_count(dispatch_table), _count(event_table), _count(audit_table))
+            )
+        ).one()
+    return row[0], row[1], row[2]
+
+
+_TRIAGE_BODIES = st.one_of(
+    fuzz.json_documents,
+    st.fixed_dictionaries(
+        {
+            "organisations": st.lists(
+                st.sampled_from(["vale-of-white-horse", "contact-centre", "nobody"])
+                | fuzz.odd_text,
+                max_size=7,
+            ),
+            "reason": fuzz.odd_text,
+        }
+    ),
+    st.fixed_dictionaries({"location": fuzz.locations | fuzz.json_documents}),
+    st.fixed_dictionaries(
+        {
+            "outcome": st.sampled_from(["first_contact", "outside_remit", "handed_on"])
+            | fuzz.odd_text,
+            "note": fuzz.odd_text,
+        }
+    ),
+)
+
+
+@given(
+    act=st.sampled_from(["hand-on", "relocate", "close"]),
+    body=_TRIAGE_BODIES,
+    reference=st.just("MINE") | fuzz.reference_texts,
+)
+async def test_any_triage_act_is_answered_and_stored_whole_or_not(
+    client, engine, at_triage, act, body, reference
+):
+    target = at_triage if reference == "MINE" else reference
+    before = await _acts_stored(engine)
+    response = await client.post(
+        f"/v1/enquiries/{_escaped(target)}/{act}", content=fuzz.encode(body), headers=JSON
+    )
+    assert_answered(response)
+    if response.status_code != 200:
+        assert await _acts_stored(engine) == before, response.text
+
+
+@given(query=fuzz.list_query_strings(), order=st.sampled_from(["oldest", "newest", "target"]))
+async def test_any_triage_queue_query_is_answered(client, at_triage, query, order):
+    response = await client.get(f"/v1/triage?{query}&order={order}")
+    assert_answered(response)
+    if response.status_code == 200:
+        assert set(response.json()) == {"items", "next_cursor"}
+
+
+@given(reference=st.just("MINE") | fuzz.reference_texts, release=st.booleans())
+async def test_any_triage_claim_is_answered(client, at_triage, reference, release):
+    path = f"/v1/triage/{_escaped(at_triage if reference == 'MINE' else reference)}/claim"
+    response = await (client.delete(path) if release else client.post(path))
+    assert_answered(response)

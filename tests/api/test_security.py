@@ -52,6 +52,12 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/v1/webhooks"): (Scope.webhooks_manage,),
     ("GET", "/v1/webhooks/{subscription_id}"): (Scope.webhooks_manage,),
     ("DELETE", "/v1/webhooks/{subscription_id}"): (Scope.webhooks_manage,),
+    ("GET", "/v1/triage"): (Scope.triage,),
+    ("POST", "/v1/triage/{reference}/claim"): (Scope.triage,),
+    ("DELETE", "/v1/triage/{reference}/claim"): (Scope.triage,),
+    ("POST", "/v1/enquiries/{reference}/hand-on"): (Scope.triage,),
+    ("POST", "/v1/enquiries/{reference}/relocate"): (Scope.triage,),
+    ("POST", "/v1/enquiries/{reference}/close"): (Scope.triage,),
     ("GET", "/v1/services"): PUBLIC,
     ("GET", "/v1/services/{code}"): PUBLIC,
     ("POST", "/v1/inbound/{organisation}"): OWN_AUTH,
@@ -74,6 +80,9 @@ BODIES = {
     "/v1/privacy/subject-access": {"email": "nobody@example.org"},
     "/v1/privacy/erasure": {"email": "nobody@example.org"},
     "/v1/webhooks": {"url": "https://127.0.0.1:9/events", "events": ["*"]},
+    "/v1/enquiries/{reference}/hand-on": {"organisations": ["oxford-city"], "reason": "Oxford"},
+    "/v1/enquiries/{reference}/relocate": {"location": {"postcode": "OX1 1AA"}},
+    "/v1/enquiries/{reference}/close": {"outcome": "first_contact", "note": "Advice given"},
 }
 # The county pushes signed webhooks; Oxford City pushes Open311 updates with an api_key.
 PUSHER = {"/v1/inbound/{organisation}": "oxfordshire-county"}

@@ -1,5 +1,9 @@
 """Locating postcodes and points: normalising, the built-in table, the gazetteer, HTTP."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -233,3 +237,22 @@ async def test_http_locator_down_falls_through_to_the_table():
         place = await locate(LocatorChain([down, TABLE]), "OX1 1AA")
     assert place.source == "table"
     assert place.district_code == "E07000178"
+
+
+async def test_a_straddling_sector_gives_its_councils_as_structured_candidates():
+    place = await TABLE.locate(postcode="OX14 3AB", latitude=None, longitude=None)
+    assert place is not None
+    assert place.district_code is None
+    assert place.candidates == (("E07000180", 231), ("E07000179", 46))
+    assert place.note == "straddles Vale of White Horse (231) and South Oxfordshire (46)"
+    decided = await TABLE.locate(postcode="OX14 1AA", latitude=None, longitude=None)
+    assert decided is not None
+    assert decided.candidates == ()
+
+
+def test_the_tables_candidates_are_made_from_its_notes():
+    script = Path(__file__).resolve().parents[2] / "scripts" / "postcode_candidates.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

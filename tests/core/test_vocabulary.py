@@ -31,6 +31,8 @@ def test_the_catalogue_is_exactly_the_events_the_code_can_write():
         EventType.enquiry_anonymised,
         EventType.status_updated,
         EventType.privacy_erasure_requested,
+        EventType.enquiry_handed_on,  # app/casework/triage.py: hand on, relocate
+        EventType.enquiry_relocated,  # app/casework/triage.py: relocate
     }
     assert status_changes | attempts | others == set(EventType)
     assert EventType.dispatch_outcome(Outcome.interrupted) is EventType.dispatch_retry
