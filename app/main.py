@@ -31,7 +31,7 @@ from app.core.outbound import Resolver
 from app.core.settings import Settings, get_settings
 from app.intake.service import IntakeContext
 from app.production import check_production
-from app.routers import catalogue, enquiries, inbound, meta, privacy, webhooks
+from app.routers import catalogue, enquiries, inbound, meta, parts, privacy, webhooks
 from app.runtime import build_locator, load_configured_catalogue, outbound_guard, runtime
 from app.updates.inbound import InboundUpdate
 
@@ -112,6 +112,7 @@ def create_app(
     install_problem_handlers(app, admit=admit)
     for router in (
         enquiries.router,
+        parts.router,
         privacy.router,
         webhooks.router,
         inbound.router,
