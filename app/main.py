@@ -31,7 +31,7 @@ from app.core.outbound import Resolver
 from app.core.settings import Settings, get_settings
 from app.intake.service import IntakeContext
 from app.production import check_production
-from app.routers import catalogue, enquiries, inbound, meta, privacy, triage, webhooks
+from app.routers import catalogue, enquiries, inbound, meta, parts, privacy, triage, webhooks
 from app.runtime import build_locator, load_configured_catalogue, outbound_guard, runtime
 from app.updates.inbound import InboundUpdate
 
@@ -113,6 +113,7 @@ def create_app(
     for router in (
         enquiries.router,
         triage.router,
+        parts.router,
         privacy.router,
         webhooks.router,
         inbound.router,

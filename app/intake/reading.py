@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hmac
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.adapters.base import shareable_citizen
 from app.catalogue.catalogue import Catalogue
+from app.catalogue.status import Status
 from app.clients.service import Caller, Scope, hash_secret
 from app.core import audit
 from app.core import reference as references
@@ -20,8 +24,10 @@ from app.core.db import reading, writing
 from app.core.errors import NotFound
 from app.core.models import (
     Dispatch,
+    DispatchAttempt,
     Enquiry,
     Event,
+    attempt_table,
     dispatch_table,
     enquiry_table,
     event_table,
@@ -29,9 +35,10 @@ from app.core.models import (
     fetch_one,
 )
 from app.core.paging import newest_first, page
-from app.core.vocabulary import AuditAction, EventType, OutboxState
+from app.core.vocabulary import AuditAction, EventType, OutboxState, Outcome
 from app.intake.schemas import (
     Advice,
+    AttemptOut,
     DestinationOut,
     EnquiryOut,
     EnquiryPage,
@@ -57,17 +64,20 @@ async def get_enquiry(
     """One enquiry by its reference (as typed), with destinations and timeline.
 
     With `client_id`, only if that client submitted it; with `token`, only if it is the
-    enquiry's access token, and with the citizen's details masked. Otherwise it is not found,
-    answered exactly as for a reference that does not exist. A `reader` shown the citizen's
-    details is written to the audit log."""
+    enquiry's access token, and with the citizen's details masked; for a partner's staff (a
+    `reader` bound to an organisation), only if it has a part for their organisation, and
+    then only that part. Otherwise it is not found, answered exactly as for a reference that
+    does not exist. A `reader` shown the citizen's details is written to the audit log."""
     canonical = references.parse(reference)
+    audience = Audience.of(reader)
     # One snapshot: else a delivery committed between the reads shows every destination
     # delivered beside the status from before.
     async with reading(engine, one_snapshot=True) as conn:
         enquiry = await fetch_one(
             conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
         )
-        if not _may_see(enquiry, client_id=client_id, token=token) or enquiry is None:
+        seen = _may_see(enquiry, client_id=client_id, token=token)
+        if not seen or enquiry is None or not await _has_part(conn, enquiry, audience):
             shown = references.display(canonical)
             raise NotFound(
                 # With a token, never say which of the two is wrong.
@@ -75,9 +85,14 @@ async def get_enquiry(
                 if token is not None
                 else f"No enquiry has the reference {shown}."
             )
-        staff = reader is not None and reader.allows(Scope.enquiries_read_all)
         view = await enquiry_view(
-            conn, enquiry, catalogue, sealer, masked=token is not None, staff=staff
+            conn,
+            enquiry,
+            catalogue,
+            sealer,
+            masked=token is not None,
+            staff=audience.staff,
+            organisation_id=audience.organisation_id,
         )
     if reader is not None and view.citizen:
         async with writing(engine) as conn:
@@ -90,6 +105,18 @@ async def get_enquiry(
     return view
 
 
+async def _has_part(conn: AsyncConnection, enquiry: Enquiry, audience: Audience) -> bool:
+    if audience.organisation_id is None:
+        return True
+    d = dispatch_table.c
+    found = await conn.scalar(
+        select(d.id)
+        .where(d.enquiry_id == enquiry.id, d.organisation_id == audience.organisation_id)
+        .limit(1)
+    )
+    return found is not None
+
+
 async def enquiry_view(
     conn: AsyncConnection,
     enquiry: Enquiry,
@@ -98,24 +125,33 @@ async def enquiry_view(
     *,
     masked: bool,
     staff: bool,
+    organisation_id: str | None = None,
 ) -> EnquiryOut:
     """The enquiry row as the API shows it, with its destinations and timeline; back-office
-    errors in full only for `staff`."""
+    errors in full only for `staff`. For one organisation's staff (`organisation_id`), only
+    that organisation's part and the citizen's details it may receive (its data-sharing
+    agreement, the citizen's consent), as its delivery was sent them."""
+    audience = Audience(staff=staff, organisation_id=organisation_id)
     d, ev = dispatch_table.c, event_table.c
-    dispatches = await fetch_all(
-        conn,
-        Dispatch,
-        select(Dispatch)
-        .where(d.enquiry_id == enquiry.id)
-        .order_by(d.created_at, d.organisation_id),
-    )
-    destinations = [_destination(dispatch, catalogue, staff=staff) for dispatch in dispatches]
+    query = select(Dispatch).where(d.enquiry_id == enquiry.id)
+    if organisation_id is not None:
+        query = query.where(d.organisation_id == organisation_id)
+    dispatches = await fetch_all(conn, Dispatch, query.order_by(d.created_at, d.organisation_id))
+    destinations = await destinations_of(conn, dispatches, catalogue, staff=staff)
     events = await fetch_all(
         conn,
         Event,
         select(Event).where(ev.enquiry_id == enquiry.id).order_by(ev.created_at, ev.id),
     )
     citizen = sealer.open(enquiry.citizen_sealed)
+    place = enquiry.place
+    if organisation_id is not None:
+        organisation = catalogue.organisations.get(organisation_id)
+        citizen = (
+            shareable_citizen(citizen, enquiry.consent, organisation) if organisation else None
+        )
+        # The note of a straddling place names the councils that share it.
+        place = {k: v for k, v in place.items() if k != "note"} if place else place
     return EnquiryOut(
         reference=references.display(enquiry.reference),
         status=enquiry.status,
@@ -123,7 +159,7 @@ async def enquiry_view(
         channel=enquiry.channel,
         description=enquiry.description,
         location=masked_location(enquiry.location) if masked else enquiry.location,
-        place=enquiry.place,
+        place=place,
         citizen=masked_citizen(citizen) if masked else citizen,
         attributes=enquiry.attributes or {},
         advice=[Advice(**a) for a in enquiry.advice or []],
@@ -132,7 +168,7 @@ async def enquiry_view(
         updated_at=enquiry.updated_at,
         closed_at=enquiry.closed_at,
         anonymised_at=enquiry.anonymised_at,
-        timeline=[_timeline_event(e, staff=staff) for e in events],
+        timeline=[_timeline_event(e, audience) for e in events if audience.sees(e.organisation_id)],
     )
 
 
@@ -194,7 +230,126 @@ def shown_error(state: str, error: str | None, *, staff: bool) -> str | None:
     return _GIVEN_UP if state == OutboxState.dead else _RETRYING
 
 
-def _destination(dispatch: Dispatch, catalogue: Catalogue, *, staff: bool) -> DestinationOut:
+@dataclass(frozen=True)
+class Audience:
+    """Who reads a timeline: staff see back-office errors in full; one organisation's view
+    (its staff's reads, its webhook feed) holds the enquiry as a whole and that
+    organisation's own part, never another organisation's. The one rule for both."""
+
+    staff: bool
+    organisation_id: str | None = None  # None: every part
+
+    @classmethod
+    def of(cls, reader: Caller | None) -> Audience:
+        """A reader's audience: staff with enquiries:read-all; a partner's staff, their
+        organisation's."""
+        if reader is None:
+            return cls(staff=False)
+        staff = reader.allows(Scope.enquiries_read_all)
+        return cls(staff=staff, organisation_id=reader.organisation_id)
+
+    def sees(self, event_organisation_id: str | None) -> bool:
+        """Whether an event is shown: about the enquiry as a whole (naming no organisation),
+        or this audience's own part."""
+        return self.organisation_id is None or event_organisation_id in (
+            None,
+            self.organisation_id,
+        )
+
+    def detail(
+        self, event_type: str, event_organisation_id: str | None, detail: str | None
+    ) -> str | None:
+        """An event's detail as this audience may see it: in one organisation's view, an
+        event about the whole enquiry says only what concerns that organisation."""
+        if self.organisation_id is not None and event_organisation_id is None:
+            detail = _whole_enquiry_detail(event_type, detail, self.organisation_id)
+        return shown_detail(event_type, detail, staff=self.staff)
+
+    def names_actor(self, event_organisation_id: str | None) -> bool:
+        """Staff see who did it; one organisation's staff, only on their own part."""
+        own = self.organisation_id is None or event_organisation_id == self.organisation_id
+        return self.staff and own
+
+
+# Whole-enquiry events whose detail names no organisation: shown to every organisation's view.
+_NAMES_NO_ORGANISATION = frozenset(
+    {
+        *(EventType.enquiry_status(status) for status in Status),
+        EventType.enquiry_dispatched,
+        EventType.enquiry_failed,
+        EventType.enquiry_anonymised,
+    }
+)
+# enquiry.received's detail is "organisation-id: why; organisation-id: why" (app.intake.service);
+# a reason itself may hold "; " ("... is a county service; Oxfordshire County Council covers"),
+# so a line starts only where an id (lower case, digits, dashes) and ": " follow.
+_DESTINATION_LINE = re.compile(r"; (?=[a-z0-9][a-z0-9-]*: )")
+
+
+def _whole_enquiry_detail(event_type: str, detail: str | None, organisation_id: str) -> str | None:
+    """A whole-enquiry event's detail for one organisation: enquiry.received keeps only that
+    organisation's own line (who else was sent it is not theirs to know); one that may name
+    other organisations, none."""
+    if detail is None:
+        return None
+    # Checked first: `enquiry.received` is also the name of the status `received`.
+    if event_type == EventType.enquiry_received:
+        own = f"{organisation_id}: "
+        lines = [line for line in _DESTINATION_LINE.split(detail) if line.startswith(own)]
+        return "; ".join(lines) or None
+    return detail if event_type in _NAMES_NO_ORGANISATION else None
+
+
+def shown_attempt_error(outcome: str, error: str | None, *, staff: bool) -> str | None:
+    """An attempt's error as this reader may see it: as a destination's, by how it ended."""
+    state = {
+        Outcome.delivered: OutboxState.delivered,
+        Outcome.dead: OutboxState.dead,
+        Outcome.cancelled: OutboxState.cancelled,
+    }.get(Outcome(outcome), OutboxState.pending)
+    return shown_error(state, error, staff=staff)
+
+
+async def destinations_of(
+    conn: AsyncConnection, dispatches: Sequence[Dispatch], catalogue: Catalogue, *, staff: bool
+) -> list[DestinationOut]:
+    """The dispatches as the API shows them, each with its attempts."""
+    a = attempt_table.c
+    attempts: dict[Any, list[DispatchAttempt]] = {}
+    if dispatches:
+        for attempt in await fetch_all(
+            conn,
+            DispatchAttempt,
+            select(DispatchAttempt)
+            .where(a.dispatch_id.in_([dispatch.id for dispatch in dispatches]))
+            .order_by(a.dispatch_id, a.number, a.started_at),
+        ):
+            attempts.setdefault(attempt.dispatch_id, []).append(attempt)
+    return [
+        _destination(dispatch, catalogue, attempts.get(dispatch.id, []), staff=staff)
+        for dispatch in dispatches
+    ]
+
+
+def _attempt(attempt: DispatchAttempt, *, staff: bool) -> AttemptOut:
+    took = attempt.finished_at - attempt.started_at
+    return AttemptOut(
+        number=attempt.number,
+        started_at=attempt.started_at,
+        finished_at=attempt.finished_at,
+        duration_ms=max(0, round(took.total_seconds() * 1000)),
+        outcome=Outcome(attempt.outcome),
+        error=shown_attempt_error(attempt.outcome, attempt.error, staff=staff),
+    )
+
+
+def _destination(
+    dispatch: Dispatch,
+    catalogue: Catalogue,
+    attempts: Sequence[DispatchAttempt],
+    *,
+    staff: bool,
+) -> DestinationOut:
     organisation = catalogue.organisations.get(dispatch.organisation_id)
     return DestinationOut(
         organisation_id=dispatch.organisation_id,
@@ -208,17 +363,18 @@ def _destination(dispatch: Dispatch, catalogue: Catalogue, *, staff: bool) -> De
         remote_status_at=dispatch.remote_status_at,
         next_attempt_at=dispatch.next_attempt_at if dispatch.state == OutboxState.pending else None,
         delivered_at=dispatch.delivered_at,
+        attempt_log=[_attempt(attempt, staff=staff) for attempt in attempts],
     )
 
 
-def _timeline_event(event: Event, *, staff: bool) -> TimelineEvent:
+def _timeline_event(event: Event, audience: Audience) -> TimelineEvent:
     return TimelineEvent(
         at=event.created_at,
         type=event.type,
         status=event.status,
         organisation_id=event.organisation_id,
-        detail=shown_detail(event.type, event.detail, staff=staff),
-        actor=event.actor if staff else None,
+        detail=audience.detail(event.type, event.organisation_id, event.detail),
+        actor=event.actor if audience.names_actor(event.organisation_id) else None,
     )
 
 
@@ -229,38 +385,70 @@ class EnquiryFilter:
     channel: str | None = None
     organisation_id: str | None = None
     client_id: str | None = None  # only the enquiries this client submitted
+    part_of: str | None = None  # only those with a part for this organisation (its staff)
     created_after: datetime | None = None
     created_before: datetime | None = None
+    # A caller's earlier enquiries: the keyed hash of their email or phone (app.core.crypto).
+    email_hash: str | None = None
+    phone_hash: str | None = None
+
+    @classmethod
+    def for_reader(cls, reader: Caller, **filters: Any) -> EnquiryFilter:
+        """What this reader may list: enquiries:read only its own client's enquiries, a
+        partner's staff only those with a part for their organisation."""
+        own = None if reader.allows(Scope.enquiries_read_all) else reader.client_id
+        return cls(client_id=own, part_of=reader.organisation_id, **filters)
+
+    def finds_nothing(self) -> bool:
+        """A partner's staff naming another organisation: a filter narrows what they may
+        see, never widens it, and an enquiry shared with that organisation is not theirs to
+        be told of."""
+        return self.part_of is not None and self.organisation_id not in (None, self.part_of)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        e, d = enquiry_table.c, dispatch_table.c
+        conditions = [
+            column == value
+            for column, value in (
+                (e.service_code, self.service_code),
+                (e.status, self.status),
+                (e.channel, self.channel),
+                (e.client_id, self.client_id),
+                (e.citizen_email_hash, self.email_hash),
+                (e.citizen_phone_hash, self.phone_hash),
+            )
+            if value is not None
+        ]
+        for organisation_id in {self.organisation_id, self.part_of} - {None}:
+            conditions.append(
+                e.id.in_(select(d.enquiry_id).where(d.organisation_id == organisation_id))
+            )
+        if self.created_after is not None:
+            conditions.append(e.created_at >= self.created_after)
+        if self.created_before is not None:
+            conditions.append(e.created_at < self.created_before)
+        return conditions
 
 
 async def list_enquiries(
     *, engine: AsyncEngine, filters: EnquiryFilter, cursor: str | None, limit: int
 ) -> EnquiryPage:
     """Newest first, keyset-paginated so pages stay stable while enquiries arrive."""
+    if filters.finds_nothing():
+        return EnquiryPage(items=[], next_cursor=None)
     e = enquiry_table.c
     query = select(
-        e.id, e.reference, e.service_code, e.status, e.channel, e.created_at, e.updated_at
-    )
-    for column, value in (
-        (e.service_code, filters.service_code),
-        (e.status, filters.status),
-        (e.channel, filters.channel),
-        (e.client_id, filters.client_id),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if filters.organisation_id is not None:
-        query = query.where(
-            e.id.in_(
-                select(dispatch_table.c.enquiry_id).where(
-                    dispatch_table.c.organisation_id == filters.organisation_id
-                )
-            )
-        )
-    if filters.created_after is not None:
-        query = query.where(e.created_at >= filters.created_after)
-    if filters.created_before is not None:
-        query = query.where(e.created_at < filters.created_before)
+        e.id,
+        e.reference,
+        e.service_code,
+        e.status,
+        e.channel,
+        e.location,
+        e.place,
+        e.created_at,
+        e.updated_at,
+        e.closed_at,
+    ).where(*filters.conditions())
     query = newest_first(query, e.created_at, e.id, cursor=cursor, limit=limit)
     async with reading(engine) as conn:
         rows, next_cursor = page(
@@ -273,10 +461,22 @@ async def list_enquiries(
                 service_code=r["service_code"],
                 status=r["status"],
                 channel=r["channel"],
+                postcode=(r["location"] or {}).get("postcode")
+                or (r["place"] or {}).get("postcode"),
                 created_at=r["created_at"],
                 updated_at=r["updated_at"],
+                closed_at=r["closed_at"],
             )
             for r in rows
         ],
         next_cursor=next_cursor,
     )
+
+
+async def count_enquiries(*, engine: AsyncEngine, filters: EnquiryFilter) -> int:
+    """How many enquiries the filter finds, across every page."""
+    if filters.finds_nothing():
+        return 0
+    query = select(func.count()).select_from(enquiry_table).where(*filters.conditions())
+    async with reading(engine) as conn:
+        return int(await conn.scalar(query) or 0)

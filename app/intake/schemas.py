@@ -18,7 +18,10 @@ from pydantic import (
 from app.catalogue.locate import normalise_postcode_or_part
 from app.catalogue.status import Status
 from app.core.types import Strict, Text
-from app.core.vocabulary import EventType, OutboxState
+from app.core.vocabulary import EventType, OutboxState, Outcome
+
+# A phone number as people type it; app.core.crypto.normalise_phone finds it however written.
+PHONE_PATTERN = r"^\+?[0-9 ()-]{7,20}$"
 
 
 class Channel(StrEnum):
@@ -78,7 +81,7 @@ class Location(Strict):
 class Citizen(Strict):
     name: Annotated[Text, StringConstraints(max_length=200)] | None = None
     email: EmailStr | None = None
-    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{7,20}$")] | None = None
+    phone: Annotated[str, StringConstraints(pattern=PHONE_PATTERN)] | None = None
     preferred_contact: PreferredContact | None = None
     accessibility_needs: Annotated[Text, StringConstraints(max_length=500)] | None = Field(
         default=None, examples=["Needs a BSL interpreter; large print letters"]
@@ -129,6 +132,21 @@ class Advice(BaseModel):
     message: str
 
 
+class AttemptOut(BaseModel):
+    """One try at delivering to an organisation."""
+
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+    outcome: Outcome
+    error: str | None = Field(
+        default=None,
+        description="Why it failed: the back-office's own error for staff "
+        "(enquiries:read-all), otherwise only its kind (retrying, or given up)",
+    )
+
+
 class DestinationOut(BaseModel):
     organisation_id: str
     organisation_name: str
@@ -147,6 +165,9 @@ class DestinationOut(BaseModel):
     remote_status_at: datetime | None = None
     next_attempt_at: datetime | None = None
     delivered_at: datetime | None = None
+    attempt_log: list[AttemptOut] = Field(
+        default=[], description="Each delivery attempt so far, oldest first"
+    )
 
 
 class EnquiryBase(BaseModel):
@@ -199,8 +220,13 @@ class EnquirySummary(BaseModel):
     service_code: str
     status: str
     channel: str
+    postcode: str | None = Field(
+        default=None,
+        description="Where it is, as a postcode (or the start of one) only: never a street address",
+    )
     created_at: datetime
     updated_at: datetime
+    closed_at: datetime | None = None
 
 
 class EnquiryPage(BaseModel):

@@ -46,7 +46,7 @@ from app.core.outbox import LeaseQueue, finished, new_row
 from app.core.reference import display
 from app.core.settings import WebhookSettings
 from app.core.vocabulary import OutboxState, Outcome, SubscriptionState
-from app.intake.reading import shown_detail
+from app.intake.reading import Audience
 from app.partners.subscriptions import wants
 
 log = structlog.get_logger()
@@ -73,9 +73,9 @@ class _Subscriber:
         if self.organisation_id is not None:
             # About an enquiry routed to it: the enquiry as a whole (no organisation named), or
             # its own part in it (a delivery, a status update, an erasure request), never
-            # another organisation's, whatever the event's type.
-            own = event["organisation_id"] in (None, self.organisation_id)
-            return self.organisation_id in routed_to and own
+            # another organisation's, whatever the event's type: as its staff read it.
+            own = Audience(staff=False, organisation_id=self.organisation_id)
+            return self.organisation_id in routed_to and own.sees(event["organisation_id"])
         return self.all_enquiries or submitted_by == self.client_id
 
 
@@ -274,8 +274,8 @@ class WebhookSender(LeaseQueue[Claim]):
             target = await _target(conn, claim)
             if target is None:
                 return Result(Outcome.dead, error="the subscription or its event is gone")
-            url, sealed, staff = target
-            body = await _body(conn, claim.event_id, staff=staff)
+            url, sealed, audience = target
+            body = await _body(conn, claim.event_id, audience)
         try:
             secret = (self.sealer.open(sealed) or {})["secret"]
         except SealedDataUnreadable:
@@ -352,9 +352,9 @@ def signed_headers(secret: str, event_id: uuid.UUID, body: str) -> dict[str, str
     }
 
 
-async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, str, bool] | None:
-    """The subscription's URL, sealed secret, and whether it is staff's: an admin's feed of
-    every enquiry, not one organisation's nor a partner's own."""
+async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, str, Audience] | None:
+    """The subscription's URL, sealed secret, and who reads it: staff (an admin's feed of
+    every enquiry, not one organisation's nor a partner's own) or one organisation."""
     row = (
         await conn.execute(
             select(s.url, s.secret_sealed, s.all_enquiries, s.organisation_id).where(
@@ -364,12 +364,14 @@ async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, str, bool] 
     ).first()
     if row is None:
         return None
-    return row.url, row.secret_sealed, bool(row.all_enquiries) and row.organisation_id is None
+    staff = bool(row.all_enquiries) and row.organisation_id is None
+    return row.url, row.secret_sealed, Audience(staff=staff, organisation_id=row.organisation_id)
 
 
-async def _body(conn: AsyncConnection, event_id: uuid.UUID, *, staff: bool) -> str:
-    """The message: what happened, to which enquiry; never the citizen's details, and a
-    back-office's errors only in a staff feed."""
+async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) -> str:
+    """The message: what happened, to which enquiry; never the citizen's details, a
+    back-office's errors only in a staff feed, and in one organisation's feed nothing of
+    another organisation's part."""
     e = enquiry_table.c
     row = (
         (
@@ -392,7 +394,7 @@ async def _body(conn: AsyncConnection, event_id: uuid.UUID, *, staff: bool) -> s
             "organisation_id": row["organisation_id"],
             "dispatch_id": str(row["dispatch_id"]) if row["dispatch_id"] else None,
             "status": row["status"],
-            "detail": shown_detail(row["type"], row["detail"], staff=staff),
+            "detail": audience.detail(row["type"], row["organisation_id"], row["detail"]),
         },
     }
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)

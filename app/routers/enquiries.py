@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import EmailStr
 
 from app.api.auth import check_scope
 from app.api.deps import (
@@ -20,11 +21,19 @@ from app.api.deps import (
 )
 from app.api.problems import documented_problems
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
+from app.casework.history import caller_history
 from app.clients.service import Scope
 from app.core.types import NoNul, UtcDatetime
 from app.intake.idempotency import StoredResponse
 from app.intake.reading import EnquiryFilter, get_enquiry, list_enquiries
-from app.intake.schemas import Channel, EnquiryCreated, EnquiryIn, EnquiryOut, EnquiryPage
+from app.intake.schemas import (
+    PHONE_PATTERN,
+    Channel,
+    EnquiryCreated,
+    EnquiryIn,
+    EnquiryOut,
+    EnquiryPage,
+)
 from app.intake.service import accept_enquiry
 
 router = APIRouter(
@@ -155,13 +164,18 @@ async def read_enquiry(
 @router.get(
     "",
     response_model=EnquiryPage,
-    summary="List enquiries, newest first",
+    summary="List enquiries, newest first, or a caller's earlier enquiries",
     responses=documented_problems(
-        {422: "A filter or the cursor is not valid"}, lacks=_READERS_LACK
+        {
+            403: "A phone or email search without enquiries:read-all",
+            422: "A filter or the cursor is not valid, or both phone and email were given",
+        },
+        lacks=_READERS_LACK,
     ),
 )
 async def search_enquiries(
     engine: Engine,
+    sealer: Sealer,
     caller: Reader,
     service_code: Annotated[NoNul | None, Query(max_length=64)] = None,
     status: Annotated[NoNul | None, Query(max_length=32)] = None,
@@ -169,13 +183,31 @@ async def search_enquiries(
     organisation_id: Annotated[NoNul | None, Query(max_length=64)] = None,
     created_after: UtcDatetime | None = None,
     created_before: UtcDatetime | None = None,
+    phone: Annotated[
+        str | None,
+        Query(
+            pattern=PHONE_PATTERN,
+            description="A caller's earlier enquiries by the phone number they gave, however "
+            "it is written (07700 900123, +44 7700 900123)",
+        ),
+    ] = None,
+    email: Annotated[
+        EmailStr | None,
+        Query(max_length=254, description="A caller's earlier enquiries by their email"),
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> EnquiryPage:
     """Filter by service, status, channel, organisation and creation time; page with `cursor`.
-    With only `enquiries:read`, the list holds the enquiries this API key submitted."""
-    filters = EnquiryFilter(
-        client_id=None if caller.allows(Scope.enquiries_read_all) else caller.client_id,
+    With only `enquiries:read`, the list holds the enquiries this API key submitted; a
+    partner's staff see only enquiries with their organisation's part (naming another
+    organisation finds none).
+
+    With `phone` or `email` (one of them), a caller's history: their earlier enquiries, found
+    by the keyed hash of what they gave, for staff with `enquiries:read-all` only (403
+    otherwise); each search is written to the audit log, without the phone or email."""
+    filters = EnquiryFilter.for_reader(
+        caller,
         service_code=service_code,
         status=status,
         channel=channel.value if channel else None,
@@ -183,4 +215,15 @@ async def search_enquiries(
         created_after=created_after,
         created_before=created_before,
     )
+    if phone is not None or email is not None:
+        return await caller_history(
+            engine=engine,
+            sealer=sealer,
+            caller=caller,
+            filters=filters,
+            phone=phone,
+            email=email,
+            cursor=cursor,
+            limit=limit,
+        )
     return await list_enquiries(engine=engine, filters=filters, cursor=cursor, limit=limit)

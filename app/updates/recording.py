@@ -1,6 +1,7 @@
 """Status coming back: each update an organisation reports lands in the timeline exactly once.
 
-Updates arrive pushed (POST /v1/inbound/...) or polled (app.updates.poller); both end here.
+Updates arrive pushed (POST /v1/inbound/...), polled (app.updates.poller) or from an
+organisation's own staff (app.casework.parts); all end here.
 An update is matched to our dispatch by the back-office's reference (or ours), recorded under a
 unique (organisation, update id), mapped onto our vocabulary, and the enquiry's status follows
 the organisation least far along. `not_our_responsibility` sends the enquiry to the triage desk.
@@ -22,6 +23,7 @@ from app.adapters.base import Adapter, RemoteUpdate
 from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import FINAL, PROGRESS, Status, canonical
 from app.core import reference as references
+from app.core.audit import Actor
 from app.core.db import DISPATCH_CHANNEL, is_postgres, writing
 from app.core.errors import InvalidReference, NotFound
 from app.core.models import (
@@ -73,7 +75,6 @@ async def record_update(
     reference: str | None = None,
 ) -> Recorded:
     """Record one update once; raise UnknownCase when it matches none of our dispatches."""
-    status = canonical(remote.status, *words)
     async with writing(engine) as conn:
         dispatch = await _matching_dispatch(
             conn, organisation.id, remote.remote_reference, reference
@@ -83,27 +84,56 @@ async def record_update(
                 f"{organisation.name} has no enquiry from us with the reference "
                 f"{remote.remote_reference or reference}."
             )
-        if not await _insert_once(conn, organisation.id, dispatch, remote, status, via):
-            return Recorded(new=False, status=status)
-        now = utcnow()
-        newest = dispatch.remote_status_at is None or remote.updated_at >= dispatch.remote_status_at
-        if status is not None and newest:
-            await conn.execute(
-                update(dispatch_table)
-                .where(d.id == dispatch.id)
-                .values(remote_status=status, remote_status_at=remote.updated_at, updated_at=now)
-            )
-        await _timeline(conn, organisation, dispatch, remote, status, now)
-        if status is Status.not_our_responsibility and newest:
-            await _send_to_triage(conn, catalogue, organisation, dispatch, remote, now)
-        await follow_enquiry_status(conn, dispatch.enquiry_id, now)
-    log.info(
-        "status.recorded",
-        organisation=organisation.id,
-        dispatch=str(dispatch.id),
-        status=status,
-        via=via,
-    )
+        recorded = await record_on(
+            conn,
+            catalogue=catalogue,
+            organisation=organisation,
+            dispatch=dispatch,
+            words=words,
+            remote=remote,
+            via=via,
+        )
+    if recorded.new:
+        log.info(
+            "status.recorded",
+            organisation=organisation.id,
+            dispatch=str(dispatch.id),
+            status=recorded.status,
+            via=via,
+        )
+    return recorded
+
+
+async def record_on(
+    conn: AsyncConnection,
+    *,
+    catalogue: Catalogue,
+    organisation: Organisation,
+    dispatch: Dispatch,
+    words: Sequence[Mapping[str, Status]],
+    remote: RemoteUpdate,
+    via: ReceivedVia,
+    actor: Actor | None = None,
+    now: datetime | None = None,
+) -> Recorded:
+    """Record one update of this dispatch once, in the caller's transaction: every update,
+    pushed, polled or a person's (`actor`, named on the timeline; None for a system's), lands
+    here."""
+    status = canonical(remote.status, *words)
+    now = now or utcnow()
+    if not await _insert_once(conn, organisation.id, dispatch, remote, status, via, now):
+        return Recorded(new=False, status=status)
+    newest = dispatch.remote_status_at is None or remote.updated_at >= dispatch.remote_status_at
+    if status is not None and newest:
+        await conn.execute(
+            update(dispatch_table)
+            .where(d.id == dispatch.id)
+            .values(remote_status=status, remote_status_at=remote.updated_at, updated_at=now)
+        )
+    await _timeline(conn, organisation, dispatch, remote, status, now, actor)
+    if status is Status.not_our_responsibility and newest:
+        await _send_to_triage(conn, catalogue, organisation, dispatch, remote, now)
+    await follow_enquiry_status(conn, dispatch.enquiry_id, now)
     return Recorded(new=True, status=status)
 
 
@@ -132,6 +162,7 @@ async def _insert_once(
     remote: RemoteUpdate,
     status: Status | None,
     via: ReceivedVia,
+    now: datetime,
 ) -> bool:
     """Insert the update unless its (organisation, update id) is already recorded."""
     values = {
@@ -145,7 +176,7 @@ async def _insert_once(
         "description": remote.description,
         "updated_at": remote.updated_at,
         "received_via": via,
-        "created_at": utcnow(),
+        "created_at": now,
     }
     dialect = postgresql if is_postgres(conn) else sqlite
     statement = (
@@ -164,6 +195,7 @@ async def _timeline(
     remote: RemoteUpdate,
     status: Status | None,
     now: datetime,
+    actor: Actor | None,
 ) -> None:
     said = f"{organisation.name}: {remote.status}"
     if remote.description:
@@ -179,6 +211,7 @@ async def _timeline(
             "status": status,
             "detail": said,
             "created_at": now,
+            **(actor.on_event() if actor else {}),
         },
     )
 

@@ -33,7 +33,7 @@ from app.core.models import (
     status_update_table,
 )
 from tests import strategies as fuzz
-from tests.conftest import enquiry_body
+from tests.conftest import bearer, enquiry_body, make_person
 from tests.updates.test_inbound import (
     CITY_KEY,
     COUNTY_SECRET,
@@ -433,3 +433,84 @@ async def test_any_triage_claim_is_answered(client, at_triage, reference, releas
     path = f"/v1/triage/{_escaped(at_triage if reference == 'MINE' else reference)}/claim"
     response = await (client.delete(path) if release else client.post(path))
     assert_answered(response)
+
+
+# --- partners' staff moving their part, and a caller's history --------------------------------
+
+_PART_STATUSES = st.sampled_from(
+    ["acknowledged", "Closed", "fixed", "routed", "not_our_responsibility", "sorted", " "]
+)
+part_updates = st.one_of(
+    fuzz.json_documents,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "status": _PART_STATUSES | fuzz.odd_text | fuzz.json_scalars,
+            "description": fuzz.odd_text | st.text(max_size=2100) | fuzz.json_scalars,
+            "other": fuzz.json_scalars,
+        },
+    ),
+)
+_PART_ORGANISATIONS = st.sampled_from(
+    ["thames-valley-police", "oxford-city", "contact-centre", "nobody"]
+) | st.text(min_size=1, max_size=70)
+
+
+@pytest.fixture
+async def police_case(client, app) -> str:
+    body = enquiry_body(service_code="non-emergency-crime", attributes={})
+    reference = (await client.post("/v1/enquiries", json=body)).json()["reference"]
+    await app.state.runtime.dispatcher.run_until_idle()
+    return str(reference)
+
+
+@given(
+    update=part_updates,
+    organisation=_PART_ORGANISATIONS,
+    reference=fuzz.reference_texts | st.just("MINE"),
+    as_officer=st.booleans(),
+)
+async def test_any_part_update_is_answered_and_recorded_whole_or_not(
+    client, anonymous, app, engine, police_case, update, organisation, reference, as_officer
+):
+    reference = police_case if reference == "MINE" else reference
+    headers = {**JSON}
+    if as_officer:
+        token = await make_person(app, "agent", organisation="thames-valley-police")
+        headers.update(bearer(token))
+    http = anonymous if as_officer else client
+    before = await _updates_and_events(engine)
+    response = await http.post(
+        f"/v1/enquiries/{_escaped(reference)}/parts/{_escaped(organisation)}/updates",
+        content=fuzz.encode(update),
+        headers=headers,
+    )
+    assert_answered(response)
+    after = await _updates_and_events(engine)
+    if response.status_code == 200:
+        assert after[0] == before[0] + 1
+        assert response.json()["part"]["organisation_id"] == "thames-valley-police"
+    else:
+        assert after == before, response.text
+
+
+_HISTORY_PARAMETERS: dict[str, st.SearchStrategy[str]] = {
+    "phone": st.from_regex(r"\+?[0-9 ()-]{7,20}", fullmatch=True) | st.text(max_size=25),
+    "email": st.emails() | st.text(max_size=30),
+    "limit": st.sampled_from(["1", "0", "201", "x"]),
+    "cursor": fuzz.cursors,
+    "organisation_id": st.sampled_from(["thames-valley-police", "oxford-city"]),
+}
+
+
+@given(query=st.fixed_dictionaries({}, optional=_HISTORY_PARAMETERS), as_officer=st.booleans())
+async def test_any_caller_history_search_is_answered(client, anonymous, app, query, as_officer):
+    encoded = "&".join(f"{name}={_escaped(value)}" for name, value in query.items())
+    if as_officer:
+        token = await make_person(app, "agent", organisation="thames-valley-police")
+        response = await anonymous.get(f"/v1/enquiries?{encoded}", headers=bearer(token))
+    else:
+        response = await client.get(f"/v1/enquiries?{encoded}")
+    assert_answered(response)
+    if response.status_code == 200:
+        assert set(response.json()) == {"items", "next_cursor"}

@@ -44,6 +44,7 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("POST", "/v1/enquiries"): (Scope.enquiries_submit,),
     ("GET", "/v1/enquiries"): READERS,
     ("GET", "/v1/enquiries/{reference}"): READERS,
+    ("POST", "/v1/enquiries/{reference}/parts/{organisation_id}/updates"): (Scope.parts_update,),
     ("GET", "/v1/organisations"): (Scope.enquiries_read_all,),
     ("POST", "/v1/privacy/subject-access"): (Scope.privacy,),
     ("POST", "/v1/privacy/erasure"): (Scope.privacy,),
@@ -74,6 +75,7 @@ PATH_VALUES = {
     "code": "pothole",
     "slug": "validation",
     "subscription_id": "00000000-0000-4000-8000-000000000000",
+    "organisation_id": "oxfordshire-county",
 }
 BODIES = {
     "/v1/enquiries": enquiry_body(),
@@ -83,6 +85,7 @@ BODIES = {
     "/v1/enquiries/{reference}/hand-on": {"organisations": ["oxford-city"], "reason": "Oxford"},
     "/v1/enquiries/{reference}/relocate": {"location": {"postcode": "OX1 1AA"}},
     "/v1/enquiries/{reference}/close": {"outcome": "first_contact", "note": "Advice given"},
+    "/v1/enquiries/{reference}/parts/{organisation_id}/updates": {"status": "acknowledged"},
 }
 # The county pushes signed webhooks; Oxford City pushes Open311 updates with an api_key.
 PUSHER = {"/v1/inbound/{organisation}": "oxfordshire-county"}

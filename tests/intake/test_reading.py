@@ -6,8 +6,11 @@ import uuid
 
 import pytest
 
+from app.clients.service import Scope
 from app.core import reference
-from tests.conftest import enquiry_body
+from app.sandbox import Behaviour
+from tests.conftest import bearer, enquiry_body, make_key
+from tests.delivery.test_dispatcher import deliver_all
 
 
 def cursor_of(*parts):
@@ -149,3 +152,48 @@ async def test_unknown_routes_and_methods_are_problems(client):
 async def test_health_and_readiness(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_each_delivery_shows_its_attempts_with_errors_for_staff_only(
+    client, app, anonymous, engine, back_office
+):
+    kiosk = bearer(await make_key(engine, Scope.enquiries_submit, Scope.enquiries_read))
+    created = await anonymous.post("/v1/enquiries", json=enquiry_body(), headers=kiosk)
+    assert created.json()["destinations"][0]["attempt_log"] == []
+    ref = created.json()["reference"]
+    back_office.behaviour["oxfordshire-county"] = Behaviour(fail_rate=1.0, fail_status=503)
+    await app.state.runtime.dispatcher.run_until_idle()
+    back_office.behaviour.clear()
+    await deliver_all(app)
+
+    [county] = (await client.get(f"/v1/enquiries/{ref}")).json()["destinations"]
+    first, second = county["attempt_log"]
+    assert (first["number"], first["outcome"], second["number"], second["outcome"]) == (
+        1,
+        "retry",
+        2,
+        "delivered",
+    )
+    assert "HTTP 503" in first["error"]
+    assert second["error"] is None
+    for attempt in (first, second):
+        assert attempt["started_at"] <= attempt["finished_at"]
+        assert attempt["duration_ms"] >= 0
+    assert first["finished_at"] <= second["started_at"]
+
+    [theirs] = (await anonymous.get(f"/v1/enquiries/{ref}", headers=kiosk)).json()["destinations"]
+    assert [a["outcome"] for a in theirs["attempt_log"]] == ["retry", "delivered"]
+    assert "503" not in str(theirs)
+    assert theirs["attempt_log"][0]["error"].startswith("delivery failed for now")
+
+
+async def test_a_list_item_gives_the_postcode_never_the_street(client):
+    ref = await submit(
+        client, location={"postcode": "ox4 1aa", "address": "3 Example Road", "uprn": "987654321"}
+    )
+    [item] = (await client.get("/v1/enquiries")).json()["items"]
+    assert item["reference"] == ref
+    assert item["postcode"] == "OX4 1AA"
+    assert item["closed_at"] is None
+    assert "Example Road" not in str(item)
+    assert "987654321" not in str(item)

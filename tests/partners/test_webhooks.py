@@ -288,8 +288,10 @@ async def test_each_organisations_feed_carries_only_its_own_parts_of_a_shared_en
         dispatches = {d["dispatch_id"] for d in data} - {None}
         assert {owner_of[d] for d in dispatches} == {organisation}, data
         other = ({"oxford-city", "thames-valley-police"} - {organisation}).pop()
-        # Only the routing summary of enquiry.received says who else was sent the enquiry.
-        assert other not in str([b for b in bodies if b["type"] != "enquiry.received"])
+        # Nothing says who else was sent the enquiry: enquiry.received keeps only its own line.
+        assert other not in str(bodies)
+        [received] = [b for b in bodies if b["type"] == "enquiry.received"]
+        assert received["data"]["detail"].startswith(f"{organisation}: ")
         # The enquiry as a whole still reaches both, naming neither part.
         [dispatched] = [b for b in bodies if b["type"] == "enquiry.dispatched"]
         assert (dispatched["data"]["organisation_id"], dispatched["data"]["dispatch_id"]) == (

@@ -1,0 +1,194 @@
+"""Partners' staff move their own organisation's part of an enquiry.
+
+An organisation with no system that reports status back (the police's email inbox, in the
+shipped configuration) has its staff say where their part has got to through the API. Their
+word is mapped as a pushed update's is (the organisation's `status_map`, its adapter's words,
+ours) and recorded on the one path every update takes (app.updates.recording.record_on), with
+the person named on the timeline and in the audit log, in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import structlog
+from pydantic import BaseModel, Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.adapters.base import Adapter, RemoteUpdate
+from app.catalogue.catalogue import Catalogue, Organisation
+from app.catalogue.status import Status, canonical
+from app.clients.service import Caller, Scope
+from app.core import audit
+from app.core import reference as references
+from app.core.audit import Actor
+from app.core.db import writing
+from app.core.errors import FieldError, NotFound, StateConflict, ValidationFailed
+from app.core.models import Dispatch, Enquiry, dispatch_table, enquiry_table, fetch_all, utcnow
+from app.core.types import NoNul, Strict
+from app.core.vocabulary import AuditAction, OutboxState, ReceivedVia
+from app.intake.reading import destinations_of
+from app.intake.schemas import DestinationOut
+from app.updates.recording import record_on, vocabulary
+
+log = structlog.get_logger()
+d = dispatch_table.c
+e = enquiry_table.c
+
+# The gateway's own words for where a delivery has got to: not an organisation's to report.
+_DELIVERY_WORDS = frozenset({Status.received, Status.routed, Status.dispatched, Status.failed})
+_REPORTABLE = [status for status in Status if status not in _DELIVERY_WORDS]
+
+
+class PartUpdateIn(Strict):
+    """Where an organisation's part has got to, in its own words or ours."""
+
+    status: Annotated[NoNul, StringConstraints(min_length=1, max_length=64)] = Field(
+        examples=["acknowledged"]
+    )
+    description: Annotated[NoNul, StringConstraints(max_length=2000)] | None = Field(
+        default=None, examples=["Officer assigned; we will call the reporter this week"]
+    )
+
+
+class PartUpdated(BaseModel):
+    reference: str = Field(examples=["K7Q-M4X-PB6"])
+    part: DestinationOut
+    enquiry_status: str = Field(description="The enquiry's status now (it follows its parts)")
+
+
+def accepted_words(organisation: Organisation, adapter: Adapter | None) -> list[str]:
+    """Every word this organisation's part may be moved with: its own, its adapter's, ours."""
+    words = {
+        word: status
+        for mapping in vocabulary(organisation, adapter)
+        for word, status in mapping.items()
+    }
+    theirs = [word for word, status in words.items() if status not in _DELIVERY_WORDS]
+    return list(dict.fromkeys([*theirs, *_REPORTABLE]))
+
+
+async def update_part(
+    *,
+    engine: AsyncEngine,
+    catalogue: Catalogue,
+    adapters: dict[str, Adapter],
+    caller: Caller,
+    reference: str,
+    organisation_id: str,
+    change: PartUpdateIn,
+    now: datetime | None = None,
+) -> PartUpdated:
+    """Record a person's update of one organisation's part: 404 unless they may act for it
+    and it exists, 409 unless it was delivered, 422 for a word nobody knows."""
+    canonical_reference = references.parse(reference)
+    shown = references.display(canonical_reference)
+    hidden = NotFound(f"No enquiry {shown} has a part for '{organisation_id}' you may update.")
+    organisation = catalogue.organisations.get(organisation_id)
+    if organisation is None or not caller.may_act_for(organisation_id):
+        raise hidden
+    adapter = adapters.get(organisation.id)
+    status = _status(change.status, organisation, adapter)
+    now = now or utcnow()
+    actor = Actor.of(caller)
+    async with writing(engine) as conn:
+        dispatch = await _part(conn, canonical_reference, organisation.id)
+        if dispatch is None:
+            raise hidden
+        _check_open(dispatch, organisation, catalogue)
+        remote = RemoteUpdate(
+            remote_reference=dispatch.remote_reference or "",
+            update_id=f"staff-{uuid.uuid4()}",
+            status=change.status,
+            description=change.description,
+            updated_at=now,
+        )
+        await record_on(
+            conn,
+            catalogue=catalogue,
+            organisation=organisation,
+            dispatch=dispatch,
+            words=vocabulary(organisation, adapter),
+            remote=remote,
+            via=ReceivedVia.staff,
+            actor=actor,
+            now=now,
+        )
+        await audit.record(
+            conn,
+            actor=actor,
+            action=AuditAction.part_updated,
+            subject=shown,
+            # The word and what it means, never the description (it may quote the citizen).
+            detail={"organisation_id": organisation.id, "said": change.status, "status": status},
+            at=now,
+        )
+        answer = await _answer(conn, dispatch.id, catalogue, shown, caller)
+    log.info("part.updated", organisation=organisation.id, dispatch=str(dispatch.id), status=status)
+    return answer
+
+
+def _status(word: str, organisation: Organisation, adapter: Adapter | None) -> Status:
+    """The word in our vocabulary, or a 422 that lists the words this part accepts."""
+    status = canonical(word, *vocabulary(organisation, adapter))
+    if status is None or status in _DELIVERY_WORDS:
+        accepted = ", ".join(accepted_words(organisation, adapter))
+        raise ValidationFailed(
+            f"'{word}' is not a word {organisation.name}'s part can be moved with. "
+            f"Use one of: {accepted}.",
+            [FieldError(f"not one of: {accepted}", pointer="#/status")],
+        )
+    return status
+
+
+async def _part(conn: AsyncConnection, reference: str, organisation_id: str) -> Dispatch | None:
+    """The organisation's part of the enquiry (its latest, if it was sent more than one),
+    locked so the check and the update are one step."""
+    query = (
+        select(Dispatch)
+        .join(Enquiry, e.id == d.enquiry_id)
+        .where(e.reference == reference, d.organisation_id == organisation_id)
+        .order_by(d.created_at.desc(), d.id)
+        .with_for_update(of=dispatch_table)
+    )
+    parts = await fetch_all(conn, Dispatch, query)
+    delivered = [p for p in parts if p.state == OutboxState.delivered and p.closure is None]
+    found = delivered or parts
+    return found[0] if found else None
+
+
+_NOT_YET: dict[str, str] = {
+    OutboxState.pending: "it has not been delivered to {name} yet",
+    OutboxState.delivering: "it is being delivered to {name} now",
+    OutboxState.dead: "its delivery to {name} was given up; the contact centre can send it again",
+    OutboxState.cancelled: "its delivery to {name} was called off",
+    OutboxState.handled: "its delivery to {name} was given up and seen to outside the gateway",
+}
+
+
+def _check_open(dispatch: Dispatch, organisation: Organisation, catalogue: Catalogue) -> None:
+    if organisation.id == catalogue.triage.id:
+        raise StateConflict(
+            "The triage desk's part is worked at the desk (GET /v1/triage), not updated."
+        )
+    if dispatch.closure is not None:
+        raise StateConflict(f"This part was closed at the triage desk ({dispatch.closure}).")
+    if dispatch.state != OutboxState.delivered:
+        why = _NOT_YET.get(dispatch.state, "it is {state}").format(
+            name=organisation.name, state=dispatch.state
+        )
+        raise StateConflict(f"This part cannot be updated: {why} (state: {dispatch.state}).")
+
+
+async def _answer(
+    conn: AsyncConnection, dispatch_id: uuid.UUID, catalogue: Catalogue, shown: str, caller: Caller
+) -> PartUpdated:
+    [dispatch] = await fetch_all(conn, Dispatch, select(Dispatch).where(d.id == dispatch_id))
+    [part] = await destinations_of(
+        conn, [dispatch], catalogue, staff=caller.allows(Scope.enquiries_read_all)
+    )
+    status = await conn.scalar(select(e.status).where(e.id == dispatch.enquiry_id))
+    return PartUpdated(reference=shown, part=part, enquiry_status=str(status))
