@@ -31,7 +31,7 @@ from app.core.outbound import Resolver
 from app.core.settings import Settings, get_settings
 from app.intake.service import IntakeContext
 from app.production import check_production
-from app.routers import catalogue, enquiries, inbound, meta, privacy, webhooks
+from app.routers import catalogue, dispatches, enquiries, inbound, meta, privacy, stuck, webhooks
 from app.runtime import build_locator, load_configured_catalogue, outbound_guard, runtime
 from app.updates.inbound import InboundUpdate
 
@@ -114,6 +114,8 @@ def create_app(
         enquiries.router,
         privacy.router,
         webhooks.router,
+        dispatches.router,
+        stuck.router,
         inbound.router,
         catalogue.router,
         meta.router,

@@ -52,6 +52,17 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/v1/webhooks"): (Scope.webhooks_manage,),
     ("GET", "/v1/webhooks/{subscription_id}"): (Scope.webhooks_manage,),
     ("DELETE", "/v1/webhooks/{subscription_id}"): (Scope.webhooks_manage,),
+    ("POST", "/v1/webhooks/{subscription_id}/enable"): (Scope.webhooks_manage,),
+    ("GET", "/v1/dispatches"): (Scope.deliveries_manage,),
+    ("POST", "/v1/dispatches/redrive"): (Scope.deliveries_manage,),
+    ("POST", "/v1/dispatches/{dispatch_id}/redrive"): (Scope.deliveries_manage,),
+    ("POST", "/v1/dispatches/{dispatch_id}/close"): (Scope.deliveries_manage,),
+    ("GET", "/v1/webhook-deliveries"): (Scope.webhooks_manage, Scope.deliveries_manage),
+    ("POST", "/v1/webhook-deliveries/{delivery_id}/redrive"): (
+        Scope.webhooks_manage,
+        Scope.deliveries_manage,
+    ),
+    ("GET", "/v1/stuck"): (Scope.deliveries_manage,),
     ("GET", "/v1/services"): PUBLIC,
     ("GET", "/v1/services/{code}"): PUBLIC,
     ("POST", "/v1/inbound/{organisation}"): OWN_AUTH,
@@ -68,12 +79,16 @@ PATH_VALUES = {
     "code": "pothole",
     "slug": "validation",
     "subscription_id": "00000000-0000-4000-8000-000000000000",
+    "dispatch_id": "00000000-0000-4000-8000-000000000000",
+    "delivery_id": "00000000-0000-4000-8000-000000000000",
 }
 BODIES = {
     "/v1/enquiries": enquiry_body(),
     "/v1/privacy/subject-access": {"email": "nobody@example.org"},
     "/v1/privacy/erasure": {"email": "nobody@example.org"},
     "/v1/webhooks": {"url": "https://127.0.0.1:9/events", "events": ["*"]},
+    "/v1/dispatches/redrive": {"organisation": "oxfordshire-county", "since": "2026-01-01T00:00Z"},
+    "/v1/dispatches/{dispatch_id}/close": {"note": "seen to by phone"},
 }
 # The county pushes signed webhooks; Oxford City pushes Open311 updates with an api_key.
 PUSHER = {"/v1/inbound/{organisation}": "oxfordshire-county"}
