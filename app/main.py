@@ -31,7 +31,18 @@ from app.core.outbound import Resolver
 from app.core.settings import Settings, get_settings
 from app.intake.service import IntakeContext
 from app.production import check_production
-from app.routers import catalogue, enquiries, inbound, meta, parts, privacy, triage, webhooks
+from app.routers import (
+    catalogue,
+    dispatches,
+    enquiries,
+    inbound,
+    meta,
+    parts,
+    privacy,
+    stuck,
+    triage,
+    webhooks,
+)
 from app.runtime import build_locator, load_configured_catalogue, outbound_guard, runtime
 from app.updates.inbound import InboundUpdate
 
@@ -116,6 +127,8 @@ def create_app(
         parts.router,
         privacy.router,
         webhooks.router,
+        dispatches.router,
+        stuck.router,
         inbound.router,
         catalogue.router,
         meta.router,

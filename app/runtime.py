@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters import build_adapters
 from app.adapters.base import Adapter
 from app.api.problems import install_problem_handlers
+from app.casework.stuck import StuckSummaries
 from app.catalogue.catalogue import Catalogue, load_catalogue
 from app.catalogue.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
 from app.core.crypto import Sealer
@@ -43,7 +44,7 @@ def load_configured_catalogue(settings: Settings) -> Catalogue:
 class Runtime:
     """What a gateway or worker process runs on: the database, the one HTTP client, the
     adapters, and the background work (delivering, polling back-offices for status, retention,
-    and the partner event feed over webhooks) under one supervisor."""
+    the partner event feed over webhooks, and the daily stuck-work summary) under one supervisor."""
 
     engine: AsyncEngine
     client: httpx.AsyncClient
@@ -54,6 +55,7 @@ class Runtime:
     retention: Retention
     webhooks: WebhookSender
     supervisor: Supervisor
+    stuck: StuckSummaries
 
     async def work(self) -> None:
         """Deliver, poll, apply retention and send webhooks until stop() is called."""
@@ -62,6 +64,7 @@ class Runtime:
     async def stop(self) -> None:
         self.supervisor.stop()
         self.retention.stop()
+        self.stuck.stop()
         await self.webhooks.stop()
         await self.poller.stop()
         await self.dispatcher.stop()
@@ -126,15 +129,17 @@ def _compose(
         worker_id=dispatcher.worker_id,
         shutdown_grace_seconds=settings.dispatch.shutdown_grace_seconds,
     )
+    stuck = StuckSummaries(engine=engine, catalogue=catalogue, settings=settings.stuck)
     loops = [
         Supervised("dispatcher", dispatcher.run, settings.dispatch.poll_seconds),
         Supervised("poller", poller.run, POLLER_IDLE_SECONDS),
         Supervised("webhooks", sender.run, settings.webhooks.poll_seconds),
         Supervised("retention", retention.run, settings.privacy.retention_interval_seconds),
+        Supervised("stuck-summary", stuck.run, settings.stuck.summary_check_seconds),
     ]
     supervisor = Supervisor(loops, settings.loops)
     return Runtime(
-        engine, client, adapters, sealer, dispatcher, poller, retention, sender, supervisor
+        engine, client, adapters, sealer, dispatcher, poller, retention, sender, supervisor, stuck
     )
 
 

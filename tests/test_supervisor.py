@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from structlog.testing import capture_logs
 
+from app.casework import stuck as stuck_service
 from app.core.settings import LoopSettings, Settings
 from app.delivery.dispatcher import Dispatcher
 from app.main import create_app
@@ -26,13 +27,14 @@ from tests.cli.test_cli_start import start, wait_until_ready
 from tests.conftest import free_port
 from tests.sandbox.conftest import eventually
 
-LOOP_NAMES = ["dispatcher", "poller", "webhooks", "retention"]
+LOOP_NAMES = ["dispatcher", "poller", "webhooks", "retention", "stuck-summary"]
 # What one turn of each loop calls first: making it raise is a bug in that loop's turn.
 TURNS: dict[str, tuple[Any, str]] = {
     "dispatcher": (Dispatcher, "_turn"),
     "poller": (Poller, "_take_due"),
     "webhooks": (WebhookSender, "_turn"),
     "retention": (privacy_service, "run_retention"),
+    "stuck-summary": (stuck_service, "write_daily_summary"),
 }
 
 

@@ -94,6 +94,14 @@ class Delivery:
     # Awaited before every call that may create the enquiry at the back-office: raises
     # LeaseLost once this delivery is no longer ours to make.
     fence: Fence = no_fence
+    # A person sent it again after it was given up: its attempts count from 1 again, but an
+    # attempt before may have reached the back-office.
+    redriven: bool = False
+
+    @property
+    def is_repeat(self) -> bool:
+        """Whether an earlier attempt may have made the case already: look before creating."""
+        return self.attempt > 1 or self.redriven
 
 
 def shareable_citizen(

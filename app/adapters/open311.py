@@ -2,8 +2,9 @@
 
 A create is made safe to repeat in two ways: our reference travels as
 `attribute[iap_reference]`, so a council that dedupes on it answers "already exists" (which
-counts as delivered), and on every attempt after the first we look for the request before
-posting again, because the first attempt may have reached the council before it timed out.
+counts as delivered), and on every attempt after the first (and the first after a redrive) we
+look for the request before posting again, because an earlier attempt may have reached the
+council before it timed out.
 The look-up reads the spec's own list answer, which has no attributes: the reference is found
 in the description, where the create writes it too, within a narrow time window that is read
 again in halves whenever the council's answer is as long as it ever lists (`list_limit`).
@@ -85,7 +86,7 @@ class Open311Adapter(Adapter):
 
     async def deliver(self, delivery: Delivery) -> Receipt:
         """Create the service request, unless an earlier attempt already did."""
-        if delivery.attempt > 1 and self.config.lookup:
+        if delivery.is_repeat and self.config.lookup:
             found = await self._find_existing(delivery)
             if found is not None:
                 return Receipt(remote_reference=found)

@@ -6,6 +6,7 @@ application state itself; the state is built once by the lifespan (app.api.state
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends
@@ -18,7 +19,9 @@ from app.casework.triage import TriageDesk
 from app.catalogue import catalogue
 from app.clients.service import Caller, Scope
 from app.core import crypto
+from app.core.models import utcnow
 from app.core.outbound import OutboundGuard
+from app.core.settings import StuckSettings
 from app.intake.service import IntakeContext
 from app.updates.inbound import Inbox as InboxService
 
@@ -57,7 +60,19 @@ def _triage_desk(state: State) -> TriageDesk:
     return TriageDesk(intake=state.intake, claim_seconds=state.settings.triage.claim_seconds)
 
 
+def current_time() -> datetime:
+    """Now, for reports that measure how long things have waited (tests override it: a
+    controlled clock, never a query parameter a client could send)."""
+    return utcnow()
+
+
+def _stuck_settings(state: State) -> StuckSettings:
+    return state.settings.stuck
+
+
 Engine = Annotated[AsyncEngine, Depends(_engine)]
+Now = Annotated[datetime, Depends(current_time)]
+Stuck = Annotated[StuckSettings, Depends(_stuck_settings)]
 Catalogue = Annotated[catalogue.Catalogue, Depends(_catalogue)]
 Sealer = Annotated[crypto.Sealer, Depends(_sealer)]
 Adapters = Annotated[dict[str, Adapter], Depends(_adapters)]
@@ -75,5 +90,8 @@ PrivacyOfficer = Annotated[Caller, Depends(require(Scope.privacy))]
 WebhookManager = Annotated[Caller, Depends(require(Scope.webhooks_manage))]
 TriageAgent = Annotated[Caller, Depends(require(Scope.triage))]
 DeliveryManager = Annotated[Caller, Depends(require(Scope.deliveries_manage))]
+WebhookDeliveryManager = Annotated[
+    Caller, Depends(require(Scope.webhooks_manage, Scope.deliveries_manage))
+]
 PartUpdater = Annotated[Caller, Depends(require(Scope.parts_update))]
 Admin = Annotated[Caller, Depends(require(Scope.admin))]

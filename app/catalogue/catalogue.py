@@ -64,6 +64,11 @@ class Inbound(BaseModel):
     api_key: SecretStr | None = None
 
 
+# How long a delivered enquiry may go without a word back from an organisation that does not
+# say otherwise before it counts as stuck (GET /v1/stuck).
+DEFAULT_SILENCE_HOURS = 72.0
+
+
 class Organisation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -78,6 +83,9 @@ class Organisation(BaseModel):
     inbound: Inbound = Inbound()
     # Its own status words in our vocabulary, beyond those its adapter already knows.
     status_map: dict[str, Status] = Field(default_factory=dict)
+    # Delivered and never acknowledged for longer than this: stuck (a mailbox that never
+    # reports back, a back-office that lost it).
+    silence_hours: float = Field(default=DEFAULT_SILENCE_HOURS, gt=0, le=24 * 366)
 
     @model_validator(mode="after")
     def _areas_fit_kind(self) -> Organisation:
@@ -115,6 +123,19 @@ class ServiceAttribute(BaseModel):
 
 # For a service that does not say, and for enquiries whose service is no longer configured.
 DEFAULT_RETENTION_DAYS = 730
+# What `source` says of a figure nobody published: the gateway's own choice.
+GATEWAY_DEFAULT = "gateway default, not a published target"
+
+
+class ServiceTargets(BaseModel):
+    """How soon an organisation should acknowledge, then resolve, an enquiry for a service,
+    counted from when the enquiry was accepted; `source` says where each figure comes from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    acknowledge_hours: float | None = Field(default=None, gt=0, le=24 * 366)
+    resolve_days: float | None = Field(default=None, gt=0, le=3660)
+    source: str = Field(min_length=1, max_length=500)
 
 
 class Service(BaseModel):
@@ -132,6 +153,8 @@ class Service(BaseModel):
     # Days after an enquiry closes until its personal data is anonymised (UK GDPR storage
     # limitation); the enquiry itself and its statistics remain.
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=1, le=36500)
+    # Past these, its enquiries are listed as stuck (GET /v1/stuck); None: no target.
+    targets: ServiceTargets | None = None
 
     def attribute(self, code: str) -> ServiceAttribute | None:
         """The attribute with this code, if the service asks it."""

@@ -130,6 +130,9 @@ class Dispatch(SQLModel, table=True):
     closure: str | None = Field(default=None, max_length=32)
     closure_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     closed_by: str | None = Field(default=None, max_length=64)
+    # When a person last sent it again after it was given up (the dead-letter desk): its next
+    # attempt looks the case up first, as a repeat does, since an earlier one may have landed.
+    redriven_at: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -152,14 +155,16 @@ class DispatchAttempt(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """One line of an enquiry's timeline."""
+    """One line of an enquiry's timeline, or an event about the gateway's work as a whole
+    (no enquiry: the daily stuck-work summary, its counts in `data`)."""
 
     __tablename__ = "event"
     __table_args__ = (Index("ix_event_enquiry", "enquiry_id", "created_at"),)
 
     id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
-    enquiry_id: uuid.UUID = Field(
-        sa_column=Column(Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=False)
+    enquiry_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=True),
     )
     dispatch_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
     organisation_id: str | None = Field(default=None, max_length=64)
@@ -169,6 +174,8 @@ class Event(SQLModel, table=True):
     # The person who did it (a staff id and name), shown to staff only; None: the gateway.
     actor_id: str | None = Field(default=None, max_length=64)
     actor: str | None = Field(default=None, max_length=200)
+    # A gateway-wide event's structured detail (counts, never personal data); None otherwise.
+    data: dict[str, Any] | None = _json()
     created_at: datetime = _ts()
 
 

@@ -167,6 +167,17 @@ class WebhookSettings(LeaseQueueSettings):
     max_retry_after_seconds: float = Field(default=36000.0, gt=0)
 
 
+class StuckSettings(BaseModel):
+    """What counts as stuck work (GET /v1/stuck) and the daily summary of it."""
+
+    # A delivery still waiting this long after it was made (or sent again) is stuck.
+    pending_minutes: float = Field(default=60.0, gt=0)
+    # How often the worker checks whether today's `work.stuck_summary` is written yet.
+    summary_check_seconds: float = Field(default=600.0, gt=0)
+    # The hour of the day (UTC) from which today's summary is written.
+    summary_hour: int = Field(default=7, ge=0, le=23)
+
+
 class LoopSettings(BaseModel):
     """How the background loops are watched and restarted (app/core/supervisor.py)."""
 
@@ -266,6 +277,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     loops: LoopSettings = LoopSettings()
     triage: TriageSettings = TriageSettings()
+    stuck: StuckSettings = StuckSettings()
 
     @property
     def log_renderer(self) -> LogFormat:

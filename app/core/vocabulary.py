@@ -80,6 +80,18 @@ class Closure(StrEnum):
     outside_remit = "outside_remit"  # no partner's work: the signposting given is the note
 
 
+class StuckKind(StrEnum):
+    """Why a delivery is listed as stuck (GET /v1/stuck, the daily `work.stuck_summary`); each
+    delivery is listed once, under the first of these that applies."""
+
+    dead = "dead"  # given up and not yet handled by a person
+    pending = "pending"  # still waiting to be delivered, longer than the threshold
+    past_resolve_target = "past_resolve_target"  # not finished within its service's target
+    past_acknowledge_target = "past_acknowledge_target"  # no word back within the target
+    unacknowledged = "unacknowledged"  # delivered, and silent longer than its organisation's
+    # silence_hours (the police's mailbox never reports back)
+
+
 class AuditAction(StrEnum):
     """What an audit log entry records. Not timeline events: the audit log is for staff and
     is never sent to partners."""

@@ -66,6 +66,7 @@ class Claim(outbox.Claim):
     enquiry_id: uuid.UUID
     organisation_id: str
     attempts: int
+    redriven_at: datetime | None
     lease_until: datetime
 
     @property
@@ -108,7 +109,7 @@ class Dispatcher(LeaseQueue[Claim]):
 
     table = dispatch_table
     name = "dispatcher"
-    claim_columns = (d.enquiry_id, d.organisation_id, d.attempts)
+    claim_columns = (d.enquiry_id, d.organisation_id, d.attempts, d.redriven_at)
     settings: DispatchSettings
 
     def __init__(
@@ -318,6 +319,7 @@ class Dispatcher(LeaseQueue[Claim]):
             organisation=organisation,
             enquiry=snapshot,
             fence=fence,
+            redriven=claim.redriven_at is not None,
         )
 
     async def _record_interrupted(self, claim: Claim) -> int:

@@ -70,6 +70,8 @@ class _Subscriber:
         """Whether this subscription is sent the event."""
         if event["created_at"] < self.created_at or not wants(self.events, event["type"]):
             return False
+        if event["enquiry_id"] is None:
+            return self._takes_gateway_event(event)
         if self.organisation_id is not None:
             # About an enquiry routed to it: the enquiry as a whole (no organisation named), or
             # its own part in it (a delivery, a status update, an erasure request), never
@@ -77,6 +79,14 @@ class _Subscriber:
             own = Audience(staff=False, organisation_id=self.organisation_id)
             return self.organisation_id in routed_to and own.sees(event["organisation_id"])
         return self.all_enquiries or submitted_by == self.client_id
+
+    def _takes_gateway_event(self, event: Any) -> bool:
+        """An event about no one enquiry (the stuck-work summary): an organisation's
+        subscription gets its own organisation's, an admin's feed of every enquiry the whole
+        gateway's, and a client's feed of its own enquiries none."""
+        if self.organisation_id is not None:
+            return bool(event["organisation_id"] == self.organisation_id)
+        return self.all_enquiries and event["organisation_id"] is None
 
 
 async def feed(engine: AsyncEngine, settings: WebhookSettings) -> int:
@@ -136,7 +146,7 @@ async def _deliveries_for(
 ) -> int:
     if not events:
         return 0
-    enquiry_ids = list({e["enquiry_id"] for e in events})
+    enquiry_ids = list({e["enquiry_id"] for e in events if e["enquiry_id"] is not None})
     d, e = dispatch_table.c, enquiry_table.c
     routed: dict[uuid.UUID, set[str]] = {}
     for enquiry_id, organisation_id in await conn.execute(
@@ -377,13 +387,15 @@ async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) 
         (
             await conn.execute(
                 select(event_table, e.reference, e.status.label("enquiry_status"))
-                .join(enquiry_table, e.id == v.enquiry_id)
+                .outerjoin(enquiry_table, e.id == v.enquiry_id)
                 .where(v.id == event_id)
             )
         )
         .mappings()
         .one()
     )
+    if row["enquiry_id"] is None:
+        return _gateway_body(row)
     message = {
         "type": row["type"],
         "timestamp": row["created_at"].isoformat(),
@@ -395,6 +407,21 @@ async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) 
             "dispatch_id": str(row["dispatch_id"]) if row["dispatch_id"] else None,
             "status": row["status"],
             "detail": audience.detail(row["type"], row["organisation_id"], row["detail"]),
+        },
+    }
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def _gateway_body(row: Any) -> str:
+    """An event about the gateway's work as a whole: its counts, never an enquiry's details."""
+    message = {
+        "type": row["type"],
+        "timestamp": row["created_at"].isoformat(),
+        "data": {
+            "event_id": str(row["id"]),
+            "organisation_id": row["organisation_id"],
+            "detail": row["detail"],
+            "summary": row["data"],
         },
     }
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)

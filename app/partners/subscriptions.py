@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catalogue.catalogue import Catalogue
 from app.clients.service import Caller, Scope
+from app.core import audit
+from app.core.audit import Actor
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
-from app.core.errors import FieldError, Forbidden, NotFound, ValidationFailed
+from app.core.errors import FieldError, Forbidden, NotFound, StateConflict, ValidationFailed
 from app.core.models import (
     WebhookDelivery,
     WebhookSubscription,
@@ -31,7 +33,7 @@ from app.core.models import (
     webhook_subscription_table,
 )
 from app.core.outbound import OutboundGuard, OutboundRefused
-from app.core.vocabulary import ANY_EVENT, SubscriptionState
+from app.core.vocabulary import ANY_EVENT, AuditAction, SubscriptionState
 from app.partners.schemas import (
     WebhookCreated,
     WebhookDeliveryOut,
@@ -178,6 +180,44 @@ async def delete_subscription(
     if not deleted.rowcount:
         raise NotFound("There is no such webhook subscription.")
     log.info("webhook.unsubscribed", subscription=str(subscription_id), client=caller.name)
+
+
+async def enable_subscription(
+    *, engine: AsyncEngine, caller: Caller, subscription_id: uuid.UUID
+) -> WebhookOut:
+    """Send to a disabled subscription again (its endpoint is back): events from now on. Those
+    made while it was disabled are not sent (a flood of stale events would follow a long
+    outage); its given-up deliveries can be redriven one by one."""
+    now = utcnow()
+    async with writing(engine) as conn:
+        subscription = await fetch_one(
+            conn,
+            WebhookSubscription,
+            select(WebhookSubscription).where(s.id == subscription_id, _visible(caller)),
+        )
+        if subscription is None:
+            raise NotFound("There is no such webhook subscription.")
+        if subscription.state != SubscriptionState.disabled:
+            raise StateConflict(f"This subscription is {subscription.state}, not disabled.")
+        values = {
+            "state": SubscriptionState.active,
+            "disabled_reason": None,
+            "fed_until": now,
+            "updated_at": now,
+        }
+        await conn.execute(
+            update(webhook_subscription_table).where(s.id == subscription_id).values(**values)
+        )
+        await audit.record(
+            conn,
+            actor=Actor.of(caller),
+            action=AuditAction.subscription_enabled,
+            subject=str(subscription_id),
+            detail={"disabled_reason": subscription.disabled_reason},
+            at=now,
+        )
+    log.info("webhook.subscription_enabled", subscription=str(subscription_id))
+    return _out(subscription.model_copy(update=values))
 
 
 async def reseal_secrets(*, engine: AsyncEngine, sealer: Sealer) -> int:

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Response
 from app.api.deps import Catalogue, Engine, Outbound, Sealer, WebhookManager
 from app.api.problems import documented_problems
 from app.partners import subscriptions as webhooks
-from app.partners.schemas import WebhookCreated, WebhookDetail, WebhookIn, WebhookList
+from app.partners.schemas import (
+    WebhookCreated,
+    WebhookDetail,
+    WebhookIn,
+    WebhookList,
+    WebhookOut,
+)
 
 router = APIRouter(tags=["webhooks"])
 _LACKS = "the scope webhooks:manage, or names an organisation without admin"
@@ -93,3 +99,26 @@ async def delete_webhook(
         engine=engine, caller=caller, subscription_id=subscription_id
     )
     return Response(status_code=204)
+
+
+@router.post(
+    "/v1/webhooks/{subscription_id}/enable",
+    response_model=WebhookOut,
+    summary="Enable a disabled subscription again",
+    responses=documented_problems(
+        {
+            404: "No such subscription (or not this client's)",
+            409: "The subscription is not disabled",
+        },
+        lacks=_LACKS,
+    ),
+)
+async def enable_webhook(
+    subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
+) -> WebhookOut:
+    """Its endpoint is back (it had answered 410 Gone): events made from now on are sent to
+    it again. Its given-up deliveries can be sent again with
+    `POST /v1/webhook-deliveries/{id}/redrive`."""
+    return await webhooks.enable_subscription(
+        engine=engine, caller=caller, subscription_id=subscription_id
+    )

@@ -514,3 +514,56 @@ async def test_any_caller_history_search_is_answered(client, anonymous, app, que
     assert_answered(response)
     if response.status_code == 200:
         assert set(response.json()) == {"items", "next_cursor"}
+
+
+# --- the dead-letter desk and stuck work (docs/casework.md) ----------------------------------
+
+DESK_PARAMETERS = {
+    "state": st.sampled_from(["dead", "pending", "handled", "nope"]) | fuzz.odd_text,
+    "organisation_id": fuzz.LIST_PARAMETERS["organisation_id"],
+    "since": fuzz.moments | st.text(max_size=30),
+    "until": fuzz.moments | st.text(max_size=30),
+    "subscription_id": fuzz.webhook_ids,
+    "cursor": fuzz.cursors,
+    "limit": fuzz.LIST_PARAMETERS["limit"],
+}
+redrive_requests = st.one_of(
+    fuzz.json_documents,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "organisation": st.sampled_from(sorted(fuzz.CATALOGUE.organisations)) | fuzz.odd_text,
+            "since": fuzz.moments | fuzz.json_scalars,
+            "note": fuzz.odd_text | fuzz.json_scalars,
+        },
+    ),
+)
+
+
+@given(query=st.fixed_dictionaries({}, optional=DESK_PARAMETERS))
+async def test_any_desk_query_is_answered(client, created, query):
+    encoded = "&".join(f"{name}={_escaped(value)}" for name, value in query.items())
+    for path in ("/v1/dispatches", "/v1/webhook-deliveries", "/v1/stuck"):
+        response = await client.get(f"{path}?{encoded}")
+        assert_answered(response)
+
+
+@given(request=redrive_requests, target=fuzz.webhook_ids)
+async def test_any_redrive_or_close_request_is_answered_and_changes_nothing_it_refuses(
+    client, engine, created, request, target
+):
+    before = await stored(engine)
+    body = fuzz.encode(request)
+    escaped = _escaped(target)
+    for path in (
+        "/v1/dispatches/redrive",
+        f"/v1/dispatches/{escaped}/redrive",
+        f"/v1/dispatches/{escaped}/close",
+        f"/v1/webhook-deliveries/{escaped}/redrive",
+        f"/v1/webhooks/{escaped}/enable",
+    ):
+        response = await client.post(path, content=body, headers=JSON)
+        assert_answered(response)
+        if path == "/v1/dispatches/redrive" and response.status_code == 200:
+            assert response.json() == {"count": 0, "ids": []}  # nothing is dead here
+    assert await stored(engine) == before

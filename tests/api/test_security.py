@@ -59,6 +59,17 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("POST", "/v1/enquiries/{reference}/hand-on"): (Scope.triage,),
     ("POST", "/v1/enquiries/{reference}/relocate"): (Scope.triage,),
     ("POST", "/v1/enquiries/{reference}/close"): (Scope.triage,),
+    ("POST", "/v1/webhooks/{subscription_id}/enable"): (Scope.webhooks_manage,),
+    ("GET", "/v1/dispatches"): (Scope.deliveries_manage,),
+    ("POST", "/v1/dispatches/redrive"): (Scope.deliveries_manage,),
+    ("POST", "/v1/dispatches/{dispatch_id}/redrive"): (Scope.deliveries_manage,),
+    ("POST", "/v1/dispatches/{dispatch_id}/close"): (Scope.deliveries_manage,),
+    ("GET", "/v1/webhook-deliveries"): (Scope.webhooks_manage, Scope.deliveries_manage),
+    ("POST", "/v1/webhook-deliveries/{delivery_id}/redrive"): (
+        Scope.webhooks_manage,
+        Scope.deliveries_manage,
+    ),
+    ("GET", "/v1/stuck"): (Scope.deliveries_manage,),
     ("GET", "/v1/services"): PUBLIC,
     ("GET", "/v1/services/{code}"): PUBLIC,
     ("POST", "/v1/inbound/{organisation}"): OWN_AUTH,
@@ -76,6 +87,8 @@ PATH_VALUES = {
     "slug": "validation",
     "subscription_id": "00000000-0000-4000-8000-000000000000",
     "organisation_id": "oxfordshire-county",
+    "dispatch_id": "00000000-0000-4000-8000-000000000000",
+    "delivery_id": "00000000-0000-4000-8000-000000000000",
 }
 BODIES = {
     "/v1/enquiries": enquiry_body(),
@@ -86,6 +99,8 @@ BODIES = {
     "/v1/enquiries/{reference}/relocate": {"location": {"postcode": "OX1 1AA"}},
     "/v1/enquiries/{reference}/close": {"outcome": "first_contact", "note": "Advice given"},
     "/v1/enquiries/{reference}/parts/{organisation_id}/updates": {"status": "acknowledged"},
+    "/v1/dispatches/redrive": {"organisation": "oxfordshire-county", "since": "2026-01-01T00:00Z"},
+    "/v1/dispatches/{dispatch_id}/close": {"note": "seen to by phone"},
 }
 # The county pushes signed webhooks; Oxford City pushes Open311 updates with an api_key.
 PUSHER = {"/v1/inbound/{organisation}": "oxfordshire-county"}

@@ -33,6 +33,11 @@ def test_the_catalogue_is_exactly_the_events_the_code_can_write():
         EventType.privacy_erasure_requested,
         EventType.enquiry_handed_on,  # app/casework/triage.py: hand on, relocate
         EventType.enquiry_relocated,  # app/casework/triage.py: relocate
+        # The dead-letter desk (app/casework/deliveries.py) and the daily stuck-work summary
+        # (app/casework/stuck.py).
+        EventType.dispatch_redriven,
+        EventType.dispatch_handled,
+        EventType.work_stuck_summary,
     }
     assert status_changes | attempts | others == set(EventType)
     assert EventType.dispatch_outcome(Outcome.interrupted) is EventType.dispatch_retry
