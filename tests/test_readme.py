@@ -118,7 +118,7 @@ def next_poll(port: int, key: str) -> str:
 
 @pytest.mark.e2e
 def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, key):
-    submit, read_back, citizen_read, subject_access = readme_curls()
+    submit, read_back, citizen_read, subject_access, history, triage = readme_curls()
     created = run(submit, gateway, key)
     assert created["status"] == "routed"
     assert created["destinations"][0]["organisation_id"] == "cherwell"
@@ -166,3 +166,9 @@ def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, ke
     assert exported["reference"] == created["reference"]
     assert exported["citizen"]["phone"] == "01295 000000"
     assert [s["organisation_id"] for s in exported["shared_with"]] == ["cherwell"]
+    # An agent finds the caller's earlier enquiry by the phone number.
+    [earlier] = run(history, gateway, key)["items"]
+    assert earlier["reference"] == created["reference"]
+    assert earlier["postcode"] == "OX16 5QA"
+    # Cherwell's missed bin was sure of its council: nothing waits at the triage desk.
+    assert run(triage, gateway, key)["items"] == []

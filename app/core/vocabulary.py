@@ -177,8 +177,10 @@ def _changed_to(status: str) -> str:
 _WHEN: Mapping[EventType, str] = {
     EventType.enquiry_received: "the enquiry was accepted and routed (`detail` lists the "
     "destinations and why)",
-    EventType.enquiry_routed: "the enquiry waits to be delivered again: an organisation said it "
-    "is not theirs (`enquiry.rerouted`) and the triage desk does not have it yet",
+    EventType.enquiry_routed: "the enquiry waits to be delivered again and its new destination "
+    "does not have it yet: an organisation said it is not theirs (`enquiry.rerouted`), the "
+    "triage desk handed it on (`enquiry.handed_on`), or a given-up delivery was sent again "
+    "(`dispatch.redriven`)",
     EventType.enquiry_dispatched: "every destination has it (about the enquiry as a whole: no "
     "`organisation_id`, no `dispatch_id`)",
     EventType.enquiry_failed: "one destination could not be given it (about the enquiry as a "
