@@ -31,7 +31,7 @@ from app.casework.schemas_deliveries import (
 )
 from app.catalogue.catalogue import Catalogue
 from app.clients.service import Caller, Scope
-from app.core import audit
+from app.core import audit, outbox
 from app.core import reference as references
 from app.core.audit import Actor
 from app.core.db import DISPATCH_CHANNEL, is_postgres, reading, writing
@@ -151,15 +151,8 @@ async def _redrive(
         update(dispatch_table)
         .where(d.id == row["id"], d.state == OutboxState.dead)
         .values(
-            state=OutboxState.pending,
-            attempts=0,
-            claims=0,
-            next_attempt_at=now,
-            lease_owner=None,
-            lease_until=None,
-            last_error=None,
+            **outbox.redriven(now=now),
             redriven_at=now,
-            updated_at=now,
         )
     )
     organisation = catalogue.organisations.get(row["organisation_id"])
@@ -386,15 +379,8 @@ async def redrive_webhook_delivery(
             update(webhook_delivery_table)
             .where(w.id == delivery_id, w.state == OutboxState.dead)
             .values(
-                state=OutboxState.pending,
-                attempts=0,
-                claims=0,
-                next_attempt_at=now,
-                lease_owner=None,
-                lease_until=None,
-                last_error=None,
+                **outbox.redriven(now=now),
                 last_status=None,
-                updated_at=now,
             )
         )
         await audit.record(

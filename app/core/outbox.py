@@ -52,6 +52,21 @@ def new_row(*, now: datetime, **columns: Any) -> dict[str, Any]:
     }
 
 
+def redriven(*, now: datetime) -> dict[str, Any]:
+    """The columns that send a given-up row again after its cause was fixed: due at once, its
+    attempts counted afresh, no lease, no error (the attempt log keeps the old ones)."""
+    return {
+        "state": OutboxState.pending,
+        "attempts": 0,
+        "claims": 0,
+        "next_attempt_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": None,
+        "updated_at": now,
+    }
+
+
 # Where an attempt's outcome leaves its row; any other outcome is tried again.
 _STATE_AFTER = {
     Outcome.delivered: OutboxState.delivered,
