@@ -63,6 +63,11 @@ POSTGRES_URL = os.environ.get("IAP_TEST_DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
 UNREACHABLE_RATE = "1000000/minute"
 TABLES = (
+    "alert",
+    "feed_cursor",
+    "follow_up",
+    "attachment",
+    "message",
     "event",
     "dispatch_attempt",
     "dispatch",

@@ -27,6 +27,7 @@ from app.core.errors import PermanentError as PermanentError
 from app.core.errors import RetryableError as RetryableError
 from app.core.models import Enquiry
 from app.core.reference import display
+from app.core.vocabulary import MessageKind
 
 
 async def no_fence() -> None:
@@ -125,6 +126,56 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class AttachmentFile:
+    """A photo or document added to an enquiry, as adapters send it: already re-encoded (an
+    image has no EXIF left) and opened from the store."""
+
+    attachment_id: uuid.UUID
+    filename: str  # ours, never the uploader's: photo-1.jpg, document-2.pdf
+    content_type: str  # found in the content: image/jpeg, image/png, application/pdf
+    content: bytes
+    # A signed URL the gateway serves this file at until it expires (Open311's media_url).
+    url: str
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """Something said after submission (more information, a withdrawal, a reopening), on its
+    way to one organisation whose back-office holds the case. Sent once: `follow_up_id` is
+    the key a back-office dedupes a repeat on (Open311 update_id, Idempotency-Key, FHIR
+    identifier, the follow-up email's Message-ID)."""
+
+    follow_up_id: uuid.UUID
+    attempt: int
+    kind: MessageKind  # information, withdrawal or reopening; never a note
+    organisation: Organisation
+    # The enquiry's first delivery to this organisation: an email follow-up threads on its
+    # Message-ID (app.adapters.smtp.message_id), and remote_reference is that delivery's case.
+    dispatch_id: uuid.UUID
+    remote_reference: str  # the back-office's reference for the case
+    enquiry: EnquirySnapshot  # as for a delivery: only what this organisation may receive
+    text: str | None  # the information, or why it was withdrawn or reopened
+    attachments: tuple[AttachmentFile, ...]
+    created_at: datetime  # when the citizen or agent said it
+    fence: Fence = no_fence  # awaited before every call that may make the update
+
+    @property
+    def is_repeat(self) -> bool:
+        """Whether an earlier attempt may have made the update already."""
+        return self.attempt > 1
+
+
+@dataclass(frozen=True)
+class FollowUpReceipt:
+    """The back-office took the follow-up."""
+
+    remote_reference: str | None  # its own id for the update or comment, when it gave one
+    # A reopening the protocol makes as a new case (FHIR: a new ServiceRequest that
+    # `replaces` the completed one): the part's back-office reference moves to it.
+    case_reference: str | None = None
+
+
+@dataclass(frozen=True)
 class Tracked:
     """A delivered dispatch whose progress is followed at the back-office."""
 
@@ -205,6 +256,11 @@ class Adapter:
     async def deliver(self, delivery: Delivery) -> Receipt:
         """Create the enquiry at the back-office once; safe to repeat after an ambiguous failure."""
         raise NotImplementedError
+
+    async def follow_up(self, follow_up: FollowUp) -> FollowUpReceipt:
+        """Give the back-office more information, a withdrawal or a reopening for a case it
+        holds, once; safe to repeat after an ambiguous failure (dedupe on follow_up_id)."""
+        raise PermanentError(f"{self.config.type} back-offices cannot be sent follow-ups")
 
     def recognises_repeats(self) -> bool:
         """Whether a repeat after an ambiguous attempt is known not to make a second case (by

@@ -21,6 +21,12 @@ class Status(StrEnum):
     duplicate = "duplicate"
     cancelled = "cancelled"
     failed = "failed"
+    # The citizen (or an agent for them) called it off; every back-office holding it was told.
+    withdrawn = "withdrawn"
+    # Opened again after it was resolved or closed ("you said fixed but it isn't").
+    reopened = "reopened"
+    # A back-office asked the citizen something ("which side of the road?").
+    information_requested = "information_requested"
 
 
 # An organisation's part is over once it reports one of these.
@@ -31,6 +37,7 @@ FINAL: frozenset[Status] = frozenset(
         Status.not_our_responsibility,
         Status.duplicate,
         Status.cancelled,
+        Status.withdrawn,
     }
 )
 
@@ -41,12 +48,15 @@ PROGRESS: Mapping[Status, int] = {
     Status.routed: 1,
     Status.failed: 2,
     Status.dispatched: 3,
+    Status.reopened: 3,
     Status.acknowledged: 4,
     Status.in_progress: 5,
+    Status.information_requested: 5,
     Status.action_scheduled: 6,
     Status.resolved: 7,
     Status.duplicate: 8,
     Status.cancelled: 8,
+    Status.withdrawn: 8,
     Status.not_our_responsibility: 8,
     Status.closed: 9,
 }
@@ -66,6 +76,7 @@ OPEN311_WORDS: Mapping[str, Status] = {
     "duplicate": Status.duplicate,
     "not_councils_responsibility": Status.not_our_responsibility,
     "cancelled": Status.cancelled,
+    "information_requested": Status.information_requested,
 }
 
 # FHIR R4 ServiceRequest.status (request-status value set).

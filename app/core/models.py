@@ -91,6 +91,8 @@ class Enquiry(SQLModel, table=True):
     # data was removed (retention or erasure).
     closed_at: datetime | None = _ts(nullable=True)
     anonymised_at: datetime | None = _ts(nullable=True)
+    # When the citizen followed the unsubscribe link of a message: no more alerts are sent.
+    alerts_stopped_at: datetime | None = _ts(nullable=True)
 
 
 class Dispatch(SQLModel, table=True):
@@ -177,6 +179,139 @@ class Event(SQLModel, table=True):
     # A gateway-wide event's structured detail (counts, never personal data); None otherwise.
     data: dict[str, Any] | None = _json()
     created_at: datetime = _ts()
+
+
+class Message(SQLModel, table=True):
+    """Something said about an enquiry after it was submitted: more information (its text and
+    attachments), a withdrawal or a reopening and why, or a staff note (never forwarded)."""
+
+    __tablename__ = "message"
+    __table_args__ = (Index("ix_message_enquiry", "enquiry_id", "created_at"),)
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    enquiry_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=False)
+    )
+    kind: str = Field(max_length=16)  # a MessageKind
+    # What was said: personal data, like the description (None once erased).
+    text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Who said it: "citizen" (by token), or the API client's name; a person's id and name
+    # when staff (shown to staff only), and a partner's staff's organisation.
+    by: str = Field(max_length=64)
+    actor_id: str | None = Field(default=None, max_length=64)
+    actor: str | None = Field(default=None, max_length=200)
+    organisation_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts()
+
+
+class Attachment(SQLModel, table=True):
+    """A photo or document added to an enquiry: re-encoded (no EXIF), sealed, and kept in the
+    attachment store (app/attachments) under `storage_key`."""
+
+    __tablename__ = "attachment"
+    __table_args__ = (Index("ix_attachment_enquiry", "enquiry_id", "created_at"),)
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    enquiry_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=False)
+    )
+    message_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("message.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    content_type: str = Field(max_length=64)  # as found in the content, never as named
+    size: int  # bytes of the stored (re-encoded) file, before sealing
+    sha256: str = Field(max_length=64)  # of the stored file, before sealing
+    storage_key: str = Field(max_length=200)
+    created_at: datetime = _ts()
+
+
+class FollowUp(SQLModel, table=True):
+    """One message (information, withdrawal, reopening) for one organisation's part: the
+    outbox row the follow-up sender delivers through the organisation's adapter, once."""
+
+    __tablename__ = "follow_up"
+    __table_args__ = (
+        UniqueConstraint("message_id", "dispatch_id", name="uq_follow_up"),
+        Index("ix_follow_up_due", "state", "next_attempt_at"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    message_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("message.id", ondelete="CASCADE"), nullable=False)
+    )
+    dispatch_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("dispatch.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    enquiry_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    organisation_id: str = Field(max_length=64)
+    kind: str = Field(max_length=16)  # a MessageKind, never note
+    state: str = Field(max_length=16)  # an OutboxState
+    attempts: int = 0
+    claims: int = 0
+    next_attempt_at: datetime = _ts()
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    remote_reference: str | None = Field(default=None, max_length=128)  # their id for it
+    delivered_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Alert(SQLModel, table=True):
+    """One message to the citizen about one change (the acknowledgement, a status worth
+    telling, a back-office's question), by one channel: the outbox row the alert sender
+    delivers; unique per (event, channel), so no change is ever told twice."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel", name="uq_alert"),
+        Index("ix_alert_due", "state", "next_attempt_at"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    enquiry_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("enquiry.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    event_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("event.id", ondelete="CASCADE"), nullable=False)
+    )
+    kind: str = Field(max_length=16)  # an AlertKind
+    channel: str = Field(max_length=8)  # an AlertChannel
+    language: str = Field(max_length=35)  # the template's language (BCP 47)
+    status: str | None = Field(default=None, max_length=32)  # the status told, if any
+    state: str = Field(max_length=16)  # an OutboxState
+    attempts: int = 0
+    claims: int = 0
+    next_attempt_at: datetime = _ts()
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    provider_reference: str | None = Field(default=None, max_length=128)  # Notify id, Message-ID
+    delivered_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class FeedCursor(SQLModel, table=True):
+    """How far a reader of the event table has got (the alert feed): each scan re-reads a
+    little before it, and what it makes from an event is unique, so a re-read adds nothing."""
+
+    __tablename__ = "feed_cursor"
+
+    name: str = Field(primary_key=True, max_length=64)
+    fed_until: datetime = _ts()
+    updated_at: datetime = _ts()
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -421,3 +556,8 @@ staff_table = table(Staff)
 audit_table = table(AuditEntry)
 webhook_subscription_table = table(WebhookSubscription)
 webhook_delivery_table = table(WebhookDelivery)
+message_table = table(Message)
+attachment_table = table(Attachment)
+follow_up_table = table(FollowUp)
+alert_table = table(Alert)
+feed_cursor_table = table(FeedCursor)

@@ -225,6 +225,66 @@ class TriageSettings(BaseModel):
     claim_seconds: float = Field(default=900.0, gt=0, le=86400)
 
 
+class AttachmentStoreKind(StrEnum):
+    local = "local"  # a directory on this machine: the embedded default
+    s3 = "s3"  # an S3-compatible object store: several machines share it
+
+
+class AttachmentSettings(BaseModel):
+    """Photos and documents added to enquiries (docs/conversation.md)."""
+
+    store: AttachmentStoreKind = AttachmentStoreKind.local
+    directory: Path = Path("./iap-attachments")  # store=local
+    s3_endpoint_url: str | None = None  # store=s3; None: the provider's default endpoint
+    s3_bucket: str = "iap-attachments"
+    s3_region: str = "eu-west-2"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)  # per file
+    max_files: int = Field(default=5, ge=1, le=50)  # per request
+    max_per_enquiry: int = Field(default=20, ge=1, le=500)
+    # Larger images are refused unopened (a decompression bomb): 40 megapixels.
+    max_pixels: int = Field(default=40_000_000, ge=1_000_000)
+    # How long a signed attachment URL handed to a back-office (Open311 media_url) works.
+    url_seconds: float = Field(default=7 * 86400.0, gt=0)
+
+
+class FollowUpSettings(LeaseQueueSettings):
+    """Information, withdrawals and reopenings carried to the back-offices."""
+
+    # A citizen may reopen an enquiry this many days after it was resolved or closed; an
+    # agent may at any time.
+    reopen_days: float = Field(default=28.0, ge=0)
+
+
+class AlertVia(StrEnum):
+    smtp = "smtp"
+    notify = "notify"
+
+
+class AlertSettings(LeaseQueueSettings):
+    """Telling the citizen: the acknowledgement and status changes (docs/conversation.md)."""
+
+    enabled: bool = True
+    # Email: through this SMTP server (None: the sandbox's sink in development and tests),
+    # or through Notify's email API (email_via=notify).
+    email_via: AlertVia = AlertVia.smtp
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    from_address: str = "no-reply@iap.invalid"
+    # SMS (and email_via=notify): a GOV.UK Notify-compatible API. Its key; its address
+    # (None: the sandbox's Notify simulator outside production); and the templates whose
+    # body is the one placeholder ((body)) (the message is written here, in the citizen's
+    # language).
+    notify_api_key: SecretStr | None = None
+    notify_base_url: str | None = None
+    notify_sms_template_id: str = "00000000-0000-4000-8000-000000000001"
+    notify_email_template_id: str = "00000000-0000-4000-8000-000000000002"
+
+
 class Settings(BaseSettings):
     """Everything configurable, read from `IAP_*` environment variables."""
 
@@ -241,6 +301,9 @@ class Settings(BaseSettings):
     sandbox_smtp_port: int = Field(default=8025, ge=1, le=65535)
     sandbox_step_seconds: float | None = Field(default=20.0, gt=0)
     migrate_on_start: bool = True
+    # Where citizens and back-offices reach this gateway: the base of links in messages to
+    # citizens (unsubscribe, tracking) and of signed attachment URLs (Open311 media_url).
+    public_url: str = "http://127.0.0.1:8000"
     # Where `iap serve` keeps the development API key (IAP_ENV=development only).
     dev_key_file: Path = Path(".iap-dev-key")
     log_level: str = "INFO"
@@ -278,6 +341,9 @@ class Settings(BaseSettings):
     loops: LoopSettings = LoopSettings()
     triage: TriageSettings = TriageSettings()
     stuck: StuckSettings = StuckSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
+    follow_ups: FollowUpSettings = FollowUpSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @property
     def log_renderer(self) -> LogFormat:

@@ -78,6 +78,31 @@ class Closure(StrEnum):
     handed_on = "handed_on"  # the triage desk gave it to the right organisation(s)
     first_contact = "first_contact"  # resolved at the desk: the advice given is the note
     outside_remit = "outside_remit"  # no partner's work: the signposting given is the note
+    withdrawn = "withdrawn"  # the citizen called the enquiry off (any part, not only triage)
+
+
+class MessageKind(StrEnum):
+    """What was said about an enquiry after it was submitted (a `message` row)."""
+
+    information = "information"  # more detail, photos or documents: forwarded
+    withdrawal = "withdrawal"  # the citizen calls it off, and why: forwarded
+    reopening = "reopening"  # not fixed after all, and why: forwarded
+    note = "note"  # staff only: never forwarded, never shown to the citizen
+
+
+class AlertKind(StrEnum):
+    """Why the citizen is sent a message (an `alert` row)."""
+
+    acknowledgement = "acknowledgement"  # received, with the reference
+    status = "status"  # a status change worth telling (configured per service)
+    question = "question"  # a back-office asked the citizen something
+
+
+class AlertChannel(StrEnum):
+    """How a message reaches the citizen: their preferred contact."""
+
+    email = "email"  # through SMTP
+    sms = "sms"  # through a GOV.UK Notify-compatible API
 
 
 class StuckKind(StrEnum):
@@ -114,6 +139,12 @@ class AuditAction(StrEnum):
     webhook_redriven = "webhook.redriven"
     subscription_enabled = "webhook.subscription_enabled"
     part_updated = "part.updated"  # an organisation's staff moved their part
+    information_added = "enquiry.information_added"  # by staff (a citizen's own is not audited)
+    withdrawn = "enquiry.withdrawn"
+    reopened = "enquiry.reopened"
+    note_added = "enquiry.note_added"
+    attachment_read = "attachment.read"  # staff opened a citizen's photo or document
+    alerts_stopped = "alerts.stopped"  # the citizen's unsubscribe link was followed
 
 
 class EventType(StrEnum):
@@ -135,20 +166,27 @@ class EventType(StrEnum):
     enquiry_anonymised = "enquiry.anonymised"
     enquiry_handed_on = "enquiry.handed_on"
     enquiry_relocated = "enquiry.relocated"
+    enquiry_withdrawn = "enquiry.withdrawn"
+    enquiry_reopened = "enquiry.reopened"
+    enquiry_information_requested = "enquiry.information_requested"
+    enquiry_information_added = "enquiry.information_added"
     dispatch_delivered = "dispatch.delivered"
     dispatch_retry = "dispatch.retry"
     dispatch_dead = "dispatch.dead"
     dispatch_cancelled = "dispatch.cancelled"
     dispatch_redriven = "dispatch.redriven"
     dispatch_handled = "dispatch.handled"
+    follow_up_delivered = "follow_up.delivered"
+    follow_up_dead = "follow_up.dead"
+    follow_up_cancelled = "follow_up.cancelled"
     status_updated = "status.updated"
     privacy_erasure_requested = "privacy.erasure_requested"
     work_stuck_summary = "work.stuck_summary"
 
     @property
     def family(self) -> str:
-        """`enquiry`, `dispatch`, `status`, `privacy` or `work`: what `family.*` subscribes
-        to."""
+        """`enquiry`, `dispatch`, `follow_up`, `status`, `privacy` or `work`: what `family.*`
+        subscribes to."""
         return self.value.split(".", 1)[0]
 
     @property
@@ -203,6 +241,16 @@ _WHEN: Mapping[EventType, str] = {
     "organisation(s) that must act (`detail` names them and says why)",
     EventType.enquiry_relocated: "a person at the triage desk corrected the enquiry's place "
     "(the caller gave the full address or postcode) and it was routed again",
+    EventType.enquiry_withdrawn: "the citizen (or an agent for them) withdrew the enquiry; "
+    "deliveries not yet made were called off, and each organisation holding it is told "
+    "(`follow_up.*`)",
+    EventType.enquiry_reopened: "the citizen (or an agent) reopened a resolved or closed "
+    "enquiry; each organisation that had finished is told (`follow_up.*`)",
+    EventType.enquiry_information_requested: _changed_to("information_requested")
+    + ": a back-office asked the citizen something (`detail` of the `status.updated` "
+    "before it is the question)",
+    EventType.enquiry_information_added: "the citizen or an agent added information, photos "
+    "or documents; each organisation holding a live part is sent it (`follow_up.*`)",
     EventType.dispatch_delivered: "a delivery to one organisation succeeded",
     EventType.dispatch_retry: "a delivery to one organisation failed and will be retried "
     "(`detail` says only that, except in an admin's feed of every enquiry, which has the "
@@ -217,6 +265,12 @@ _WHEN: Mapping[EventType, str] = {
     "was fixed (its attempts start again)",
     EventType.dispatch_handled: "a person closed a given-up delivery as seen to outside the "
     "gateway (`detail` is their note)",
+    EventType.follow_up_delivered: "information, a withdrawal or a reopening reached one "
+    "organisation's back-office",
+    EventType.follow_up_dead: "information, a withdrawal or a reopening could not be given to "
+    "one organisation (`detail` as for `dispatch.retry`)",
+    EventType.follow_up_cancelled: "information, a withdrawal or a reopening was not sent to "
+    "one organisation: its part was over, or the enquiry's personal data was removed first",
     EventType.status_updated: "an organisation reported progress (`status` in the gateway's "
     "vocabulary, null for a word it does not know)",
     EventType.privacy_erasure_requested: "the citizen's data was erased here; the organisation "

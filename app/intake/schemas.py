@@ -108,6 +108,12 @@ class Consent(Strict):
         description="The citizen agreed that the organisations handling the enquiry may "
         "receive their contact details. Without it they receive the enquiry only.",
     )
+    send_updates: bool = Field(
+        default=False,
+        description="The citizen agreed to be sent an acknowledgement and news of progress "
+        "by their preferred contact (email, or a text to their phone). Without it, nothing is "
+        "sent to them.",
+    )
 
 
 AttributeValue = str | int | float | bool | list[str]

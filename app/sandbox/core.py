@@ -94,7 +94,7 @@ class Sandbox:
         """File a new case (fields as in office.py) and start its progression if configured."""
         now = utc_now()
         case.setdefault("status", PROGRESSIONS.get(case["protocol"], ("received",))[0])
-        case.update(updates=[], created_at=now, updated_at=now)
+        case.update(updates=[], follow_ups=[], created_at=now, updated_at=now)
         self.office.add_case(case)
         if self.step_seconds and case["protocol"] in PROGRESSIONS:
             self.spawn(self._progress(case, self.step_seconds))

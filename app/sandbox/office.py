@@ -18,6 +18,23 @@ same for every protocol. The dedupe key is the Idempotency-Key header (http-json
 attribute[iap_reference] (open311), the ServiceRequest identifier value (fhir) and the
 Message-ID without its angle brackets (email). `by_key` gives the case a key first made.
 
+After submission, every follow-up a back-office takes (information, a withdrawal, a
+reopening; by Open311 servicerequestupdates, a case comment or status change, a FHIR
+Communication or status, a follow-up email) is appended to its case's `follow_ups`:
+
+    key           what the protocol dedupes a follow-up on (Open311 update_id, the
+                  Idempotency-Key, the Communication identifier, the email's Message-ID)
+    kind          "information", "withdrawal" or "reopening"
+    text          the text as received (the reason, for a withdrawal or reopening)
+    status        the status word it asked for, where the protocol carries one
+    attachments   [{content_type, size, sha256, exif}]: as the back-office got each file
+                  (fetched from media_url for Open311); exif is whether it still had EXIF
+    received      the request's own fields as it arrived (secrets left out)
+    received_at
+
+Each follow-up call is counted per (organisation, key) (`follow_up_posts`) before anything can
+fail, and a repeat of a key already taken adds nothing to `follow_ups`.
+
 `BackOffice()` is empty: tests reset it in place with `office.__init__()`.
 """
 
@@ -98,6 +115,10 @@ class BackOffice:
     mail: list[dict[str, Any]] = field(default_factory=list)
     # Every push to the gateway: organisation, case_id, update_id, url, attempts, outcome.
     pushes: list[dict[str, Any]] = field(default_factory=list)
+    # Follow-up calls per (organisation, key), repeats included (see the module's docstring).
+    follow_up_posts: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Every SMS and email the Notify simulator was asked to send, repeats included.
+    notify: list[dict[str, Any]] = field(default_factory=list)
 
     def behaviour_for(self, organisation: str) -> Behaviour:
         """This organisation's behaviour, else everyone's, else good behaviour."""
@@ -108,6 +129,17 @@ class BackOffice:
         self.posts[organisation] = self.posts.get(organisation, 0) + 1
         slot = (organisation, key or "")
         self.posts_by_key[slot] = self.posts_by_key.get(slot, 0) + 1
+
+    def record_follow_up(self, case: dict[str, Any], entry: dict[str, Any]) -> bool:
+        """Count one follow-up call and file it on its case, unless its key was taken before;
+        True if it is new. `entry` holds the fields in the module's docstring but received_at."""
+        slot = (case["organisation"], str(entry["key"]))
+        self.follow_up_posts[slot] = self.follow_up_posts.get(slot, 0) + 1
+        held = case.setdefault("follow_ups", [])
+        if any(taken["key"] == entry["key"] for taken in held):
+            return False
+        held.append({**entry, "received_at": utc_now()})
+        return True
 
     def take_number(self) -> int:
         """The next case number (shared by every organisation, as one sandbox)."""
@@ -150,4 +182,8 @@ class BackOffice:
             "updates": sum(len(c["updates"]) for cs in self.cases.values() for c in cs.values()),
             "pushes": dict(outcomes),
             "mail": len(self.mail),
+            "follow_ups": sum(
+                len(c.get("follow_ups", [])) for cs in self.cases.values() for c in cs.values()
+            ),
+            "notify": len(self.notify),
         }

@@ -292,6 +292,7 @@ _CLOSURE_STATUS: Mapping[str, Status] = {
     Closure.handed_on: Status.not_our_responsibility,
     Closure.first_contact: Status.resolved,
     Closure.outside_remit: Status.closed,
+    Closure.withdrawn: Status.withdrawn,
 }
 
 

@@ -38,10 +38,22 @@ def test_the_catalogue_is_exactly_the_events_the_code_can_write():
         EventType.dispatch_redriven,
         EventType.dispatch_handled,
         EventType.work_stuck_summary,
+        # After submission (app/conversation): information added, and its follow-ups' outcomes.
+        EventType.enquiry_information_added,
+        EventType.follow_up_delivered,
+        EventType.follow_up_dead,
+        EventType.follow_up_cancelled,
     }
     assert status_changes | attempts | others == set(EventType)
     assert EventType.dispatch_outcome(Outcome.interrupted) is EventType.dispatch_retry
-    assert EVENT_FAMILIES == ("enquiry", "dispatch", "status", "privacy", "work")
+    assert EVENT_FAMILIES == (
+        "enquiry",
+        "dispatch",
+        "follow_up",
+        "status",
+        "privacy",
+        "work",
+    )
     assert all(event.when for event in EventType)  # each described, for the docs
 
 
@@ -53,10 +65,10 @@ def test_the_webhooks_page_is_generated_from_the_catalogue():
 
 def test_the_webhooks_page_lists_every_event_type_and_family():
     page = PAGE.read_text(encoding="utf-8")
-    listed = re.findall(r"^\| `([a-z]+\.[a-z_]+)` \| ", page, flags=re.MULTILINE)
+    listed = re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \| ", page, flags=re.MULTILINE)
     assert sorted(listed) == sorted(EventType)
     [events_row] = [line for line in page.splitlines() if line.startswith("| `events` |")]
-    assert re.findall(r"`([a-z]+)\.\*`", events_row) == list(EVENT_FAMILIES)
+    assert re.findall(r"`([a-z_]+)\.\*`", events_row) == list(EVENT_FAMILIES)
 
 
 def subscribe(pattern: str) -> WebhookIn:
@@ -79,5 +91,5 @@ def test_a_subscription_may_name_nothing_outside_the_catalogue(pattern):
     assert error["loc"] == ("events",)
     assert error["msg"] == (
         f"Value error, {pattern!r} is not an event type or one of "
-        "enquiry.*, dispatch.*, status.*, privacy.*, work.*, *"
+        "enquiry.*, dispatch.*, follow_up.*, status.*, privacy.*, work.*, *"
     )
