@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Select, select, text, update
+from sqlalchemy import ColumnElement, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.casework.schemas_deliveries import (
@@ -34,7 +34,7 @@ from app.clients.service import Caller, Scope
 from app.core import audit, outbox
 from app.core import reference as references
 from app.core.audit import Actor
-from app.core.db import DISPATCH_CHANNEL, is_postgres, reading, writing
+from app.core.db import is_postgres, reading, wake_dispatchers, writing
 from app.core.errors import FieldError, NotFound, StateConflict, ValidationFailed
 from app.core.models import (
     dispatch_table,
@@ -200,7 +200,7 @@ async def redrive_dispatch(
         row = await _one(conn, caller, dispatch_id)
         _must_be_dead(row)
         await _redrive(conn, row, catalogue, Actor.of(caller), now)
-        await _wake_dispatchers(conn)
+        await wake_dispatchers(conn)
         fresh = await _one(conn, caller, dispatch_id)
     log.info("dispatch.redriven", dispatch=str(dispatch_id), organisation=row["organisation_id"])
     return _out(fresh, catalogue, now)
@@ -245,7 +245,7 @@ async def redrive_many(
         for row in rows:
             await _redrive(conn, row, catalogue, actor, now)
         if rows:
-            await _wake_dispatchers(conn)
+            await wake_dispatchers(conn)
     log.info("dispatch.redriven_many", organisation=organisation_id, count=len(rows))
     return BulkRedriveOut(count=len(rows), ids=[row["id"] for row in rows])
 
@@ -301,12 +301,6 @@ async def close_dispatch(
         fresh = await _one(conn, caller, dispatch_id)
     log.info("dispatch.handled", dispatch=str(dispatch_id), organisation=row["organisation_id"])
     return _out(fresh, catalogue, now)
-
-
-async def _wake_dispatchers(conn: AsyncConnection) -> None:
-    """On PostgreSQL every worker's dispatcher hears it at commit; elsewhere they poll."""
-    if is_postgres(conn):
-        await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
 
 
 # --- webhook deliveries ----------------------------------------------------------------------

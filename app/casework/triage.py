@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, select, text, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.casework.schemas_triage import (
@@ -45,7 +45,7 @@ from app.clients.staff import StaffRole
 from app.core import audit
 from app.core import reference as references
 from app.core.audit import Actor
-from app.core.db import DISPATCH_CHANNEL, is_postgres, reading, writing
+from app.core.db import reading, wake_dispatchers, writing
 from app.core.errors import FieldError, NotFound, StateConflict, ValidationFailed
 from app.core.models import (
     Dispatch,
@@ -644,8 +644,7 @@ async def _hand_on(
         at=now + timedelta(microseconds=1),
         organisation_id=triage.id,
     )
-    if is_postgres(conn):
-        await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
+    await wake_dispatchers(conn)
 
 
 async def _event(

@@ -90,13 +90,22 @@ FHIR_WORDS: Mapping[str, Status] = {
 }
 
 
+# The gateway's own progress, before any organisation has the enquiry: never an organisation's
+# to report. A back-office that says "received" has it: that is an acknowledgement.
+_OURS_ALONE: frozenset[Status] = frozenset(
+    {Status.received, Status.routed, Status.dispatched, Status.failed}
+)
+_OWN_WORDS: Mapping[str, Status] = {
+    **{status.value: status for status in Status if status not in _OURS_ALONE},
+    "received": Status.acknowledged,
+}
+
+
 def canonical(word: str, *mappings: Mapping[str, Status]) -> Status | None:
-    """Their word in our vocabulary: the first mapping that knows it, then our own words."""
+    """Their word in our vocabulary: the first mapping that knows it, then the words of ours an
+    organisation may report (never one that would move its part back before delivery)."""
     key = word.strip().lower()
     for mapping in mappings:
         if key in mapping:
             return mapping[key]
-    try:
-        return Status(key)
-    except ValueError:
-        return None
+    return _OWN_WORDS.get(key)

@@ -133,6 +133,13 @@ def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+async def wake_dispatchers(conn: AsyncConnection) -> None:
+    """New dispatches are due: on PostgreSQL every worker's dispatcher hears it when this
+    transaction commits; on SQLite they find them at their next poll."""
+    if is_postgres(conn):
+        await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
+
+
 def create_engine(database_url: str, pools: DatabaseSettings | None = None) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and write-first transactions, PostgreSQL
     the pool sizes of IAP_DATABASE__* (the defaults without `pools`).

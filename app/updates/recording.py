@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -24,7 +24,7 @@ from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import FINAL, PROGRESS, Status, canonical
 from app.core import reference as references
 from app.core.audit import Actor
-from app.core.db import DISPATCH_CHANNEL, is_postgres, writing
+from app.core.db import is_postgres, wake_dispatchers, writing
 from app.core.errors import InvalidReference, NotFound
 from app.core.models import (
     Dispatch,
@@ -245,8 +245,7 @@ async def _send_to_triage(
             "created_at": now + timedelta(microseconds=1),
         },
     )
-    if is_postgres(conn):
-        await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
+    await wake_dispatchers(conn)
 
 
 async def follow_enquiry_status(

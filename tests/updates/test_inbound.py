@@ -226,6 +226,31 @@ async def test_a_word_we_do_not_know_is_kept_without_changing_the_status(client,
     assert "Awaiting Parts" in event["detail"]
 
 
+@pytest.mark.parametrize(
+    ("word", "status"), [("received", "acknowledged"), ("Received", "acknowledged")]
+)
+async def test_a_back_office_that_says_received_has_acknowledged_it(client, app, word, status):
+    reference, remote = await delivered_enquiry(client, app)
+    response = await push(client, update(remote["oxfordshire-county"], word))
+    assert response.json() == {"outcome": "recorded", "status": status}
+    enquiry, _ = await timeline(client, reference)
+    assert enquiry["status"] == "acknowledged"
+
+
+@pytest.mark.parametrize("word", ["routed", "dispatched", "failed"])
+async def test_our_own_progress_before_delivery_is_not_a_word_a_back_office_may_report(
+    client, app, word
+):
+    """Taken as ours, these would move a delivered part back to before its delivery."""
+    reference, remote = await delivered_enquiry(client, app)
+    case = remote["oxfordshire-county"]
+    await push(client, update(case, "in_progress", update_id="u1"))
+    response = await push(client, update(case, word, update_id="u2"), message_id="m2")
+    assert response.json() == {"outcome": "recorded", "status": None}
+    enquiry, _ = await timeline(client, reference)
+    assert enquiry["status"] == "in_progress"
+
+
 async def test_not_our_responsibility_sends_the_enquiry_to_the_triage_desk(client, app):
     reference, remote = await delivered_enquiry(client, app)
     body = update(
