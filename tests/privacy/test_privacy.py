@@ -97,7 +97,7 @@ async def test_a_subject_access_export_finds_every_enquiry_by_email_or_phone(
     assert [e["reference"] for e in export["enquiries"]] == [first, second]
     pothole, noise = export["enquiries"]
     assert pothole["citizen"] == ADA
-    assert pothole["consent"] == SHARED
+    assert pothole["consent"] == {**SHARED, "send_updates": False}
     assert pothole["description"] == "A deep pothole by the bus stop"
     [county] = pothole["shared_with"]
     assert county["organisation_id"] == "oxfordshire-county"
