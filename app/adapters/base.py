@@ -157,6 +157,7 @@ class FollowUp:
     text: str | None  # the information, or why it was withdrawn or reopened
     attachments: tuple[AttachmentFile, ...]
     created_at: datetime  # when the citizen or agent said it
+    by_citizen: bool = True  # said by the citizen (by their token), else by staff for them
     fence: Fence = no_fence  # awaited before every call that may make the update
 
     @property

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from app.adapters.base import Delivery, EnquirySnapshot
+from app.adapters.base import AttachmentFile, Delivery, EnquirySnapshot, FollowUp
 from app.catalogue.catalogue import Organisation, load_catalogue
 from app.core.models import Enquiry
 from app.core.reference import parse
 from app.core.settings import SHIPPED_CONFIG_DIR
+from app.core.vocabulary import MessageKind
 
 CATALOGUE = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://bo.test"})
 REFERENCE = "K7Q-M4X-PB6"
@@ -72,4 +73,72 @@ def delivery(
     )
     return Delivery(
         dispatch_id=dispatch_id, attempt=attempt, organisation=organisation, enquiry=snapshot
+    )
+
+
+def photo(*, exif: bool = False, size: tuple[int, int] = (32, 24)) -> bytes:
+    """A small JPEG, with a GPS position in its EXIF when `exif` (what a phone's photo has)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    image = Image.new("RGB", size, (200, 120, 40))
+    buffer = BytesIO()
+    if exif:
+        data = Image.Exif()
+        data[0x010F] = "PhoneMaker"  # Make
+        data[0x8825] = {1: "N", 2: (51.0, 45.0, 7.0), 3: "W", 4: (1.0, 15.0, 30.0)}  # GPS
+        image.save(buffer, "JPEG", exif=data)
+    else:
+        image.save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def attachment_file(
+    content: bytes | None = None,
+    *,
+    number: int = 1,
+    url: str = "http://gateway.test/v1/attachments/x?expires=1&signature=s",
+) -> AttachmentFile:
+    """A re-encoded photo as the follow-up sender hands it to an adapter."""
+    return AttachmentFile(
+        attachment_id=uuid.UUID(int=0x1000 + number),
+        filename=f"photo-{number}.jpg",
+        content_type="image/jpeg",
+        content=content if content is not None else photo(),
+        url=url,
+    )
+
+
+FOLLOW_UP_ID = uuid.UUID("00000000-0000-4000-8000-0000000000f1")
+
+
+def follow_up(
+    organisation: str | Organisation,
+    *,
+    kind: MessageKind = MessageKind.information,
+    text: str | None = "The pothole is on the north side, by the bus stop",
+    attachments: tuple[AttachmentFile, ...] = (),
+    remote_reference: str = "CASE-1",
+    citizen: Mapping[str, Any] | None = None,
+    attempt: int = 1,
+    follow_up_id: uuid.UUID = FOLLOW_UP_ID,
+    by_citizen: bool = True,
+    **enquiry_fields: Any,
+) -> FollowUp:
+    """One attempt to send a follow-up for a case `organisation` holds (its first delivery
+    DISPATCH_ID, its case `remote_reference`), as the follow-up sender builds it."""
+    first = delivery(organisation, citizen=citizen or CITIZEN, **enquiry_fields)
+    return FollowUp(
+        follow_up_id=follow_up_id,
+        attempt=attempt,
+        kind=kind,
+        organisation=first.organisation,
+        dispatch_id=first.dispatch_id,
+        remote_reference=remote_reference,
+        enquiry=first.enquiry,
+        text=text,
+        attachments=attachments,
+        created_at=CREATED,
+        by_citizen=by_citizen,
     )
