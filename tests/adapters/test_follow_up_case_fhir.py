@@ -382,3 +382,124 @@ async def test_a_revoked_request_polled_after_our_withdrawal_stays_withdrawn(
     assert enquiry["status"] == "withdrawn"  # not cancelled: it was the citizen's word
     [part] = enquiry["destinations"]
     assert part["remote_status"] == "withdrawn"
+
+
+async def county_token(http: httpx.AsyncClient, catalogue: Catalogue) -> str:
+    config = catalogue.organisations[COUNTY].adapter.model_extra or {}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": str(config["client_id"]),
+        "client_secret": str(config["client_secret"]),
+    }
+    answer = await http.post(f"/{COUNTY}/oauth/token", data=form)
+    return str(answer.json()["access_token"])
+
+
+@pytest.mark.parametrize(
+    ("path", "request_fields", "status", "error"),
+    [
+        ("comments", {"json": {"text": "x"}, "headers": {}}, 400, "invalid_request"),
+        ("comments", {"content": b"[1]"}, 400, "invalid_request"),
+        ("comments", {"json": {"text": 5}}, 422, "invalid_comment"),
+        ("comments", {"json": {"text": "x", "attachments": ["ATT-404"]}}, 422, "invalid_comment"),
+        ("comments", {"json": {"text": "x", "attachments": "ATT-1"}}, 422, "invalid_comment"),
+        ("status", {"json": {"status": "completed"}}, 422, "invalid_status"),
+        ("status", {"json": {"status": "withdrawn", "reason": ["x"]}}, 422, "invalid_status"),
+        ("attachments", {"json": {"file": "x"}}, 415, "invalid_request"),
+        ("attachments", {"files": {"other": ("a.jpg", b"x", "image/jpeg")}}, 422, None),
+        ("attachments", {"files": {"file": ("a.jpg", b"", "image/jpeg")}}, 422, None),
+        (
+            "attachments",
+            {
+                "content": b"--b\r\nContent-Disposition: form-data; name=file\r\n\r\nunterminated",
+                "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+            },
+            None,
+            None,
+        ),
+    ],
+)
+async def test_the_county_refuses_what_it_cannot_take_and_files_nothing(
+    county, catalogue, back_office, http, path, request_fields, status, error
+):
+    case_id = (await county.deliver()).remote_reference
+    token = await county_token(http, catalogue)
+    fields = dict(request_fields)
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-1"}
+    if "headers" in fields:
+        headers = {"Authorization": f"Bearer {token}", **fields.pop("headers")}
+    refused = await http.post(f"/{COUNTY}/api/cases/{case_id}/{path}", headers=headers, **fields)
+    assert 400 <= refused.status_code < 500
+    if status is not None:
+        assert refused.status_code == status
+    if error is not None:
+        assert refused.json()["error"] == error
+    case = await shown(http, COUNTY, case_id)
+    assert (case["follow_ups"], case.get("uploads", []), case["status"]) == ([], [], "new")
+
+
+def a_communication(case_id: str, **changes: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Communication",
+        "status": "completed",
+        "basedOn": [{"reference": f"ServiceRequest/{case_id}"}],
+        "payload": [{"contentString": "More detail"}],
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "said"),
+    [
+        ({"basedOn": [{"reference": "ServiceRequest/sr-404"}]}, 422, "basedOn"),
+        ({"basedOn": None}, 422, "basedOn"),
+        (
+            {"payload": [{"contentAttachment": {"contentType": "image/jpeg", "data": "***"}}]},
+            400,
+            "base64",
+        ),
+        (
+            {"payload": [{"contentAttachment": {"data": "aGVsbG8=", "hash": "AAAA"}}]},
+            400,
+            "SHA-1",
+        ),
+    ],
+)
+async def test_the_fhir_server_refuses_a_communication_it_cannot_file(
+    icb, back_office, http, changes, status, said
+):
+    case_id = (await icb.deliver()).remote_reference
+    body = {k: v for k, v in a_communication(case_id, **changes).items() if v is not None}
+    refused = await http.post(
+        f"/{ICB}/fhir/Communication", json=body, headers={"Content-Type": "application/fhir+json"}
+    )
+    assert refused.status_code == status
+    assert said in refused.json()["issue"][0]["diagnostics"]
+    case = await shown(http, ICB, case_id)
+    assert (case["follow_ups"], case.get("communications", [])) == ([], [])
+
+
+async def test_the_fhir_server_refuses_a_replacement_for_a_request_it_lacks(icb, back_office, http):
+    case_id = (await icb.deliver()).remote_reference
+    current = (await http.get(f"/{ICB}/fhir/ServiceRequest/{case_id}")).json()
+    body = {k: v for k, v in current.items() if k not in ("id", "meta")} | {
+        "identifier": [{"system": "urn:iap:follow-up", "value": "f-1"}],
+        "replaces": [{"reference": "ServiceRequest/sr-404"}],
+    }
+    refused = await http.post(
+        f"/{ICB}/fhir/ServiceRequest", json=body, headers={"Content-Type": "application/fhir+json"}
+    )
+    assert refused.status_code == 422
+    assert len(back_office.cases[ICB]) == 1
+
+
+async def test_an_update_naming_another_id_is_refused(icb, back_office, http):
+    case_id = (await icb.deliver()).remote_reference
+    current = (await http.get(f"/{ICB}/fhir/ServiceRequest/{case_id}")).json()
+    refused = await http.put(
+        f"/{ICB}/fhir/ServiceRequest/{case_id}",
+        json={**current, "id": "sr-other", "status": "revoked"},
+        headers={"Content-Type": "application/fhir+json", "If-Match": 'W/"1"'},
+    )
+    assert refused.status_code == 400
+    assert (await shown(http, ICB, case_id))["status"] == "active"
