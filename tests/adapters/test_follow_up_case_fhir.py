@@ -503,3 +503,21 @@ async def test_an_update_naming_another_id_is_refused(icb, back_office, http):
     )
     assert refused.status_code == 400
     assert (await shown(http, ICB, case_id))["status"] == "active"
+
+
+async def test_a_request_the_icb_revokes_by_itself_is_cancelled(client, app, http):
+    reference, case_id = await delivered(
+        client,
+        app,
+        service_code="health-enquiry",
+        description="Which GP surgery takes new patients?",
+        attributes={},
+    )
+    moved = await http.post(
+        f"/_sandbox/{ICB}/cases/{case_id}/status",
+        json={"status": "revoked", "description": "Referred in error"},
+    )
+    assert moved.status_code < 300
+    assert await app.state.runtime.poller.poll(ICB) == 1
+    enquiry = (await client.get(f"/v1/enquiries/{reference}")).json()
+    assert enquiry["status"] == "cancelled"  # no withdrawal of ours: the ICB's own word
