@@ -31,7 +31,7 @@ from app.adapters.base import (
     PermanentError,
     RetryableError,
 )
-from app.catalogue.catalogue import Catalogue
+from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import Status
 from app.core import outbox
 from app.core.crypto import SealedDataUnreadable, Sealer
@@ -102,6 +102,44 @@ async def unverified_repeats(engine: AsyncEngine, organisation_ids: list[str]) -
             .group_by(d.organisation_id)
         )
         return {str(organisation): int(count) for organisation, count in rows.all()}
+
+
+class CalledOff(Exception):
+    """Nothing is to be sent: the enquiry was withdrawn, or its personal data erased, while
+    the work waited; the message says which."""
+
+
+async def snapshot_for(
+    conn: AsyncConnection,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    *,
+    enquiry_id: uuid.UUID,
+    organisation: Organisation,
+    withdrawn_too: bool = False,
+) -> EnquirySnapshot:
+    """The enquiry as `organisation` may be sent it now, by the data-sharing rules: the one
+    place deliveries and follow-ups are given it. CalledOff once it was erased, or withdrawn
+    (unless `withdrawn_too`: the withdrawal itself is sent); RetryableError while no
+    configured key opens the citizen's details."""
+    enquiry = await fetch_one(conn, Enquiry, select(Enquiry).where(col(Enquiry.id) == enquiry_id))
+    if enquiry is None or enquiry.anonymised_at is not None:
+        # Erased while this work was waiting for another try: nothing left to send.
+        raise CalledOff("called off: the citizen's data was erased")
+    if enquiry.status == Status.withdrawn and not withdrawn_too:
+        raise CalledOff("called off: the citizen withdrew the enquiry")
+    service = catalogue.services.get(enquiry.service_code)
+    try:
+        citizen = sealer.open(enquiry.citizen_sealed)
+    except SealedDataUnreadable as exc:
+        # The keys are the operator's to fix; until then the work waits its turn.
+        raise RetryableError(str(exc)) from exc
+    return EnquirySnapshot.of(
+        enquiry,
+        citizen=citizen,
+        organisation=organisation,
+        service_name=service.name if service else None,
+    )
 
 
 class Dispatcher(LeaseQueue[Claim]):
@@ -260,13 +298,12 @@ class Dispatcher(LeaseQueue[Claim]):
         fence = LeaseFence(self, claim, call_seconds=adapter.timeout)
         try:
             delivery = await self._delivery(claim, attempt, fence=fence.check)
-            if delivery is None:
-                # Erased while this delivery was waiting for another try: nothing left to send.
-                return Result(Outcome.cancelled, "called off: the citizen's data was erased")
             await fence.check()
             receipt = await adapter.deliver(delivery)
         except LeaseLost:
             return Result(Outcome.lease_lost)
+        except CalledOff as exc:
+            return Result(Outcome.cancelled, str(exc))
         except RetryableError as exc:
             return Result(
                 Outcome.retry,
@@ -292,27 +329,17 @@ class Dispatcher(LeaseQueue[Claim]):
             raise LeaseLost("the lease ran out and another worker took the delivery")
         return until
 
-    async def _delivery(self, claim: Claim, attempt: int, *, fence: Fence) -> Delivery | None:
-        """What this attempt sends; None once the citizen's data was erased (nothing is left)."""
-        async with reading(self.engine) as conn:
-            enquiry = await fetch_one(
-                conn, Enquiry, select(Enquiry).where(col(Enquiry.id) == claim.enquiry_id)
-            )
-        if enquiry is None or enquiry.anonymised_at is not None:
-            return None
-        service = self.catalogue.services.get(enquiry.service_code)
+    async def _delivery(self, claim: Claim, attempt: int, *, fence: Fence) -> Delivery:
+        """What this attempt sends (CalledOff: nothing is to be sent)."""
         organisation = self.catalogue.organisations[claim.organisation_id]
-        try:
-            citizen = self.sealer.open(enquiry.citizen_sealed)
-        except SealedDataUnreadable as exc:
-            # The keys are the operator's to fix; until then the delivery waits its turn.
-            raise RetryableError(str(exc)) from exc
-        snapshot = EnquirySnapshot.of(
-            enquiry,
-            citizen=citizen,
-            organisation=organisation,
-            service_name=service.name if service else None,
-        )
+        async with reading(self.engine) as conn:
+            snapshot = await snapshot_for(
+                conn,
+                self.catalogue,
+                self.sealer,
+                enquiry_id=claim.enquiry_id,
+                organisation=organisation,
+            )
         return Delivery(
             dispatch_id=claim.dispatch_id,
             attempt=attempt,
