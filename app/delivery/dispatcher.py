@@ -45,7 +45,7 @@ from app.core.models import (
     fetch_one,
     utcnow,
 )
-from app.core.outbox import LeaseQueue, finished
+from app.core.outbox import LeaseFence, LeaseQueue, finished
 from app.core.settings import DispatchSettings
 from app.core.vocabulary import BreakerChange, EventType, OutboxState, Outcome
 from app.delivery import circuits
@@ -295,7 +295,8 @@ class Dispatcher(LeaseQueue[Claim]):
         adapter = self.adapters.get(claim.organisation_id)
         if adapter is None:
             return Result(Outcome.dead, f"organisation {claim.organisation_id} is not configured")
-        fence = LeaseFence(self, claim, call_seconds=adapter.timeout)
+        room = adapter.timeout + self.settings.settle_seconds
+        fence = LeaseFence(self, claim, lease_until=claim.lease_until, room_seconds=room)
         try:
             delivery = await self._delivery(claim, attempt, fence=fence.check)
             await fence.check()
@@ -321,13 +322,6 @@ class Dispatcher(LeaseQueue[Claim]):
             error = f"internal error in adapter: {type(exc).__name__}"
             return Result(Outcome.retry, error, ambiguous=True)
         return Result(Outcome.delivered, remote_reference=receipt.remote_reference)
-
-    async def extend_lease(self, claim: Claim, now: datetime) -> datetime:
-        """Hold this claim's lease for another lease_seconds, or raise LeaseLost."""
-        until = await self._extend(claim, now)
-        if until is None:
-            raise LeaseLost("the lease ran out and another worker took the delivery")
-        return until
 
     async def _delivery(self, claim: Claim, attempt: int, *, fence: Fence) -> Delivery:
         """What this attempt sends (CalledOff: nothing is to be sent)."""
@@ -565,23 +559,3 @@ class Dispatcher(LeaseQueue[Claim]):
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await self._listener.close()
             self._listener = None
-
-
-class LeaseFence:
-    """Checked before every call that may create a case: the lease must still be ours with
-    room for the call to end and the back-office to settle before it runs out, so that a worker
-    that takes the delivery over after the lease looks up a case that is already there. Within
-    that room no query is needed; past it the lease is extended, or LeaseLost is raised."""
-
-    def __init__(self, dispatcher: Dispatcher, claim: Claim, *, call_seconds: float) -> None:
-        self.dispatcher = dispatcher
-        self.claim = claim
-        self.until = claim.lease_until
-        settle = dispatcher.settings.settle_seconds
-        self.room = timedelta(seconds=call_seconds + settle)
-
-    async def check(self) -> None:
-        """Raise LeaseLost unless this worker may make a call now."""
-        now = utcnow()
-        if self.until - now < self.room:
-            self.until = await self.dispatcher.extend_lease(self.claim, now)

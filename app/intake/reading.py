@@ -76,8 +76,8 @@ async def get_enquiry(
         enquiry = await fetch_one(
             conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
         )
-        seen = _may_see(enquiry, client_id=client_id, token=token)
-        if not seen or enquiry is None or not await _has_part(conn, enquiry, audience):
+        seen = may_see(enquiry, client_id=client_id, token=token)
+        if not seen or enquiry is None or not await has_part(conn, enquiry, audience):
             shown = references.display(canonical)
             raise NotFound(
                 # With a token, never say which of the two is wrong.
@@ -105,7 +105,9 @@ async def get_enquiry(
     return view
 
 
-async def _has_part(conn: AsyncConnection, enquiry: Enquiry, audience: Audience) -> bool:
+async def has_part(conn: AsyncConnection, enquiry: Enquiry, audience: Audience) -> bool:
+    """Whether this audience may read the enquiry: every one, or one its organisation has a
+    part in."""
     if audience.organisation_id is None:
         return True
     d = dispatch_table.c
@@ -172,7 +174,10 @@ async def enquiry_view(
     )
 
 
-def _may_see(enquiry: Enquiry | None, *, client_id: str | None, token: str | None) -> bool:
+def may_see(enquiry: Enquiry | None, *, client_id: str | None, token: str | None) -> bool:
+    """With `token`, whether it is the enquiry's access token (compared in constant time,
+    the same steps for an enquiry that does not exist); else whether `client_id` (if any)
+    submitted it."""
     if token is not None:
         stored = enquiry.access_token_hash if enquiry else None
         matches = hmac.compare_digest(hash_secret(token), stored or _NO_TOKEN_HASH)
