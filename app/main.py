@@ -93,6 +93,7 @@ def create_app(
                 running.sealer,
                 limiter,
                 outbound=guard,
+                attachments=running.attachments,
             )
             app.state.runtime = running
             app.state.readiness = meta.Readiness(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters import build_adapters
 from app.adapters.base import Adapter
 from app.api.problems import install_problem_handlers
+from app.attachments.store import AttachmentStore, build_store
 from app.casework.stuck import StuckSummaries
 from app.catalogue.catalogue import Catalogue, load_catalogue
 from app.catalogue.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
@@ -56,6 +57,7 @@ class Runtime:
     webhooks: WebhookSender
     supervisor: Supervisor
     stuck: StuckSummaries
+    attachments: AttachmentStore  # where sealed photos and documents are kept
 
     async def work(self) -> None:
         """Deliver, poll, apply retention and send webhooks until stop() is called."""
@@ -139,7 +141,17 @@ def _compose(
     ]
     supervisor = Supervisor(loops, settings.loops)
     return Runtime(
-        engine, client, adapters, sealer, dispatcher, poller, retention, sender, supervisor, stuck
+        engine,
+        client,
+        adapters,
+        sealer,
+        dispatcher,
+        poller,
+        retention,
+        sender,
+        supervisor,
+        stuck,
+        attachments=build_store(settings.attachments),
     )
 
 

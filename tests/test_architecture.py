@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("updates",),
     ("intake",),
     ("adapters", "clients"),  # one module per back-office protocol; API clients and keys
+    ("attachments",),  # photos and documents: checked, re-encoded, sealed, stored
     ("catalogue",),  # organisations, services, areas, routing: data read at start-up
     ("core",),  # db, models, settings, crypto, outbound, logs, errors: imports no app package
 ]

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.base import Adapter
 from app.api.ratelimit import RateLimiter
+from app.attachments.store import AttachmentStore
 from app.catalogue.catalogue import Catalogue
 from app.core.crypto import Sealer
 from app.core.outbound import OutboundGuard
@@ -26,6 +27,7 @@ class AppState:
     sealer: Sealer
     limiter: RateLimiter
     outbound: OutboundGuard
+    attachments: AttachmentStore  # sealed photos and documents (app/attachments)
 
 
 async def get_state(request: Request) -> AppState:
