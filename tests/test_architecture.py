@@ -27,9 +27,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("partners", "privacy"),
     ("delivery",),
     ("updates",),
+    # Photos and documents: checked, re-encoded, sealed, stored; read by intake's rule.
+    ("attachments",),
     ("intake",),
     ("adapters", "clients"),  # one module per back-office protocol; API clients and keys
-    ("attachments",),  # photos and documents: checked, re-encoded, sealed, stored
     ("catalogue",),  # organisations, services, areas, routing: data read at start-up
     ("core",),  # db, models, settings, crypto, outbound, logs, errors: imports no app package
 ]

@@ -44,9 +44,10 @@ async def keep(
     """Seal and store each file; the attachment rows for the caller to insert in its own
     transaction. If one put fails, those already put are removed before the error goes on."""
     rows: list[dict[str, Any]] = []
+    # Ids in the files' order: rows of one moment are numbered by (created_at, id).
+    ids = sorted(uuid.uuid4() for _ in files)
     try:
-        for prepared in files:
-            attachment_id = uuid.uuid4()
+        for attachment_id, prepared in zip(ids, files, strict=True):
             key = storage_key(enquiry_id, attachment_id)
             await store.put(key, sealer.seal_bytes(prepared.content))
             rows.append(_row(attachment_id, enquiry_id, message_id, prepared, key, now))

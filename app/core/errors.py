@@ -210,3 +210,10 @@ class UnreadableAttachment(
 ):
     """The file is empty, cut short or damaged: it looks like a photo or document but does
     not open as one."""
+
+
+class SignedLinkRefused(
+    DomainError, slug="signed-link-refused", title="This link is wrong or has expired", status=403
+):
+    """A signed attachment link (an Open311 media_url) whose signature is not the gateway's
+    for this file, or whose time is up; ask the gateway's API for the file instead."""

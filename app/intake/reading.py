@@ -68,23 +68,13 @@ async def get_enquiry(
     `reader` bound to an organisation), only if it has a part for their organisation, and
     then only that part. Otherwise it is not found, answered exactly as for a reference that
     does not exist. A `reader` shown the citizen's details is written to the audit log."""
-    canonical = references.parse(reference)
     audience = Audience.of(reader)
     # One snapshot: else a delivery committed between the reads shows every destination
     # delivered beside the status from before.
     async with reading(engine, one_snapshot=True) as conn:
-        enquiry = await fetch_one(
-            conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
+        enquiry = await readable_enquiry(
+            conn, reference=reference, reader=reader, client_id=client_id, token=token
         )
-        seen = _may_see(enquiry, client_id=client_id, token=token)
-        if not seen or enquiry is None or not await _has_part(conn, enquiry, audience):
-            shown = references.display(canonical)
-            raise NotFound(
-                # With a token, never say which of the two is wrong.
-                f"The reference {shown} and this token do not match."
-                if token is not None
-                else f"No enquiry has the reference {shown}."
-            )
         view = await enquiry_view(
             conn,
             enquiry,
@@ -103,6 +93,34 @@ async def get_enquiry(
                 subject=view.reference,
             )
     return view
+
+
+async def readable_enquiry(
+    conn: AsyncConnection,
+    *,
+    reference: str,
+    reader: Caller | None = None,
+    client_id: str | None = None,
+    token: str | None = None,
+) -> Enquiry:
+    """The enquiry by its reference (as typed) if this reader may read it, by the rule of
+    get_enquiry (a client its own, a token its enquiry, a partner's staff those with their
+    organisation's part); else NotFound, as for a reference that does not exist. The one
+    rule for reading an enquiry and what belongs to it (its attachments)."""
+    canonical = references.parse(reference)
+    enquiry = await fetch_one(
+        conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
+    )
+    seen = _may_see(enquiry, client_id=client_id, token=token)
+    if not seen or enquiry is None or not await _has_part(conn, enquiry, Audience.of(reader)):
+        shown = references.display(canonical)
+        raise NotFound(
+            # With a token, never say which of the two is wrong.
+            f"The reference {shown} and this token do not match."
+            if token is not None
+            else f"No enquiry has the reference {shown}."
+        )
+    return enquiry
 
 
 async def _has_part(conn: AsyncConnection, enquiry: Enquiry, audience: Audience) -> bool:

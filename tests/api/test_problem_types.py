@@ -30,6 +30,7 @@ ANSWERED = {
     "attachment-too-large": (413, "That file is too large"),
     "unsupported-attachment": (415, "That kind of file is not accepted"),
     "unreadable-attachment": (422, "That file could not be read"),
+    "signed-link-refused": (403, "This link is wrong or has expired"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "rate-limited": (429, "Too many requests"),
     "untrusted-host": (400, "Unknown host"),
