@@ -58,8 +58,8 @@ class Runtime:
     webhooks: WebhookSender
     supervisor: Supervisor
     stuck: StuckSummaries
+    attachments: AttachmentStore  # where sealed photos and documents are kept
     follow_ups: FollowUpSender
-    attachments: AttachmentStore
 
     async def work(self) -> None:
         """Deliver, poll, apply retention and send webhooks until stop() is called."""
@@ -165,8 +165,8 @@ def _compose(
         sender,
         supervisor,
         stuck,
-        follow_ups,
         attachments,
+        follow_ups,
     )
 
 

@@ -30,6 +30,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("partners", "privacy"),
     ("delivery",),
     ("updates",),
+    # Photos and documents: checked, re-encoded, sealed, stored; read by intake's rule.
+    ("attachments",),
     ("intake",),
     ("adapters", "clients"),  # one module per back-office protocol; API clients and keys
     ("catalogue",),  # organisations, services, areas, routing: data read at start-up

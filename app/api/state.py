@@ -28,7 +28,7 @@ class AppState:
     sealer: Sealer
     limiter: RateLimiter
     outbound: OutboundGuard
-    attachments: AttachmentStore
+    attachments: AttachmentStore  # sealed photos and documents (app/attachments)
     # New follow-ups are waiting (app.conversation): this process's sender claims them now.
     wake_follow_ups: Callable[[], None] = field(default=lambda: None)
 

@@ -50,7 +50,7 @@ from app.core.models import (
 from app.core.outbox import new_row
 from app.core.settings import Settings
 from app.core.vocabulary import AuditAction, Closure, EventType, MessageKind, OutboxState
-from app.intake.reading import Audience, has_part, may_see
+from app.intake.reading import readable_enquiry
 from app.intake.schemas import AttachmentOut, MessageOut
 
 log = structlog.get_logger()
@@ -327,26 +327,28 @@ def _not_found(reference: str, speaker: Speaker) -> str:
 async def _enquiry(
     conn: AsyncConnection, canonical: str, speaker: Speaker, *, lock: bool = False
 ) -> Enquiry:
-    """The enquiry, if this speaker may speak on it; else 404, as for one that does not exist
-    (the same rules as reading it: app.intake.reading)."""
-    query = select(Enquiry).where(e.reference == canonical)
-    if lock:
-        query = query.with_for_update()
-    enquiry = await fetch_one(conn, Enquiry, query)
-    if enquiry is not None and await _may_speak(conn, enquiry, speaker):
-        return enquiry
-    raise NotFound(_not_found(canonical, speaker))
-
-
-async def _may_speak(conn: AsyncConnection, enquiry: Enquiry, speaker: Speaker) -> bool:
+    """The enquiry, if this speaker may speak on it; else 404, as for one that does not exist:
+    the rule of reading it (app.intake.reading), and a client only on its own enquiries."""
     caller = speaker.caller
-    if caller is None:
-        return may_see(enquiry, client_id=None, token=speaker.token)
-    if speaker.staff:
-        return await has_part(conn, enquiry, Audience.of(caller))
-    return caller.allows(Scope.enquiries_submit) and may_see(
-        enquiry, client_id=caller.client_id, token=None
+    if caller is not None and not speaker.staff and not caller.allows(Scope.enquiries_submit):
+        raise NotFound(_not_found(canonical, speaker))
+    enquiry = await readable_enquiry(
+        conn,
+        reference=canonical,
+        reader=caller,
+        client_id=caller.client_id if caller is not None and not speaker.staff else None,
+        token=speaker.token,
     )
+    if not lock:
+        return enquiry
+    # Read again under a lock held until the act commits: two acts on one enquiry are judged
+    # one after the other, each on the state the other left.
+    locked = await fetch_one(
+        conn, Enquiry, select(Enquiry).where(e.id == enquiry.id).with_for_update()
+    )
+    if locked is None:
+        raise NotFound(_not_found(canonical, speaker))
+    return locked
 
 
 def _check_allowed(

@@ -14,7 +14,6 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import shareable_citizen
-from app.attachments.service import filename
 from app.catalogue.catalogue import Catalogue
 from app.catalogue.status import Status
 from app.clients.service import Caller, Scope, hash_secret
@@ -31,6 +30,7 @@ from app.core.models import (
     Enquiry,
     Event,
     Message,
+    attachment_filename,
     attachment_table,
     attempt_table,
     dispatch_table,
@@ -78,23 +78,13 @@ async def get_enquiry(
     `reader` bound to an organisation), only if it has a part for their organisation, and
     then only that part. Otherwise it is not found, answered exactly as for a reference that
     does not exist. A `reader` shown the citizen's details is written to the audit log."""
-    canonical = references.parse(reference)
     audience = Audience.of(reader)
     # One snapshot: else a delivery committed between the reads shows every destination
     # delivered beside the status from before.
     async with reading(engine, one_snapshot=True) as conn:
-        enquiry = await fetch_one(
-            conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
+        enquiry = await readable_enquiry(
+            conn, reference=reference, reader=reader, client_id=client_id, token=token
         )
-        seen = may_see(enquiry, client_id=client_id, token=token)
-        if not seen or enquiry is None or not await has_part(conn, enquiry, audience):
-            shown = references.display(canonical)
-            raise NotFound(
-                # With a token, never say which of the two is wrong.
-                f"The reference {shown} and this token do not match."
-                if token is not None
-                else f"No enquiry has the reference {shown}."
-            )
         view = await enquiry_view(
             conn,
             enquiry,
@@ -115,9 +105,35 @@ async def get_enquiry(
     return view
 
 
-async def has_part(conn: AsyncConnection, enquiry: Enquiry, audience: Audience) -> bool:
-    """Whether this audience may read the enquiry: every one, or one its organisation has a
-    part in."""
+async def readable_enquiry(
+    conn: AsyncConnection,
+    *,
+    reference: str,
+    reader: Caller | None = None,
+    client_id: str | None = None,
+    token: str | None = None,
+) -> Enquiry:
+    """The enquiry by its reference (as typed) if this reader may read it, by the rule of
+    get_enquiry (a client its own, a token its enquiry, a partner's staff those with their
+    organisation's part); else NotFound, as for a reference that does not exist. The one
+    rule for reading an enquiry and what belongs to it (its attachments)."""
+    canonical = references.parse(reference)
+    enquiry = await fetch_one(
+        conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
+    )
+    seen = _may_see(enquiry, client_id=client_id, token=token)
+    if not seen or enquiry is None or not await _has_part(conn, enquiry, Audience.of(reader)):
+        shown = references.display(canonical)
+        raise NotFound(
+            # With a token, never say which of the two is wrong.
+            f"The reference {shown} and this token do not match."
+            if token is not None
+            else f"No enquiry has the reference {shown}."
+        )
+    return enquiry
+
+
+async def _has_part(conn: AsyncConnection, enquiry: Enquiry, audience: Audience) -> bool:
     if audience.organisation_id is None:
         return True
     d = dispatch_table.c
@@ -203,7 +219,10 @@ async def conversation_of(
     by_message: dict[uuid.UUID, list[AttachmentOut]] = {}
     for number, row in enumerate(rows, start=1):
         shown = AttachmentOut(
-            id=row.id, content_type=row.content_type, size=row.size, filename=filename(row, number)
+            id=row.id,
+            content_type=row.content_type,
+            size=row.size,
+            filename=attachment_filename(row.content_type, number),
         )
         attachments.append(shown)
         by_message.setdefault(row.message_id, []).append(shown)
@@ -229,7 +248,7 @@ async def conversation_of(
     return attachments, messages
 
 
-def may_see(enquiry: Enquiry | None, *, client_id: str | None, token: str | None) -> bool:
+def _may_see(enquiry: Enquiry | None, *, client_id: str | None, token: str | None) -> bool:
     """With `token`, whether it is the enquiry's access token (compared in constant time,
     the same steps for an enquiry that does not exist); else whether `client_id` (if any)
     submitted it."""
