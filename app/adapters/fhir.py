@@ -86,11 +86,11 @@ class FhirAdapter(Adapter):
 
     async def follow_up(self, follow_up: FollowUp) -> FollowUpReceipt:
         """A Communication, a revocation or a replacing ServiceRequest, made once."""
-        if follow_up.kind is MessageKind.information:
+        if follow_up.kind == MessageKind.information:
             return await self._communicate(follow_up)
-        if follow_up.kind is MessageKind.withdrawal:
+        if follow_up.kind == MessageKind.withdrawal:
             return await self._revoke(follow_up)
-        if follow_up.kind is MessageKind.reopening:
+        if follow_up.kind == MessageKind.reopening:
             return await self._replace(follow_up)
         raise PermanentError(f"a {follow_up.kind} is never sent to a back-office")
 
@@ -233,7 +233,7 @@ def our_note(follow_up: FollowUp) -> dict[str, str]:
     return {
         "authorString": NOTE_AUTHOR,
         "time": follow_up.created_at.astimezone(UTC).isoformat(),
-        "text": follow_up.text or f"The citizen asked for this ({follow_up.kind}).",
+        "text": follow_up.text or "No reason was given.",
     }
 
 

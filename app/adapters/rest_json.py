@@ -112,7 +112,7 @@ class RestJsonAdapter(Adapter):
             await follow_up.fence()
             answer = await self._taken_once(follow_up, f"{case_url}/status", key, json=change)
             return FollowUpReceipt(remote_reference=answer_id(answer, "update_id"))
-        if follow_up.kind is not MessageKind.information:
+        if follow_up.kind != MessageKind.information:
             raise PermanentError(f"a {follow_up.kind} is never sent to a back-office")
         uploaded = [await self._upload(follow_up, case_url, file) for file in follow_up.attachments]
         comment = {

@@ -300,13 +300,13 @@ async def _one_file(request: Request) -> tuple[bytes, str, str]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise CountyError(415, "invalid_request", "Send multipart/form-data with a `file` part")
     try:
-        form = await request.form()
+        async with request.form() as form:  # closes the parsed parts' temporary files
+            part = form.get("file")
+            if not isinstance(part, UploadFile):
+                raise CountyError(422, "invalid_attachment", "No `file` part")
+            content = await part.read()
     except (HTTPException, MultiPartException) as exc:  # a body the parser cannot read
         raise CountyError(400, "invalid_request", "The multipart body cannot be read") from exc
-    part = form.get("file")
-    if not isinstance(part, UploadFile):
-        raise CountyError(422, "invalid_attachment", "No `file` part")
-    content = await part.read()
     if not content:
         raise CountyError(422, "invalid_attachment", "The file is empty")
     return content, part.content_type or "application/octet-stream", part.filename or ""

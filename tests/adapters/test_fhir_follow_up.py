@@ -253,3 +253,26 @@ async def test_an_invalid_resource_never_leaves():
             await send(follow_up(attachments=(odd,)))
     assert made.call_count == 0
     assert "not valid FHIR R4: payload.1.contentAttachment.contentType" in str(raised.value)
+
+
+@respx.mock
+async def test_without_consent_the_communication_names_no_one():
+    made = respx.post(f"{BASE}/Communication").respond(
+        201, json={"resourceType": "Communication", "id": "comm-3"}
+    )
+    await send(follow_up(share=False))
+    body = sent(made)
+    assert body["subject"] == {"display": "Citizen (details withheld)"}
+    assert "contained" not in body
+    for value in factory.CITIZEN.values():
+        assert value not in made.calls.last.request.content.decode()
+
+
+@respx.mock
+async def test_a_kind_read_back_as_plain_text_is_the_same_kind():
+    made = respx.post(f"{BASE}/ServiceRequest").respond(
+        201, json={"resourceType": "ServiceRequest", "id": "sr-8"}
+    )
+    receipt = await send(replace(follow_up(), kind="reopening", text=None))
+    assert receipt.case_reference == "sr-8"
+    assert sent(made)["note"][-1]["text"] == "No reason was given."

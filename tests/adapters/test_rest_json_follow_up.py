@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -228,3 +229,13 @@ def test_each_files_key_is_stable_and_its_own():
     one, two = uuid.UUID(int=1), uuid.UUID(int=2)
     assert upload_key(FOLLOW_UP_ID, one) == upload_key(FOLLOW_UP_ID, one)
     assert len({upload_key(FOLLOW_UP_ID, one), upload_key(FOLLOW_UP_ID, two), FOLLOW_UP_ID}) == 3
+
+
+@respx.mock
+async def test_a_kind_read_back_as_plain_text_is_the_same_kind():
+    tokens("tok-1", "tok-2")  # one adapter each
+    comments = respx.post(f"{CASE}/comments").respond(201, json={"id": "CMT-1"})
+    changes = respx.post(f"{CASE}/status").respond(201, json={"update_id": "u-1"})
+    await send(replace(follow_up(), kind="information"))
+    await send(replace(follow_up(), kind="withdrawal"))
+    assert (comments.call_count, changes.call_count) == (1, 1)
