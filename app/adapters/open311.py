@@ -340,7 +340,7 @@ def update_form(follow_up: FollowUp, config: Open311Config) -> FormData:
         "update_id": str(follow_up.follow_up_id),
         "updated_datetime": iso(follow_up.created_at),
         "status": update_status(follow_up.kind, config),
-        "description": follow_up.text or UNSAID[follow_up.kind],
+        "description": follow_up.text or UNSAID.get(follow_up.kind, ""),
     }
     if follow_up.attachments:
         # open311-adapter reads media_url as a list; a council that reads one gets the first.
@@ -351,9 +351,9 @@ def update_form(follow_up: FollowUp, config: Open311Config) -> FormData:
 
 def update_status(kind: MessageKind, config: Open311Config) -> str:
     """What the request's status is to be after the update."""
-    if kind is MessageKind.withdrawal:
+    if kind == MessageKind.withdrawal:
         return "CLOSED"
-    if kind is MessageKind.reopening and config.extended_statuses:
+    if kind == MessageKind.reopening and config.extended_statuses:
         return "REOPEN"
     if kind in (MessageKind.information, MessageKind.reopening):
         return "OPEN"

@@ -88,8 +88,9 @@ async def _receive(sandbox: Sandbox, mail_from: str, rcpt_tos: list[str], conten
     message_id = _bare(message.get("Message-ID")) or None
     organisation = _organisation_for(sandbox, rcpt_tos)
     office = sandbox.office
+    reply = bool(message.get("In-Reply-To"))
     answered = _answered_case(office, organisation, message)
-    if organisation is not None and not message.get("In-Reply-To"):
+    if organisation is not None and not reply:
         office.count_create(organisation, message_id)
     scope = organisation or "*"
     fault = await faults.arrive(office, scope)
@@ -99,11 +100,10 @@ async def _receive(sandbox: Sandbox, mail_from: str, rcpt_tos: list[str], conten
         return "421 Service not available" if fault.down else "451 Try again later"
     entry = _entry(sandbox, message, message_id, organisation, mail_from, rcpt_tos)
     office.mail.append(entry)
+    new = organisation is not None and (organisation, message_id or "") not in office.by_key
     if answered is not None:
         _file_follow_up(office, answered, message, entry)
-    elif message.get("In-Reply-To"):
-        pass  # a reply to no case held here: kept, and nothing more
-    elif organisation is not None and (organisation, message_id or "") not in office.by_key:
+    elif new and not reply:  # a reply to no case held here is kept, and nothing more
         sandbox.open_case(_case(entry, office.take_number()))
     await faults.hold(office, scope)
     return f"250 OK queued as {entry['number']}"

@@ -269,7 +269,7 @@ def _case(
     attributes: dict[str, Any],
     reference: Any,
 ) -> dict[str, Any]:
-    received: dict[str, Any] = {k: v for k, v in fields.items() if k != "api_key"}
+    received = {k: v for k, v in fields.items() if k != "api_key"}
     case: dict[str, Any] = {
         "id": case_id,
         "organisation": organisation.id,
@@ -479,10 +479,12 @@ async def _fetch(url: str) -> dict[str, Any]:
     try:
         async with httpx.AsyncClient(timeout=MEDIA_TIMEOUT_SECONDS) as client:
             answer = await client.get(url)
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise Open311Error(400, "media_url is not a URL that can be fetched") from exc
+    except httpx.HTTPError as exc:
         raise Open311Error(503, f"media_url could not be fetched: {type(exc).__name__}") from exc
-    if answer.status_code >= 400:
-        status = 400 if answer.status_code < 500 else 503
+    if not answer.is_success:
+        status = 503 if answer.status_code >= 500 else 400
         raise Open311Error(status, f"media_url answered HTTP {answer.status_code}")
     content_type = answer.headers.get("content-type", "application/octet-stream")
     return file_record(answer.content, content_type.split(";")[0].strip())

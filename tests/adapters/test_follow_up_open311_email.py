@@ -22,7 +22,7 @@ from app.catalogue.catalogue import Catalogue
 from app.core.vocabulary import MessageKind
 from app.sandbox import BackOffice, Behaviour
 from tests.adapters import factory
-from tests.conftest import ThreadedServer, serving
+from tests.conftest import ThreadedServer, free_port, serving
 
 COUNCIL = "cherwell"
 POLICE = "thames-valley-police"
@@ -299,6 +299,28 @@ async def test_a_media_url_that_cannot_be_fetched_files_nothing(
         await open311(sandbox, client).follow_up(
             follow_up(COUNCIL, case_id, attachments=(photos(gateway)[0], broken))
         )
+    assert back_office.cases[COUNCIL][case_id]["follow_ups"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "said"),
+    [
+        ("ftp://files.example/photo-1.jpg", PermanentError, "not a URL that can be fetched"),
+        ("http://127.0.0.1:{port}/v1/attachments/1", RetryableError, "HTTP 503 from 127.0.0.1"),
+    ],
+)
+async def test_a_media_url_that_is_no_url_is_refused_and_one_not_answering_retried(
+    sandbox: ThreadedServer,
+    back_office: BackOffice,
+    client: httpx.AsyncClient,
+    url: str,
+    error: type[Exception],
+    said: str,
+):
+    case_id = await council_case(sandbox, client)
+    broken = factory.attachment_file(url=url.format(port=free_port()))
+    with pytest.raises(error, match=said):
+        await open311(sandbox, client).follow_up(follow_up(COUNCIL, case_id, attachments=(broken,)))
     assert back_office.cases[COUNCIL][case_id]["follow_ups"] == []
 
 
