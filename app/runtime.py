@@ -118,9 +118,11 @@ def _compose(
     poller = Poller(
         engine=engine, catalogue=catalogue, adapters=adapters, worker_id=dispatcher.worker_id
     )
+    attachments = build_store(settings.attachments)
     retention = Retention(
         engine=engine,
         catalogue=catalogue,
+        store=attachments,
         interval_seconds=settings.privacy.retention_interval_seconds,
     )
     sender = WebhookSender(
@@ -151,7 +153,7 @@ def _compose(
         sender,
         supervisor,
         stuck,
-        attachments=build_store(settings.attachments),
+        attachments=attachments,
     )
 
 
