@@ -121,9 +121,11 @@ def _compose(
     poller = Poller(
         engine=engine, catalogue=catalogue, adapters=adapters, worker_id=dispatcher.worker_id
     )
+    attachments = build_store(settings.attachments)
     retention = Retention(
         engine=engine,
         catalogue=catalogue,
+        store=attachments,
         interval_seconds=settings.privacy.retention_interval_seconds,
     )
     sender = WebhookSender(
@@ -135,7 +137,6 @@ def _compose(
         shutdown_grace_seconds=settings.dispatch.shutdown_grace_seconds,
     )
     stuck = StuckSummaries(engine=engine, catalogue=catalogue, settings=settings.stuck)
-    attachments = build_store(settings.attachments)
     follow_ups = FollowUpSender(
         engine=engine,
         catalogue=catalogue,
