@@ -96,10 +96,11 @@ class EnquiryExport(EnquiryOut):
     consent: dict[str, Any] | None = None
     shared_with: list[SharedWith]
     status_updates: list[StatusUpdateOut]
-    messages: list[MessageExport] = Field(
+    # Fuller than the read's (EnquiryOut): every note and its author, each file's digest.
+    messages: list[MessageExport] = Field(  # type: ignore[assignment]
         default=[], description="Everything said after submission, oldest first, notes too"
     )
-    attachments: list[AttachmentExport] = Field(
+    attachments: list[AttachmentExport] = Field(  # type: ignore[assignment]
         default=[], description="Every photo and document added, oldest first"
     )
 
