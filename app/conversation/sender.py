@@ -36,7 +36,7 @@ from app.catalogue.catalogue import Catalogue
 from app.catalogue.status import FINAL, Status
 from app.core import outbox
 from app.core.crypto import Sealer
-from app.core.db import reading, writing
+from app.core.db import FOLLOW_UP_CHANNEL, reading, writing
 from app.core.models import (
     Attachment,
     attachment_table,
@@ -47,7 +47,7 @@ from app.core.models import (
     message_table,
     utcnow,
 )
-from app.core.outbox import LeaseFence, LeaseQueue, finished
+from app.core.outbox import LeaseFence, LeaseQueue, Listener, finished
 from app.core.settings import FollowUpSettings, Settings
 from app.core.vocabulary import EventType, MessageKind, OutboxState, Outcome
 from app.delivery.dispatcher import CalledOff, snapshot_for
@@ -102,6 +102,16 @@ class FollowUpSender(LeaseQueue[Claim]):
         self.store = store
         self.app_settings = settings
         self.shutdown_grace_seconds = settings.dispatch.shutdown_grace_seconds
+        self._listener = Listener(self.engine, FOLLOW_UP_CHANNEL, self.wake, name=self.name)
+
+    async def _starting(self) -> None:
+        await self._listener.start()
+
+    async def _prepare(self) -> None:
+        await self._listener.keep()
+
+    async def _stopped(self) -> None:
+        await self._listener.stop()
 
     def _grace_seconds(self) -> float:
         return self.shutdown_grace_seconds

@@ -31,7 +31,7 @@ from app.core import audit
 from app.core import reference as references
 from app.core.audit import Actor
 from app.core.crypto import Sealer
-from app.core.db import reading, writing
+from app.core.db import reading, wake_follow_ups, writing
 from app.core.errors import NotFound, StateConflict, ValidationFailed
 from app.core.models import (
     Attachment,
@@ -314,6 +314,8 @@ async def _record(
             },
             at=now,
         )
+    if parts:
+        await wake_follow_ups(conn)  # every worker's sender, once this commits
     return len(parts)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
+import asyncpg
 import structlog
 from sqlalchemy import ColumnElement, Row, Table, and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -403,6 +404,61 @@ class LeaseFence(Generic[ClaimT]):
         now = utcnow()
         if self.until - now < self.room:
             self.until = await self.queue.extend_lease(self.claim, now)
+
+
+class Listener:
+    """On PostgreSQL, LISTEN on `channel` and call `on_notify` at each NOTIFY (new work was
+    committed somewhere); reconnected when its connection drops. On SQLite, nothing: polling
+    finds the work."""
+
+    RELISTEN_SECONDS = 5.0
+
+    def __init__(
+        self, engine: AsyncEngine, channel: str, on_notify: Callable[[], None], *, name: str
+    ) -> None:
+        self.engine = engine
+        self.channel = channel
+        self.on_notify = on_notify
+        self.name = name
+        self._connection: asyncpg.Connection | None = None
+        self._listened_at = 0.0
+
+    async def start(self) -> None:
+        """Listen from now on."""
+        await self._listen()
+        self._listened_at = asyncio.get_running_loop().time()
+
+    async def keep(self) -> None:
+        """Reconnect LISTEN if its connection dropped (at most every few seconds)."""
+        if not is_postgres(self.engine):
+            return
+        if self._connection is not None and not self._connection.is_closed():
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._listened_at < self.RELISTEN_SECONDS:
+            return
+        self._listened_at = now
+        await self.stop()
+        await self._listen()
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._connection is not None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await self._connection.close()
+            self._connection = None
+
+    async def _listen(self) -> None:
+        if not is_postgres(self.engine):
+            return
+        url = self.engine.url.set(drivername="postgresql")
+        try:
+            self._connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+            await self._connection.add_listener(self.channel, lambda *_: self.on_notify())
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Polling still finds the work; only the instant wake-up is lost.
+            log.warning(f"{self.name}.listen_failed", error=type(exc).__name__)
+            self._connection = None
 
 
 class WorkPool:

@@ -9,14 +9,12 @@ concurrency caps per organisation, the attempt log and the enquiry's timeline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
 import structlog
 from sqlalchemy import ColumnElement, Row, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -45,7 +43,7 @@ from app.core.models import (
     fetch_one,
     utcnow,
 )
-from app.core.outbox import LeaseFence, LeaseQueue, finished
+from app.core.outbox import LeaseFence, LeaseQueue, Listener, finished
 from app.core.settings import DispatchSettings
 from app.core.vocabulary import BreakerChange, EventType, OutboxState, Outcome
 from app.delivery import circuits
@@ -53,7 +51,6 @@ from app.updates.recording import follow_enquiry_status
 
 log = structlog.get_logger()
 d = dispatch_table.c
-_RELISTEN_SECONDS = 5.0
 # The timeline's words when the enquiry as a whole moves on.
 _ENQUIRY_DETAIL = {
     Status.dispatched: "every organisation has received it",
@@ -164,8 +161,7 @@ class Dispatcher(LeaseQueue[Claim]):
         self.catalogue = catalogue
         self.adapters = adapters
         self.sealer = sealer
-        self._listener: asyncpg.Connection | None = None
-        self._listened_at = 0.0
+        self._listener = Listener(self.engine, DISPATCH_CHANNEL, self.wake, name=self.name)
         self._circuits_ready = False
         # As of the last claim: organisations with failures counted, and those whose circuit
         # has opened and not yet closed.
@@ -177,14 +173,13 @@ class Dispatcher(LeaseQueue[Claim]):
         self._full: set[str] = set()
 
     async def _starting(self) -> None:
-        await self._listen()
-        self._listened_at = asyncio.get_running_loop().time()
+        await self._listener.start()
 
     async def _prepare(self) -> None:
-        await self._keep_listening()
+        await self._listener.keep()
 
     async def _stopped(self) -> None:
-        await self._unlisten()
+        await self._listener.stop()
 
     def _grace_seconds(self) -> float:
         return self.settings.shutdown_grace_seconds
@@ -528,34 +523,3 @@ class Dispatcher(LeaseQueue[Claim]):
             .values(status=status, updated_at=now)
         )
         return status if changed.rowcount else None
-
-    async def _listen(self) -> None:
-        if not is_postgres(self.engine):
-            return
-        url = self.engine.url.set(drivername="postgresql")
-        try:
-            self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
-            await self._listener.add_listener(DISPATCH_CHANNEL, lambda *_: self.wake())
-        except (OSError, asyncpg.PostgresError) as exc:
-            # Polling still finds the work; only the instant wake-up is lost.
-            log.warning("dispatcher.listen_failed", error=type(exc).__name__)
-            self._listener = None
-
-    async def _keep_listening(self) -> None:
-        """Reconnect LISTEN if its connection dropped (at most every few seconds)."""
-        if not is_postgres(self.engine):
-            return
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        now = asyncio.get_running_loop().time()
-        if now - self._listened_at < _RELISTEN_SECONDS:
-            return
-        self._listened_at = now
-        await self._unlisten()
-        await self._listen()
-
-    async def _unlisten(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                await self._listener.close()
-            self._listener = None
