@@ -30,8 +30,8 @@ from app.adapters.base import (
     PermanentError,
     RetryableError,
 )
-from app.attachments.service import filename, open_file, signed_url
-from app.attachments.store import AttachmentStore
+from app.attachments.service import AttachmentDamaged, filename, open_file, signed_url
+from app.attachments.store import AttachmentMissing, AttachmentStore
 from app.catalogue.catalogue import Catalogue
 from app.catalogue.status import FINAL, Status
 from app.core import outbox
@@ -159,6 +159,9 @@ class FollowUpSender(LeaseQueue[Claim]):
             return Result(Outcome.retry, str(exc), retry_after=exc.retry_after)
         except PermanentError as exc:
             return Result(Outcome.dead, str(exc))
+        except (AttachmentMissing, AttachmentDamaged) as exc:
+            # The store lost a file, or holds another: the operator's to restore, not retried.
+            return Result(Outcome.dead, f"a file of it cannot be opened ({type(exc).__name__})")
         except Exception as exc:
             # A bug in an adapter must not stop the worker; the repeat carries the same key.
             log.exception("follow_up.adapter_crashed", follow_up=str(claim.row_id))

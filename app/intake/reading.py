@@ -243,7 +243,8 @@ async def conversation_of(
             actor=message.actor if staff else None,
         )
         for message in said
-        if message.kind != MessageKind.note or (staff and audience.sees(message.organisation_id))
+        if message.kind != MessageKind.note
+        or (staff and audience.organisation_id in (None, message.organisation_id))
     ]
     return attachments, messages
 

@@ -5,6 +5,7 @@ what it changes, and bad input refused with nothing half-stored."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +16,11 @@ from sqlalchemy import select
 from app.clients.service import Scope
 from app.core.models import audit_table, dispatch_table, event_table, utcnow
 from app.core.reference import display, new_reference
+from app.core.settings import Settings
+from app.main import create_app
 from app.sandbox import BackOffice
-from tests.conftest import bearer, enquiry_body, make_key, make_person
+from tests.adapters import factory
+from tests.conftest import bearer, enquiry_body, make_key, make_person, started
 from tests.conversation.helpers import (
     COUNTY,
     POLICE,
@@ -329,3 +333,90 @@ async def test_the_citizen_may_reopen_only_within_the_window_and_staff_at_any_ti
     async with app.state.iap.engine.connect() as conn:
         actions = (await conn.scalars(select(audit_table.c.action))).all()
     assert "enquiry.reopened" in actions
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def photo_form(count: int = 1, content: bytes | None = None) -> list[tuple[str, Any]]:
+    body = content if content is not None else factory.photo(exif=True)
+    return [("files", (f"IMG_{n}.jpg", body, "image/jpeg")) for n in range(count)]
+
+
+async def test_a_photo_is_kept_and_listed_under_our_name(
+    app: FastAPI, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    reference, token = await delivered(client, app)
+    added = await anonymous.post(
+        f"/v1/enquiries/{reference}/information",
+        params={"token": token},
+        data={"text": "Photo attached"},
+        files=photo_form(),
+    )
+    assert added.status_code == 201, added.text
+    [photo] = added.json()["attachments"]
+    assert (photo["content_type"], photo["filename"]) == ("image/jpeg", "photo-1.jpg")
+    seen = await read(anonymous, reference, token)
+    assert [a["id"] for a in seen["attachments"]] == [photo["id"]]
+    assert [a["id"] for a in seen["messages"][0]["attachments"]] == [photo["id"]]
+    [queued] = await follow_ups(app)
+    assert queued["kind"] == "information"
+
+
+@pytest.mark.parametrize(
+    ("files", "status"),
+    [
+        pytest.param(photo_form(6), 413, id="too-many-files"),
+        pytest.param(photo_form(1, b"just some text, not a photo"), 415, id="not-a-photo"),
+        pytest.param(photo_form(1, b"\xff\xd8\xff\xe0 cut short"), 422, id="a-broken-photo"),
+    ],
+)
+async def test_bad_files_are_refused_and_nothing_is_stored(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    files: list[tuple[str, Any]],
+    status: int,
+) -> None:
+    reference, token = await delivered(client, app)
+    answer = await anonymous.post(
+        f"/v1/enquiries/{reference}/information", params={"token": token}, files=files
+    )
+    assert answer.status_code == status, answer.text
+    assert await stored(app) == {"messages": 0, "attachments": 0, "follow_ups": 0}
+
+
+async def test_an_enquiry_keeps_at_most_max_per_enquiry_files(
+    settings: Settings, tmp_path: Path
+) -> None:
+    limits = settings.attachments.model_copy(update={"max_per_enquiry": 1})
+    application = create_app(
+        settings.model_copy(update={"attachments": limits}), run_dispatcher=False
+    )
+    async with started(application, Scope.admin) as http:
+        reference, token = await submitted(http)
+        address = f"/v1/enquiries/{reference}/information"
+        first = await http.post(address, params={"token": token}, files=photo_form())
+        assert first.status_code == 201, first.text
+        second = await http.post(address, params={"token": token}, files=photo_form())
+        assert second.status_code == 409, second.text
+        assert await stored(application) == {"messages": 1, "attachments": 1, "follow_ups": 0}
+    kept = [p for p in limits.directory.rglob("*") if p.is_file()]
+    assert len(kept) == 1  # the refused file was taken out of the store again
+
+
+async def test_a_partners_staff_see_their_own_notes_only(
+    app: FastAPI, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    reference, _ = await delivered(client, app, asb())
+    agent = bearer(await make_person(app, "agent", name="Alex Agent"))
+    officer = bearer(await make_person(app, "agent", organisation=POLICE, name="PC Hale"))
+    for who, text in ((agent, "Contact centre note"), (officer, "Police note")):
+        noted = await anonymous.post(
+            f"/v1/enquiries/{reference}/notes", json={"text": text}, headers=who
+        )
+        assert noted.status_code == 201, noted.text
+    police_view = (await anonymous.get(f"/v1/enquiries/{reference}", headers=officer)).json()
+    assert [m["text"] for m in police_view["messages"]] == ["Police note"]
+    centre_view = (await anonymous.get(f"/v1/enquiries/{reference}", headers=agent)).json()
+    assert [m["text"] for m in centre_view["messages"]] == ["Contact centre note", "Police note"]
