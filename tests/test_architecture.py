@@ -23,6 +23,9 @@ LAYERS: list[tuple[str, ...]] = [
     # the updates it is given; updates follow enquiries that intake stored.
     # Casework is people working enquiries: it redrives deliveries, re-enables partners'
     # subscriptions and moves parts as updates do.
+    # The conversation after submission: it closes parts as casework does and sends
+    # follow-ups with the dispatcher's snapshot.
+    ("conversation",),
     ("casework",),
     ("partners", "privacy"),
     ("delivery",),

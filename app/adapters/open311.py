@@ -8,6 +8,12 @@ council before it timed out.
 The look-up reads the spec's own list answer, which has no attributes: the reference is found
 in the description, where the create writes it too, within a narrow time window that is read
 again in halves whenever the council's answer is as long as it ever lists (`list_limit`).
+
+A follow-up (more information, a withdrawal, a reopening) is mySociety's client-side
+`POST servicerequestupdates`, as open311-adapter takes it: our follow-up id is the `update_id`
+a council dedupes a repeat on, the status says what the update asks for (OPEN, CLOSED, or
+REOPEN for a council that takes the extended statuses), and every attachment is one repeated
+`media_url`, a signed URL the council fetches the file from.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
 from app.adapters.base import (
     Adapter,
     AdapterConfig,
     Delivery,
+    FollowUp,
+    FollowUpReceipt,
     PermanentError,
     PollResult,
     Receipt,
@@ -35,6 +43,7 @@ from app.adapters.base import (
     transport_error,
 )
 from app.catalogue.status import OPEN311_WORDS
+from app.core.vocabulary import MessageKind
 
 # Our remote_reference while a council has only given us a token for the request.
 TOKEN_PREFIX = "token:"  # noqa: S105 - a label, not a secret
@@ -47,6 +56,15 @@ LOOKUP_MARGIN = timedelta(minutes=10)
 # Ids per `GET requests.json?service_request_id=...`, keeping URLs well under server limits.
 CHUNK_SIZE = 50
 ID_IN_MESSAGE = re.compile(r"service_request_id[ :=]+(\S+)")
+# The citizen's details the spec has no field for, which an agreement may let a council have
+# as attributes (`citizen_attributes`).
+AttributeField = Literal["preferred_contact", "accessibility_needs", "language"]
+# What an update says when the citizen gave no words (the spec requires a description).
+UNSAID: dict[MessageKind, str] = {
+    MessageKind.information: "More information was added to this request.",
+    MessageKind.withdrawal: "The request was withdrawn at the citizen's request.",
+    MessageKind.reopening: "The citizen asks for this request to be reopened.",
+}
 
 FormData = dict[str, str | list[str]]
 
@@ -67,6 +85,21 @@ class Open311Config(AdapterConfig):
     # False for a council whose requests cannot be listed: a repeat after an ambiguous failure
     # is posted without a look-up, so it may make a second case there (at-least-once).
     lookup: bool = True
+    # The citizen's language, accessibility needs or preferred contact, sent as the attribute
+    # codes agreed with the council ({language: iap_language}); only what its agreement shares.
+    citizen_attributes: dict[AttributeField, str] = Field(default_factory=dict)
+    # The council takes mySociety's extended statuses on an update: a reopening says REOPEN
+    # (else OPEN, as the plain extension has only OPEN and CLOSED).
+    extended_statuses: bool = False
+
+    @model_validator(mode="after")
+    def _attribute_codes_are_free(self) -> Open311Config:
+        codes = list(self.citizen_attributes.values())
+        if any(not code.strip() for code in codes):
+            raise ValueError("citizen_attributes: an attribute code may not be empty")
+        if len(set(codes)) != len(codes) or self.reference_attribute in codes:
+            raise ValueError("citizen_attributes: each needs its own code, not the reference's")
+        return self
 
     @field_validator("already_exists")
     @classmethod
@@ -100,6 +133,21 @@ class Open311Adapter(Adapter):
                 return await self._receipt_for_existing(delivery, message)
         raise_for_open311(response)
         return await self._receipt(first_item(json_body(response)))
+
+    async def follow_up(self, follow_up: FollowUp) -> FollowUpReceipt:
+        """POST servicerequestupdates once; a repeat carries the same update_id."""
+        if is_token(follow_up.remote_reference):
+            # The poll resolves the token; the update can go once the case has its id.
+            raise RetryableError("update: the council has given the request no id yet")
+        await follow_up.fence()
+        response = await self._call(
+            "POST", "servicerequestupdates.json", data=update_form(follow_up, self.config)
+        )
+        taken = re.search(self.config.already_exists, error_description(response))
+        if response.status_code == 400 and taken:
+            return FollowUpReceipt(remote_reference=None)  # taken at an earlier attempt
+        raise_for_open311(response)
+        return FollowUpReceipt(remote_reference=answered_update_id(response))
 
     def recognises_repeats(self) -> bool:
         """Only with the look-up: the spec gives a council no duty to dedupe."""
@@ -271,12 +319,60 @@ def create_form(delivery: Delivery, config: Open311Config) -> FormData:
         form["jurisdiction_id"] = config.jurisdiction_id
     form |= location_fields(enquiry.location)
     form["description"] = described(enquiry.description, enquiry.reference)
+    ours = {config.reference_attribute, *config.citizen_attributes.values()}
     for code, value in enquiry.attributes.items():
-        if code != config.reference_attribute:  # ours must not be overwritten
+        if code not in ours:  # ours must not be overwritten, nor said by anyone else
             form |= attribute_field(code, value)
     form[f"attribute[{config.reference_attribute}]"] = enquiry.reference
     form |= citizen_fields(enquiry.citizen)
+    form |= citizen_attribute_fields(enquiry.citizen, config)
     return form
+
+
+def update_form(follow_up: FollowUp, config: Open311Config) -> FormData:
+    """mySociety's update form: the follow-up, its files as media_url, and only the citizen's
+    details the council may have."""
+    form: FormData = {"api_key": config.api_key.get_secret_value()}
+    if config.jurisdiction_id:
+        form["jurisdiction_id"] = config.jurisdiction_id
+    form |= {
+        "service_request_id": follow_up.remote_reference,
+        "update_id": str(follow_up.follow_up_id),
+        "updated_datetime": iso(follow_up.created_at),
+        "status": update_status(follow_up.kind, config),
+        "description": follow_up.text or UNSAID[follow_up.kind],
+    }
+    if follow_up.attachments:
+        # open311-adapter reads media_url as a list; a council that reads one gets the first.
+        form["media_url"] = [attachment.url for attachment in follow_up.attachments]
+    form |= citizen_fields(follow_up.enquiry.citizen)
+    return form
+
+
+def update_status(kind: MessageKind, config: Open311Config) -> str:
+    """What the request's status is to be after the update."""
+    if kind is MessageKind.withdrawal:
+        return "CLOSED"
+    if kind is MessageKind.reopening and config.extended_statuses:
+        return "REOPEN"
+    if kind in (MessageKind.information, MessageKind.reopening):
+        return "OPEN"
+    raise PermanentError(f"a {kind} is never sent to a back-office")
+
+
+def answered_update_id(response: httpx.Response) -> str | None:
+    """The council's id for the update it took, when its answer names one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None  # taken all the same: a 2xx answer without a body we can read
+    if isinstance(body, dict):
+        body = body.get("service_request_updates", body)
+    found = body if isinstance(body, list) else [body]
+    for item in found:
+        if isinstance(item, dict) and item.get("update_id") not in (None, ""):
+            return str(item["update_id"])
+    return None
 
 
 def described(description: str, reference: str) -> str:
@@ -330,6 +426,20 @@ def citizen_fields(citizen: Mapping[str, Any] | None) -> dict[str, str]:
     if citizen.get("phone"):
         fields["phone"] = str(citizen["phone"])
     return fields
+
+
+def citizen_attribute_fields(
+    citizen: Mapping[str, Any] | None, config: Open311Config
+) -> dict[str, str]:
+    """The citizen's details the council takes as agreed attributes, from the already
+    minimised citizen: nothing the agreement or the citizen's consent withholds."""
+    if not citizen:
+        return {}
+    return {
+        f"attribute[{code}]": form_value(citizen[field])
+        for field, code in config.citizen_attributes.items()
+        if citizen.get(field) not in (None, "")
+    }
 
 
 def carries_reference(request: dict[str, Any], reference: str, attribute: str) -> bool:

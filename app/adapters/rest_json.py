@@ -3,15 +3,23 @@
 The `Idempotency-Key` header is the dispatch id, so a create repeated after an ambiguous failure
 (a timeout after the request left) answers 200 with the case made the first time instead of
 making a second one. The county pushes status changes (Standard Webhooks), so this never polls.
+
+Follow-ups go to the case itself, each call under its own Idempotency-Key: information is a
+comment (`POST /cases/{id}/comments`, key the follow-up id) after each attachment has been
+uploaded as the case's own file (`POST /cases/{id}/attachments`, multipart, key derived from
+the follow-up and attachment ids), the comment naming the uploads; a withdrawal or reopening is
+a status change (`POST /cases/{id}/status`, "withdrawn" or "reopened" with the reason).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from functools import cached_property
 from time import monotonic
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import AnyHttpUrl, SecretStr, model_validator
@@ -19,7 +27,10 @@ from pydantic import AnyHttpUrl, SecretStr, model_validator
 from app.adapters.base import (
     Adapter,
     AdapterConfig,
+    AttachmentFile,
     Delivery,
+    FollowUp,
+    FollowUpReceipt,
     PermanentError,
     Receipt,
     enquiry_record,
@@ -27,6 +38,7 @@ from app.adapters.base import (
     transport_error,
 )
 from app.catalogue.status import Status
+from app.core.vocabulary import MessageKind
 
 # A token this close to its expiry is renewed first, so it cannot lapse while a call is on the way.
 EXPIRY_MARGIN_SECONDS = 30.0
@@ -40,7 +52,16 @@ CASE_WORDS: dict[str, Status] = {
     "closed": Status.closed,
     "rejected": Status.not_our_responsibility,
     "duplicate": Status.duplicate,
-    "withdrawn": Status.cancelled,
+    # The case's own words for a citizen calling it off or opening it again: ours, whether we
+    # asked for the change (a follow-up) or the citizen rang the county.
+    "withdrawn": Status.withdrawn,
+    "reopened": Status.reopened,
+}
+
+# The status change each follow-up kind asks the county for.
+FOLLOW_UP_STATUS: dict[MessageKind, str] = {
+    MessageKind.withdrawal: "withdrawn",
+    MessageKind.reopening: "reopened",
 }
 
 
@@ -77,21 +98,68 @@ class RestJsonAdapter(Adapter):
         url = f"{str(self.config.base_url).rstrip('/')}/cases"
         body = enquiry_record(delivery)
         headers = {"Idempotency-Key": str(delivery.dispatch_id)}
-        response = await self._post_authorised(url, body, headers)
-        if response.status_code == 401 and self.config.token_url is not None:
-            # The county may revoke a token before its expiry (key rotation, restart): renew once.
-            self._forget_token(response.request.headers.get("authorization"))
-            response = await self._post_authorised(url, body, headers)
+        response = await self._post(url, headers, json=body)
         raise_for_response(response)
         return Receipt(remote_reference=case_id(response))
 
+    async def follow_up(self, follow_up: FollowUp) -> FollowUpReceipt:
+        """A comment with its uploads, or a status change, made once per follow-up id."""
+        case = quote(follow_up.remote_reference, safe="")
+        case_url = f"{str(self.config.base_url).rstrip('/')}/cases/{case}"
+        key = str(follow_up.follow_up_id)
+        if follow_up.kind in FOLLOW_UP_STATUS:
+            change = {"status": FOLLOW_UP_STATUS[follow_up.kind], "reason": follow_up.text or ""}
+            await follow_up.fence()
+            answer = await self._taken_once(follow_up, f"{case_url}/status", key, json=change)
+            return FollowUpReceipt(remote_reference=answer_id(answer, "update_id"))
+        if follow_up.kind is not MessageKind.information:
+            raise PermanentError(f"a {follow_up.kind} is never sent to a back-office")
+        uploaded = [await self._upload(follow_up, case_url, file) for file in follow_up.attachments]
+        comment = {
+            "text": follow_up.text or "",
+            "attachments": [upload for upload in uploaded if upload is not None],
+            "author": "citizen" if follow_up.by_citizen else "agent",
+            "created_at": follow_up.created_at.isoformat(),
+        }
+        await follow_up.fence()
+        answer = await self._taken_once(follow_up, f"{case_url}/comments", key, json=comment)
+        return FollowUpReceipt(remote_reference=answer_id(answer, "id"))
+
+    async def _upload(self, follow_up: FollowUp, case_url: str, file: AttachmentFile) -> str | None:
+        """Upload one file to the case; its id, or None when an earlier attempt uploaded it."""
+        await follow_up.fence()
+        files = {"file": (file.filename, file.content, file.content_type)}
+        key = str(upload_key(follow_up.follow_up_id, file.attachment_id))
+        answer = await self._taken_once(follow_up, f"{case_url}/attachments", key, files=files)
+        return answer_id(answer, "id")
+
+    async def _taken_once(
+        self, follow_up: FollowUp, url: str, key: str, **body: Any
+    ) -> httpx.Response | None:
+        """POST under this Idempotency-Key; None when a repeat is refused as a key already
+        used (409): the county took the first attempt, whose answer we never read."""
+        response = await self._post(url, {"Idempotency-Key": key}, **body)
+        if response.status_code == 409 and follow_up.is_repeat:
+            return None
+        raise_for_response(response)
+        return response
+
+    async def _post(self, url: str, headers: dict[str, str], **body: Any) -> httpx.Response:
+        """POST with the bearer token, renewed once if the county refuses it."""
+        response = await self._post_authorised(url, headers, **body)
+        if response.status_code == 401 and self.config.token_url is not None:
+            # The county may revoke a token before its expiry (key rotation, restart): renew once.
+            self._forget_token(response.request.headers.get("authorization"))
+            response = await self._post_authorised(url, headers, **body)
+        return response
+
     async def _post_authorised(
-        self, url: str, body: dict[str, Any], headers: dict[str, str]
+        self, url: str, headers: dict[str, str], **body: Any
     ) -> httpx.Response:
         bearer = await self._bearer()
         sent = {**headers, "Authorization": f"Bearer {bearer}"} if bearer else headers
         try:
-            return await self.client.post(url, json=body, headers=sent, timeout=self.timeout)
+            return await self.client.post(url, headers=sent, timeout=self.timeout, **body)
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
 
@@ -165,3 +233,23 @@ def case_id(response: httpx.Response) -> str:
     if remote is None or isinstance(remote, bool | dict | list) or str(remote) == "":
         raise PermanentError(f"HTTP {response.status_code} without a case id")
     return str(remote)
+
+
+def upload_key(follow_up_id: uuid.UUID, attachment_id: uuid.UUID) -> uuid.UUID:
+    """One file's Idempotency-Key: the same for every attempt of this follow-up, and apart from
+    the comment's key and every other file's."""
+    return uuid.uuid5(follow_up_id, str(attachment_id))
+
+
+def answer_id(response: httpx.Response | None, field: str) -> str | None:
+    """The county's id for what it made (a comment, an upload, a status change), if it said."""
+    if response is None:
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    found = answer.get(field) if isinstance(answer, dict) else None
+    if found is None or isinstance(found, bool | dict | list) or str(found) == "":
+        return None
+    return str(found)

@@ -3,6 +3,10 @@
 For back-offices whose only intake is a mailbox (Thames Valley Police in the shipped config, and
 any organisation as a fallback). The Message-ID is made from the dispatch id, so a message sent
 again after an ambiguous failure (a timeout after DATA) can be recognised and discarded.
+A follow-up (more information, a withdrawal, a reopening) is a reply in the same thread: its
+In-Reply-To and References name the first delivery's Message-ID, its own Message-ID is made
+from the follow-up id (the key a repeat is recognised by), its subject is "Re: " and the first
+one's, X-IAP-Follow-Up says which kind it is, and each photo or document is a part of its own.
 Named smtp.py, not email.py, so that it never shadows the standard library's `email` package.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -21,14 +26,24 @@ from app.adapters.base import (
     Adapter,
     AdapterConfig,
     Delivery,
+    EnquirySnapshot,
+    FollowUp,
+    FollowUpReceipt,
     PermanentError,
     Receipt,
     RetryableError,
     enquiry_record,
 )
+from app.core.vocabulary import MessageKind
 
 MESSAGE_ID_DOMAIN = "iap.invalid"
 _REPLY_CHARS = 120
+# The first line of a follow-up's body, for the person reading the mailbox.
+FOLLOW_UP_LEADS: dict[MessageKind, str] = {
+    MessageKind.information: "More information about enquiry {reference}",
+    MessageKind.withdrawal: "Enquiry {reference} has been withdrawn",
+    MessageKind.reopening: "Enquiry {reference} is to be reopened",
+}
 
 
 class EmailConfig(AdapterConfig):
@@ -66,17 +81,31 @@ class EmailAdapter(Adapter):
     config: EmailConfig
 
     async def deliver(self, delivery: Delivery) -> Receipt:
-        if self.outbound is not None:
-            # aiosmtplib connects by itself, so the outbound rules are checked here.
-            try:
-                await self.outbound.check_url(self.config.outbound_urls()["host"])
-            except OSError as exc:
-                raise smtp_error(exc) from exc
+        await self._check_outbound()
         message = build_message(delivery, self.config)
         refused = await self._send(message)
         if refused:
             raise_for_refused(refused, total=len(self.config.recipients))
         return Receipt(remote_reference=message_id(delivery).strip("<>"))
+
+    async def follow_up(self, follow_up: FollowUp) -> FollowUpReceipt:
+        """A reply to the first delivery's message; every attempt has the same Message-ID."""
+        await self._check_outbound()
+        message = build_follow_up(follow_up, self.config)
+        await follow_up.fence()
+        refused = await self._send(message)
+        if refused:
+            raise_for_refused(refused, total=len(self.config.recipients))
+        return FollowUpReceipt(remote_reference=follow_up_message_id(follow_up).strip("<>"))
+
+    async def _check_outbound(self) -> None:
+        """aiosmtplib connects by itself, so the outbound rules are checked here."""
+        if self.outbound is None:
+            return
+        try:
+            await self.outbound.check_url(self.config.outbound_urls()["host"])
+        except OSError as exc:
+            raise smtp_error(exc) from exc
 
     async def _send(self, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
         """One SMTP conversation; the recipients that refused the message, if any."""
@@ -116,7 +145,22 @@ class EmailAdapter(Adapter):
 
 def message_id(delivery: Delivery) -> str:
     """The same on every attempt, so that a receiving system can discard repeats."""
-    return f"<{delivery.dispatch_id}@{MESSAGE_ID_DOMAIN}>"
+    return id_of(delivery.dispatch_id)
+
+
+def follow_up_message_id(follow_up: FollowUp) -> str:
+    """A follow-up's own Message-ID, the same on every attempt."""
+    return id_of(follow_up.follow_up_id)
+
+
+def id_of(key: uuid.UUID) -> str:
+    """A Message-ID made from one of our ids."""
+    return f"<{key}@{MESSAGE_ID_DOMAIN}>"
+
+
+def subject(enquiry: EnquirySnapshot, config: EmailConfig) -> str:
+    """The first delivery's subject; a follow-up's is "Re: " and this."""
+    return f"{config.subject_prefix} {enquiry.reference}: {enquiry.service_name}"
 
 
 def build_message(delivery: Delivery, config: EmailConfig) -> EmailMessage:
@@ -126,7 +170,7 @@ def build_message(delivery: Delivery, config: EmailConfig) -> EmailMessage:
     message = EmailMessage()
     message["From"] = config.sender
     message["To"] = ", ".join(config.recipients)
-    message["Subject"] = f"{config.subject_prefix} {enquiry.reference}: {enquiry.service_name}"
+    message["Subject"] = subject(enquiry, config)
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id(delivery)
     message["X-IAP-Reference"] = enquiry.reference
@@ -138,6 +182,52 @@ def build_message(delivery: Delivery, config: EmailConfig) -> EmailMessage:
         filename=f"enquiry-{enquiry.reference}.json",
     )
     return message
+
+
+def build_follow_up(follow_up: FollowUp, config: EmailConfig) -> EmailMessage:
+    """A reply in the enquiry's thread: the text, and each attachment under our file name."""
+    enquiry = follow_up.enquiry
+    first = id_of(follow_up.dispatch_id)
+    message = EmailMessage()
+    message["From"] = config.sender
+    message["To"] = ", ".join(config.recipients)
+    message["Subject"] = f"Re: {subject(enquiry, config)}"
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = follow_up_message_id(follow_up)
+    message["In-Reply-To"] = first
+    message["References"] = first
+    message["X-IAP-Reference"] = enquiry.reference
+    message["X-IAP-Follow-Up"] = str(follow_up.kind)
+    message.set_content(follow_up_body(follow_up))
+    for attachment in follow_up.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(
+            attachment.content,
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=attachment.filename,
+        )
+    return message
+
+
+def follow_up_body(follow_up: FollowUp) -> str:
+    """What was said, laid out for a person reading the mailbox."""
+    enquiry = follow_up.enquiry
+    if follow_up.kind not in FOLLOW_UP_LEADS:
+        raise PermanentError(f"a {follow_up.kind} is never sent to a back-office")
+    who = "the citizen" if follow_up.by_citizen else "our staff, for the citizen"
+    lines = [
+        f"{FOLLOW_UP_LEADS[follow_up.kind].format(reference=enquiry.reference)}"
+        f" ({enquiry.service_name}).",
+        f"Said: {follow_up.created_at.isoformat()} by {who}",
+        "",
+        follow_up.text or "(No words given.)",
+        "",
+    ]
+    names = [attachment.filename for attachment in follow_up.attachments]
+    if names:
+        lines.append(f"Attached: {', '.join(names)}.")
+    return "\n".join(lines) + "\n"
 
 
 def text_body(record: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +29,8 @@ class AppState:
     limiter: RateLimiter
     outbound: OutboundGuard
     attachments: AttachmentStore  # sealed photos and documents (app/attachments)
+    # New follow-ups are waiting (app.conversation): this process's sender claims them now.
+    wake_follow_ups: Callable[[], None] = field(default=lambda: None)
 
 
 async def get_state(request: Request) -> AppState:

@@ -18,6 +18,7 @@ from fastapi import UploadFile
 from PIL import Image, ImageOps
 
 from app.core.errors import AttachmentTooLarge, UnreadableAttachment, UnsupportedAttachment
+from app.core.models import ATTACHMENT_EXTENSIONS
 from app.core.settings import AttachmentSettings
 
 Kind = Literal["photo", "document"]
@@ -40,13 +41,7 @@ _SAVE_OPTIONS: dict[str, dict[str, object]] = {
     "WEBP": {"quality": 90},
     "GIF": {},
 }
-EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "application/pdf": "pdf",
-}
+EXTENSIONS = ATTACHMENT_EXTENSIONS
 
 
 @dataclass(frozen=True)

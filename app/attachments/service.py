@@ -13,10 +13,10 @@ from typing import Any
 
 import structlog
 
-from app.attachments.files import EXTENSIONS, Prepared
+from app.attachments.files import Prepared
 from app.attachments.store import AttachmentMissing, AttachmentStore, storage_key
 from app.core.crypto import Sealer
-from app.core.models import Attachment
+from app.core.models import Attachment, attachment_filename
 from app.core.settings import Settings
 
 log = structlog.get_logger()
@@ -134,8 +134,5 @@ def signature_holds(
 
 
 def filename(row: Row, number: int) -> str:
-    """The name the file is given out under, ours, never the uploader's: photo-1.jpg,
-    document-2.pdf (`number` counts the enquiry's attachments from 1)."""
-    content_type: str = _field(row, "content_type")
-    kind = "photo" if content_type.startswith("image/") else "document"
-    return f"{kind}-{number}.{EXTENSIONS.get(content_type, 'bin')}"
+    """The name the file is given out under (app.core.models.attachment_filename)."""
+    return attachment_filename(_field(row, "content_type"), number)

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.db import is_postgres, reading, writing
+from app.core.errors import LeaseLost
 from app.core.logs import error_type
 from app.core.models import utcnow
 from app.core.settings import LeaseQueueSettings
@@ -296,6 +297,13 @@ class LeaseQueue(ABC, Generic[ClaimT]):
             extended = await self._settle(conn, claim, {"lease_until": until})
         return until if extended else None
 
+    async def extend_lease(self, claim: ClaimT, now: datetime) -> datetime:
+        """Hold this claim's lease for another lease_seconds, or raise LeaseLost."""
+        until = await self._extend(claim, now)
+        if until is None:
+            raise LeaseLost("the lease ran out and another worker took this work")
+        return until
+
     async def _hand_back(self, claim: ClaimT, when: datetime) -> None:
         """Give a claim back unattempted, due at `when`: it spends no attempt."""
         async with writing(self.engine) as conn:
@@ -368,6 +376,33 @@ class LeaseQueue(ABC, Generic[ClaimT]):
         if max_retry_after is not None:
             asked = min(asked, max_retry_after)
         return timedelta(seconds=max(delay, asked))
+
+
+class LeaseFence(Generic[ClaimT]):
+    """Checked before every call that may make something at the other side (a case, an
+    update): the lease must still be ours with room for the call to end and the other side to
+    settle before it runs out, so that a worker that takes the work over after the lease looks
+    up what is already there. Within that room no query is needed; past it the lease is
+    extended, or LeaseLost is raised."""
+
+    def __init__(
+        self,
+        queue: LeaseQueue[ClaimT],
+        claim: ClaimT,
+        *,
+        lease_until: datetime,
+        room_seconds: float,
+    ) -> None:
+        self.queue = queue
+        self.claim = claim
+        self.until = lease_until
+        self.room = timedelta(seconds=room_seconds)
+
+    async def check(self) -> None:
+        """Raise LeaseLost unless this worker may make a call now."""
+        now = utcnow()
+        if self.until - now < self.room:
+            self.until = await self.queue.extend_lease(self.claim, now)
 
 
 class WorkPool:

@@ -11,6 +11,15 @@
   Idempotency-Key gives the same case back with 200, a new one 201 {"id": "OCC-000123",
   "status": "new"}. An unknown or expired token gets 401 with WWW-Authenticate.
 - GET /{org}/api/cases/{id} (Bearer): the case, its status and every update.
+- POST /{org}/api/cases/{id}/attachments (Bearer, multipart, one `file`): a file kept on the
+  case, 201 {"id": "ATT-000124", "content_type", "size"}; the same Idempotency-Key gives the same
+  upload back with 200.
+- POST /{org}/api/cases/{id}/comments (Bearer): {"text", "attachments": [upload ids], "author",
+  "created_at"}, 201 {"id": "CMT-000125"}, filed as an "information" follow-up with the files it
+  names; the same Idempotency-Key adds nothing and answers 200 as before.
+- POST /{org}/api/cases/{id}/status (Bearer): {"status": "withdrawn" | "reopened", "reason"}: the
+  case moves (an update, pushed like any other), filed as a "withdrawal" or "reopening"
+  follow-up; 201 {"id", "status", "update_id"}; the same Idempotency-Key adds nothing (200).
 Errors: {"error", "error_description"} (RFC 6749 style). Words: new → assigned → in_progress →
 completed (any word can be set by hand). Updates are pushed to the gateway, signed, when the
 organisation has an `inbound.webhook_secret` (see pushes.py).
@@ -29,10 +38,15 @@ from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from app.catalogue.catalogue import Organisation
 from app.sandbox import faults
 from app.sandbox.core import Sandbox, SandboxDep
+from app.sandbox.files import file_record
+from app.sandbox.office import utc_now
 
 router = APIRouter(prefix="/{organisation}")
 
@@ -232,3 +246,179 @@ def case_json(case: dict[str, Any]) -> dict[str, Any]:
             {**update, "updated_at": update["updated_at"].isoformat()} for update in case["updates"]
         ],
     }
+
+
+# The follow-up kind each status change a caller may ask for is filed as.
+FOLLOW_UP_KINDS = {"withdrawn": "withdrawal", "reopened": "reopening"}
+
+
+async def _held_case(
+    sandbox: Sandbox, organisation: str, case_id: str, authorization: str | None
+) -> tuple[Organisation, dict[str, Any]]:
+    """The county and its case, once the call has arrived and its token is good."""
+    county = _find(sandbox, organisation)
+    await _arrive(sandbox, county)
+    _check_bearer(sandbox, county, authorization)
+    case = sandbox.office.case(county.id, case_id)
+    if case is None:
+        raise CountyError(404, "not_found", f"No case {case_id}")
+    return county, case
+
+
+def _key(idempotency_key: str | None) -> str:
+    if not idempotency_key:
+        raise CountyError(400, "invalid_request", "An Idempotency-Key header is required")
+    return idempotency_key
+
+
+@router.post("/api/cases/{case_id}/attachments")
+async def upload(
+    organisation: str,
+    case_id: str,
+    request: Request,
+    sandbox: SandboxDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Keep one file on the case, or give back the upload this Idempotency-Key made."""
+    content, content_type, filename = await _one_file(request)
+    county, case = await _held_case(sandbox, organisation, case_id, authorization)
+    key = _key(idempotency_key)
+    uploads: list[dict[str, Any]] = case.setdefault("uploads", [])
+    earlier = next((u for u in uploads if u["key"] == key), None)
+    if earlier is not None:
+        return JSONResponse(_upload_json(earlier), 200)
+    upload_id = f"ATT-{sandbox.office.take_number():06d}"
+    kept = file_record(content, content_type, id=upload_id, key=key, filename=filename)
+    uploads.append(kept)
+    await faults.hold(sandbox.office, county.id)
+    return JSONResponse(_upload_json(kept), 201)
+
+
+async def _one_file(request: Request) -> tuple[bytes, str, str]:
+    """The `file` part of a multipart body: its content, type and name."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise CountyError(415, "invalid_request", "Send multipart/form-data with a `file` part")
+    try:
+        form = await request.form()
+    except (HTTPException, MultiPartException) as exc:  # a body the parser cannot read
+        raise CountyError(400, "invalid_request", "The multipart body cannot be read") from exc
+    part = form.get("file")
+    if not isinstance(part, UploadFile):
+        raise CountyError(422, "invalid_attachment", "No `file` part")
+    content = await part.read()
+    if not content:
+        raise CountyError(422, "invalid_attachment", "The file is empty")
+    return content, part.content_type or "application/octet-stream", part.filename or ""
+
+
+def _upload_json(kept: dict[str, Any]) -> dict[str, Any]:
+    return {"id": kept["id"], "content_type": kept["content_type"], "size": kept["size"]}
+
+
+@router.post("/api/cases/{case_id}/comments")
+async def comment(
+    organisation: str,
+    case_id: str,
+    request: Request,
+    sandbox: SandboxDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """File a comment and the uploads it names, once per Idempotency-Key."""
+    raw = await request.body()
+    county, case = await _held_case(sandbox, organisation, case_id, authorization)
+    key = _key(idempotency_key)
+    body = _json_object(raw)
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise CountyError(422, "invalid_comment", "Missing or not text: text")
+    files = _named_uploads(case, body.get("attachments", []))
+    earlier = _earlier(sandbox, case, key)
+    if earlier is not None:
+        return JSONResponse({"id": earlier["id"]}, 200)
+    comment_id = f"CMT-{sandbox.office.take_number():06d}"
+    entry = {
+        "key": key,
+        "id": comment_id,
+        "kind": "information",
+        "text": text,
+        "status": None,
+        "attachments": files,
+        "received": body,
+    }
+    sandbox.office.record_follow_up(case, entry)
+    case["updated_at"] = utc_now()
+    await faults.hold(sandbox.office, county.id)
+    return JSONResponse({"id": comment_id}, 201)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise CountyError(400, "invalid_request", "The body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise CountyError(400, "invalid_request", "The body must be a JSON object")
+    return body
+
+
+def _named_uploads(case: dict[str, Any], named: Any) -> list[dict[str, Any]]:
+    """The file records of the uploads a comment names, in its order."""
+    if not isinstance(named, list) or not all(isinstance(n, str) for n in named):
+        raise CountyError(422, "invalid_comment", "attachments must be a list of upload ids")
+    uploads = {u["id"]: u for u in case.get("uploads", [])}
+    unknown = [n for n in named if n not in uploads]
+    if unknown:
+        raise CountyError(422, "invalid_comment", f"No upload {unknown[0][:40]} on this case")
+    return [{k: v for k, v in uploads[n].items() if k != "key"} for n in dict.fromkeys(named)]
+
+
+def _earlier(sandbox: Sandbox, case: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The follow-up this key filed before, the repeat counted as a call all the same."""
+    for taken in case.get("follow_ups", []):
+        if taken["key"] == key:
+            sandbox.office.record_follow_up(case, taken)  # counts it; adds nothing
+            return dict(taken)
+    return None
+
+
+@router.post("/api/cases/{case_id}/status")
+async def change_status(
+    organisation: str,
+    case_id: str,
+    request: Request,
+    sandbox: SandboxDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Withdraw or reopen the case at the caller's word, once per Idempotency-Key."""
+    raw = await request.body()
+    county, case = await _held_case(sandbox, organisation, case_id, authorization)
+    key = _key(idempotency_key)
+    body = _json_object(raw)
+    status, reason = body.get("status"), body.get("reason", "")
+    if status not in FOLLOW_UP_KINDS:
+        raise CountyError(422, "invalid_status", "status must be withdrawn or reopened")
+    if not isinstance(reason, str):
+        raise CountyError(422, "invalid_status", "reason must be text")
+    earlier = _earlier(sandbox, case, key)
+    if earlier is not None:
+        return JSONResponse(_change_json(case, earlier), 200)
+    update = sandbox.move(case, status, reason or f"The caller asked for {status}.")
+    entry = {
+        "key": key,
+        "id": update["update_id"],
+        "kind": FOLLOW_UP_KINDS[status],
+        "text": reason,
+        "status": status,
+        "attachments": [],
+        "received": body,
+    }
+    sandbox.office.record_follow_up(case, entry)
+    await faults.hold(sandbox.office, county.id)
+    return JSONResponse(_change_json(case, entry), 201)
+
+
+def _change_json(case: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    return {"id": case["id"], "status": entry["status"], "update_id": entry["id"]}

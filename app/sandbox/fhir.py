@@ -8,6 +8,16 @@ organisations whose adapter type is "fhir".
   with meta.versionId/lastUpdated, Location .../ServiceRequest/<id>/_history/<v> and an ETag.
 - GET ServiceRequest/{id} (read), ServiceRequest/{id}/_history/{v} (vread), and
   GET ServiceRequest?_id=a,b&identifier=system|value (a Bundle searchset).
+- PUT ServiceRequest/{id}: a version-aware update; If-Match must name the current version
+  (W/"<v>"), else 412. The body is validated as on create and becomes the next version; a move
+  to `revoked` is filed on the case as a "withdrawal" follow-up (its new notes the reason).
+- A created ServiceRequest that `replaces` one held here is a reopening of that one: filed on
+  the replaced case as a "reopening" follow-up (its last note the reason), keyed on its
+  identifier; the new one is a case of its own (`replaces` naming the old one).
+- POST Communication: validated, `basedOn` a ServiceRequest held here (422 otherwise), each
+  contentAttachment's data checked against its size and SHA-1 hash (400 on a mismatch);
+  If-None-Exist as for ServiceRequest. Filed on the case as an "information" follow-up keyed on
+  its identifier, with its contentString text and its files.
 - When the adapter config has `bearer_token`, every call must carry it (401 otherwise).
 Each status move (active → completed; any word by hand) is a new version with the move's
 description appended as a note; its update id is "<id>/_history/<version>".
@@ -15,7 +25,10 @@ description appended as a note; its update id is "<id>/_history/<version>".
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
+import hashlib
 import json
 from datetime import datetime
 from typing import Annotated, Any
@@ -23,16 +36,20 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.servicerequest import ServiceRequest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.catalogue.catalogue import Organisation
 from app.sandbox import faults
 from app.sandbox.core import Sandbox, SandboxDep
+from app.sandbox.files import file_record
+from app.sandbox.office import utc_now
 
 router = APIRouter(prefix="/{organisation}/fhir")
 FHIR_JSON = "application/fhir+json"
 DEFAULT_SYSTEM = "urn:iap:enquiry-reference"
+DEFAULT_FOLLOW_UP_SYSTEM = "urn:iap:follow-up"
 
 
 class FhirResponse(JSONResponse):
@@ -99,17 +116,63 @@ async def create(
     sandbox.office.count_create(icb.id, key)
     await _arrive(sandbox, icb, authorization)
     resource = _validated(body, request.headers.get("content-type", ""))
+    replaced = _replaced(sandbox, icb, resource)
     if if_none_exist:
         matches = _search(sandbox, icb, dict(parse_qsl(if_none_exist)))
         if len(matches) > 1:
             raise FhirError(412, f"{len(matches)} resources match If-None-Exist", code="duplicate")
         if matches:
+            if replaced is not None:
+                _count_repeat(sandbox, replaced, key or matches[0]["id"])
             return _resource_response(request, matches[0]["resource"], 200)
     case_id = f"sr-{sandbox.office.take_number():06d}"
     case = sandbox.open_case(_case(icb, case_id, resource, key))
     _first_version(case)
+    if replaced is not None:
+        _file_reopening(sandbox, replaced, case, key or case_id)
     await faults.hold(sandbox.office, icb.id)
     return _resource_response(request, case["resource"], 201)
+
+
+def _replaced(
+    sandbox: Sandbox, icb: Organisation, resource: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The case a new ServiceRequest `replaces`, if it names one (422 if not one held here)."""
+    named = [r.get("reference") for r in resource.get("replaces") or [] if isinstance(r, dict)]
+    if not named:
+        return None
+    replaced_id = str(named[0]).removeprefix("ServiceRequest/")
+    case = sandbox.office.case(icb.id, replaced_id)
+    if case is None:
+        raise FhirError(422, f"replaces {str(named[0])[:60]}: no such ServiceRequest here")
+    return case
+
+
+def _file_reopening(
+    sandbox: Sandbox, replaced: dict[str, Any], case: dict[str, Any], key: str
+) -> None:
+    """The replacing request is a reopening of the one it replaces."""
+    case["replaces"], case["reference"] = replaced["id"], None
+    replaced["replaced_by"] = case["id"]
+    notes = [n.get("text") for n in case["received"].get("note") or [] if isinstance(n, dict)]
+    entry = {
+        "key": key,
+        "id": case["id"],
+        "kind": "reopening",
+        "text": notes[-1] if notes else None,
+        "status": case["status"],
+        "attachments": [],
+        "received": case["received"],
+    }
+    sandbox.office.record_follow_up(replaced, entry)
+
+
+def _count_repeat(sandbox: Sandbox, case: dict[str, Any], key: str) -> None:
+    """A repeated follow-up call: counted, and nothing added."""
+    for taken in case.get("follow_ups", []):
+        if taken["key"] == key:
+            sandbox.office.record_follow_up(case, taken)
+            return
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
@@ -120,17 +183,20 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _validated(body: dict[str, Any] | None, content_type: str) -> dict[str, Any]:
+def _validated(
+    body: dict[str, Any] | None, content_type: str, model: type[BaseModel] = ServiceRequest
+) -> dict[str, Any]:
     if content_type.split(";")[0].strip() not in (FHIR_JSON, "application/json"):
         raise FhirError(415, f"Send {FHIR_JSON}", code="not-supported")
     if body is None:
         raise FhirError(400, "The body is not a JSON object", code="structure")
     try:
-        ServiceRequest.model_validate(body)
+        model.model_validate(body)
     except ValidationError as exc:
         # Where and what, never the values: they may be the citizen's.
+        name = model.__name__
         problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'ServiceRequest'}: {e['msg'].splitlines()[0]}"
+            f"{'.'.join(str(p) for p in e['loc']) or name}: {e['msg'].splitlines()[0]}"
             for e in exc.errors()
         ]
         raise FhirError(400, "; ".join(problems[:5]), code="invalid") from exc
@@ -224,7 +290,8 @@ def _resource_response(request: Request, resource: dict[str, Any], status: int) 
     version = resource["meta"]["versionId"]
     base = str(request.base_url).rstrip("/")
     organisation = request.path_params["organisation"]
-    location = f"{base}/{organisation}/fhir/ServiceRequest/{resource['id']}/_history/{version}"
+    kind = resource["resourceType"]
+    location = f"{base}/{organisation}/fhir/{kind}/{resource['id']}/_history/{version}"
     headers = {"Location": location, "ETag": f'W/"{version}"'}
     return FhirResponse(resource, status, headers=headers)
 
@@ -324,3 +391,177 @@ async def _case_for(
     if case is None:
         raise FhirError(404, f"ServiceRequest/{resource_id} not found", code="not-found")
     return case
+
+
+@router.put("/ServiceRequest/{resource_id}")
+async def update_request(
+    organisation: str,
+    resource_id: str,
+    request: Request,
+    sandbox: SandboxDep,
+    if_match: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """A version-aware update: the body becomes the next version if If-Match is current."""
+    body = _json_object(await request.body())
+    case = await _case_for(sandbox, organisation, resource_id, authorization)
+    resource = _validated(body, request.headers.get("content-type", ""))
+    if resource.get("id") != resource_id:
+        raise FhirError(400, f"The body's id is not {resource_id[:40]}", code="invalid")
+    current = case["resource"]["meta"]["versionId"]
+    if _etag_version(if_match) != current:
+        raise FhirError(412, f"If-Match must name the current version, {current}", code="conflict")
+    before = case["resource"]
+    update = _next_version(case, resource)
+    if before.get("status") != "revoked" and resource.get("status") == "revoked":
+        entry = {
+            "key": update["update_id"],
+            "id": update["update_id"],
+            "kind": "withdrawal",
+            "text": update["description"],
+            "status": "revoked",
+            "attachments": [],
+            "received": resource,
+        }
+        sandbox.office.record_follow_up(case, entry)
+    await faults.hold(sandbox.office, case["organisation"])
+    return _resource_response(request, case["resource"], 200)
+
+
+def _etag_version(etag: str | None) -> str | None:
+    """`1` from W/"1" (or "1")."""
+    if not etag:
+        return None
+    return etag.strip().removeprefix("W/").strip('"')
+
+
+def _next_version(case: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
+    """The caller's resource as the next version; its new notes are the update's description."""
+    now = utc_now()
+    version = len(case["versions"]) + 1
+    earlier_notes = len(case["resource"].get("note") or [])
+    added = [n.get("text") or "" for n in (resource.get("note") or [])[earlier_notes:]]
+    stored = {
+        **resource,
+        "meta": {
+            **(resource.get("meta") or {}),
+            "versionId": str(version),
+            "lastUpdated": _instant(now),
+        },
+    }
+    update = {
+        "update_id": f"{case['id']}/_history/{version}",
+        "status": stored.get("status", case["status"]),
+        "description": "\n".join(added) or None,
+        "updated_at": now,
+    }
+    case.update(resource=stored, status=update["status"], updated_at=now)
+    case["versions"].append(stored)
+    case["updates"].append(update)
+    return update
+
+
+@router.post("/Communication")
+async def communicate(
+    organisation: str,
+    request: Request,
+    sandbox: SandboxDep,
+    if_none_exist: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Create a Communication about a ServiceRequest held here, or give back the one made."""
+    icb = _find(sandbox, organisation)
+    body = _json_object(await request.body())
+    await _arrive(sandbox, icb, authorization)
+    resource = _validated(body, request.headers.get("content-type", ""), Communication)
+    case = _based_on(sandbox, icb, resource)
+    files = _contained_files(resource)
+    key = _identifier_value(resource, _follow_up_system(icb))
+    if if_none_exist:
+        matches = _matching_communications(sandbox, icb, dict(parse_qsl(if_none_exist)))
+        if len(matches) > 1:
+            raise FhirError(412, f"{len(matches)} resources match If-None-Exist", code="duplicate")
+        if matches:
+            _count_repeat(sandbox, case, key or matches[0]["id"])
+            return _resource_response(request, matches[0], 200)
+    stored = {
+        **resource,
+        "id": f"comm-{sandbox.office.take_number():06d}",
+        "meta": {"versionId": "1", "lastUpdated": _instant(utc_now())},
+    }
+    case.setdefault("communications", []).append(stored)
+    texts = [p["contentString"] for p in resource.get("payload") or [] if "contentString" in p]
+    entry = {
+        "key": key or stored["id"],
+        "id": stored["id"],
+        "kind": "information",
+        "text": "\n".join(texts) or None,
+        "status": None,
+        "attachments": files,
+        "received": _without_data(resource),
+    }
+    sandbox.office.record_follow_up(case, entry)
+    await faults.hold(sandbox.office, icb.id)
+    return _resource_response(request, stored, 201)
+
+
+def _follow_up_system(organisation: Organisation) -> str:
+    extra = organisation.adapter.model_extra or {}
+    return str(extra.get("follow_up_system", DEFAULT_FOLLOW_UP_SYSTEM))
+
+
+def _based_on(sandbox: Sandbox, icb: Organisation, resource: dict[str, Any]) -> dict[str, Any]:
+    """The case the Communication is about (422 unless basedOn names one held here)."""
+    for based in resource.get("basedOn") or []:
+        reference = str(based.get("reference") or "") if isinstance(based, dict) else ""
+        if reference.startswith("ServiceRequest/"):
+            case = sandbox.office.case(icb.id, reference.removeprefix("ServiceRequest/"))
+            if case is not None:
+                return case
+    raise FhirError(422, "basedOn names no ServiceRequest held here", code="processing")
+
+
+def _contained_files(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each contentAttachment as received, its data checked against its size and hash."""
+    files = []
+    for number, part in enumerate(resource.get("payload") or []):
+        attachment = part.get("contentAttachment")
+        if not isinstance(attachment, dict):
+            continue
+        where = f"Communication.payload[{number}].contentAttachment"
+        try:
+            content = base64.b64decode(str(attachment.get("data") or ""), validate=True)
+        except binascii.Error as exc:
+            raise FhirError(400, f"{where}.data is not base64", code="invalid") from exc
+        if attachment.get("size") is not None and attachment["size"] != len(content):
+            raise FhirError(400, f"{where}.size is not the data's size", code="invalid")
+        sha1 = base64.b64encode(hashlib.sha1(content).digest()).decode()  # noqa: S324
+        if attachment.get("hash") is not None and attachment["hash"] != sha1:
+            raise FhirError(400, f"{where}.hash is not the data's SHA-1", code="invalid")
+        content_type = str(attachment.get("contentType") or "application/octet-stream")
+        files.append(file_record(content, content_type, title=attachment.get("title"), sha1=sha1))
+    return files
+
+
+def _without_data(resource: dict[str, Any]) -> dict[str, Any]:
+    """The Communication as received, each file's data replaced by its length (kept readable)."""
+    shown = copy.deepcopy(resource)
+    for part in shown.get("payload") or []:
+        attachment = part.get("contentAttachment")
+        if isinstance(attachment, dict) and "data" in attachment:
+            attachment["data"] = f"<{len(str(attachment['data']))} base64 characters>"
+    return shown
+
+
+def _matching_communications(
+    sandbox: Sandbox, icb: Organisation, params: dict[str, str]
+) -> list[dict[str, Any]]:
+    wanted = [_token(v) for v in params.get("identifier", "").split(",") if v]
+    if not wanted:
+        return []
+    return [
+        communication
+        for case in sandbox.office.cases.get(icb.id, {}).values()
+        for communication in case.get("communications", [])
+        if any(_has_identifier(communication, token) for token in wanted)
+    ]

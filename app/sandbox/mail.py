@@ -8,6 +8,12 @@ description and citizen from the enquiry-<reference>.json attachment. Behaviour 
 elsewhere (the recipient's organisation, else "*"): down → 421, fail → 451, timeout → kept, then
 the 250 held back.
 
+A reply (In-Reply-To naming the Message-ID of a case's first message, as the email adapter's
+follow-ups are) opens no case: it is filed on the case it answers as a follow-up (office.py),
+keyed on its own Message-ID, of the kind its X-IAP-Follow-Up header names (information,
+withdrawal, reopening; information if it names none), with its text and each attached file.
+A repeated Message-ID adds nothing; a reply to no case we hold is only kept.
+
 GET /mail is a plain HTML page listing the messages; GET /mail.json the same as JSON.
 """
 
@@ -29,7 +35,8 @@ from fastapi.responses import HTMLResponse
 
 from app.sandbox import faults
 from app.sandbox.core import Sandbox, SandboxDep
-from app.sandbox.office import utc_now
+from app.sandbox.files import file_record
+from app.sandbox.office import BackOffice, utc_now
 
 router = APIRouter()
 SMTP_HOST = "127.0.0.1"
@@ -37,6 +44,7 @@ SMTP_HOST = "127.0.0.1"
 # phone in a police email) and every connection's opening and closing at INFO (the controller's
 # own check at start-up included); only its warnings are worth an operator's eye.
 SMTP_LOGGER = "mail.log"
+FOLLOW_UP_KINDS = ("information", "withdrawal", "reopening")
 
 
 class MailSink:
@@ -77,21 +85,79 @@ async def receive(sandbox: Sandbox, mail_from: str, rcpt_tos: list[str], content
 async def _receive(sandbox: Sandbox, mail_from: str, rcpt_tos: list[str], content: bytes) -> str:
     message = BytesParser(policy=policy.default).parsebytes(content)
     assert isinstance(message, EmailMessage)  # policy.default parses to EmailMessage
-    message_id = str(message.get("Message-ID") or "").strip().strip("<>") or None
+    message_id = _bare(message.get("Message-ID")) or None
     organisation = _organisation_for(sandbox, rcpt_tos)
     office = sandbox.office
-    if organisation is not None:
+    answered = _answered_case(office, organisation, message)
+    if organisation is not None and not message.get("In-Reply-To"):
         office.count_create(organisation, message_id)
     scope = organisation or "*"
     fault = await faults.arrive(office, scope)
     if fault is not None:
+        if answered is not None:  # a reply that arrives is counted as it is filed
+            _count_follow_up(office, answered, message_id)
         return "421 Service not available" if fault.down else "451 Try again later"
     entry = _entry(sandbox, message, message_id, organisation, mail_from, rcpt_tos)
     office.mail.append(entry)
-    if organisation is not None and (organisation, message_id or "") not in office.by_key:
+    if answered is not None:
+        _file_follow_up(office, answered, message, entry)
+    elif message.get("In-Reply-To"):
+        pass  # a reply to no case held here: kept, and nothing more
+    elif organisation is not None and (organisation, message_id or "") not in office.by_key:
         sandbox.open_case(_case(entry, office.take_number()))
     await faults.hold(office, scope)
     return f"250 OK queued as {entry['number']}"
+
+
+def _bare(header: Any) -> str:
+    """A Message-ID header's id without its angle brackets."""
+    return str(header or "").strip().strip("<>")
+
+
+def _answered_case(
+    office: BackOffice, organisation: str | None, message: EmailMessage
+) -> dict[str, Any] | None:
+    """The case whose first message this one replies to, if this organisation holds it."""
+    if organisation is None or not message.get("In-Reply-To"):
+        return None
+    case_id = office.by_key.get((organisation, _bare(message.get("In-Reply-To"))))
+    return office.case(organisation, case_id) if case_id else None
+
+
+def _count_follow_up(office: BackOffice, case: dict[str, Any], message_id: str | None) -> None:
+    """Count a reply the behaviour refused, as record_follow_up counts those it files."""
+    slot = (case["organisation"], message_id or "")
+    office.follow_up_posts[slot] = office.follow_up_posts.get(slot, 0) + 1
+
+
+def _file_follow_up(
+    office: BackOffice, case: dict[str, Any], message: EmailMessage, entry: dict[str, Any]
+) -> None:
+    """File the reply on its case: its kind, text and files (a repeat adds nothing)."""
+    kind = str(message.get("X-IAP-Follow-Up", "")).strip().lower()
+    files = [
+        file_record(_content(part), part.get_content_type(), filename=part.get_filename())
+        for part in message.iter_attachments()
+    ]
+    received = {k: entry[k] for k in ("from", "to", "subject")} | {
+        "in_reply_to": _bare(message.get("In-Reply-To")),
+        "references": str(message.get("References", "")),
+    }
+    follow_up = {
+        "key": entry["message_id"] or "",
+        "kind": kind if kind in FOLLOW_UP_KINDS else "information",
+        "text": entry["text"],
+        "status": None,
+        "attachments": files,
+        "received": received,
+    }
+    office.record_follow_up(case, follow_up)
+
+
+def _content(part: EmailMessage) -> bytes:
+    """A part's content as the bytes that were sent."""
+    content = part.get_content()
+    return content.encode() if isinstance(content, str) else bytes(content)
 
 
 def _organisation_for(sandbox: Sandbox, rcpt_tos: list[str]) -> str | None:
@@ -136,8 +202,7 @@ def _entry(
 
 
 def _attachment(part: EmailMessage) -> dict[str, Any]:
-    content = part.get_content()
-    raw = content.encode() if isinstance(content, str) else bytes(content)
+    raw = _content(part)
     found: dict[str, Any] = {
         "filename": part.get_filename(),
         "content_type": part.get_content_type(),

@@ -16,6 +16,18 @@ whose adapter type is "open311".
   makes a second case, which `duplicates()` shows), and requests without `iap_reference` or
   attributes. `list_limit` caps every list answer at that many requests, the oldest first.
 - GET servicerequestupdates.json?start_date&end_date (mySociety's extension): every status move.
+- POST servicerequestupdates.json (form, mySociety's extension as open311-adapter takes it):
+  api_key as for a create; service_request_id, update_id, status (OPEN, CLOSED, REOPEN, ...),
+  updated_datetime and description required. It is filed on the case as a follow-up (office.py),
+  keyed on update_id: CLOSED is a withdrawal, REOPEN (or OPEN on a case at a final word) a
+  reopening, anything else information. Each media_url (repeated for several) is fetched and
+  recorded as the file it served; a URL that answers 4xx gets 400, one that fails otherwise
+  503, and nothing is filed. The answer is {"service_request_updates": [{"update_id"}]}, the
+  council's own id; a repeated update_id gets the same answer and adds nothing. Follow-ups are
+  not status moves: they change no status, and GET servicerequestupdates never lists them.
+- `citizen_attributes` in the adapter's config ({language: iap_language, ...}): the citizen's
+  details a create carries as those attributes, recorded on the case's citizen like the spec's
+  contact fields, and listed as hidden attributes in every service definition.
 Errors are Open311's JSON array [{"code", "description"}]. Words: open → in_progress →
 action_scheduled → fixed (any word can be set by hand).
 """
@@ -27,19 +39,45 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.catalogue.catalogue import Organisation, Service, Tier
 from app.sandbox import faults
 from app.sandbox.core import Sandbox, SandboxDep
+from app.sandbox.files import file_record
+from app.sandbox.office import BackOffice
 from app.sandbox.pushes import external_status_code
 
 router = APIRouter(prefix="/{organisation}/open311/v2")
 NOTICE = "Thank you for your report. We aim to respond within 10 working days."
 CITIZEN_FIELDS = ("email", "first_name", "last_name", "phone")
+# The statuses an update may ask for (open311-adapter's status_extended_upper).
+UPDATE_STATUSES = frozenset(
+    {
+        "OPEN",
+        "CLOSED",
+        "FIXED",
+        "IN_PROGRESS",
+        "ACTION_SCHEDULED",
+        "INVESTIGATING",
+        "DUPLICATE",
+        "NOT_COUNCILS_RESPONSIBILITY",
+        "NO_FURTHER_ACTION",
+        "INTERNAL_REFERRAL",
+        "REOPEN",
+        "FOR_TRIAGE",
+    }
+)
+UPDATE_FIELDS = ("service_request_id", "update_id", "status", "updated_datetime", "description")
+# A case at one of these words is done with: OPEN on it asks for it to be reopened.
+FINAL_WORDS = frozenset(
+    {"fixed", "closed", "duplicate", "not_councils_responsibility", "no_further_action"}
+)
+MEDIA_TIMEOUT_SECONDS = 10.0
 
 
 class Open311Error(faults.SimulatorError):
@@ -139,6 +177,8 @@ async def service_definition(
         for order, a in enumerate(service.attributes, start=1)
     ]
     attributes.append(_hidden_reference(district, len(attributes) + 1))
+    for field, code in _citizen_attributes(district).items():
+        attributes.append(_hidden_citizen_attribute(field, code, len(attributes) + 1))
     return JSONResponse({"service_code": service_code, "attributes": attributes})
 
 
@@ -151,6 +191,24 @@ def _hidden_reference(organisation: Organisation, order: int) -> dict[str, Any]:
         "datatype_description": None,
         "order": order,
         "description": "Reference of the enquiry at the integrated access point",
+        "values": [],
+    }
+
+
+def _citizen_attributes(organisation: Organisation) -> dict[str, str]:
+    """Our citizen field → the attribute code agreed for it (the adapter's citizen_attributes)."""
+    return {str(k): str(v) for k, v in (_setting(organisation, "citizen_attributes") or {}).items()}
+
+
+def _hidden_citizen_attribute(field: str, code: str, order: int) -> dict[str, Any]:
+    return {
+        "variable": False,
+        "code": code,
+        "datatype": "string",
+        "required": False,
+        "datatype_description": None,
+        "order": order,
+        "description": f"The citizen's {field.replace('_', ' ')}, where they may be shared",
         "values": [],
     }
 
@@ -211,7 +269,7 @@ def _case(
     attributes: dict[str, Any],
     reference: Any,
 ) -> dict[str, Any]:
-    received = {k: v for k, v in fields.items() if k != "api_key"}
+    received: dict[str, Any] = {k: v for k, v in fields.items() if k != "api_key"}
     case: dict[str, Any] = {
         "id": case_id,
         "organisation": organisation.id,
@@ -228,16 +286,20 @@ def _case(
         "long": _number(fields.get("long")),
         "address_string": fields.get("address_string"),
     }
-    citizen = _citizen(fields)
+    citizen = _citizen(fields, attributes, _citizen_attributes(organisation))
     if citizen:
         case["citizen"] = citizen
     return case
 
 
-def _citizen(fields: dict[str, str]) -> dict[str, str]:
-    """The personal data the form carried, in our field names."""
+def _citizen(
+    fields: dict[str, str], attributes: dict[str, Any], agreed: dict[str, str]
+) -> dict[str, str]:
+    """The personal data the form carried, in our field names: the spec's contact fields and
+    the attributes agreed for the citizen's other details."""
     name = " ".join(fields[k] for k in ("first_name", "last_name") if fields.get(k))
     found = {"name": name, "email": fields.get("email", ""), "phone": fields.get("phone", "")}
+    found |= {field: str(attributes.get(code) or "") for field, code in agreed.items()}
     return {k: v for k, v in found.items() if v}
 
 
@@ -340,6 +402,96 @@ async def updates(
     ]
     found.sort(key=lambda u: u["updated_datetime"])
     return JSONResponse({"service_request_updates": found})
+
+
+@router.post("/servicerequestupdates.json")
+async def post_update(organisation: str, request: Request, sandbox: SandboxDep) -> JSONResponse:
+    """File a follow-up on its case once, with the files its media_url serve."""
+    district = _find(sandbox, organisation)
+    pairs = parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True)
+    fields = {k: v for k, v in pairs if k not in ("media_url", "media_url[]")}
+    media = [v for k, v in pairs if k in ("media_url", "media_url[]") and v]
+    key = fields.get("update_id") or ""
+    try:
+        await _arrive(sandbox, district)
+        case = _updated_case(sandbox, district, fields)
+        held = _taken(case, key) or await _follow_up(case, fields, media)
+    except Open311Error:
+        _count_follow_up(sandbox.office, district.id, key)
+        raise
+    sandbox.office.record_follow_up(case, held)  # a repeat is counted, and adds nothing
+    await faults.hold(sandbox.office, district.id)
+    return JSONResponse({"service_request_updates": [{"update_id": held["id"]}]})
+
+
+def _updated_case(
+    sandbox: Sandbox, district: Organisation, fields: dict[str, str]
+) -> dict[str, Any]:
+    """The case an update is for, once its form is one a council takes."""
+    _check_api_key(district, fields.get("api_key"), required=True)
+    _check_jurisdiction(district, fields.get("jurisdiction_id"))
+    missing = [name for name in UPDATE_FIELDS if name not in fields]
+    if missing or not fields["update_id"]:
+        raise Open311Error(400, f"Missing required fields: {', '.join(missing or ['update_id'])}")
+    if fields["status"] not in UPDATE_STATUSES:
+        raise Open311Error(400, f"status '{fields['status'][:40]}' is not a status of ours")
+    _date(fields["updated_datetime"], "updated_datetime")
+    case = sandbox.office.case(district.id, fields["service_request_id"])
+    if case is None:
+        raise Open311Error(404, f"Service request {fields['service_request_id'][:60]} not found")
+    return case
+
+
+def _taken(case: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The follow-up this case already holds under this update_id."""
+    return next((f for f in case.get("follow_ups", []) if f["key"] == key), None)
+
+
+async def _follow_up(
+    case: dict[str, Any], fields: dict[str, str], media: list[str]
+) -> dict[str, Any]:
+    """The follow-up to file: what it says, and each file as fetched from its media_url."""
+    received: dict[str, Any] = {k: v for k, v in fields.items() if k != "api_key"}
+    # The signed URLs' query strings are bearer secrets until they expire: left out.
+    received["media_url"] = [urlsplit(url)._replace(query="").geturl() for url in media]
+    return {
+        "id": f"{case['id']}-U{len(case.get('follow_ups', [])) + 1}",
+        "key": fields["update_id"],
+        "kind": _kind(case, fields["status"]),
+        "text": fields["description"],
+        "status": fields["status"],
+        "attachments": [await _fetch(url) for url in media],
+        "received": received,
+    }
+
+
+def _kind(case: dict[str, Any], status: str) -> str:
+    """What the update asks for, as a council would read it."""
+    if status == "CLOSED":
+        return "withdrawal"
+    if status == "REOPEN" or (status == "OPEN" and case["status"] in FINAL_WORDS):
+        return "reopening"
+    return "information"
+
+
+async def _fetch(url: str) -> dict[str, Any]:
+    """One media_url's file, fetched as a council's system fetches it."""
+    try:
+        async with httpx.AsyncClient(timeout=MEDIA_TIMEOUT_SECONDS) as client:
+            answer = await client.get(url)
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Open311Error(503, f"media_url could not be fetched: {type(exc).__name__}") from exc
+    if answer.status_code >= 400:
+        status = 400 if answer.status_code < 500 else 503
+        raise Open311Error(status, f"media_url answered HTTP {answer.status_code}")
+    content_type = answer.headers.get("content-type", "application/octet-stream")
+    return file_record(answer.content, content_type.split(";")[0].strip())
+
+
+def _count_follow_up(office: BackOffice, organisation_id: str, key: str) -> None:
+    """Count a follow-up call that failed, as record_follow_up counts those that arrive."""
+    slot = (organisation_id, key)
+    office.follow_up_posts[slot] = office.follow_up_posts.get(slot, 0) + 1
 
 
 def _request_json(

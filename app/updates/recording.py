@@ -119,7 +119,7 @@ async def record_on(
     """Record one update of this dispatch once, in the caller's transaction: every update,
     pushed, polled or a person's (`actor`, named on the timeline; None for a system's), lands
     here."""
-    status = canonical(remote.status, *words)
+    status = echo_of_withdrawal(dispatch, canonical(remote.status, *words))
     now = now or utcnow()
     if not await _insert_once(conn, organisation.id, dispatch, remote, status, via, now):
         return Recorded(new=False, status=status)
@@ -135,6 +135,13 @@ async def record_on(
         await _send_to_triage(conn, catalogue, organisation, dispatch, remote, now)
     await follow_enquiry_status(conn, dispatch.enquiry_id, now)
     return Recorded(new=True, status=status)
+
+
+def echo_of_withdrawal(dispatch: Dispatch, status: Status | None) -> Status | None:
+    """A part the citizen withdrew that the back-office then reports called off (FHIR's
+    `revoked`, an Open311 `cancelled`) is telling us our own withdrawal: it stays withdrawn."""
+    withdrawn = Status.withdrawn in (dispatch.closure, dispatch.remote_status)
+    return Status.withdrawn if withdrawn and status is Status.cancelled else status
 
 
 async def _matching_dispatch(
@@ -264,7 +271,8 @@ async def follow_enquiry_status(
     if status in FINAL and len(set(active)) > 1:
         status = Status.closed  # all finished, in different ways
     current = await conn.scalar(select(e.status).where(e.id == enquiry_id).with_for_update())
-    if current == status:
+    # A withdrawn enquiry stays withdrawn: what its organisations say later stays on their parts.
+    if current in (status, Status.withdrawn):
         return
     closed_at = now if status in FINAL else None
     await conn.execute(

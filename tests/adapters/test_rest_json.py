@@ -442,7 +442,8 @@ async def test_a_success_we_cannot_read_is_permanent(answer, complaint):
         ("closed", Status.closed),
         ("rejected", Status.not_our_responsibility),
         ("duplicate", Status.duplicate),
-        ("withdrawn", Status.cancelled),
+        ("withdrawn", Status.withdrawn),
+        ("reopened", Status.reopened),
     ],
 )
 def test_the_countys_status_words(word, status):

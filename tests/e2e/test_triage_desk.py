@@ -123,12 +123,14 @@ async def test_an_agent_hands_a_straddling_enquiry_on_to_the_vale(
     [case] = vale_cases
     assert case["reference"] == reference
     assert case["service_code"] == "missed-bin"
-    # The Vale shares name, email and phone; the citizen's consent decides whether it gets them.
+    # The Vale's agreement shares them all (accessibility needs as the attribute agreed with
+    # it); the citizen's consent decides whether it gets them.
     if consent:
         assert case["citizen"] == {
             "name": "Robin Example",
             "email": "robin@example.org",
             "phone": "07700 900123",
+            "accessibility_needs": "Large print letters",
         }
     else:
         assert "citizen" not in case
