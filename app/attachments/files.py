@@ -7,8 +7,8 @@ header, before its pixels are decoded."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -78,10 +78,15 @@ def prepare(content: bytes, settings: AttachmentSettings) -> Prepared:
 
 async def read_uploads(files: Sequence[UploadFile], settings: AttachmentSettings) -> list[Prepared]:
     """The uploads of one request, prepared: no more than max_files, each read no further
-    than max_bytes."""
+    than max_bytes, and re-encoded in a worker thread (a large photo takes a second of CPU,
+    which would stall every other request on the event loop)."""
     if len(files) > settings.max_files:
         raise AttachmentTooLarge(f"At most {settings.max_files} files can be added at once.")
-    return [prepare(await _read_limited(upload, settings), settings) for upload in files]
+    prepared = []
+    for upload in files:
+        content = await _read_limited(upload, settings)
+        prepared.append(await asyncio.to_thread(prepare, content, settings))
+    return prepared
 
 
 async def _read_limited(upload: UploadFile, settings: AttachmentSettings) -> bytes:
@@ -116,24 +121,24 @@ def _document(content: bytes) -> Prepared:
 def _reencode(content: bytes, pillow_format: str, max_pixels: int) -> bytes:
     """The image's pixels (its first frame, turned upright as its EXIF says) in a new file of
     the same format, with none of the original's metadata."""
-    with warnings.catch_warnings():
-        # Pillow's own bomb check warns above its global limit; ours below is the one that
-        # decides, from the settings, and Pillow still refuses what is far beyond its own.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(BytesIO(content), formats=[pillow_format]) as opened:
-                _refuse_bomb(opened.size, max_pixels)
-                upright = ImageOps.exif_transpose(opened)
-                upright.load()
-                return _save(upright, pillow_format)
-        except Image.DecompressionBombError as exc:
-            raise AttachmentTooLarge(_too_many_pixels(max_pixels)) from exc
-        except (AttachmentTooLarge, UnreadableAttachment):
-            raise
-        except Exception as exc:
-            raise UnreadableAttachment(
-                "The image is damaged or cut short and could not be opened."
-            ) from exc
+    # Pillow's own limit (89 megapixels, a warning; twice that, an error) caps the settings',
+    # so an image past it is refused alike whether warnings are errors or not.
+    max_pixels = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    try:
+        with Image.open(BytesIO(content), formats=[pillow_format]) as opened:
+            _refuse_bomb(opened.size, max_pixels)
+            upright = ImageOps.exif_transpose(opened)
+            upright.load()
+            return _save(upright, pillow_format)
+    # Pillow's own check, from the header too (its warning is an error where warnings are).
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise AttachmentTooLarge(_too_many_pixels(max_pixels)) from exc
+    except (AttachmentTooLarge, UnreadableAttachment):
+        raise
+    except Exception as exc:  # a damaged file fails in many ways inside Pillow
+        raise UnreadableAttachment(
+            "The image is damaged or cut short and could not be opened."
+        ) from exc
 
 
 def _refuse_bomb(size: tuple[int, int], max_pixels: int) -> None:

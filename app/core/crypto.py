@@ -97,8 +97,12 @@ class Sealer:
         return _mac(self._signing_keys[0], message)
 
     def verify(self, message: str, signature: str) -> bool:
-        """Whether the signature is the message's under any configured key."""
-        return any(hmac.compare_digest(_mac(key, message), signature) for key in self._signing_keys)
+        """Whether the signature is the message's under any configured key (compared as
+        bytes: a signature a client made up, in any characters, is simply wrong)."""
+        given = signature.encode("utf-8", "surrogateescape")
+        return any(
+            hmac.compare_digest(_mac(key, message).encode(), given) for key in self._signing_keys
+        )
 
     def email_hash(self, email: str | None) -> str | None:
         """The keyed hash an email is found by, whatever its case or surrounding spaces."""

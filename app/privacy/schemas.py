@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from app.core.types import Strict
-from app.core.vocabulary import AuditAction, MessageKind, ReceivedVia
+from app.core.vocabulary import AuditAction, ReceivedVia
 from app.intake.schemas import (
     EnquiryOut,
 )
@@ -56,33 +56,13 @@ class StatusUpdateOut(BaseModel):
     received_via: ReceivedVia
 
 
-class MessageExport(BaseModel):
-    """Something said about the enquiry after it was submitted, by the citizen, by staff or
-    a client for them, or a staff note (about the citizen, so theirs to see unless an
-    exemption applies: the officer reviews notes before sending the export)."""
+class FileCopy(BaseModel):
+    """Where the officer fetches a copy of one of the enquiry's attachments to give the
+    citizen (files are not inlined: an enquiry may hold hundreds of megabytes of them)."""
 
-    id: uuid.UUID
-    kind: MessageKind
-    text: str | None = Field(default=None, description="What was said (absent once erased)")
-    by: str = Field(description='"citizen", or the API client or staff who wrote it')
-    organisation_id: str | None = Field(
-        default=None, description="The partner organisation of the staff who wrote it"
-    )
-    created_at: datetime
-
-
-class AttachmentExport(BaseModel):
-    """A photo or document the citizen (or staff for them) added: what it is, and where the
-    officer fetches it to give the citizen a copy (files are not inlined: an enquiry may hold
-    hundreds of megabytes of them)."""
-
-    id: uuid.UUID
-    message_id: uuid.UUID
+    id: uuid.UUID = Field(description="The attachment's id, as in `attachments`")
     filename: str = Field(examples=["photo-1.jpg"])
-    content_type: str = Field(examples=["image/jpeg"])
-    size: int = Field(description="Bytes of the file as kept (an image re-encoded, no EXIF)")
     sha256: str = Field(description="Of the file as kept: check a fetched copy against it")
-    added_at: datetime
     fetch: str = Field(
         description="GET this with an API key holding enquiries:read-all (a data protection "
         "officer's own); each fetch is written to the audit log",
@@ -96,12 +76,9 @@ class EnquiryExport(EnquiryOut):
     consent: dict[str, Any] | None = None
     shared_with: list[SharedWith]
     status_updates: list[StatusUpdateOut]
-    # Fuller than the read's (EnquiryOut): every note and its author, each file's digest.
-    messages: list[MessageExport] = Field(  # type: ignore[assignment]
-        default=[], description="Everything said after submission, oldest first, notes too"
-    )
-    attachments: list[AttachmentExport] = Field(  # type: ignore[assignment]
-        default=[], description="Every photo and document added, oldest first"
+    # `messages` (staff notes too) and `attachments` are the enquiry's, as staff read them.
+    files: list[FileCopy] = Field(
+        default=[], description="How to fetch a copy of each attachment, oldest first"
     )
 
 

@@ -3,10 +3,11 @@
 erasure and retention remove personal data the same way (`anonymise`), keeping the enquiry
 and its statistics: service, status, place codes, dates, destinations and timeline.
 
-What was said after submission is the citizen's too: an export lists every message (staff
-notes included: they are about the citizen, and disclosable unless an exemption applies,
-which the officer decides before sending) and each photo or document, with where the officer
-fetches it; anonymising blanks the messages' text and deletes the files and their rows.
+What was said after submission is the citizen's too: an export holds every message as staff
+read them (notes included: they are about the citizen, and disclosable unless an exemption
+applies, which the officer decides before sending) and each photo or document with where the
+officer fetches a copy; anonymising blanks the messages' text and deletes the files and their
+rows.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from app.core.db import reading, writing
 from app.core.models import (
     Attachment,
     Enquiry,
-    Message,
     StatusUpdate,
     attachment_table,
     dispatch_table,
@@ -52,11 +52,10 @@ from app.core.vocabulary import AuditAction, EventType, OutboxState
 from app.intake.reading import enquiry_view
 from app.intake.schemas import DestinationOut
 from app.privacy.schemas import (
-    AttachmentExport,
     EnquiryExport,
     ErasureNotice,
     ErasureOut,
-    MessageExport,
+    FileCopy,
     SharedWith,
     StatusUpdateOut,
     Subject,
@@ -149,35 +148,22 @@ async def _export(
         StatusUpdate,
         select(StatusUpdate).where(s.enquiry_id == enquiry.id).order_by(s.updated_at, s.id),
     )
-    # A dict, not keywords: the export's messages and attachments replace the view's own.
-    return EnquiryExport.model_validate(
-        {
-            **view.model_dump(),
-            "consent": enquiry.consent,
-            "shared_with": shared_with,
-            "status_updates": [StatusUpdateOut.model_validate(u.model_dump()) for u in updates],
-            "messages": await _messages(conn, enquiry),
-            "attachments": await _attachments(conn, enquiry),
-        }
+    return EnquiryExport(
+        **view.model_dump(),
+        consent=enquiry.consent,
+        shared_with=shared_with,
+        status_updates=[StatusUpdateOut.model_validate(u.model_dump()) for u in updates],
+        files=await _file_copies(conn, enquiry),
     )
 
 
-async def _messages(conn: AsyncConnection, enquiry: Enquiry) -> list[MessageExport]:
-    m = message_table.c
-    query = select(Message).where(m.enquiry_id == enquiry.id).order_by(m.created_at, m.id)
-    return [
-        MessageExport.model_validate(message.model_dump())
-        for message in await fetch_all(conn, Message, query)
-    ]
-
-
-async def _attachments(conn: AsyncConnection, enquiry: Enquiry) -> list[AttachmentExport]:
+async def _file_copies(conn: AsyncConnection, enquiry: Enquiry) -> list[FileCopy]:
     reference = references.display(enquiry.reference)
     return [
-        AttachmentExport(
-            **row.model_dump(include={"id", "message_id", "content_type", "size", "sha256"}),
-            added_at=row.created_at,
+        FileCopy(
+            id=row.id,
             filename=attachments.filename(row, number),
+            sha256=row.sha256,
             fetch=f"/v1/enquiries/{reference}/attachments/{row.id}",
         )
         for number, row in await numbered(conn, enquiry.id)

@@ -58,6 +58,9 @@ async def add_message(
                 "kind": kind,
                 "text": text,
                 "by": by,
+                # Staff are named by their id and name (shown to staff only).
+                "actor_id": None if by == "citizen" else f"staff-{by.lower().replace(' ', '-')}",
+                "actor": None if by == "citizen" else by,
                 "created_at": now,
             },
         )

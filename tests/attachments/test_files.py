@@ -7,6 +7,8 @@ import hashlib
 from io import BytesIO
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from starlette.datastructures import Headers, UploadFile
 
@@ -145,3 +147,37 @@ async def test_an_upload_is_read_no_further_than_the_limit():
     settings = AttachmentSettings(max_bytes=1024)
     with pytest.raises(AttachmentTooLarge):
         await read_uploads([_upload(b"%PDF-" + b"x" * 10_000_000)], settings)
+
+
+MAGICS = [
+    b"",
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF89a",
+    b"RIFF\x00\x00\x00\x00WEBP",
+    b"%PDF-",
+]
+
+
+@given(
+    magic=st.sampled_from(MAGICS),
+    body=st.binary(max_size=2048),
+    cut=st.integers(min_value=0, max_value=4096),
+    valid=st.sampled_from([b"", phone_photo(), image_bytes("PNG"), image_bytes("GIF", mode="P")]),
+)
+def test_whatever_arrives_is_kept_or_refused_as_a_problem(magic, body, cut, valid):
+    # Random bytes after a real signature, or a real image cut short anywhere and followed by
+    # junk: a file the gateway keeps, or one of the three problems, never anything else.
+    for content in (magic + body, valid[:cut] + body):
+        try:
+            kept = prepare(content, SETTINGS)
+        except (AttachmentTooLarge, UnreadableAttachment, UnsupportedAttachment):
+            continue
+        assert kept.size == len(kept.content) > 0
+
+
+def test_pillows_own_limit_caps_the_settings():
+    # 100 megapixels: over Pillow's limit (89M), under the one configured.
+    settings = AttachmentSettings(max_pixels=200_000_000)
+    with pytest.raises(AttachmentTooLarge, match="89478485 pixels"):
+        prepare(png_bomb(10_000, 10_000), settings)

@@ -116,6 +116,16 @@ async def test_a_signed_link_to_an_erased_file_is_not_found(app, anonymous, subm
     assert answer.json()["type"] == "/problems/not-found"
 
 
+async def test_any_signature_a_client_sends_is_refused_not_an_error(app, anonymous, submitted):
+    path = signed_path(app, submitted["photo"]["id"])
+    expires = path.partition("expires=")[2].partition("&")[0]
+    for signature in ("é", "\x00", "🙂" * 20, "", "a b"):
+        answer = await anonymous.get(
+            path.partition("?")[0], params={"expires": expires, "signature": signature}
+        )
+        assert answer.status_code == 403, signature
+
+
 @pytest.mark.parametrize(
     "query", ["expires=abc&signature=x", "expires=-1&signature=x", "expires=99999999999999999"]
 )

@@ -20,8 +20,12 @@ from app.attachments.store import (
     build_store,
     storage_key,
 )
+from app.clients.service import Scope
 from app.core.settings import AttachmentSettings, AttachmentStoreKind
-from tests.conftest import free_port
+from app.main import create_app
+from tests.attachments.helpers import add_message
+from tests.attachments.images import pdf
+from tests.conftest import enquiry_body, free_port, make_settings, started
 
 BUCKET = "iap-test-attachments"
 
@@ -124,3 +128,36 @@ async def test_the_local_store_leaves_no_partial_files(tmp_path):
     key = a_key()
     await local.put(key, b"sealed")
     assert [p.name for p in (tmp_path / key).parent.iterdir()] == [key.split("/")[1]]
+
+
+async def test_a_gateway_configured_for_s3_keeps_serves_and_erases_files_in_the_bucket(
+    s3_server, database_url, sandbox
+):
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    make_bucket(s3_server, bucket)
+    raw = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="eu-west-2",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    settings = make_settings(database_url, sandbox.url, attachments=s3_settings(s3_server, bucket))
+    application = create_app(settings, run_dispatcher=False)
+    async with started(application, Scope.admin) as http:
+        body = enquiry_body(citizen={"name": "Ada", "email": "ada@example.org"})
+        reference = (await http.post("/v1/enquiries", json=body)).json()["reference"]
+        (row,) = await add_message(application, reference, pdf())
+
+        (stored,) = raw.list_objects_v2(Bucket=bucket)["Contents"]
+        assert stored["Key"] == row["storage_key"]
+        sealed = raw.get_object(Bucket=bucket, Key=row["storage_key"])["Body"].read()
+        assert b"%PDF" not in sealed  # the bucket holds it sealed
+
+        fetched = await http.get(f"/v1/enquiries/{reference}/attachments/{row['id']}")
+        assert fetched.status_code == 200
+        assert fetched.content == pdf()
+
+        erased = await http.post("/v1/privacy/erasure", json={"email": "ada@example.org"})
+        assert erased.status_code == 200
+        assert raw.list_objects_v2(Bucket=bucket).get("Contents", []) == []

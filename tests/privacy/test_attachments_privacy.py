@@ -53,22 +53,24 @@ async def test_the_export_holds_every_message_notes_too_and_how_to_fetch_each_fi
     assert export.status_code == 200, export.text
     (enquiry,) = export.json()["enquiries"]
 
-    said = [(m["kind"], m["text"], m["by"]) for m in enquiry["messages"]]
-    assert said == [("information", INFORMATION, "citizen"), ("note", NOTE, "Alex Agent")]
-    files = enquiry["attachments"]
-    assert [(f["filename"], f["content_type"]) for f in files] == [
+    said = [(m["kind"], m["text"], m["by_citizen"]) for m in enquiry["messages"]]
+    assert said == [("information", INFORMATION, True), ("note", NOTE, False)]
+    kept = enquiry["attachments"]
+    assert [(f["filename"], f["content_type"]) for f in kept] == [
         ("photo-1.jpg", "image/jpeg"),
         ("document-2.pdf", "application/pdf"),
     ]
+    files = enquiry["files"]
+    assert [(f["id"], f["filename"]) for f in files] == [(k["id"], k["filename"]) for k in kept]
     assert files[1]["fetch"] == f"/v1/enquiries/{reference}/attachments/{rows[1]['id']}"
 
     # The officer fetches each file with their own key, and the copy is the one kept.
     officer = bearer(await make_person(app, "data-protection-officer"))
-    for listed in files:
+    for listed, shown in zip(files, kept, strict=True):
         fetched = await anonymous.get(listed["fetch"], headers=officer)
         assert fetched.status_code == 200
         assert hashlib.sha256(fetched.content).hexdigest() == listed["sha256"]
-        assert len(fetched.content) == listed["size"]
+        assert len(fetched.content) == shown["size"]
 
 
 async def test_erasure_blanks_what_was_said_and_deletes_the_files(client, app, anonymous, engine):
