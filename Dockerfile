@@ -13,7 +13,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels -c requirements/runtime.lock .
 # sources; a non-root user whose only writable place is /data.
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin iap \
-    && mkdir /data && chown iap:iap /data
+    && mkdir -p /data/attachments && chown -R iap:iap /data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels iap && rm -r /wheels
 USER iap
@@ -21,6 +21,7 @@ WORKDIR /data
 ENV IAP_ENV=production \
     IAP_DATABASE_URL=sqlite+aiosqlite:////data/iap.db \
     IAP_DEV_KEY_FILE=/data/.iap-dev-key \
+    IAP_ATTACHMENTS__DIRECTORY=/data/attachments \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 VOLUME /data

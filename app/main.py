@@ -32,7 +32,9 @@ from app.core.settings import Settings, get_settings
 from app.intake.service import IntakeContext
 from app.production import check_production
 from app.routers import (
+    attachments,
     catalogue,
+    conversation,
     dispatches,
     enquiries,
     inbound,
@@ -54,6 +56,7 @@ police, NHS, or a person at the triage desk), stores it, and delivers it to each
 Every error is an RFC 9457 `application/problem+json` document with a stable `type`.
 """
 DOCS_ASSETS = "/docs/assets"
+UPLOAD_MARGIN_BYTES = 64 * 1024
 
 
 def create_app(
@@ -93,6 +96,8 @@ def create_app(
                 running.sealer,
                 limiter,
                 outbound=guard,
+                attachments=running.attachments,
+                wake_follow_ups=running.follow_ups.wake if run_dispatcher else lambda: None,
             )
             app.state.runtime = running
             app.state.readiness = meta.Readiness(
@@ -117,12 +122,20 @@ def create_app(
         redoc_url=None,
     )
     add_docs_pages(app)
-    app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes, admit=admit)
+    uploads = settings.attachments
+    app.add_middleware(
+        BodyGuard,
+        max_body_bytes=settings.api.max_body_bytes,
+        admit=admit,
+        # Every file a request may carry at its largest, and room for the form around them.
+        max_upload_bytes=uploads.max_bytes * uploads.max_files + UPLOAD_MARGIN_BYTES,
+    )
     add_http_guards(app, settings)
     add_request_log(app, settings)
     install_problem_handlers(app, admit=admit)
     for router in (
         enquiries.router,
+        conversation.router,
         triage.router,
         parts.router,
         privacy.router,
@@ -131,6 +144,7 @@ def create_app(
         stuck.router,
         inbound.router,
         catalogue.router,
+        attachments.router,
         meta.router,
     ):
         app.include_router(router)

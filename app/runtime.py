@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters import build_adapters
 from app.adapters.base import Adapter
 from app.api.problems import install_problem_handlers
+from app.attachments.store import AttachmentStore, build_store
 from app.casework.stuck import StuckSummaries
 from app.catalogue.catalogue import Catalogue, load_catalogue
 from app.catalogue.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
+from app.conversation.sender import FollowUpSender
 from app.core.crypto import Sealer
 from app.core.db import create_engine, migrate
 from app.core.outbound import OutboundGuard, OutboundPolicy, Resolver, outbound_client
@@ -56,6 +58,8 @@ class Runtime:
     webhooks: WebhookSender
     supervisor: Supervisor
     stuck: StuckSummaries
+    attachments: AttachmentStore  # where sealed photos and documents are kept
+    follow_ups: FollowUpSender
 
     async def work(self) -> None:
         """Deliver, poll, apply retention and send webhooks until stop() is called."""
@@ -65,6 +69,7 @@ class Runtime:
         self.supervisor.stop()
         self.retention.stop()
         self.stuck.stop()
+        await self.follow_ups.stop()
         await self.webhooks.stop()
         await self.poller.stop()
         await self.dispatcher.stop()
@@ -116,9 +121,11 @@ def _compose(
     poller = Poller(
         engine=engine, catalogue=catalogue, adapters=adapters, worker_id=dispatcher.worker_id
     )
+    attachments = build_store(settings.attachments)
     retention = Retention(
         engine=engine,
         catalogue=catalogue,
+        store=attachments,
         interval_seconds=settings.privacy.retention_interval_seconds,
     )
     sender = WebhookSender(
@@ -130,16 +137,37 @@ def _compose(
         shutdown_grace_seconds=settings.dispatch.shutdown_grace_seconds,
     )
     stuck = StuckSummaries(engine=engine, catalogue=catalogue, settings=settings.stuck)
+    follow_ups = FollowUpSender(
+        engine=engine,
+        catalogue=catalogue,
+        adapters=adapters,
+        sealer=sealer,
+        store=attachments,
+        settings=settings,
+        worker_id=dispatcher.worker_id,
+    )
     loops = [
         Supervised("dispatcher", dispatcher.run, settings.dispatch.poll_seconds),
         Supervised("poller", poller.run, POLLER_IDLE_SECONDS),
         Supervised("webhooks", sender.run, settings.webhooks.poll_seconds),
         Supervised("retention", retention.run, settings.privacy.retention_interval_seconds),
         Supervised("stuck-summary", stuck.run, settings.stuck.summary_check_seconds),
+        Supervised("follow-ups", follow_ups.run, settings.follow_ups.poll_seconds),
     ]
     supervisor = Supervisor(loops, settings.loops)
     return Runtime(
-        engine, client, adapters, sealer, dispatcher, poller, retention, sender, supervisor, stuck
+        engine,
+        client,
+        adapters,
+        sealer,
+        dispatcher,
+        poller,
+        retention,
+        sender,
+        supervisor,
+        stuck,
+        attachments,
+        follow_ups,
     )
 
 

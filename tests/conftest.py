@@ -33,6 +33,7 @@ from app.core.db import create_engine, migrate
 from app.core.settings import (
     SHIPPED_CONFIG_DIR,
     ApiSettings,
+    AttachmentSettings,
     DispatchSettings,
     Environment,
     Settings,
@@ -269,8 +270,10 @@ def make_settings(
 
 
 @pytest.fixture
-def settings(database_url: str, sandbox: ThreadedServer) -> Settings:
-    return make_settings(database_url, sandbox.url, sandbox.smtp_port)  # type: ignore[attr-defined]
+def settings(database_url: str, sandbox: ThreadedServer, tmp_path: Path) -> Settings:
+    # Attachments (app/attachments) in the test's own directory, gone with it.
+    attachments = AttachmentSettings(directory=tmp_path / "attachments")
+    return make_settings(database_url, sandbox.url, sandbox.smtp_port, attachments=attachments)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -23,10 +23,15 @@ LAYERS: list[tuple[str, ...]] = [
     # the updates it is given; updates follow enquiries that intake stored.
     # Casework is people working enquiries: it redrives deliveries, re-enables partners'
     # subscriptions and moves parts as updates do.
+    # The conversation after submission: it closes parts as casework does and sends
+    # follow-ups with the dispatcher's snapshot.
+    ("conversation",),
     ("casework",),
     ("partners", "privacy"),
     ("delivery",),
     ("updates",),
+    # Photos and documents: checked, re-encoded, sealed, stored; read by intake's rule.
+    ("attachments",),
     ("intake",),
     ("adapters", "clients"),  # one module per back-office protocol; API clients and keys
     ("catalogue",),  # organisations, services, areas, routing: data read at start-up

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from structlog.testing import capture_logs
 
 from app.casework import stuck as stuck_service
+from app.conversation.sender import FollowUpSender
 from app.core.settings import LoopSettings, Settings
 from app.delivery.dispatcher import Dispatcher
 from app.main import create_app
@@ -27,7 +28,7 @@ from tests.cli.test_cli_start import start, wait_until_ready
 from tests.conftest import free_port
 from tests.sandbox.conftest import eventually
 
-LOOP_NAMES = ["dispatcher", "poller", "webhooks", "retention", "stuck-summary"]
+LOOP_NAMES = ["dispatcher", "poller", "webhooks", "retention", "stuck-summary", "follow-ups"]
 # What one turn of each loop calls first: making it raise is a bug in that loop's turn.
 TURNS: dict[str, tuple[Any, str]] = {
     "dispatcher": (Dispatcher, "_turn"),
@@ -35,6 +36,7 @@ TURNS: dict[str, tuple[Any, str]] = {
     "webhooks": (WebhookSender, "_turn"),
     "retention": (privacy_service, "run_retention"),
     "stuck-summary": (stuck_service, "write_daily_summary"),
+    "follow-ups": (FollowUpSender, "_turn"),
 }
 
 

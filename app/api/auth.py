@@ -83,6 +83,11 @@ async def admit(request: Request) -> None:
     if request.url.path.startswith("/v1/inbound/"):
         await limit_inbound(request)
         return
+    if "token" in request.query_params and not request.headers.get("authorization"):
+        # The citizen speaks by their enquiry's token (app.routers.conversation): counted per
+        # address, as every call without a key is; the token is checked by the route.
+        await limit_address(request)
+        return
     caller = await optional_caller(request, await bearer(request))
     if caller is None:
         raise NoValidKey("This needs an API key: send `Authorization: Bearer <key>`.")

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters.base import Adapter
 from app.api.auth import optional_caller, require
 from app.api.state import AppState, get_state
+from app.attachments.store import AttachmentStore
 from app.casework.triage import TriageDesk
 from app.catalogue import catalogue
 from app.clients.service import Caller, Scope
@@ -48,6 +49,10 @@ def _outbound(state: State) -> OutboundGuard:
     return state.outbound
 
 
+def _attachments(state: State) -> AttachmentStore:
+    return state.attachments
+
+
 def _intake(state: State) -> IntakeContext:
     return state.intake
 
@@ -78,6 +83,7 @@ Sealer = Annotated[crypto.Sealer, Depends(_sealer)]
 Adapters = Annotated[dict[str, Adapter], Depends(_adapters)]
 Outbound = Annotated[OutboundGuard, Depends(_outbound)]
 Intake = Annotated[IntakeContext, Depends(_intake)]
+Attachments = Annotated[AttachmentStore, Depends(_attachments)]
 Inbox = Annotated[InboxService, Depends(_inbox)]
 Desk = Annotated[TriageDesk, Depends(_triage_desk)]
 

@@ -27,16 +27,26 @@ from app.core.settings import Environment, Settings
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 # Open311 partners push their updates as forms (the mySociety servicerequestupdates style).
 _FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
+# Photos and documents are uploaded as multipart forms here, with a larger limit.
+_UPLOAD_PATH = ("/v1/enquiries/", "/information")
 
 
 class BodyGuard:
     """413 for bodies over the limit (declared or streamed), 415 for non-JSON bodies; each only
     once `admit` has let the caller through (else its 401 or 429)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, admit: Admit | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        admit: Admit | None = None,
+        max_upload_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.admit = admit
+        self.max_upload_bytes = max_upload_bytes or max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -48,10 +58,11 @@ class BodyGuard:
             # No body, so nothing to refuse: routing answers (405 for a method the path lacks).
             await self.app(scope, receive, send)
             return
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._too_large(scope, receive, send)
-            return
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        limit = self._limit(content_type, scope["path"])
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(scope, receive, send, limit)
+            return
         if not _acceptable(content_type, scope["path"]):
             response = await refused_body(
                 Request(scope),
@@ -67,13 +78,17 @@ class BodyGuard:
             # The server holds the client to its Content-Length.
             await self.app(scope, receive, send)
             return
-        body = await self._buffered(receive)
+        body = await self._buffered(receive, limit)
         if body is None:
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, limit)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _buffered(self, receive: Receive) -> bytes | None:
+    def _limit(self, content_type: bytes, path: str) -> int:
+        """The larger limit for an upload of photos and documents; else the body limit."""
+        return self.max_upload_bytes if _is_upload(content_type, path) else self.max_body_bytes
+
+    async def _buffered(self, receive: Receive, limit: int) -> bytes | None:
         """A body sent without Content-Length, read whole; None once it passes the limit."""
         chunks: list[bytes] = []
         size = 0
@@ -81,26 +96,35 @@ class BodyGuard:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = await refused_body(
             Request(scope),
             self.admit,
             lambda: problem(
-                PayloadTooLarge(f"The request body is over {self.max_body_bytes} bytes."),
+                PayloadTooLarge(f"The request body is over {limit} bytes."),
                 instance=scope["path"],
             ),
         )
         await response(scope, receive, send)
 
 
+def _is_upload(content_type: bytes, path: str) -> bool:
+    prefix, suffix = _UPLOAD_PATH
+    return (
+        content_type == b"multipart/form-data" and path.startswith(prefix) and path.endswith(suffix)
+    )
+
+
 def _acceptable(content_type: bytes, path: str) -> bool:
     if content_type == b"application/json" or content_type.endswith(b"+json"):
+        return True
+    if _is_upload(content_type, path):
         return True
     prefix, suffix = _FORM_PATH
     is_form_path = path.startswith(prefix) and path.endswith(suffix)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.base import Adapter
 from app.api.ratelimit import RateLimiter
+from app.attachments.store import AttachmentStore
 from app.catalogue.catalogue import Catalogue
 from app.core.crypto import Sealer
 from app.core.outbound import OutboundGuard
@@ -26,6 +28,9 @@ class AppState:
     sealer: Sealer
     limiter: RateLimiter
     outbound: OutboundGuard
+    attachments: AttachmentStore  # sealed photos and documents (app/attachments)
+    # New follow-ups are waiting (app.conversation): this process's sender claims them now.
+    wake_follow_ups: Callable[[], None] = field(default=lambda: None)
 
 
 async def get_state(request: Request) -> AppState:

@@ -10,12 +10,13 @@ the person named on the timeline and in the audit log, in one transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
 import structlog
 from pydantic import BaseModel, Field, StringConstraints
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import Adapter, RemoteUpdate
@@ -29,7 +30,7 @@ from app.core.db import writing
 from app.core.errors import FieldError, NotFound, StateConflict, ValidationFailed
 from app.core.models import Dispatch, Enquiry, dispatch_table, enquiry_table, fetch_all, utcnow
 from app.core.types import NoNul, Strict
-from app.core.vocabulary import AuditAction, OutboxState, ReceivedVia
+from app.core.vocabulary import AuditAction, Closure, OutboxState, ReceivedVia
 from app.intake.reading import destinations_of
 from app.intake.schemas import DestinationOut
 from app.updates.recording import record_on, vocabulary
@@ -192,3 +193,33 @@ async def _answer(
     )
     status = await conn.scalar(select(e.status).where(e.id == dispatch.enquiry_id))
     return PartUpdated(reference=shown, part=part, enquiry_status=str(status))
+
+
+async def close_parts(
+    conn: AsyncConnection,
+    part_ids: Sequence[uuid.UUID],
+    *,
+    closure: Closure,
+    by: Actor | None,
+    note: str | None,
+    now: datetime,
+) -> None:
+    """Close these parts as a person did (handed on, closed at the desk, withdrawn): the
+    closure, who and why kept with each part, any claim at the triage desk let go. A part
+    whose delivery is still to be made (pending, retrying) is called off with it."""
+    if not part_ids:
+        return
+    values = {
+        "closure": closure,
+        "closed_by": by.id if by else None,
+        "closure_note": note,
+        "claimed_by": None,
+        "claimed_until": None,
+        "updated_at": now,
+    }
+    await conn.execute(update(dispatch_table).where(d.id.in_(part_ids)).values(**values))
+    await conn.execute(
+        update(dispatch_table)
+        .where(d.id.in_(part_ids), d.state == OutboxState.pending)
+        .values(state=OutboxState.cancelled, last_error=f"called off: {closure.replace('_', ' ')}")
+    )

@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.casework.parts import close_parts
 from app.casework.schemas_triage import (
     Candidate,
     ClaimOut,
@@ -622,17 +623,8 @@ async def _hand_on(
         ],
     )
     if not keep_open:
-        await conn.execute(
-            update(dispatch_table)
-            .where(d.id.in_([p.id for p in item.parts]))
-            .values(
-                closure=Closure.handed_on,
-                closed_by=actor.id,
-                closure_note=why,
-                claimed_by=None,
-                claimed_until=None,
-                updated_at=now,
-            )
+        await close_parts(
+            conn, [p.id for p in item.parts], closure=Closure.handed_on, by=actor, note=why, now=now
         )
     names = ", ".join(desk.catalogue.organisations[x.organisation_id].name for x in destinations)
     await _event(
@@ -821,17 +813,8 @@ async def close(
     async with writing(desk.intake.engine) as conn:
         item = await _locked_item(conn, desk.catalogue, reference)
         await _ensure_free(conn, item, actor, now)
-        await conn.execute(
-            update(dispatch_table)
-            .where(d.id.in_([p.id for p in item.parts]))
-            .values(
-                closure=closure,
-                closed_by=actor.id,
-                closure_note=body.note,
-                claimed_by=None,
-                claimed_until=None,
-                updated_at=now,
-            )
+        await close_parts(
+            conn, [p.id for p in item.parts], closure=closure, by=actor, note=body.note, now=now
         )
         await _event(
             conn,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from app.attachments.store import build_store
 from app.cli.base import command_group, load_settings, open_engine, run_async
 from app.core import crypto
 from app.core.audit import Actor
@@ -24,24 +25,31 @@ def privacy_new_key() -> None:
 
 @privacy_cli.command("rotate-keys")
 def privacy_rotate_keys() -> None:
-    """Re-seal every citizen's details under the first key in IAP_PRIVACY__KEYS and re-hash
-    their email and phone under IAP_PRIVACY__LOOKUP_KEY; afterwards the old key can go."""
+    """Re-seal every citizen's details, stored photo and document under the first key in
+    IAP_PRIVACY__KEYS and re-hash their email and phone under IAP_PRIVACY__LOOKUP_KEY;
+    afterwards the old key can go."""
     settings = load_settings()
 
-    async def run() -> tuple[int, int]:
-        sealer = settings.sealer()
+    async def run() -> tuple[int, int, int]:
+        sealer, actor = settings.sealer(), Actor("iap privacy rotate-keys")
         async with open_engine(settings) as engine:
-            enquiries = await privacy.reseal_all(
-                engine=engine, sealer=sealer, actor=Actor("iap privacy rotate-keys")
+            enquiries = await privacy.reseal_all(engine=engine, sealer=sealer, actor=actor)
+            files = await privacy.reseal_files(
+                engine=engine,
+                store=build_store(settings.attachments),
+                sealer=sealer,
+                actor=actor,
             )
-            return enquiries, await webhooks.reseal_secrets(engine=engine, sealer=sealer)
+            secrets_ = await webhooks.reseal_secrets(engine=engine, sealer=sealer)
+            return enquiries, files, secrets_
 
     try:
-        count, secrets_ = run_async(settings, run())
+        count, files, secrets_ = run_async(settings, run())
     except crypto.SealedDataUnreadable as exc:
         typer.echo(f"{exc}: keep every old key in IAP_PRIVACY__KEYS until this succeeds", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"re-sealed the citizen's details of {count} enquiries with the newest key")
+    typer.echo(f"re-sealed {files} stored photos and documents with the newest key")
     typer.echo(f"re-sealed {secrets_} webhook subscription secrets with the newest key")
 
 
@@ -55,6 +63,7 @@ def retention_run() -> None:
             return await privacy.run_retention(
                 engine=engine,
                 catalogue=load_configured_catalogue(settings),
+                store=build_store(settings.attachments),
                 actor=Actor("iap retention run"),
             )
 

@@ -8,10 +8,16 @@ from `IAP_PRIVACY__KEYS`, newest first: the first seals, every one opens, so rot
 A subject access or erasure request names a citizen by email or phone; the enquiry table
 keeps an HMAC-SHA256 of each, normalised, under a separate lookup key, so they can be found by
 an index without storing the address itself.
+
+Photos and documents are sealed the same way, as bytes (`seal_bytes`), so the attachment
+store never holds a plain file; the signed URLs a back-office fetches them at carry an
+HMAC-SHA256 under a key derived from each sealing key (`sign`/`verify`), so rotating the
+sealing keys rotates the signing keys with them.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -19,6 +25,8 @@ import re
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 
 # The embedded development default: public, so production refuses it (see settings.py).
@@ -38,6 +46,8 @@ class Sealer:
             raise ValueError("at least one key is needed to seal citizen details")
         self._fernet = MultiFernet([Fernet(k.get_secret_value().encode()) for k in keys])
         self._lookup_key = lookup_key.get_secret_value().encode()
+        # Newest first, like the sealing keys: the first signs, every one verifies.
+        self._signing_keys = [_signing_key(k.get_secret_value()) for k in keys]
 
     def seal(self, details: dict[str, Any] | None) -> str | None:
         """The details as one token; None for none."""
@@ -64,6 +74,36 @@ class Sealer:
         except InvalidToken as exc:
             raise SealedDataUnreadable("no configured key opens these citizen details") from exc
 
+    def seal_bytes(self, content: bytes) -> bytes:
+        """A file's bytes as one token (a stored photo or document)."""
+        return self._fernet.encrypt(content)
+
+    def open_bytes(self, token: bytes) -> bytes:
+        """The bytes a token holds; SealedDataUnreadable if no configured key opens it."""
+        try:
+            return self._fernet.decrypt(token)
+        except InvalidToken as exc:
+            raise SealedDataUnreadable("no configured key opens this file") from exc
+
+    def reseal_bytes(self, token: bytes) -> bytes:
+        """The same file sealed under the newest key."""
+        try:
+            return self._fernet.rotate(token)
+        except InvalidToken as exc:
+            raise SealedDataUnreadable("no configured key opens this file") from exc
+
+    def sign(self, message: str) -> str:
+        """An HMAC-SHA256 of the message under the newest signing key, base64url."""
+        return _mac(self._signing_keys[0], message)
+
+    def verify(self, message: str, signature: str) -> bool:
+        """Whether the signature is the message's under any configured key (compared as
+        bytes: a signature a client made up, in any characters, is simply wrong)."""
+        given = signature.encode("utf-8", "surrogateescape")
+        return any(
+            hmac.compare_digest(_mac(key, message).encode(), given) for key in self._signing_keys
+        )
+
     def email_hash(self, email: str | None) -> str | None:
         """The keyed hash an email is found by, whatever its case or surrounding spaces."""
         if not email or not email.strip():
@@ -78,6 +118,17 @@ class Sealer:
     def _hash(self, kind: str, value: str) -> str:
         message = f"{kind}:{value}".encode()
         return hmac.new(self._lookup_key, message, hashlib.sha256).hexdigest()
+
+
+def _signing_key(fernet_key: str) -> bytes:
+    """A key for signing URLs, derived from a sealing key (never the sealing key itself)."""
+    derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"iap signed urls")
+    return derive.derive(base64.urlsafe_b64decode(fernet_key))
+
+
+def _mac(key: bytes, message: str) -> str:
+    digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def normalise_phone(phone: str | None) -> str | None:

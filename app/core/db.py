@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 DISPATCH_CHANNEL = "iap_dispatch"
+FOLLOW_UP_CHANNEL = "iap_follow_up"
 _READ_ONLY = "iap_read_only"
 # Any constant will do: it only has to be the same for every process running migrations.
 _MIGRATION_LOCK_ID = 0x1A9_2026
@@ -138,6 +139,12 @@ async def wake_dispatchers(conn: AsyncConnection) -> None:
     transaction commits; on SQLite they find them at their next poll."""
     if is_postgres(conn):
         await conn.execute(text(f"NOTIFY {DISPATCH_CHANNEL}"))
+
+
+async def wake_follow_ups(conn: AsyncConnection) -> None:
+    """New follow-ups are due: as wake_dispatchers, for every worker's follow-up sender."""
+    if is_postgres(conn):
+        await conn.execute(text(f"NOTIFY {FOLLOW_UP_CHANNEL}"))
 
 
 def create_engine(database_url: str, pools: DatabaseSettings | None = None) -> AsyncEngine:

@@ -186,3 +186,34 @@ class PermanentError(DeliveryError):
 class LeaseLost(DeliveryError):
     """The dispatcher no longer holds this delivery: another worker may be sending it, so no
     further call may be made. Adapters let it through."""
+
+
+class AttachmentTooLarge(
+    DomainError, slug="attachment-too-large", title="That file is too large", status=413
+):
+    """A photo or document is larger than the gateway keeps (in bytes, or an image in
+    pixels), or a request has more files than it takes; `detail` gives the limit."""
+
+
+class UnsupportedAttachment(
+    DomainError,
+    slug="unsupported-attachment",
+    title="That kind of file is not accepted",
+    status=415,
+):
+    """Only photos (JPEG, PNG, WebP, GIF) and PDF documents are kept; the kind is found in
+    the file's content, never in its name."""
+
+
+class UnreadableAttachment(
+    DomainError, slug="unreadable-attachment", title="That file could not be read", status=422
+):
+    """The file is empty, cut short or damaged: it looks like a photo or document but does
+    not open as one."""
+
+
+class SignedLinkRefused(
+    DomainError, slug="signed-link-refused", title="This link is wrong or has expired", status=403
+):
+    """A signed attachment link (an Open311 media_url) whose signature is not the gateway's
+    for this file, or whose time is up; ask the gateway's API for the file instead."""

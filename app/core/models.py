@@ -227,6 +227,24 @@ class Attachment(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+# The extension each kept kind of file is given out under (app/attachments finds the kind).
+ATTACHMENT_EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "application/pdf": "pdf",
+}
+
+
+def attachment_filename(content_type: str, number: int) -> str:
+    """The name a file is given out under, ours, never the uploader's: photo-1.jpg,
+    document-2.pdf (`number` counts the enquiry's attachments from 1). Here, below every
+    package that names files (intake's read, the attachments, the follow-ups)."""
+    kind = "photo" if content_type.startswith("image/") else "document"
+    return f"{kind}-{number}.{ATTACHMENT_EXTENSIONS.get(content_type, 'bin')}"
+
+
 class FollowUp(SQLModel, table=True):
     """One message (information, withdrawal, reopening) for one organisation's part: the
     outbox row the follow-up sender delivers through the organisation's adapter, once."""

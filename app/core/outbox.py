@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
+import asyncpg
 import structlog
 from sqlalchemy import ColumnElement, Row, Table, and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.db import is_postgres, reading, writing
+from app.core.errors import LeaseLost
 from app.core.logs import error_type
 from app.core.models import utcnow
 from app.core.settings import LeaseQueueSettings
@@ -296,6 +298,13 @@ class LeaseQueue(ABC, Generic[ClaimT]):
             extended = await self._settle(conn, claim, {"lease_until": until})
         return until if extended else None
 
+    async def extend_lease(self, claim: ClaimT, now: datetime) -> datetime:
+        """Hold this claim's lease for another lease_seconds, or raise LeaseLost."""
+        until = await self._extend(claim, now)
+        if until is None:
+            raise LeaseLost("the lease ran out and another worker took this work")
+        return until
+
     async def _hand_back(self, claim: ClaimT, when: datetime) -> None:
         """Give a claim back unattempted, due at `when`: it spends no attempt."""
         async with writing(self.engine) as conn:
@@ -368,6 +377,88 @@ class LeaseQueue(ABC, Generic[ClaimT]):
         if max_retry_after is not None:
             asked = min(asked, max_retry_after)
         return timedelta(seconds=max(delay, asked))
+
+
+class LeaseFence(Generic[ClaimT]):
+    """Checked before every call that may make something at the other side (a case, an
+    update): the lease must still be ours with room for the call to end and the other side to
+    settle before it runs out, so that a worker that takes the work over after the lease looks
+    up what is already there. Within that room no query is needed; past it the lease is
+    extended, or LeaseLost is raised."""
+
+    def __init__(
+        self,
+        queue: LeaseQueue[ClaimT],
+        claim: ClaimT,
+        *,
+        lease_until: datetime,
+        room_seconds: float,
+    ) -> None:
+        self.queue = queue
+        self.claim = claim
+        self.until = lease_until
+        self.room = timedelta(seconds=room_seconds)
+
+    async def check(self) -> None:
+        """Raise LeaseLost unless this worker may make a call now."""
+        now = utcnow()
+        if self.until - now < self.room:
+            self.until = await self.queue.extend_lease(self.claim, now)
+
+
+class Listener:
+    """On PostgreSQL, LISTEN on `channel` and call `on_notify` at each NOTIFY (new work was
+    committed somewhere); reconnected when its connection drops. On SQLite, nothing: polling
+    finds the work."""
+
+    RELISTEN_SECONDS = 5.0
+
+    def __init__(
+        self, engine: AsyncEngine, channel: str, on_notify: Callable[[], None], *, name: str
+    ) -> None:
+        self.engine = engine
+        self.channel = channel
+        self.on_notify = on_notify
+        self.name = name
+        self._connection: asyncpg.Connection | None = None
+        self._listened_at = 0.0
+
+    async def start(self) -> None:
+        """Listen from now on."""
+        await self._listen()
+        self._listened_at = asyncio.get_running_loop().time()
+
+    async def keep(self) -> None:
+        """Reconnect LISTEN if its connection dropped (at most every few seconds)."""
+        if not is_postgres(self.engine):
+            return
+        if self._connection is not None and not self._connection.is_closed():
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._listened_at < self.RELISTEN_SECONDS:
+            return
+        self._listened_at = now
+        await self.stop()
+        await self._listen()
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._connection is not None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await self._connection.close()
+            self._connection = None
+
+    async def _listen(self) -> None:
+        if not is_postgres(self.engine):
+            return
+        url = self.engine.url.set(drivername="postgresql")
+        try:
+            self._connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+            await self._connection.add_listener(self.channel, lambda *_: self.on_notify())
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Polling still finds the work; only the instant wake-up is lost.
+            log.warning(f"{self.name}.listen_failed", error=type(exc).__name__)
+            self._connection = None
 
 
 class WorkPool:

@@ -9,14 +9,12 @@ concurrency caps per organisation, the attempt log and the enquiry's timeline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
 import structlog
 from sqlalchemy import ColumnElement, Row, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -31,7 +29,7 @@ from app.adapters.base import (
     PermanentError,
     RetryableError,
 )
-from app.catalogue.catalogue import Catalogue
+from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import Status
 from app.core import outbox
 from app.core.crypto import SealedDataUnreadable, Sealer
@@ -45,7 +43,7 @@ from app.core.models import (
     fetch_one,
     utcnow,
 )
-from app.core.outbox import LeaseQueue, finished
+from app.core.outbox import LeaseFence, LeaseQueue, Listener, finished
 from app.core.settings import DispatchSettings
 from app.core.vocabulary import BreakerChange, EventType, OutboxState, Outcome
 from app.delivery import circuits
@@ -53,7 +51,6 @@ from app.updates.recording import follow_enquiry_status
 
 log = structlog.get_logger()
 d = dispatch_table.c
-_RELISTEN_SECONDS = 5.0
 # The timeline's words when the enquiry as a whole moves on.
 _ENQUIRY_DETAIL = {
     Status.dispatched: "every organisation has received it",
@@ -104,6 +101,44 @@ async def unverified_repeats(engine: AsyncEngine, organisation_ids: list[str]) -
         return {str(organisation): int(count) for organisation, count in rows.all()}
 
 
+class CalledOff(Exception):
+    """Nothing is to be sent: the enquiry was withdrawn, or its personal data erased, while
+    the work waited; the message says which."""
+
+
+async def snapshot_for(
+    conn: AsyncConnection,
+    catalogue: Catalogue,
+    sealer: Sealer,
+    *,
+    enquiry_id: uuid.UUID,
+    organisation: Organisation,
+    withdrawn_too: bool = False,
+) -> EnquirySnapshot:
+    """The enquiry as `organisation` may be sent it now, by the data-sharing rules: the one
+    place deliveries and follow-ups are given it. CalledOff once it was erased, or withdrawn
+    (unless `withdrawn_too`: the withdrawal itself is sent); RetryableError while no
+    configured key opens the citizen's details."""
+    enquiry = await fetch_one(conn, Enquiry, select(Enquiry).where(col(Enquiry.id) == enquiry_id))
+    if enquiry is None or enquiry.anonymised_at is not None:
+        # Erased while this work was waiting for another try: nothing left to send.
+        raise CalledOff("called off: the citizen's data was erased")
+    if enquiry.status == Status.withdrawn and not withdrawn_too:
+        raise CalledOff("called off: the citizen withdrew the enquiry")
+    service = catalogue.services.get(enquiry.service_code)
+    try:
+        citizen = sealer.open(enquiry.citizen_sealed)
+    except SealedDataUnreadable as exc:
+        # The keys are the operator's to fix; until then the work waits its turn.
+        raise RetryableError(str(exc)) from exc
+    return EnquirySnapshot.of(
+        enquiry,
+        citizen=citizen,
+        organisation=organisation,
+        service_name=service.name if service else None,
+    )
+
+
 class Dispatcher(LeaseQueue[Claim]):
     """Delivers dispatches through their organisations' adapters."""
 
@@ -126,8 +161,7 @@ class Dispatcher(LeaseQueue[Claim]):
         self.catalogue = catalogue
         self.adapters = adapters
         self.sealer = sealer
-        self._listener: asyncpg.Connection | None = None
-        self._listened_at = 0.0
+        self._listener = Listener(self.engine, DISPATCH_CHANNEL, self.wake, name=self.name)
         self._circuits_ready = False
         # As of the last claim: organisations with failures counted, and those whose circuit
         # has opened and not yet closed.
@@ -139,14 +173,13 @@ class Dispatcher(LeaseQueue[Claim]):
         self._full: set[str] = set()
 
     async def _starting(self) -> None:
-        await self._listen()
-        self._listened_at = asyncio.get_running_loop().time()
+        await self._listener.start()
 
     async def _prepare(self) -> None:
-        await self._keep_listening()
+        await self._listener.keep()
 
     async def _stopped(self) -> None:
-        await self._unlisten()
+        await self._listener.stop()
 
     def _grace_seconds(self) -> float:
         return self.settings.shutdown_grace_seconds
@@ -257,16 +290,16 @@ class Dispatcher(LeaseQueue[Claim]):
         adapter = self.adapters.get(claim.organisation_id)
         if adapter is None:
             return Result(Outcome.dead, f"organisation {claim.organisation_id} is not configured")
-        fence = LeaseFence(self, claim, call_seconds=adapter.timeout)
+        room = adapter.timeout + self.settings.settle_seconds
+        fence = LeaseFence(self, claim, lease_until=claim.lease_until, room_seconds=room)
         try:
             delivery = await self._delivery(claim, attempt, fence=fence.check)
-            if delivery is None:
-                # Erased while this delivery was waiting for another try: nothing left to send.
-                return Result(Outcome.cancelled, "called off: the citizen's data was erased")
             await fence.check()
             receipt = await adapter.deliver(delivery)
         except LeaseLost:
             return Result(Outcome.lease_lost)
+        except CalledOff as exc:
+            return Result(Outcome.cancelled, str(exc))
         except RetryableError as exc:
             return Result(
                 Outcome.retry,
@@ -285,34 +318,17 @@ class Dispatcher(LeaseQueue[Claim]):
             return Result(Outcome.retry, error, ambiguous=True)
         return Result(Outcome.delivered, remote_reference=receipt.remote_reference)
 
-    async def extend_lease(self, claim: Claim, now: datetime) -> datetime:
-        """Hold this claim's lease for another lease_seconds, or raise LeaseLost."""
-        until = await self._extend(claim, now)
-        if until is None:
-            raise LeaseLost("the lease ran out and another worker took the delivery")
-        return until
-
-    async def _delivery(self, claim: Claim, attempt: int, *, fence: Fence) -> Delivery | None:
-        """What this attempt sends; None once the citizen's data was erased (nothing is left)."""
-        async with reading(self.engine) as conn:
-            enquiry = await fetch_one(
-                conn, Enquiry, select(Enquiry).where(col(Enquiry.id) == claim.enquiry_id)
-            )
-        if enquiry is None or enquiry.anonymised_at is not None:
-            return None
-        service = self.catalogue.services.get(enquiry.service_code)
+    async def _delivery(self, claim: Claim, attempt: int, *, fence: Fence) -> Delivery:
+        """What this attempt sends (CalledOff: nothing is to be sent)."""
         organisation = self.catalogue.organisations[claim.organisation_id]
-        try:
-            citizen = self.sealer.open(enquiry.citizen_sealed)
-        except SealedDataUnreadable as exc:
-            # The keys are the operator's to fix; until then the delivery waits its turn.
-            raise RetryableError(str(exc)) from exc
-        snapshot = EnquirySnapshot.of(
-            enquiry,
-            citizen=citizen,
-            organisation=organisation,
-            service_name=service.name if service else None,
-        )
+        async with reading(self.engine) as conn:
+            snapshot = await snapshot_for(
+                conn,
+                self.catalogue,
+                self.sealer,
+                enquiry_id=claim.enquiry_id,
+                organisation=organisation,
+            )
         return Delivery(
             dispatch_id=claim.dispatch_id,
             attempt=attempt,
@@ -507,54 +523,3 @@ class Dispatcher(LeaseQueue[Claim]):
             .values(status=status, updated_at=now)
         )
         return status if changed.rowcount else None
-
-    async def _listen(self) -> None:
-        if not is_postgres(self.engine):
-            return
-        url = self.engine.url.set(drivername="postgresql")
-        try:
-            self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
-            await self._listener.add_listener(DISPATCH_CHANNEL, lambda *_: self.wake())
-        except (OSError, asyncpg.PostgresError) as exc:
-            # Polling still finds the work; only the instant wake-up is lost.
-            log.warning("dispatcher.listen_failed", error=type(exc).__name__)
-            self._listener = None
-
-    async def _keep_listening(self) -> None:
-        """Reconnect LISTEN if its connection dropped (at most every few seconds)."""
-        if not is_postgres(self.engine):
-            return
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        now = asyncio.get_running_loop().time()
-        if now - self._listened_at < _RELISTEN_SECONDS:
-            return
-        self._listened_at = now
-        await self._unlisten()
-        await self._listen()
-
-    async def _unlisten(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                await self._listener.close()
-            self._listener = None
-
-
-class LeaseFence:
-    """Checked before every call that may create a case: the lease must still be ours with
-    room for the call to end and the back-office to settle before it runs out, so that a worker
-    that takes the delivery over after the lease looks up a case that is already there. Within
-    that room no query is needed; past it the lease is extended, or LeaseLost is raised."""
-
-    def __init__(self, dispatcher: Dispatcher, claim: Claim, *, call_seconds: float) -> None:
-        self.dispatcher = dispatcher
-        self.claim = claim
-        self.until = claim.lease_until
-        settle = dispatcher.settings.settle_seconds
-        self.room = timedelta(seconds=call_seconds + settle)
-
-    async def check(self) -> None:
-        """Raise LeaseLost unless this worker may make a call now."""
-        now = utcnow()
-        if self.until - now < self.room:
-            self.until = await self.dispatcher.extend_lease(self.claim, now)

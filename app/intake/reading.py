@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,26 +24,35 @@ from app.core.crypto import Sealer
 from app.core.db import reading, writing
 from app.core.errors import NotFound
 from app.core.models import (
+    Attachment,
     Dispatch,
     DispatchAttempt,
     Enquiry,
     Event,
+    Message,
+    attachment_filename,
+    attachment_table,
     attempt_table,
     dispatch_table,
     enquiry_table,
     event_table,
     fetch_all,
     fetch_one,
+    follow_up_table,
+    message_table,
 )
 from app.core.paging import newest_first, page
-from app.core.vocabulary import AuditAction, EventType, OutboxState, Outcome
+from app.core.vocabulary import AuditAction, EventType, MessageKind, OutboxState, Outcome
 from app.intake.schemas import (
     Advice,
+    AttachmentOut,
     AttemptOut,
     DestinationOut,
     EnquiryOut,
     EnquiryPage,
     EnquirySummary,
+    FollowUpOut,
+    MessageOut,
     TimelineEvent,
 )
 
@@ -68,23 +78,13 @@ async def get_enquiry(
     `reader` bound to an organisation), only if it has a part for their organisation, and
     then only that part. Otherwise it is not found, answered exactly as for a reference that
     does not exist. A `reader` shown the citizen's details is written to the audit log."""
-    canonical = references.parse(reference)
     audience = Audience.of(reader)
     # One snapshot: else a delivery committed between the reads shows every destination
     # delivered beside the status from before.
     async with reading(engine, one_snapshot=True) as conn:
-        enquiry = await fetch_one(
-            conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
+        enquiry = await readable_enquiry(
+            conn, reference=reference, reader=reader, client_id=client_id, token=token
         )
-        seen = _may_see(enquiry, client_id=client_id, token=token)
-        if not seen or enquiry is None or not await _has_part(conn, enquiry, audience):
-            shown = references.display(canonical)
-            raise NotFound(
-                # With a token, never say which of the two is wrong.
-                f"The reference {shown} and this token do not match."
-                if token is not None
-                else f"No enquiry has the reference {shown}."
-            )
         view = await enquiry_view(
             conn,
             enquiry,
@@ -103,6 +103,34 @@ async def get_enquiry(
                 subject=view.reference,
             )
     return view
+
+
+async def readable_enquiry(
+    conn: AsyncConnection,
+    *,
+    reference: str,
+    reader: Caller | None = None,
+    client_id: str | None = None,
+    token: str | None = None,
+) -> Enquiry:
+    """The enquiry by its reference (as typed) if this reader may read it, by the rule of
+    get_enquiry (a client its own, a token its enquiry, a partner's staff those with their
+    organisation's part); else NotFound, as for a reference that does not exist. The one
+    rule for reading an enquiry and what belongs to it (its attachments)."""
+    canonical = references.parse(reference)
+    enquiry = await fetch_one(
+        conn, Enquiry, select(Enquiry).where(enquiry_table.c.reference == canonical)
+    )
+    seen = _may_see(enquiry, client_id=client_id, token=token)
+    if not seen or enquiry is None or not await _has_part(conn, enquiry, Audience.of(reader)):
+        shown = references.display(canonical)
+        raise NotFound(
+            # With a token, never say which of the two is wrong.
+            f"The reference {shown} and this token do not match."
+            if token is not None
+            else f"No enquiry has the reference {shown}."
+        )
+    return enquiry
 
 
 async def _has_part(conn: AsyncConnection, enquiry: Enquiry, audience: Audience) -> bool:
@@ -152,6 +180,7 @@ async def enquiry_view(
         )
         # The note of a straddling place names the councils that share it.
         place = {k: v for k, v in place.items() if k != "note"} if place else place
+    attachments, messages = await conversation_of(conn, enquiry.id, audience, masked=masked)
     return EnquiryOut(
         reference=references.display(enquiry.reference),
         status=enquiry.status,
@@ -169,10 +198,61 @@ async def enquiry_view(
         closed_at=enquiry.closed_at,
         anonymised_at=enquiry.anonymised_at,
         timeline=[_timeline_event(e, audience) for e in events if audience.sees(e.organisation_id)],
+        messages=messages,
+        attachments=attachments,
     )
 
 
+async def conversation_of(
+    conn: AsyncConnection, enquiry_id: uuid.UUID, audience: Audience, *, masked: bool
+) -> tuple[list[AttachmentOut], list[MessageOut]]:
+    """The enquiry's attachments and what was said after submission, oldest first, as this
+    reader may see them: notes and who said what for staff only (one organisation's staff,
+    their own organisation's notes); the citizen and their client, never."""
+    a, m = attachment_table.c, message_table.c
+    rows = await fetch_all(
+        conn,
+        Attachment,
+        select(Attachment).where(a.enquiry_id == enquiry_id).order_by(a.created_at, a.id),
+    )
+    attachments: list[AttachmentOut] = []
+    by_message: dict[uuid.UUID, list[AttachmentOut]] = {}
+    for number, row in enumerate(rows, start=1):
+        shown = AttachmentOut(
+            id=row.id,
+            content_type=row.content_type,
+            size=row.size,
+            filename=attachment_filename(row.content_type, number),
+        )
+        attachments.append(shown)
+        by_message.setdefault(row.message_id, []).append(shown)
+    said = await fetch_all(
+        conn,
+        Message,
+        select(Message).where(m.enquiry_id == enquiry_id).order_by(m.created_at, m.id),
+    )
+    staff = audience.staff and not masked
+    messages = [
+        MessageOut(
+            id=message.id,
+            kind=MessageKind(message.kind),
+            created_at=message.created_at,
+            text=message.text,
+            attachments=by_message.get(message.id, []),
+            by_citizen=message.actor_id is None,
+            actor=message.actor if staff else None,
+        )
+        for message in said
+        if message.kind != MessageKind.note
+        or (staff and audience.organisation_id in (None, message.organisation_id))
+    ]
+    return attachments, messages
+
+
 def _may_see(enquiry: Enquiry | None, *, client_id: str | None, token: str | None) -> bool:
+    """With `token`, whether it is the enquiry's access token (compared in constant time,
+    the same steps for an enquiry that does not exist); else whether `client_id` (if any)
+    submitted it."""
     if token is not None:
         stored = enquiry.access_token_hash if enquiry else None
         matches = hmac.compare_digest(hash_secret(token), stored or _NO_TOKEN_HASH)
@@ -325,10 +405,44 @@ async def destinations_of(
             .order_by(a.dispatch_id, a.number, a.started_at),
         ):
             attempts.setdefault(attempt.dispatch_id, []).append(attempt)
+    follow_ups = await _follow_ups(conn, dispatches) if staff else {}
     return [
-        _destination(dispatch, catalogue, attempts.get(dispatch.id, []), staff=staff)
+        _destination(
+            dispatch,
+            catalogue,
+            attempts.get(dispatch.id, []),
+            staff=staff,
+            follow_ups=follow_ups.get(dispatch.id, []) if staff else None,
+        )
         for dispatch in dispatches
     ]
+
+
+async def _follow_ups(
+    conn: AsyncConnection, dispatches: Sequence[Dispatch]
+) -> dict[uuid.UUID, list[FollowUpOut]]:
+    """The follow-ups sent (or on their way) to each part, oldest first."""
+    f = follow_up_table.c
+    found: dict[uuid.UUID, list[FollowUpOut]] = {}
+    if not dispatches:
+        return found
+    rows = await conn.execute(
+        select(follow_up_table)
+        .where(f.dispatch_id.in_([dispatch.id for dispatch in dispatches]))
+        .order_by(f.created_at, f.id)
+    )
+    for row in rows.mappings():
+        found.setdefault(row["dispatch_id"], []).append(
+            FollowUpOut(
+                message_id=row["message_id"],
+                kind=MessageKind(row["kind"]),
+                state=OutboxState(row["state"]),
+                attempts=row["attempts"],
+                delivered_at=row["delivered_at"],
+                remote_reference=row["remote_reference"],
+            )
+        )
+    return found
 
 
 def _attempt(attempt: DispatchAttempt, *, staff: bool) -> AttemptOut:
@@ -349,6 +463,7 @@ def _destination(
     attempts: Sequence[DispatchAttempt],
     *,
     staff: bool,
+    follow_ups: list[FollowUpOut] | None = None,
 ) -> DestinationOut:
     organisation = catalogue.organisations.get(dispatch.organisation_id)
     return DestinationOut(
@@ -364,6 +479,7 @@ def _destination(
         next_attempt_at=dispatch.next_attempt_at if dispatch.state == OutboxState.pending else None,
         delivered_at=dispatch.delivered_at,
         attempt_log=[_attempt(attempt, staff=staff) for attempt in attempts],
+        follow_ups=follow_ups,
     )
 
 

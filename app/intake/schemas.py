@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from pydantic import (
 from app.catalogue.locate import normalise_postcode_or_part
 from app.catalogue.status import Status
 from app.core.types import Strict, Text
-from app.core.vocabulary import EventType, OutboxState, Outcome
+from app.core.vocabulary import EventType, MessageKind, OutboxState, Outcome
 
 # A phone number as people type it; app.core.crypto.normalise_phone finds it however written.
 PHONE_PATTERN = r"^\+?[0-9 ()-]{7,20}$"
@@ -174,6 +175,48 @@ class DestinationOut(BaseModel):
     attempt_log: list[AttemptOut] = Field(
         default=[], description="Each delivery attempt so far, oldest first"
     )
+    follow_ups: list[FollowUpOut] | None = Field(
+        default=None,
+        description="Information, withdrawals and reopenings carried to this organisation, "
+        "oldest first (staff only)",
+    )
+
+
+class FollowUpOut(BaseModel):
+    """One message on its way to one organisation's back-office."""
+
+    message_id: uuid.UUID
+    kind: MessageKind
+    state: OutboxState
+    attempts: int
+    delivered_at: datetime | None = None
+    remote_reference: str | None = Field(
+        default=None, description="The back-office's own id for the update, when it gave one"
+    )
+
+
+class AttachmentOut(BaseModel):
+    """A photo or document kept with the enquiry (re-encoded: no EXIF left)."""
+
+    id: uuid.UUID
+    content_type: str = Field(examples=["image/jpeg"])
+    size: int = Field(description="Bytes of the file as kept")
+    filename: str = Field(description="Ours, never the uploader's", examples=["photo-1.jpg"])
+
+
+class MessageOut(BaseModel):
+    """Something said after submission: information, a withdrawal, a reopening, or a staff
+    note (staff only, never forwarded)."""
+
+    id: uuid.UUID
+    kind: MessageKind
+    created_at: datetime
+    text: str | None = Field(default=None, description="What was said (absent once erased)")
+    attachments: list[AttachmentOut] = []
+    by_citizen: bool = Field(description="Said by the citizen, else by staff or a client for them")
+    actor: str | None = Field(
+        default=None, description="The person who said it, for staff (enquiries:read-all) only"
+    )
 
 
 class EnquiryBase(BaseModel):
@@ -219,6 +262,14 @@ class EnquiryOut(EnquiryBase):
         description="When the citizen's personal data was removed (retention or erasure).",
     )
     timeline: list[TimelineEvent]
+    messages: list[MessageOut] = Field(
+        default=[],
+        description="What was said after submission, oldest first: the citizen sees "
+        "information, withdrawals and reopenings; staff see notes too, and who said each",
+    )
+    attachments: list[AttachmentOut] = Field(
+        default=[], description="Every photo and document added, oldest first"
+    )
 
 
 class EnquirySummary(BaseModel):

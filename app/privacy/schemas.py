@@ -56,12 +56,30 @@ class StatusUpdateOut(BaseModel):
     received_via: ReceivedVia
 
 
+class FileCopy(BaseModel):
+    """Where the officer fetches a copy of one of the enquiry's attachments to give the
+    citizen (files are not inlined: an enquiry may hold hundreds of megabytes of them)."""
+
+    id: uuid.UUID = Field(description="The attachment's id, as in `attachments`")
+    filename: str = Field(examples=["photo-1.jpg"])
+    sha256: str = Field(description="Of the file as kept: check a fetched copy against it")
+    fetch: str = Field(
+        description="GET this with an API key holding enquiries:read-all (a data protection "
+        "officer's own); each fetch is written to the audit log",
+        examples=["/v1/enquiries/K7Q-M4X-PB6/attachments/0b5e0f0e-4a9f-4c0e-9d6a-2f4c3b1a0e11"],
+    )
+
+
 class EnquiryExport(EnquiryOut):
     """Everything held about one enquiry: its record, who received it, what they said."""
 
     consent: dict[str, Any] | None = None
     shared_with: list[SharedWith]
     status_updates: list[StatusUpdateOut]
+    # `messages` (staff notes too) and `attachments` are the enquiry's, as staff read them.
+    files: list[FileCopy] = Field(
+        default=[], description="How to fetch a copy of each attachment, oldest first"
+    )
 
 
 class SubjectAccessExport(BaseModel):

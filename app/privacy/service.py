@@ -2,6 +2,12 @@
 5(1)(e)). All three find enquiries by the keyed hashes of the citizen's email and phone, and
 erasure and retention remove personal data the same way (`anonymise`), keeping the enquiry
 and its statistics: service, status, place codes, dates, destinations and timeline.
+
+What was said after submission is the citizen's too: an export holds every message as staff
+read them (notes included: they are about the citizen, and disclosable unless an exemption
+applies, which the officer decides before sending) and each photo or document with where the
+officer fetches a copy; anonymising blanks the messages' text and deletes the files and their
+rows.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import shareable_citizen
+from app.attachments import service as attachments
+from app.attachments.reading import numbered
+from app.attachments.store import AttachmentStore
 from app.catalogue.catalogue import DEFAULT_RETENTION_DAYS, Catalogue
 from app.core import audit
 from app.core import reference as references
@@ -26,12 +35,15 @@ from app.core.audit import Actor
 from app.core.crypto import Sealer
 from app.core.db import reading, writing
 from app.core.models import (
+    Attachment,
     Enquiry,
     StatusUpdate,
+    attachment_table,
     dispatch_table,
     enquiry_table,
     event_table,
     fetch_all,
+    message_table,
     status_update_table,
     utcnow,
 )
@@ -43,6 +55,7 @@ from app.privacy.schemas import (
     EnquiryExport,
     ErasureNotice,
     ErasureOut,
+    FileCopy,
     SharedWith,
     StatusUpdateOut,
     Subject,
@@ -140,7 +153,21 @@ async def _export(
         consent=enquiry.consent,
         shared_with=shared_with,
         status_updates=[StatusUpdateOut.model_validate(u.model_dump()) for u in updates],
+        files=await _file_copies(conn, enquiry),
     )
+
+
+async def _file_copies(conn: AsyncConnection, enquiry: Enquiry) -> list[FileCopy]:
+    reference = references.display(enquiry.reference)
+    return [
+        FileCopy(
+            id=row.id,
+            filename=attachments.filename(row, number),
+            sha256=row.sha256,
+            fetch=f"/v1/enquiries/{reference}/attachments/{row.id}",
+        )
+        for number, row in await numbered(conn, enquiry.id)
+    ]
 
 
 def _shared_with(
@@ -165,6 +192,7 @@ async def erase_subject(
     engine: AsyncEngine,
     catalogue: Catalogue,
     sealer: Sealer,
+    store: AttachmentStore,
     subject: Subject,
     actor: Actor,
 ) -> ErasureOut:
@@ -180,7 +208,7 @@ async def erase_subject(
             notices += await _tell_organisations(conn, enquiry, now)
             await _cancel_undelivered(conn, enquiry.id, now)
             why = "erased at the citizen's request"
-            await anonymise(conn, enquiry, catalogue, now=now, why=why)
+            await anonymise(conn, enquiry, catalogue, store=store, now=now, why=why)
         await audit.record(
             conn,
             actor=actor,
@@ -251,7 +279,13 @@ async def _cancel_undelivered(conn: AsyncConnection, enquiry_id: uuid.UUID, now:
 
 
 async def anonymise(
-    conn: AsyncConnection, enquiry: Enquiry, catalogue: Catalogue, *, now: datetime, why: str
+    conn: AsyncConnection,
+    enquiry: Enquiry,
+    catalogue: Catalogue,
+    *,
+    store: AttachmentStore,
+    now: datetime,
+    why: str,
 ) -> None:
     """Remove the citizen's personal data from one enquiry; keep what statistics need."""
     service = catalogue.services.get(enquiry.service_code)
@@ -290,6 +324,7 @@ async def anonymise(
         .where(v.enquiry_id == enquiry.id, v.type == EventType.status_updated)
         .values(detail=None)
     )
+    await _forget_conversation(conn, enquiry, store)
     await conn.execute(
         event_table.insert(),
         {
@@ -302,10 +337,24 @@ async def anonymise(
     )
 
 
+async def _forget_conversation(
+    conn: AsyncConnection, enquiry: Enquiry, store: AttachmentStore
+) -> None:
+    """What was said keeps its kind and time, not its words; the files and their rows go.
+    The files go last, inside the transaction: if deleting one fails, nothing is committed
+    and the next run tries again; once committed, no row points at a file still kept."""
+    m, a = message_table.c, attachment_table.c
+    await conn.execute(update(message_table).where(m.enquiry_id == enquiry.id).values(text=None))
+    rows = await fetch_all(conn, Attachment, select(Attachment).where(a.enquiry_id == enquiry.id))
+    await conn.execute(attachment_table.delete().where(a.enquiry_id == enquiry.id))
+    await attachments.discard(store, rows)
+
+
 async def run_retention(
     *,
     engine: AsyncEngine,
     catalogue: Catalogue,
+    store: AttachmentStore,
     actor: Actor,
     now: datetime | None = None,
     batch_size: int = 200,
@@ -323,7 +372,7 @@ async def run_retention(
                 service = catalogue.services.get(enquiry.service_code)
                 days = service.retention_days if service else DEFAULT_RETENTION_DAYS
                 why = f"retention period of {days} days over"
-                await anonymise(conn, enquiry, catalogue, now=now, why=why)
+                await anonymise(conn, enquiry, catalogue, store=store, now=now, why=why)
             if due:
                 await audit.record(
                     conn,
@@ -345,10 +394,16 @@ class Retention:
     several workers at once are safe: each claims the enquiries it anonymises."""
 
     def __init__(
-        self, *, engine: AsyncEngine, catalogue: Catalogue, interval_seconds: float
+        self,
+        *,
+        engine: AsyncEngine,
+        catalogue: Catalogue,
+        store: AttachmentStore,
+        interval_seconds: float,
     ) -> None:
         self.engine = engine
         self.catalogue = catalogue
+        self.store = store
         self.interval_seconds = interval_seconds
         self._stopping = asyncio.Event()
 
@@ -356,7 +411,10 @@ class Retention:
         while not self._stopping.is_set():
             try:
                 await run_retention(
-                    engine=self.engine, catalogue=self.catalogue, actor=Actor("retention schedule")
+                    engine=self.engine,
+                    catalogue=self.catalogue,
+                    store=self.store,
+                    actor=Actor("retention schedule"),
                 )
                 beat()
             except (SQLAlchemyError, OSError):
@@ -438,3 +496,53 @@ async def reseal_all(
         if len(rows) < batch_size:
             return done
         last_id = rows[-1][0]
+
+
+async def reseal_files(
+    *,
+    engine: AsyncEngine,
+    store: AttachmentStore,
+    sealer: Sealer,
+    actor: Actor,
+    batch_size: int = 200,
+) -> int:
+    """Seal every stored photo and document again under the newest key; how many it did (a
+    file already erased is passed over). Safe to run again."""
+    a = attachment_table.c
+    done = 0
+    last_id: uuid.UUID | None = None
+    while True:
+        query = select(Attachment).order_by(a.id).limit(batch_size)
+        if last_id is not None:
+            query = query.where(a.id > last_id)
+        async with reading(engine) as conn:
+            rows = await fetch_all(conn, Attachment, query)
+        resealed = [row for row in rows if await _resealed(engine, store, sealer, row)]
+        if resealed:
+            async with writing(engine) as conn:
+                await audit.record(
+                    conn,
+                    actor=actor,
+                    action=AuditAction.privacy_keys_rotated,
+                    detail={"attachments": len(resealed)},
+                )
+        done += len(resealed)
+        if len(rows) < batch_size:
+            return done
+        last_id = rows[-1].id
+
+
+async def _resealed(
+    engine: AsyncEngine, store: AttachmentStore, sealer: Sealer, row: Attachment
+) -> bool:
+    if not await attachments.reseal(store, sealer, row):
+        return False
+    # Erased while it was being resealed: the put must not bring the file back.
+    async with reading(engine) as conn:
+        kept = await conn.scalar(
+            select(attachment_table.c.id).where(attachment_table.c.id == row.id)
+        )
+    if kept is None:
+        await store.delete(row.storage_key)
+        return False
+    return True

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import Admin, Catalogue, Engine, PrivacyOfficer, Sealer
+from app.api.deps import Admin, Attachments, Catalogue, Engine, PrivacyOfficer, Sealer
 from app.api.problems import documented_problems
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
 from app.core.audit import Actor
@@ -60,6 +60,7 @@ async def erasure(
     engine: Engine,
     catalogue: Catalogue,
     sealer: Sealer,
+    store: Attachments,
     caller: PrivacyOfficer,
 ) -> ErasureOut:
     """Anonymise every enquiry made with this email or phone number: the citizen's details,
@@ -71,6 +72,7 @@ async def erasure(
         engine=engine,
         catalogue=catalogue,
         sealer=sealer,
+        store=store,
         subject=subject,
         actor=Actor.of(caller),
     )

@@ -271,7 +271,8 @@ async def follow_enquiry_status(
     if status in FINAL and len(set(active)) > 1:
         status = Status.closed  # all finished, in different ways
     current = await conn.scalar(select(e.status).where(e.id == enquiry_id).with_for_update())
-    if current == status:
+    # A withdrawn enquiry stays withdrawn: what its organisations say later stays on their parts.
+    if current in (status, Status.withdrawn):
         return
     closed_at = now if status in FINAL else None
     await conn.execute(

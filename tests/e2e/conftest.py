@@ -234,9 +234,12 @@ class Launcher:
                 process.stop()
 
     @asynccontextmanager
-    async def serve(self, *args: str, **env: str) -> AsyncIterator[Gateway]:
-        """An `iap serve` on a free loopback port, yielded once /readyz answers."""
-        port = free_port()
+    async def serve(
+        self, *args: str, port: int | None = None, **env: str
+    ) -> AsyncIterator[Gateway]:
+        """An `iap serve` on a free loopback port (or `port`: one its settings name already),
+        yielded once /readyz answers."""
+        port = port or free_port()
         process = self._start(["serve", "--port", str(port), "--no-sandbox", *args], env)
         url = f"http://127.0.0.1:{port}"
         headers = bearer(await self.admin_key())

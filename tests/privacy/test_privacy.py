@@ -234,12 +234,20 @@ async def test_retention_anonymises_an_enquiry_its_services_days_after_it_closed
     actor = Actor("test")
 
     early = await privacy.run_retention(
-        engine=engine, catalogue=catalogue, actor=actor, now=when + timedelta(days=days - 1)
+        engine=engine,
+        catalogue=catalogue,
+        store=app.state.iap.attachments,
+        actor=actor,
+        now=when + timedelta(days=days - 1),
     )
     assert early == 0
     assert (await client.get(f"/v1/enquiries/{closing}")).json()["citizen"] == ADA
     due = await privacy.run_retention(
-        engine=engine, catalogue=catalogue, actor=actor, now=when + timedelta(days=days, seconds=1)
+        engine=engine,
+        catalogue=catalogue,
+        store=app.state.iap.attachments,
+        actor=actor,
+        now=when + timedelta(days=days, seconds=1),
     )
     assert due == 1
     gone = (await client.get(f"/v1/enquiries/{closing}")).json()
@@ -262,7 +270,10 @@ async def test_an_enquiry_that_never_closes_is_anonymised_once_nothing_happened_
             update(enquiry_table).values(updated_at=utcnow() - timedelta(days=days + 1))
         )
     done = await privacy.run_retention(
-        engine=engine, catalogue=app.state.iap.catalogue, actor=Actor("test")
+        engine=engine,
+        catalogue=app.state.iap.catalogue,
+        store=app.state.iap.attachments,
+        actor=Actor("test"),
     )
     assert done == 1
     assert (await client.get(f"/v1/enquiries/{reference}")).json()["citizen"] is None
@@ -347,7 +358,12 @@ async def test_the_worker_applies_retention_on_its_schedule(client, app, engine)
         await conn.execute(
             update(enquiry_table).values(status="closed", closed_at=utcnow() - timedelta(days=2000))
         )
-    schedule = Retention(engine=engine, catalogue=app.state.iap.catalogue, interval_seconds=0.05)
+    schedule = Retention(
+        engine=engine,
+        catalogue=app.state.iap.catalogue,
+        store=app.state.iap.attachments,
+        interval_seconds=0.05,
+    )
     running = asyncio.create_task(schedule.run())
     try:
 
