@@ -32,6 +32,7 @@ from app.core.settings import Settings, get_settings
 from app.intake.service import IntakeContext
 from app.production import check_production
 from app.routers import (
+    alerts,
     catalogue,
     dispatches,
     enquiries,
@@ -131,6 +132,7 @@ def create_app(
         stuck.router,
         inbound.router,
         catalogue.router,
+        alerts.router,
         meta.router,
     ):
         app.include_router(router)

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     # Casework is people working enquiries: it redrives deliveries, re-enables partners'
     # subscriptions and moves parts as updates do.
     ("casework",),
-    ("partners", "privacy"),
+    ("partners", "privacy", "alerts"),
     ("delivery",),
     ("updates",),
     ("intake",),

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.middleware import UNSUBSCRIBE_PATH
 from app.api.ratelimit import limit_address, limit_caller, limit_inbound
 from app.api.request_log import bind_client
 from app.clients.service import Caller, Scope, authenticate
@@ -82,6 +83,9 @@ async def admit(request: Request) -> None:
     who sent it: those are counted per address, as they always are."""
     if request.url.path.startswith("/v1/inbound/"):
         await limit_inbound(request)
+        return
+    if request.url.path == UNSUBSCRIBE_PATH:  # the link's signature is the proof
+        await limit_address(request)
         return
     caller = await optional_caller(request, await bearer(request))
     if caller is None:

@@ -27,6 +27,9 @@ from app.core.settings import Environment, Settings
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 # Open311 partners push their updates as forms (the mySociety servicerequestupdates style).
 _FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
+# A mail client's one-click unsubscribe (RFC 8058) posts a form, with no API key.
+UNSUBSCRIBE_PATH = "/v1/alerts/unsubscribe"
+_UNSUBSCRIBE_BODIES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
 class BodyGuard:
@@ -102,6 +105,8 @@ class BodyGuard:
 def _acceptable(content_type: bytes, path: str) -> bool:
     if content_type == b"application/json" or content_type.endswith(b"+json"):
         return True
+    if path == UNSUBSCRIBE_PATH:
+        return content_type in _UNSUBSCRIBE_BODIES
     prefix, suffix = _FORM_PATH
     is_form_path = path.startswith(prefix) and path.endswith(suffix)
     return is_form_path and content_type == b"application/x-www-form-urlencoded"

@@ -8,14 +8,21 @@ from `IAP_PRIVACY__KEYS`, newest first: the first seals, every one opens, so rot
 A subject access or erasure request names a citizen by email or phone; the enquiry table
 keeps an HMAC-SHA256 of each, normalised, under a separate lookup key, so they can be found by
 an index without storing the address itself.
+
+Links in messages to the citizen carry keyed MACs that nothing stores: the enquiry's access
+token (its SHA-256 is kept, as before) and the unsubscribe link's signature are HMAC-SHA256 of
+the enquiry id under a key derived from a sealing key, one per purpose; made with the newest
+key, and checked against each configured one, so a link sent before a rotation still works.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import re
+import uuid
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -38,6 +45,7 @@ class Sealer:
             raise ValueError("at least one key is needed to seal citizen details")
         self._fernet = MultiFernet([Fernet(k.get_secret_value().encode()) for k in keys])
         self._lookup_key = lookup_key.get_secret_value().encode()
+        self._link_keys = [k.get_secret_value().encode() for k in keys]
 
     def seal(self, details: dict[str, Any] | None) -> str | None:
         """The details as one token; None for none."""
@@ -75,9 +83,39 @@ class Sealer:
         normalised = normalise_phone(phone)
         return self._hash("phone", normalised) if normalised else None
 
+    def access_token(self, enquiry_id: uuid.UUID) -> str:
+        """The citizen's key to this one enquiry, under the newest key: one HMAC, so intake
+        stays fast, and the alert sender can make it again for the tracking link."""
+        return _link_mac(self._link_keys[0], "access-token", enquiry_id)
+
+    def access_tokens(self, enquiry_id: uuid.UUID) -> list[str]:
+        """The enquiry's access token under each configured key, newest first (the one a
+        rotation left behind is among them)."""
+        return [_link_mac(key, "access-token", enquiry_id) for key in self._link_keys]
+
+    def unsubscribe_signature(self, enquiry_id: uuid.UUID) -> str:
+        """What the unsubscribe link of this enquiry's messages is signed with."""
+        return _link_mac(self._link_keys[0], "unsubscribe", enquiry_id)
+
+    def unsubscribe_signed(self, enquiry_id: uuid.UUID, signature: str) -> bool:
+        """Whether `signature` is this enquiry's unsubscribe signature under any configured key."""
+        given = signature.encode()
+        return any(
+            hmac.compare_digest(_link_mac(key, "unsubscribe", enquiry_id).encode(), given)
+            for key in self._link_keys
+        )
+
     def _hash(self, kind: str, value: str) -> str:
         message = f"{kind}:{value}".encode()
         return hmac.new(self._lookup_key, message, hashlib.sha256).hexdigest()
+
+
+def _link_mac(key: bytes, purpose: str, enquiry_id: uuid.UUID) -> str:
+    """HMAC-SHA256 of the enquiry id under a key derived from `key` for this purpose alone,
+    base64url without padding (43 characters)."""
+    derived = hmac.new(key, f"iap:{purpose}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(derived, enquiry_id.bytes, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 def normalise_phone(phone: str | None) -> str | None:
