@@ -343,11 +343,11 @@ def email_message(outgoing: Outgoing, *, sender: str, message_id: str) -> EmailM
     message["Subject"] = outgoing.written.subject
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id
-    message["Content-Language"] = outgoing.written.language
     message["List-Unsubscribe"] = f"<{outgoing.unsubscribe_url}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(outgoing.written.body)
+    message["Content-Language"] = outgoing.written.language  # set_content clears Content-*
     return message
 
 
