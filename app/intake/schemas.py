@@ -18,7 +18,7 @@ from pydantic import (
 from app.catalogue.locate import normalise_postcode_or_part
 from app.catalogue.status import Status
 from app.core.types import Strict, Text
-from app.core.vocabulary import EventType, OutboxState, Outcome
+from app.core.vocabulary import AlertChannel, AlertKind, EventType, OutboxState, Outcome
 
 # A phone number as people type it; app.core.crypto.normalise_phone finds it however written.
 PHONE_PATTERN = r"^\+?[0-9 ()-]{7,20}$"
@@ -192,6 +192,18 @@ class EnquiryCreated(EnquiryBase):
     )
 
 
+class AlertOut(BaseModel):
+    """One message to the citizen (docs/alerts.md), as staff see it: never its address or text."""
+
+    kind: AlertKind
+    channel: AlertChannel
+    status: str | None = Field(default=None, description="The status it told, if any")
+    state: OutboxState
+    attempts: int
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
 class TimelineEvent(BaseModel):
     at: datetime
     type: EventType
@@ -219,6 +231,11 @@ class EnquiryOut(EnquiryBase):
         description="When the citizen's personal data was removed (retention or erasure).",
     )
     timeline: list[TimelineEvent]
+    alerts: list[AlertOut] | None = Field(
+        default=None,
+        description="Staff with enquiries:read-all only: the messages sent (or to be sent) "
+        "to the citizen, oldest first",
+    )
 
 
 class EnquirySummary(BaseModel):

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.alerts.feed import feed
-from app.core.models import alert_table, enquiry_table
+from app.core.models import alert_table, enquiry_table, event_table
 from app.core.reference import parse
 from app.core.settings import AlertSettings, Settings
 from tests.adapters.conftest import start_server  # noqa: F401 (a real SMTP server's fixture)
@@ -86,10 +86,11 @@ async def enquiry_id(app: FastAPI, reference: str) -> uuid.UUID:
 
 
 async def alerts(app: FastAPI) -> list[Any]:
-    """Every alert row, oldest first."""
-    a = alert_table.c
+    """Every alert row, in the order of the events they tell."""
+    v = event_table.c
+    query = select(alert_table).join(event_table, v.id == alert_table.c.event_id)
     async with app.state.iap.engine.connect() as conn:
-        return list((await conn.execute(select(alert_table).order_by(a.created_at))).all())
+        return list((await conn.execute(query.order_by(v.created_at, v.id))).all())
 
 
 def link(text: str, path: str) -> str:

@@ -283,3 +283,23 @@ async def test_the_notify_simulator_refuses_a_token_not_signed_with_its_key(sand
     assert not back_office.notify
     async with httpx.AsyncClient(base_url=sandbox.url) as http:
         assert (await http.get("/_sandbox/notify")).json() == {"notifications": []}
+
+
+async def test_staff_see_the_messages_sent_and_the_citizen_does_not(
+    client, anonymous, app, sandbox, back_office
+):
+    created, case = await submit(client, app, missed_bin(EMAIL_CITIZEN))
+    await move(app, sandbox, case, "in_progress")
+    await tell(app)
+    reference = created["reference"]
+    staff = (await client.get(f"/v1/enquiries/{reference}")).json()
+    assert [(a["kind"], a["channel"], a["status"], a["state"]) for a in staff["alerts"]] == [
+        ("acknowledgement", "email", None, "delivered"),
+        ("status", "email", "in_progress", "delivered"),
+    ]
+    assert all(a["delivered_at"] for a in staff["alerts"])
+    assert "jane@example.org" not in str(staff["alerts"])
+    own = await anonymous.get(
+        f"/v1/enquiries/{reference}", params={"token": created["access_token"]}
+    )
+    assert own.json()["alerts"] is None
