@@ -228,7 +228,7 @@ class AlertSender(LeaseQueue[Claim]):
 
     async def _send(self, claim: Claim, outgoing: Outgoing) -> str:
         alerts = self.app_settings.alerts
-        if claim.channel == AlertChannel.email and alerts.email_via is AlertVia.smtp:
+        if claim.channel == AlertChannel.email and alerts.email_via == AlertVia.smtp:
             return await self._send_smtp(claim, outgoing)
         target = self._notify_target()
         await self._check(target.base_url)

@@ -17,7 +17,7 @@ from app.alerts.feed import feed
 from app.alerts.notify import SANDBOX_NOTIFY_API_KEY
 from app.alerts.sender import AlertSender
 from app.core.models import alert_table, feed_cursor_table
-from app.core.settings import AlertSettings
+from app.core.settings import AlertSettings, AlertVia
 from app.core.vocabulary import AlertChannel, AlertKind, OutboxState
 from app.sandbox.office import Behaviour
 from tests.alerts.conftest import (
@@ -303,3 +303,27 @@ async def test_staff_see_the_messages_sent_and_the_citizen_does_not(
         f"/v1/enquiries/{reference}", params={"token": created["access_token"]}
     )
     assert own.json()["alerts"] is None
+
+
+async def test_email_through_notify_carries_its_subject_and_one_click_link(
+    client, app, sandbox, back_office
+):
+    state = app.state.iap
+    through_notify = state.settings.model_copy(
+        update={"alerts": state.settings.alerts.model_copy(update={"email_via": AlertVia.notify})}
+    )
+    created, _ = await submit(client, app, missed_bin(EMAIL_CITIZEN))
+    await feed(state.engine, state.catalogue, state.sealer)
+    sender = AlertSender(
+        engine=state.engine,
+        catalogue=state.catalogue,
+        sealer=state.sealer,
+        settings=through_notify,
+    )
+    await sender.run_until_idle()
+    [email] = back_office.notify
+    assert (email["type"], email["to"]) == ("email", "jane@example.org")
+    assert email["subject"] == f"We have your enquiry {created['reference']}"
+    assert email["one_click_unsubscribe_url"] in email["body"]
+    assert "/v1/alerts/unsubscribe?enquiry=" in email["one_click_unsubscribe_url"]
+    assert not back_office.mail
