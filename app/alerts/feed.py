@@ -150,7 +150,17 @@ async def _alerts_for(
 ) -> list[dict[str, Any]]:
     now = utcnow()
     rows = []
+    # Read again within the overlap: made already, so their citizens need not be opened again.
+    made = set(
+        await conn.scalars(
+            select(alert_table.c.event_id).where(
+                alert_table.c.event_id.in_([event["id"] for event in events])
+            )
+        )
+    )
     for event in events:
+        if event["id"] in made:
+            continue
         told = _what_is_told(event, catalogue)
         if told is None:
             continue

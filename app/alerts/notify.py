@@ -19,6 +19,7 @@ from notifications_python_client.notifications import NotificationsAPIClient
 from app.core.errors import PermanentError, RetryableError
 from app.core.vocabulary import AlertChannel
 
+NOTIFY_URL = "https://api.notifications.service.gov.uk"
 # The sandbox's Notify simulator takes this key (app/sandbox/notify.py); used outside
 # production when IAP_ALERTS__NOTIFY_API_KEY is unset. Format: {name}-{service id}-{secret}.
 SANDBOX_NOTIFY_API_KEY = (

@@ -249,11 +249,11 @@ class AlertSender(LeaseQueue[Claim]):
         settings, alerts = self.app_settings, self.app_settings.alerts
         production = settings.env is Environment.production
         key = alerts.notify_api_key.get_secret_value() if alerts.notify_api_key else None
-        base_url = alerts.notify_base_url
-        if production and (key is None or base_url is None):
-            raise PermanentError("IAP_ALERTS__NOTIFY_API_KEY and _BASE_URL are not set")
+        if production and key is None:
+            raise PermanentError("IAP_ALERTS__NOTIFY_API_KEY is not set")
+        sandbox = None if production else settings.sandbox_url
         return notify.NotifyTarget(
-            base_url=base_url or settings.sandbox_url,
+            base_url=alerts.notify_base_url or sandbox or notify.NOTIFY_URL,
             api_key=key or notify.SANDBOX_NOTIFY_API_KEY,
             timeout=settings.http.timeout_seconds,
         )

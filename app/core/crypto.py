@@ -45,7 +45,9 @@ class Sealer:
             raise ValueError("at least one key is needed to seal citizen details")
         self._fernet = MultiFernet([Fernet(k.get_secret_value().encode()) for k in keys])
         self._lookup_key = lookup_key.get_secret_value().encode()
-        self._link_keys = [k.get_secret_value().encode() for k in keys]
+        # Derived once, so a token or signature costs one HMAC (intake makes one per enquiry).
+        self._token_keys = [_derive(k, "access-token") for k in keys]
+        self._unsubscribe_keys = [_derive(k, "unsubscribe") for k in keys]
 
     def seal(self, details: dict[str, Any] | None) -> str | None:
         """The details as one token; None for none."""
@@ -86,23 +88,23 @@ class Sealer:
     def access_token(self, enquiry_id: uuid.UUID) -> str:
         """The citizen's key to this one enquiry, under the newest key: one HMAC, so intake
         stays fast, and the alert sender can make it again for the tracking link."""
-        return _link_mac(self._link_keys[0], "access-token", enquiry_id)
+        return _link_mac(self._token_keys[0], enquiry_id)
 
     def access_tokens(self, enquiry_id: uuid.UUID) -> list[str]:
         """The enquiry's access token under each configured key, newest first (the one a
         rotation left behind is among them)."""
-        return [_link_mac(key, "access-token", enquiry_id) for key in self._link_keys]
+        return [_link_mac(key, enquiry_id) for key in self._token_keys]
 
     def unsubscribe_signature(self, enquiry_id: uuid.UUID) -> str:
         """What the unsubscribe link of this enquiry's messages is signed with."""
-        return _link_mac(self._link_keys[0], "unsubscribe", enquiry_id)
+        return _link_mac(self._unsubscribe_keys[0], enquiry_id)
 
     def unsubscribe_signed(self, enquiry_id: uuid.UUID, signature: str) -> bool:
         """Whether `signature` is this enquiry's unsubscribe signature under any configured key."""
         given = signature.encode()
         return any(
-            hmac.compare_digest(_link_mac(key, "unsubscribe", enquiry_id).encode(), given)
-            for key in self._link_keys
+            hmac.compare_digest(_link_mac(key, enquiry_id).encode(), given)
+            for key in self._unsubscribe_keys
         )
 
     def _hash(self, kind: str, value: str) -> str:
@@ -110,11 +112,17 @@ class Sealer:
         return hmac.new(self._lookup_key, message, hashlib.sha256).hexdigest()
 
 
-def _link_mac(key: bytes, purpose: str, enquiry_id: uuid.UUID) -> str:
-    """HMAC-SHA256 of the enquiry id under a key derived from `key` for this purpose alone,
-    base64url without padding (43 characters)."""
-    derived = hmac.new(key, f"iap:{purpose}".encode(), hashlib.sha256).digest()
-    mac = hmac.new(derived, enquiry_id.bytes, hashlib.sha256).digest()
+def _derive(key: SecretStr, purpose: str) -> bytes:
+    """A key for one purpose alone, from a sealing key (HMAC-SHA256 of the purpose's name)."""
+    return hmac.new(
+        key.get_secret_value().encode(), f"iap:{purpose}".encode(), hashlib.sha256
+    ).digest()
+
+
+def _link_mac(key: bytes, enquiry_id: uuid.UUID) -> str:
+    """HMAC-SHA256 of the enquiry id under a derived key, base64url without padding (43
+    characters)."""
+    mac = hmac.new(key, enquiry_id.bytes, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
