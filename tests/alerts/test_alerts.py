@@ -12,6 +12,7 @@ import pytest
 from notifications_python_client.errors import HTTPError
 from notifications_python_client.notifications import NotificationsAPIClient
 from sqlalchemy import update
+from structlog.testing import capture_logs
 
 from app.alerts.feed import feed
 from app.alerts.notify import SANDBOX_NOTIFY_API_KEY
@@ -327,3 +328,20 @@ async def test_email_through_notify_carries_its_subject_and_one_click_link(
     assert email["one_click_unsubscribe_url"] in email["body"]
     assert "/v1/alerts/unsubscribe?enquiry=" in email["one_click_unsubscribe_url"]
     assert not back_office.mail
+
+
+async def test_no_address_or_message_reaches_the_logs(client, app, sandbox, back_office, caplog):
+    back_office.behaviour["notify"] = Behaviour(fail_rate=1.0, fail_status=400)
+    with capture_logs() as logs:
+        created, case = await submit(client, app, missed_bin(SMS_CITIZEN))
+        await submit(client, app, missed_bin(EMAIL_CITIZEN))
+        await tell(app)
+        back_office.behaviour.clear()
+        await move(app, sandbox, case, "information_requested", "Which side of the road?")
+        await tell(app)
+    written = str(logs) + caplog.text
+    assert "alert.dead" in written  # the refused text was logged, by its id
+    assert "alert.delivered" in written
+    for personal in ("07700", "900123", "jane@example.org", "Which side", "Sam Citizen"):
+        assert personal not in written
+    assert created["access_token"] not in written
