@@ -148,23 +148,28 @@ async def _events_after(
 async def _alerts_for(
     conn: AsyncConnection, events: Sequence[Any], catalogue: Catalogue, sealer: Sealer
 ) -> list[dict[str, Any]]:
+    if not events:
+        return []
     now = utcnow()
-    rows = []
     # Read again within the overlap: made already, so their citizens need not be opened again.
-    made = set(
-        await conn.scalars(
-            select(alert_table.c.event_id).where(
-                alert_table.c.event_id.in_([event["id"] for event in events])
-            )
-        )
-    )
+    made = await _made(conn, [event["id"] for event in events])
+    told_last = await _told_last(conn, {event["enquiry_id"] for event in events})
+    rows = []
     for event in events:
         if event["id"] in made:
+            if (was := made[event["id"]]) is not None:
+                told_last[event["enquiry_id"]] = was
             continue
         told = _what_is_told(event, catalogue)
         if told is None:
             continue
         kind, status = told
+        if kind is AlertKind.status and status is not None:
+            # The same status twice in a row (a withdrawal recorded, then each part closed as
+            # withdrawn) is told once; resolved, reopened, resolved is told three times.
+            if told_last.get(event["enquiry_id"]) == status:
+                continue
+            told_last[event["enquiry_id"]] = status
         contact = _contact(event, sealer)
         if contact is None:
             continue
@@ -180,6 +185,26 @@ async def _alerts_for(
             )
         )
     return rows
+
+
+async def _made(conn: AsyncConnection, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    """The events among these with an alert made, and the status each told (None: not a
+    status alert)."""
+    a = alert_table.c
+    rows = await conn.execute(select(a.event_id, a.kind, a.status).where(a.event_id.in_(event_ids)))
+    return {row.event_id: row.status if row.kind == AlertKind.status else None for row in rows}
+
+
+async def _told_last(conn: AsyncConnection, enquiry_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The status each of these enquiries' citizens was last told."""
+    a = alert_table.c
+    rows = await conn.execute(
+        select(a.enquiry_id, a.status)
+        .join(event_table, v.id == a.event_id)
+        .where(a.enquiry_id.in_(enquiry_ids), a.kind == AlertKind.status)
+        .order_by(v.created_at, v.id)
+    )
+    return {row.enquiry_id: row.status for row in rows}  # the newest wins
 
 
 def _what_is_told(event: Any, catalogue: Catalogue) -> tuple[AlertKind, Status | None] | None:

@@ -12,9 +12,17 @@ from app.alerts.feed import feed
 from app.alerts.sender import tracking_token
 from app.catalogue.status import Status
 from app.core.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY, Sealer, new_key
-from app.core.models import enquiry_table
+from app.core.models import enquiry_table, event_table, utcnow
 from app.core.vocabulary import AlertKind
-from tests.alerts.conftest import EMAIL_CITIZEN, alerts, enquiry_id, missed_bin, move, submit
+from tests.alerts.conftest import (
+    EMAIL_CITIZEN,
+    alerts,
+    enquiry_id,
+    missed_bin,
+    move,
+    submit,
+    tell,
+)
 from tests.conftest import enquiry_body
 
 
@@ -77,3 +85,34 @@ async def test_a_status_the_service_does_not_tell_makes_no_alert(client, app, sa
 def _telling(catalogue, code, statuses):
     service = catalogue.services[code].model_copy(update={"tell": statuses})
     return catalogue.model_copy(update={"services": {**catalogue.services, code: service}})
+
+
+async def test_a_status_told_is_not_told_again_until_it_changes(client, app, sandbox, back_office):
+    created, case = await submit(client, app, missed_bin(EMAIL_CITIZEN))
+    found = await enquiry_id(app, created["reference"])
+    await move(app, sandbox, case, "fixed")
+    await tell(app)
+    # The timeline says resolved again (as a withdrawal can: recorded, then each part closed
+    # as withdrawn), then reopened and resolved once more.
+    for status in ("resolved", "reopened", "resolved"):
+        async with app.state.iap.engine.begin() as conn:
+            await conn.execute(
+                event_table.insert(),
+                {
+                    "id": uuid.uuid4(),
+                    "enquiry_id": found,
+                    "type": f"enquiry.{status}",
+                    "status": status,
+                    "detail": f"the enquiry is now {status}",
+                    "created_at": utcnow(),
+                },
+            )
+        await tell(app)
+    told = [(r.kind, r.status) for r in await alerts(app)]
+    assert told == [
+        (AlertKind.acknowledgement, None),
+        (AlertKind.status, Status.resolved),
+        (AlertKind.status, Status.reopened),
+        (AlertKind.status, Status.resolved),
+    ]
+    assert len(back_office.mail) == 4
