@@ -293,7 +293,6 @@ class AlertFeed:
 
     async def run(self) -> None:
         """Feed until stop() is called."""
-        self._stopping.clear()
         while not self._stopping.is_set():
             try:
                 made = await feed(self.engine, self.catalogue, self.sealer)
