@@ -32,6 +32,7 @@ from app.core.settings import Settings, get_settings
 from app.intake.service import IntakeContext
 from app.production import check_production
 from app.routers import (
+    alerts,
     attachments,
     catalogue,
     conversation,
@@ -145,6 +146,7 @@ def create_app(
         inbound.router,
         catalogue.router,
         attachments.router,
+        alerts.router,
         meta.router,
     ):
         app.include_router(router)

@@ -71,6 +71,14 @@ def configured_urls(settings: Settings, catalogue: Catalogue) -> Iterator[tuple[
             yield f"organisations.yaml: {organisation_id}: adapter.{field}", url
     if settings.locator.http_url:
         yield "IAP_LOCATOR__HTTP_URL", settings.locator.http_url
+    alerts = settings.alerts  # telling the citizen (docs/alerts.md)
+    if alerts.notify_base_url:
+        yield "IAP_ALERTS__NOTIFY_BASE_URL", alerts.notify_base_url
+    if alerts.smtp_host:
+        scheme = "smtps" if alerts.smtp_starttls else "smtp"
+        host = f"[{alerts.smtp_host}]" if ":" in alerts.smtp_host else alerts.smtp_host
+        port = alerts.smtp_port or (587 if alerts.smtp_starttls else 25)
+        yield "IAP_ALERTS__SMTP_HOST", f"{scheme}://{host}:{port}"
 
 
 def target_problems(

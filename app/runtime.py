@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters import build_adapters
 from app.adapters.base import Adapter
+from app.alerts.feed import AlertFeed
+from app.alerts.sender import AlertSender
 from app.api.problems import install_problem_handlers
 from app.attachments.store import AttachmentStore, build_store
 from app.casework.stuck import StuckSummaries
@@ -60,6 +62,9 @@ class Runtime:
     stuck: StuckSummaries
     attachments: AttachmentStore  # where sealed photos and documents are kept
     follow_ups: FollowUpSender
+    # Telling the citizen (app/alerts): the feed makes alert rows, the sender sends them.
+    alert_feed: AlertFeed
+    alerts: AlertSender
 
     async def work(self) -> None:
         """Deliver, poll, apply retention and send webhooks until stop() is called."""
@@ -70,6 +75,8 @@ class Runtime:
         self.retention.stop()
         self.stuck.stop()
         await self.follow_ups.stop()
+        await self.alert_feed.stop()
+        await self.alerts.stop()
         await self.webhooks.stop()
         await self.poller.stop()
         await self.dispatcher.stop()
@@ -97,7 +104,7 @@ async def runtime(
             await migrate(engine, sealer=sealer)
         async with outbound_client(settings, guard) as client:
             adapters = build_adapters(catalogue, client, settings, outbound=guard)
-            yield _compose(settings, catalogue, engine, client, adapters, sealer)
+            yield _compose(settings, catalogue, engine, client, adapters, sealer, guard)
     finally:
         await close_store(engine)
         await engine.dispose()
@@ -110,6 +117,7 @@ def _compose(
     client: httpx.AsyncClient,
     adapters: dict[str, Adapter],
     sealer: Sealer,
+    guard: OutboundGuard,
 ) -> Runtime:
     dispatcher = Dispatcher(
         engine=engine,
@@ -154,6 +162,12 @@ def _compose(
         Supervised("stuck-summary", stuck.run, settings.stuck.summary_check_seconds),
         Supervised("follow-ups", follow_ups.run, settings.follow_ups.poll_seconds),
     ]
+    alert_sender, alert_feed = _alert_loops(settings, catalogue, engine, sealer, guard, dispatcher)
+    if settings.alerts.enabled:
+        loops += [
+            Supervised("alert-feed", alert_feed.run, settings.alerts.poll_seconds),
+            Supervised("alerts", alert_sender.run, settings.alerts.poll_seconds),
+        ]
     supervisor = Supervisor(loops, settings.loops)
     return Runtime(
         engine,
@@ -168,7 +182,37 @@ def _compose(
         stuck,
         attachments,
         follow_ups,
+        alert_feed=alert_feed,
+        alerts=alert_sender,
     )
+
+
+def _alert_loops(
+    settings: Settings,
+    catalogue: Catalogue,
+    engine: AsyncEngine,
+    sealer: Sealer,
+    guard: OutboundGuard,
+    dispatcher: Dispatcher,
+) -> tuple[AlertSender, AlertFeed]:
+    """The alert sender and the feed that wakes it (docs/alerts.md)."""
+    alert_sender = AlertSender(
+        engine=engine,
+        catalogue=catalogue,
+        sealer=sealer,
+        settings=settings,
+        outbound=guard,
+        worker_id=dispatcher.worker_id,
+        shutdown_grace_seconds=settings.dispatch.shutdown_grace_seconds,
+    )
+    alert_feed = AlertFeed(
+        engine=engine,
+        catalogue=catalogue,
+        sealer=sealer,
+        settings=settings.alerts,
+        on_new=alert_sender.wake,
+    )
+    return alert_sender, alert_feed
 
 
 def build_locator(

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     # follow-ups with the dispatcher's snapshot.
     ("conversation",),
     ("casework",),
-    ("partners", "privacy"),
+    ("partners", "privacy", "alerts"),
     ("delivery",),
     ("updates",),
     # Photos and documents: checked, re-encoded, sealed, stored; read by intake's rule.

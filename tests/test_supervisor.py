@@ -16,6 +16,8 @@ import pytest
 from fastapi import FastAPI
 from structlog.testing import capture_logs
 
+from app.alerts import feed as alert_feed
+from app.alerts.sender import AlertSender
 from app.casework import stuck as stuck_service
 from app.conversation.sender import FollowUpSender
 from app.core.settings import LoopSettings, Settings
@@ -28,7 +30,16 @@ from tests.cli.test_cli_start import start, wait_until_ready
 from tests.conftest import free_port
 from tests.sandbox.conftest import eventually
 
-LOOP_NAMES = ["dispatcher", "poller", "webhooks", "retention", "stuck-summary", "follow-ups"]
+LOOP_NAMES = [
+    "dispatcher",
+    "poller",
+    "webhooks",
+    "retention",
+    "stuck-summary",
+    "follow-ups",
+    "alert-feed",
+    "alerts",
+]
 # What one turn of each loop calls first: making it raise is a bug in that loop's turn.
 TURNS: dict[str, tuple[Any, str]] = {
     "dispatcher": (Dispatcher, "_turn"),
@@ -37,6 +48,8 @@ TURNS: dict[str, tuple[Any, str]] = {
     "retention": (privacy_service, "run_retention"),
     "stuck-summary": (stuck_service, "write_daily_summary"),
     "follow-ups": (FollowUpSender, "_turn"),
+    "alert-feed": (alert_feed, "feed"),
+    "alerts": (AlertSender, "_turn"),
 }
 
 

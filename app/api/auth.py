@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.alerts.sender import UNSUBSCRIBE_PATH
 from app.api.ratelimit import limit_address, limit_caller, limit_inbound
 from app.api.request_log import bind_client
 from app.clients.service import Caller, Scope, authenticate
@@ -86,6 +87,9 @@ async def admit(request: Request) -> None:
     if "token" in request.query_params and not request.headers.get("authorization"):
         # The citizen speaks by their enquiry's token (app.routers.conversation): counted per
         # address, as every call without a key is; the token is checked by the route.
+        await limit_address(request)
+        return
+    if request.url.path == UNSUBSCRIBE_PATH:  # the link's signature is the proof
         await limit_address(request)
         return
     caller = await optional_caller(request, await bearer(request))

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.alerts.sender import UNSUBSCRIBE_PATH
 from app.api.problems import (
     Admit,
     CorsRefused,
@@ -29,6 +30,8 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
 # Photos and documents are uploaded as multipart forms here, with a larger limit.
 _UPLOAD_PATH = ("/v1/enquiries/", "/information")
+# A mail client's one-click unsubscribe (RFC 8058) posts a form, with no API key.
+_UNSUBSCRIBE_BODIES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
 class BodyGuard:
@@ -126,6 +129,8 @@ def _acceptable(content_type: bytes, path: str) -> bool:
         return True
     if _is_upload(content_type, path):
         return True
+    if path == UNSUBSCRIBE_PATH:
+        return content_type in _UNSUBSCRIBE_BODIES
     prefix, suffix = _FORM_PATH
     is_form_path = path.startswith(prefix) and path.endswith(suffix)
     return is_form_path and content_type == b"application/x-www-form-urlencoded"

@@ -155,10 +155,28 @@ class Service(BaseModel):
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=1, le=36500)
     # Past these, its enquiries are listed as stuck (GET /v1/stuck); None: no target.
     targets: ServiceTargets | None = None
+    # The status changes its enquiries' citizens are told of (docs/alerts.md); None: the
+    # top-level `tell:` of services.yaml, else DEFAULT_TELL.
+    tell: tuple[Status, ...] | None = None
 
     def attribute(self, code: str) -> ServiceAttribute | None:
         """The attribute with this code, if the service asks it."""
         return next((a for a in self.attributes if a.code == code), None)
+
+
+# Told by default: the work starting, being scheduled, and every way it can end or start
+# again. Not `acknowledged` (the gateway's own acknowledgement came at intake) nor our own
+# progress before delivery (routed, dispatched, failed, cancelled).
+DEFAULT_TELL: tuple[Status, ...] = (
+    Status.in_progress,
+    Status.action_scheduled,
+    Status.resolved,
+    Status.closed,
+    Status.not_our_responsibility,
+    Status.duplicate,
+    Status.withdrawn,
+    Status.reopened,
+)
 
 
 class Catalogue(BaseModel):
@@ -171,6 +189,14 @@ class Catalogue(BaseModel):
     # Councils beside the area that are not partners, by GSS code: the triage desk names them
     # to signpost a caller whose place is theirs (neighbours.yaml, optional).
     neighbours: dict[str, str] = Field(default_factory=dict)
+    # The status changes a citizen is told of unless their service says otherwise.
+    tell: tuple[Status, ...] = Field(default_factory=lambda: DEFAULT_TELL)
+
+    def tells(self, service_code: str) -> frozenset[Status]:
+        """The status changes the citizens of this service are told of."""
+        service = self.services.get(service_code)
+        chosen = service.tell if service is not None and service.tell is not None else self.tell
+        return frozenset(chosen)
 
     @model_validator(mode="after")
     def _one_triage_desk(self) -> Catalogue:
@@ -194,11 +220,13 @@ def load_catalogue(config_dir: Path, *, variables: Mapping[str, str] = {}) -> Ca
     )
     services = _load_list(config_dir / "services.yaml", "services", Service, lookup)
     neighbours = _load_neighbours(config_dir / "neighbours.yaml", lookup)
+    tell = _load_tell(config_dir / "services.yaml")
     try:
         return Catalogue(
             organisations={o.id: o for o in organisations},
             services={s.code: s for s in services},
             neighbours={n.code: n.name for n in neighbours},
+            **({"tell": tell} if tell is not None else {}),
         )
     except ValidationError as exc:
         raise ConfigError(_describe(config_dir / "organisations.yaml", exc)) from exc
@@ -211,6 +239,20 @@ class Neighbour(BaseModel):
 
     code: str = Field(pattern=GSS_CODE)
     name: str = Field(min_length=1, max_length=200)
+
+
+class _Tell(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    tell: tuple[Status, ...] | None = None
+
+
+def _load_tell(path: Path) -> tuple[Status, ...] | None:
+    """services.yaml's top-level `tell:`, if it has one."""
+    try:
+        return _Tell.model_validate(_read_yaml(path)).tell
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from exc
 
 
 def _load_neighbours(path: Path, lookup: Mapping[str, str]) -> list[Neighbour]:

@@ -10,9 +10,13 @@ keeps an HMAC-SHA256 of each, normalised, under a separate lookup key, so they c
 an index without storing the address itself.
 
 Photos and documents are sealed the same way, as bytes (`seal_bytes`), so the attachment
-store never holds a plain file; the signed URLs a back-office fetches them at carry an
-HMAC-SHA256 under a key derived from each sealing key (`sign`/`verify`), so rotating the
-sealing keys rotates the signing keys with them.
+store never holds a plain file.
+
+Links carry keyed MACs that nothing stores: the signed URLs a back-office fetches files at
+(`sign`), the enquiry's access token (its SHA-256 is kept, as before) and the unsubscribe
+link's signature. Each is an HMAC-SHA256 under a key derived from a sealing key, one key per
+purpose; made with the newest key and checked against each configured one, so a link made
+before a rotation still works until its key is dropped.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ import hashlib
 import hmac
 import json
 import re
+import uuid
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 
 # The embedded development default: public, so production refuses it (see settings.py).
@@ -46,8 +49,11 @@ class Sealer:
             raise ValueError("at least one key is needed to seal citizen details")
         self._fernet = MultiFernet([Fernet(k.get_secret_value().encode()) for k in keys])
         self._lookup_key = lookup_key.get_secret_value().encode()
-        # Newest first, like the sealing keys: the first signs, every one verifies.
-        self._signing_keys = [_signing_key(k.get_secret_value()) for k in keys]
+        # Newest first, like the sealing keys: the first makes, every one checks. Derived
+        # once, so a token or signature costs one HMAC (intake makes one per enquiry).
+        self._signing_keys = [_derive(k, "signed-urls") for k in keys]
+        self._token_keys = [_derive(k, "access-token") for k in keys]
+        self._unsubscribe_keys = [_derive(k, "unsubscribe") for k in keys]
 
     def seal(self, details: dict[str, Any] | None) -> str | None:
         """The details as one token; None for none."""
@@ -94,15 +100,11 @@ class Sealer:
 
     def sign(self, message: str) -> str:
         """An HMAC-SHA256 of the message under the newest signing key, base64url."""
-        return _mac(self._signing_keys[0], message)
+        return _mac(self._signing_keys[0], message.encode())
 
     def verify(self, message: str, signature: str) -> bool:
-        """Whether the signature is the message's under any configured key (compared as
-        bytes: a signature a client made up, in any characters, is simply wrong)."""
-        given = signature.encode("utf-8", "surrogateescape")
-        return any(
-            hmac.compare_digest(_mac(key, message).encode(), given) for key in self._signing_keys
-        )
+        """Whether the signature is the message's under any configured key."""
+        return _made_by_one_of(self._signing_keys, message.encode(), signature)
 
     def email_hash(self, email: str | None) -> str | None:
         """The keyed hash an email is found by, whatever its case or surrounding spaces."""
@@ -115,20 +117,47 @@ class Sealer:
         normalised = normalise_phone(phone)
         return self._hash("phone", normalised) if normalised else None
 
+    def access_token(self, enquiry_id: uuid.UUID) -> str:
+        """The citizen's key to this one enquiry, under the newest key: one HMAC, so intake
+        stays fast, and the alert sender can make it again for the tracking link."""
+        return _mac(self._token_keys[0], enquiry_id.bytes)
+
+    def access_tokens(self, enquiry_id: uuid.UUID) -> list[str]:
+        """The enquiry's access token under each configured key, newest first (the one a
+        rotation left behind is among them)."""
+        return [_mac(key, enquiry_id.bytes) for key in self._token_keys]
+
+    def unsubscribe_signature(self, enquiry_id: uuid.UUID) -> str:
+        """What the unsubscribe link of this enquiry's messages is signed with."""
+        return _mac(self._unsubscribe_keys[0], enquiry_id.bytes)
+
+    def unsubscribe_signed(self, enquiry_id: uuid.UUID, signature: str) -> bool:
+        """Whether `signature` is this enquiry's unsubscribe signature under any configured key."""
+        return _made_by_one_of(self._unsubscribe_keys, enquiry_id.bytes, signature)
+
     def _hash(self, kind: str, value: str) -> str:
         message = f"{kind}:{value}".encode()
         return hmac.new(self._lookup_key, message, hashlib.sha256).hexdigest()
 
 
-def _signing_key(fernet_key: str) -> bytes:
-    """A key for signing URLs, derived from a sealing key (never the sealing key itself)."""
-    derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"iap signed urls")
-    return derive.derive(base64.urlsafe_b64decode(fernet_key))
+def _derive(key: SecretStr, purpose: str) -> bytes:
+    """A key for one purpose alone, from a sealing key (HMAC-SHA256 of the purpose's name)."""
+    return hmac.new(
+        key.get_secret_value().encode(), f"iap:{purpose}".encode(), hashlib.sha256
+    ).digest()
 
 
-def _mac(key: bytes, message: str) -> str:
-    digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+def _mac(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of the message, base64url without padding (43 characters)."""
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _made_by_one_of(keys: list[bytes], message: bytes, signature: str) -> bool:
+    """Whether `signature` is the message's MAC under any of the keys (compared as bytes: a
+    signature a client made up, in any characters, is simply wrong, never an error)."""
+    given = signature.encode("utf-8", "surrogateescape")
+    return any(hmac.compare_digest(_mac(key, message).encode(), given) for key in keys)
 
 
 def normalise_phone(phone: str | None) -> str | None:

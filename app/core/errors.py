@@ -134,6 +134,11 @@ class Forbidden(DomainError, slug="forbidden", title="Your API key may not do th
         )
 
 
+class InvalidLink(DomainError, slug="invalid-link", title="That link is not valid", status=403):
+    """A signed link (the unsubscribe link of a message to the citizen) whose signature is
+    not the gateway's for what it names."""
+
+
 class ClientExists(DomainError, slug="conflict", title="That name is taken", status=409):
     """Something with that name already exists."""
 

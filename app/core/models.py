@@ -161,7 +161,11 @@ class Event(SQLModel, table=True):
     (no enquiry: the daily stuck-work summary, its counts in `data`)."""
 
     __tablename__ = "event"
-    __table_args__ = (Index("ix_event_enquiry", "enquiry_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_event_enquiry", "enquiry_id", "created_at"),
+        # The feeds (alerts, webhooks) read every event past a time, every few seconds.
+        Index("ix_event_created", "created_at", "id"),
+    )
 
     id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
     enquiry_id: uuid.UUID | None = Field(

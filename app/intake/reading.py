@@ -30,6 +30,7 @@ from app.core.models import (
     Enquiry,
     Event,
     Message,
+    alert_table,
     attachment_filename,
     attachment_table,
     attempt_table,
@@ -45,6 +46,7 @@ from app.core.paging import newest_first, page
 from app.core.vocabulary import AuditAction, EventType, MessageKind, OutboxState, Outcome
 from app.intake.schemas import (
     Advice,
+    AlertOut,
     AttachmentOut,
     AttemptOut,
     DestinationOut,
@@ -200,6 +202,7 @@ async def enquiry_view(
         timeline=[_timeline_event(e, audience) for e in events if audience.sees(e.organisation_id)],
         messages=messages,
         attachments=attachments,
+        alerts=await _alerts(conn, enquiry.id) if staff and organisation_id is None else None,
     )
 
 
@@ -247,6 +250,19 @@ async def conversation_of(
         or (staff and audience.organisation_id in (None, message.organisation_id))
     ]
     return attachments, messages
+
+
+async def _alerts(conn: AsyncConnection, enquiry_id: Any) -> list[AlertOut]:
+    """The messages to the citizen about this enquiry (app.alerts), for staff: what, how and
+    how far, never to whom or what they said."""
+    a, ev = alert_table.c, event_table.c
+    rows = await conn.execute(
+        select(a.kind, a.channel, a.status, a.state, a.attempts, a.created_at, a.delivered_at)
+        .join(event_table, ev.id == a.event_id)
+        .where(a.enquiry_id == enquiry_id)
+        .order_by(ev.created_at, ev.id)  # in the order of what they tell
+    )
+    return [AlertOut(**row._asdict()) for row in rows]
 
 
 def _may_see(enquiry: Enquiry | None, *, client_id: str | None, token: str | None) -> bool:

@@ -19,7 +19,14 @@ from pydantic import (
 from app.catalogue.locate import normalise_postcode_or_part
 from app.catalogue.status import Status
 from app.core.types import Strict, Text
-from app.core.vocabulary import EventType, MessageKind, OutboxState, Outcome
+from app.core.vocabulary import (
+    AlertChannel,
+    AlertKind,
+    EventType,
+    MessageKind,
+    OutboxState,
+    Outcome,
+)
 
 # A phone number as people type it; app.core.crypto.normalise_phone finds it however written.
 PHONE_PATTERN = r"^\+?[0-9 ()-]{7,20}$"
@@ -235,6 +242,18 @@ class EnquiryCreated(EnquiryBase):
     )
 
 
+class AlertOut(BaseModel):
+    """One message to the citizen (docs/alerts.md), as staff see it: never its address or text."""
+
+    kind: AlertKind
+    channel: AlertChannel
+    status: str | None = Field(default=None, description="The status it told, if any")
+    state: OutboxState
+    attempts: int
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
 class TimelineEvent(BaseModel):
     at: datetime
     type: EventType
@@ -269,6 +288,11 @@ class EnquiryOut(EnquiryBase):
     )
     attachments: list[AttachmentOut] = Field(
         default=[], description="Every photo and document added, oldest first"
+    )
+    alerts: list[AlertOut] | None = Field(
+        default=None,
+        description="Staff with enquiries:read-all only: the messages sent (or to be sent) "
+        "to the citizen, oldest first",
     )
 
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.catalogue.catalogue import Catalogue
-from app.sandbox import admin, county, fhir, generic, mail, open311
+from app.sandbox import admin, county, fhir, generic, mail, notify, open311
 from app.sandbox.core import DEFAULT_PUSH_DELAYS, Sandbox
 from app.sandbox.faults import SimulatorError, render_simulator_error
 
@@ -70,6 +70,7 @@ def create_sandbox_app(
     app.add_middleware(CountInFlight, sandbox=sandbox)
     for router in (admin.router, mail.router, open311.router, county.router, fhir.router):
         app.include_router(router)
+    app.include_router(notify.router)  # GOV.UK Notify, for the gateway's alerts to citizens
     app.include_router(generic.router)
     return app
 

@@ -18,6 +18,7 @@ ANSWERED = {
     "not-found": (404, "Not found"),
     "unauthenticated": (401, "We could not tell who sent this"),
     "forbidden": (403, "Your API key may not do this"),
+    "invalid-link": (403, "That link is not valid"),
     "conflict": (409, "That name is taken"),
     "state-conflict": (409, "That cannot be done to it now"),
     "method-not-allowed": (405, "Method not allowed"),
