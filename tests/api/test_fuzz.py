@@ -10,6 +10,7 @@ from the profile in tests/conftest.py.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -25,14 +26,18 @@ from standardwebhooks import Webhook
 
 from app.api.problems import PROBLEM_JSON, PROBLEM_TYPES
 from app.core.models import (
+    attachment_table,
     audit_table,
     dispatch_table,
     enquiry_table,
     event_table,
+    follow_up_table,
     idempotency_table,
+    message_table,
     status_update_table,
 )
 from tests import strategies as fuzz
+from tests.attachments.images import png_bomb
 from tests.conftest import bearer, enquiry_body, make_person
 from tests.updates.test_inbound import (
     CITY_KEY,
@@ -567,3 +572,124 @@ async def test_any_redrive_or_close_request_is_answered_and_changes_nothing_it_r
         if path == "/v1/dispatches/redrive" and response.status_code == 200:
             assert response.json() == {"count": 0, "ids": []}  # nothing is dead here
     assert await stored(engine) == before
+
+
+# --- the conversation after submission: information, withdrawal, reopening, notes, files ------
+
+_SAID = st.one_of(
+    fuzz.json_documents,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "text": fuzz.odd_text | st.text(max_size=6000) | fuzz.json_scalars,
+            "reason": fuzz.odd_text | st.text(max_size=3000) | fuzz.json_scalars,
+        },
+    ),
+)
+
+
+async def _conversation_stored(engine: AsyncEngine) -> tuple[int, int, int, int]:
+    async with engine.connect() as conn:
+        counts = select(
+            _count(message_table),
+            _count(attachment_table),
+            _count(follow_up_table),
+            _count(event_table),
+        )
+        messages, attachments, follow_ups, events = (await conn.execute(counts)).one()
+        return messages, attachments, follow_ups, events
+
+
+@pytest.fixture
+async def spoken_to(client, app) -> tuple[str, str]:
+    """(reference, token) of a delivered pothole: what is said of it is sent to the county."""
+    created = (await client.post("/v1/enquiries", json=enquiry_body())).json()
+    await app.state.runtime.dispatcher.run_until_idle()
+    return created["reference"], created["access_token"]
+
+
+@given(
+    act=st.sampled_from(["information", "withdraw", "reopen", "notes"]),
+    body=_SAID,
+    reference=st.just("MINE") | fuzz.reference_texts,
+    token=st.none() | st.just("MINE") | fuzz.tokens,
+)
+async def test_any_conversation_act_is_answered_and_stored_whole_or_not(
+    client, anonymous, engine, spoken_to, act, body, reference, token
+):
+    ours, our_token = spoken_to
+    path = f"/v1/enquiries/{_escaped(ours if reference == 'MINE' else reference)}/{act}"
+    if token is not None:
+        path += "?token=" + _escaped(our_token if token == "MINE" else token)
+    before = await _conversation_stored(engine)
+    http = anonymous if token is not None else client
+    response = await http.post(path, content=fuzz.encode(body), headers=JSON)
+    assert_answered(response)
+    if response.status_code != 201:
+        assert await _conversation_stored(engine) == before, response.text
+
+
+@functools.cache
+def _bomb() -> bytes:
+    return png_bomb(12_000, 12_000)  # 144 megapixels in a few kilobytes
+
+
+_FILES = st.lists(
+    st.one_of(
+        st.binary(max_size=2048),  # anything at all, zero bytes too
+        st.just(b""),
+        st.builds(lambda tail: b"\xff\xd8\xff\xe0" + tail, st.binary(max_size=512)),  # JPEG-ish
+        st.builds(lambda tail: b"\x89PNG\r\n\x1a\n" + tail, st.binary(max_size=512)),
+        st.builds(lambda tail: b"%PDF-1.7\n" + tail, st.binary(max_size=512)),
+        st.just(b"PK\x03\x04" + b"\x00" * 200),  # a zip
+        st.just("bomb"),
+    ),
+    max_size=7,
+)
+
+
+@given(
+    files=_FILES,
+    text=st.none() | fuzz.odd_text,
+    names=st.sampled_from(["photo.jpg", "../../etc/passwd", "", "x" * 300, "résumé.pdf"]),
+    types=st.sampled_from(["image/jpeg", "application/pdf", "text/html", ""]),
+)
+async def test_any_upload_is_answered_and_stored_whole_or_not(
+    anonymous, engine, spoken_to, files, text, names, types
+):
+    reference, token = spoken_to
+    form = [("files", (names, _bomb() if f == "bomb" else f, types)) for f in files]
+    before = await _conversation_stored(engine)
+    response = await anonymous.post(
+        f"/v1/enquiries/{reference}/information",
+        params={"token": token},
+        data={"text": text.encode("utf-8", "surrogatepass")} if text is not None else {},
+        files=form or None,
+    )
+    assert_answered(response)
+    if response.status_code != 201:
+        assert await _conversation_stored(engine) == before, response.text
+    else:
+        assert len(response.json()["attachments"]) == len(files)
+
+
+@given(
+    attachment=st.uuids().map(str) | fuzz.odd_text,
+    expires=st.integers().map(str) | fuzz.odd_text,
+    signature=fuzz.tokens | fuzz.odd_text,
+    reference=st.just("MINE") | fuzz.reference_texts,
+    by_token=st.booleans(),
+)
+async def test_any_attachment_read_is_answered(
+    client, anonymous, spoken_to, attachment, expires, signature, reference, by_token
+):
+    ours, token = spoken_to
+    query = f"expires={_escaped(expires)}&signature={_escaped(signature or '')}"
+    signed = await anonymous.get(f"/v1/attachments/{_escaped(attachment)}?{query}")
+    assert_answered(signed)
+    assert signed.status_code != 200
+    path = f"/v1/enquiries/{_escaped(ours if reference == 'MINE' else reference)}"
+    path += f"/attachments/{_escaped(attachment)}"
+    read = await (anonymous.get(f"{path}?token={token}") if by_token else client.get(path))
+    assert_answered(read)
+    assert read.status_code != 200

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 PUBLIC = "public"  # no key needed
 OWN_AUTH = "own"  # the organisation's signature or api_key, not an API key
+SIGNED = "signed"  # a link we signed is the proof (a file's URL, an unsubscribe link)
 
 # Every route of the app and who may call it. A route missing here fails the first test, so a
 # new route cannot be added without deciding this.
@@ -74,6 +75,25 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/v1/services/{code}"): PUBLIC,
     ("POST", "/v1/inbound/{organisation}"): OWN_AUTH,
     ("POST", "/v1/inbound/{organisation}/servicerequestupdates"): OWN_AUTH,
+    # The conversation: the citizen by their token (no key), the submitting client, staff.
+    ("POST", "/v1/enquiries/{reference}/information"): (
+        Scope.enquiries_submit,
+        Scope.enquiries_read_all,
+    ),
+    ("POST", "/v1/enquiries/{reference}/withdraw"): (
+        Scope.enquiries_submit,
+        Scope.enquiries_read_all,
+    ),
+    ("POST", "/v1/enquiries/{reference}/reopen"): (
+        Scope.enquiries_submit,
+        Scope.enquiries_read_all,
+    ),
+    ("POST", "/v1/enquiries/{reference}/notes"): (Scope.enquiries_read_all,),
+    ("GET", "/v1/enquiries/{reference}/attachments/{attachment_id}"): READERS,
+    # A back-office fetching a file, a citizen unsubscribing: the signed link is the proof.
+    ("GET", "/v1/attachments/{attachment_id}"): SIGNED,
+    ("GET", "/v1/alerts/unsubscribe"): SIGNED,
+    ("POST", "/v1/alerts/unsubscribe"): SIGNED,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/problems/{slug}"): PUBLIC,
@@ -89,6 +109,7 @@ PATH_VALUES = {
     "organisation_id": "oxfordshire-county",
     "dispatch_id": "00000000-0000-4000-8000-000000000000",
     "delivery_id": "00000000-0000-4000-8000-000000000000",
+    "attachment_id": "00000000-0000-4000-8000-000000000000",
 }
 BODIES = {
     "/v1/enquiries": enquiry_body(),
@@ -101,6 +122,10 @@ BODIES = {
     "/v1/enquiries/{reference}/parts/{organisation_id}/updates": {"status": "acknowledged"},
     "/v1/dispatches/redrive": {"organisation": "oxfordshire-county", "since": "2026-01-01T00:00Z"},
     "/v1/dispatches/{dispatch_id}/close": {"note": "seen to by phone"},
+    "/v1/enquiries/{reference}/information": {"text": "It is by the bus stop"},
+    "/v1/enquiries/{reference}/withdraw": {"reason": "Fixed already"},
+    "/v1/enquiries/{reference}/reopen": {"reason": "Not fixed after all"},
+    "/v1/enquiries/{reference}/notes": {"text": "Caller rang twice"},
 }
 # The county pushes signed webhooks; Oxford City pushes Open311 updates with an api_key.
 PUSHER = {"/v1/inbound/{organisation}": "oxfordshire-county"}
@@ -141,6 +166,17 @@ async def test_each_route_answers_by_key_and_scope(method, path, client, anonymo
     answer = await call(anonymous, method, path, reference)
     if policy == PUBLIC:
         assert answer.status_code not in (401, 403), answer.text
+        return
+    if policy == SIGNED:
+        # Without the link's signature, refused (or its missing parts named); a key, even an
+        # administrator's, is no signature and changes nothing.
+        assert answer.status_code in (403, 422), answer.text
+        admin = await make_key(engine, Scope.admin)
+        with_key = await call(anonymous, method, path, reference, admin)
+        assert (with_key.status_code, with_key.json()["type"]) == (
+            answer.status_code,
+            answer.json()["type"],
+        )
         return
     if policy == OWN_AUTH:
         admin = await make_key(engine, Scope.admin)
