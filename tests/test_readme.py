@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.adapters.factory import photo
 from tests.conftest import UNREACHABLE_RATE, bearer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,8 @@ def gateway(database_url, sandbox, tmp_path):
         "IAP_DATABASE_URL": database_url,
         "IAP_SANDBOX_URL": sandbox.url,
         "IAP_SANDBOX_SMTP_PORT": str(sandbox.smtp_port),
+        # Where Cherwell's back-office fetches a photo's signed link (port 8000 as written).
+        "IAP_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "IAP_STATUS_POLL_SECONDS": "0.2",
         # The test polls faster than a person would; the limits stay on, out of its reach.
         "IAP_API__RATE_LIMIT_CLIENT": UNREACHABLE_RATE,
@@ -96,10 +99,11 @@ def key(gateway, tmp_path):
     return key
 
 
-def run(command: str, port: int, key: str = "") -> dict:
+def run(command: str, port: int, key: str = "", cwd: Path | None = None) -> dict:
     command = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     result = subprocess.run(
         ["bash", "-c", command],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=30,
@@ -117,8 +121,8 @@ def next_poll(port: int, key: str) -> str:
 
 
 @pytest.mark.e2e
-def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, key):
-    submit, read_back, citizen_read, subject_access, history, triage = readme_curls()
+def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, key, tmp_path):
+    submit, read_back, citizen_read, information, subject_access, history, triage = readme_curls()
     created = run(submit, gateway, key)
     assert created["status"] == "routed"
     assert created["destinations"][0]["organisation_id"] == "cherwell"
@@ -160,6 +164,20 @@ def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, ke
         "phone": "********000",
         "preferred_contact": "phone",
     }
+    # They add a photo from their phone: Cherwell's case gets it once, without its EXIF.
+    (tmp_path / "bin.jpg").write_bytes(photo(exif=True))
+    information_command = information.replace("K7Q-M4X-PB6", created["reference"]).replace(
+        "THE-ACCESS-TOKEN", created["access_token"]
+    )
+    said = run(information_command, gateway, cwd=tmp_path)
+    assert [a["content_type"] for a in said["attachments"]] == ["image/jpeg"]
+    deadline = time.monotonic() + 10
+    while not (follow_ups := back_office.cases["cherwell"][case].get("follow_ups")):
+        assert time.monotonic() < deadline, "the information never reached Cherwell"
+        time.sleep(0.05)
+    [forwarded] = follow_ups
+    assert forwarded["text"] == "It is the green food bin by the gate"
+    assert [f["exif"] for f in forwarded["attachments"]] == [False]
     # The data-protection officer's export finds it by the phone number, however it is typed.
     export = run(subject_access, gateway, key)
     [exported] = export["enquiries"]
