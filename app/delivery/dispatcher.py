@@ -33,7 +33,7 @@ from app.catalogue.catalogue import Catalogue, Organisation
 from app.catalogue.status import Status
 from app.core import outbox
 from app.core.crypto import SealedDataUnreadable, Sealer
-from app.core.db import DISPATCH_CHANNEL, is_postgres, reading, writing
+from app.core.db import DISPATCH_CHANNEL, is_postgres, reading, wake_follow_ups, writing
 from app.core.models import (
     Enquiry,
     attempt_table,
@@ -41,11 +41,13 @@ from app.core.models import (
     enquiry_table,
     event_table,
     fetch_one,
+    follow_up_table,
+    message_table,
     utcnow,
 )
 from app.core.outbox import LeaseFence, LeaseQueue, Listener, finished
 from app.core.settings import DispatchSettings
-from app.core.vocabulary import BreakerChange, EventType, OutboxState, Outcome
+from app.core.vocabulary import BreakerChange, EventType, MessageKind, OutboxState, Outcome
 from app.delivery import circuits
 from app.updates.recording import follow_enquiry_status
 
@@ -395,6 +397,8 @@ class Dispatcher(LeaseQueue[Claim]):
                 },
             )
             await self._timeline(conn, claim, attempt=attempt, outcome=outcome, now=now)
+            if outcome.kind is Outcome.delivered:
+                await _catch_up(conn, claim, now)
             failing = claim.organisation_id in self._failing
             if outcome.transient or (outcome.kind is Outcome.delivered and failing):
                 await self._count_for_circuit(conn, claim, outcome, now)
@@ -523,3 +527,40 @@ class Dispatcher(LeaseQueue[Claim]):
             .values(status=status, updated_at=now)
         )
         return status if changed.rowcount else None
+
+
+async def _catch_up(conn: AsyncConnection, claim: Claim, now: datetime) -> None:
+    """What was said while this delivery waited or was on its way (more information, photos;
+    a withdrawal made while the call was in flight) follows it to the back-office: a follow-up
+    for each such message this organisation was not sent yet, queued in the delivery's own
+    transaction (unique per message and part, so never twice)."""
+    m, f = message_table.c, follow_up_table.c
+    kinds = [MessageKind.information]
+    status = await conn.scalar(
+        select(enquiry_table.c.status).where(enquiry_table.c.id == claim.enquiry_id)
+    )
+    if status == Status.withdrawn:
+        kinds.append(MessageKind.withdrawal)
+    unsent = await conn.execute(
+        select(m.id, m.kind)
+        .where(
+            m.enquiry_id == claim.enquiry_id,
+            m.kind.in_(kinds),
+            ~exists().where(f.message_id == m.id, f.organisation_id == claim.organisation_id),
+        )
+        .order_by(m.created_at, m.id)
+    )
+    rows = [
+        outbox.new_row(
+            now=now,
+            message_id=message_id,
+            dispatch_id=claim.dispatch_id,
+            enquiry_id=claim.enquiry_id,
+            organisation_id=claim.organisation_id,
+            kind=kind,
+        )
+        for message_id, kind in unsent
+    ]
+    if rows:
+        await conn.execute(follow_up_table.insert(), rows)
+        await wake_follow_ups(conn)

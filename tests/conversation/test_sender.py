@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.conversation.sender import FollowUpSender
 from app.core.models import dispatch_table, event_table
-from app.sandbox import BackOffice
+from app.sandbox import BackOffice, Behaviour
 from tests.adapters import factory
 from tests.conftest import enquiry_body
 from tests.conversation.helpers import (
@@ -27,6 +27,7 @@ from tests.conversation.helpers import (
     follow_ups,
     health,
     report,
+    submitted,
 )
 
 
@@ -208,3 +209,37 @@ async def test_a_repeat_after_a_lost_lease_sends_nothing_twice(
     async with app.state.iap.engine.connect() as conn:
         remote = await conn.scalar(select(dispatch_table.c.remote_reference))
     assert remote in back_office.cases[COUNTY]
+
+
+async def test_information_given_before_delivery_follows_the_delivery_once(
+    app: FastAPI, client: httpx.AsyncClient, anonymous: httpx.AsyncClient, back_office: BackOffice
+) -> None:
+    # The citizen sends their photo a moment after submitting, before the county has the case.
+    reference, token = await submitted(client)
+    await information(anonymous, reference, token, photo=True)
+    for _ in range(2):  # a second turn of each finds nothing more to do
+        await app.state.runtime.dispatcher.run_until_idle()
+        await sender(app).run_until_idle()
+    [entry] = taken(back_office, COUNTY)
+    assert entry["kind"] == "information"
+    assert [(f["content_type"], f["exif"]) for f in entry["attachments"]] == [("image/jpeg", False)]
+
+
+async def test_a_withdrawal_made_while_the_delivery_was_in_flight_follows_it(
+    app: FastAPI, client: httpx.AsyncClient, anonymous: httpx.AsyncClient, back_office: BackOffice
+) -> None:
+    reference, token = await submitted(client)
+    back_office.behaviour[COUNTY] = Behaviour(latency_ms=1500)  # the county is slow to answer
+    delivering = asyncio.create_task(app.state.runtime.dispatcher.run_until_idle())
+    await asyncio.sleep(0.5)  # the call is on its way
+    withdrawn = await anonymous.post(
+        f"/v1/enquiries/{reference}/withdraw", params={"token": token}, json={"reason": "Fixed"}
+    )
+    assert withdrawn.status_code == 201, withdrawn.text
+    await delivering
+    back_office.behaviour.clear()
+    await sender(app).run_until_idle()
+    [case] = back_office.cases[COUNTY].values()  # the county made the case after all...
+    assert [f["kind"] for f in case["follow_ups"]] == ["withdrawal"]  # ...and is told, once
+    seen = (await client.get(f"/v1/enquiries/{reference}")).json()
+    assert seen["status"] == "withdrawn"
