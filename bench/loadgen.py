@@ -200,11 +200,20 @@ async def submit(client: httpx.AsyncClient, url: str) -> None:
 async def submit_many(url: str, count: int, concurrency: int) -> None:
     """`count` enquiries, `concurrency` at a time."""
     queue = iter(range(count))
-    limits = httpx.Limits(max_connections=concurrency)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us.
+    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=2)
     async with httpx.AsyncClient(timeout=30, limits=limits, headers=API_HEADERS) as client:
 
         async def loop() -> None:
             for _ in queue:
-                await submit(client, url)
+                for attempt in range(3):
+                    try:
+                        await submit(client, url)
+                        break
+                    except httpx.TransportError:
+                        # A connection the server closed as it was reused (seen as ReadError
+                        # in the drain phase): queueing goes on; the drain counts the rows.
+                        if attempt == 2:
+                            raise
 
         await asyncio.gather(*(loop() for _ in range(concurrency)))

@@ -137,6 +137,8 @@ async def _events_after(
         .join(enquiry_table, e.id == v.enquiry_id)
         .where(v.created_at > since, told)
         .where(e.alerts_stopped_at.is_(None), e.anonymised_at.is_(None))
+        # Only citizens who agreed to be told: the others' details are never opened here.
+        .where(e.consent["send_updates"].as_boolean().is_(True), e.citizen_sealed.is_not(None))
         .order_by(v.created_at, v.id)
         .limit(FEED_PAGE)
     )

@@ -534,18 +534,15 @@ async def _catch_up(conn: AsyncConnection, claim: Claim, now: datetime) -> None:
     a withdrawal made while the call was in flight) follows it to the back-office: a follow-up
     for each such message this organisation was not sent yet, queued in the delivery's own
     transaction (unique per message and part, so never twice)."""
-    m, f = message_table.c, follow_up_table.c
-    kinds = [MessageKind.information]
-    status = await conn.scalar(
-        select(enquiry_table.c.status).where(enquiry_table.c.id == claim.enquiry_id)
-    )
-    if status == Status.withdrawn:
-        kinds.append(MessageKind.withdrawal)
+    m, f, e = message_table.c, follow_up_table.c, enquiry_table.c
+    # One indexed look-up, in the delivery's transaction (usually finding nothing).
     unsent = await conn.execute(
         select(m.id, m.kind)
+        .join(enquiry_table, e.id == m.enquiry_id)
         .where(
             m.enquiry_id == claim.enquiry_id,
-            m.kind.in_(kinds),
+            (m.kind == MessageKind.information)
+            | ((m.kind == MessageKind.withdrawal) & (e.status == Status.withdrawn)),
             ~exists().where(f.message_id == m.id, f.organisation_id == claim.organisation_id),
         )
         .order_by(m.created_at, m.id)
