@@ -122,7 +122,7 @@ EVENT_LABELS: Mapping[str, str] = {
 STATUS_EVENT = N_("Status: {status}")
 OTHER_EVENT = N_("Updated")
 DONE = {
-    INFORMATION: N_("Thank you: what you added has been sent on."),
+    INFORMATION: N_("Thank you: what you added has been kept and will be passed on."),
     WITHDRAW: N_("Your enquiry has been withdrawn."),
 }
 # The error shown for each refusal, by the field it is about.
@@ -178,8 +178,9 @@ def _language(request: Request, lang: str | None) -> str:
     return i18n.chosen_language(lang, request.headers.get("accept-language"))
 
 
-Lang = Annotated[str | None, Query(max_length=8)]
-Token = Annotated[str | None, Query(max_length=MAX_TOKEN)]
+# Unbounded here and judged by the route, so a malformed link gets a page, never problem+json.
+Lang = Annotated[str | None, Query()]
+Token = Annotated[str | None, Query()]
 
 
 @router.get("/{reference}", response_class=HTMLResponse)
@@ -189,7 +190,7 @@ async def track(
     state: State,
     token: Token = None,
     lang: Lang = None,
-    done: Annotated[str | None, Query(max_length=16)] = None,
+    done: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The citizen's page for their enquiry; the same 404 page for any wrong link."""
     language = _language(request, lang)
@@ -282,7 +283,7 @@ async def _enquiry(
 ) -> tuple[uuid.UUID, EnquiryOut] | None:
     """The enquiry and the citizen's masked view of it, by the API's own rule for a token;
     None for anything that is not their enquiry (a wrong token, a reference that is not one)."""
-    if not token:
+    if not token or len(token) > MAX_TOKEN:
         return None
     try:
         async with reading(state.engine, one_snapshot=True) as conn:
@@ -330,7 +331,7 @@ def _refusal(
         message = _t(
             language,
             FILE_ERRORS[kind],
-            megabytes=f"{limits.max_bytes / 1_000_000:g}",
+            megabytes=_megabytes(limits.max_bytes),
             count=limits.max_files,
         )
         page.errors.append(("files", message))
@@ -378,7 +379,7 @@ def _render(
         },
         "file_url": lambda attachment_id: _file_url(view.reference, attachment_id, page.token),
         "limits": state.settings.attachments,
-        "megabytes": f"{state.settings.attachments.max_bytes / 1_000_000:g}",
+        "megabytes": _megabytes(state.settings.attachments.max_bytes),
         "max_text": MAX_TEXT,
         "max_reason": MAX_REASON,
     }
@@ -452,6 +453,11 @@ def _file_url(reference: str, attachment_id: uuid.UUID, token: str) -> str:
 def _t(language: str, message: str, **values: Any) -> str:
     translated = i18n.translations(language).gettext(message)
     return translated.format(**values) if values else translated
+
+
+def _megabytes(size: int) -> str:
+    """A file size limit as people read it (10 MiB is "10")."""
+    return f"{round(size / 1_048_576, 1):g}"
 
 
 def _when(language: str, at: datetime) -> str:

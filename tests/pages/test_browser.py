@@ -129,7 +129,7 @@ def test_the_tracking_page_in_every_state_has_no_accessibility_violations(
 
     browser.find_element(By.ID, "information").send_keys("It is by the bus stop")
     browser.find_element(By.CSS_SELECTOR, "form[action*='/information'] button").click()
-    assert "sent on" in browser.find_element(By.CLASS_NAME, "notification-banner").text
+    assert "passed on" in browser.find_element(By.CLASS_NAME, "notification-banner").text
     no_violations(browser, "after adding information")
 
     browser.get(f"{page}&lang=cy")

@@ -83,7 +83,7 @@ async def test_adding_information_with_a_photo_is_kept_forwarded_and_shown(
     assert (queued["organisation_id"], queued["kind"]) == (COUNTY, "information")
     assert await stored(app) == {"messages": 1, "attachments": 1, "follow_ups": 1}
     after = await anonymous.get(sent.headers["location"])
-    assert "what you added has been sent on" in after.text
+    assert "what you added has been kept and will be passed on" in after.text
     assert "It is by the bus stop" in after.text
     assert "photo-1.jpg" in after.text
     link = after.text.split('href="/v1/enquiries/')[1].split('"')[0].replace("&amp;", "&")
@@ -193,6 +193,7 @@ async def test_a_wrong_token_an_unknown_and_a_malformed_reference_get_the_same_4
         await anonymous.get(page_url(display(new_reference()), token)),
         await anonymous.get(page_url("NOT-A-REF", token)),
         await anonymous.get(f"/track/{reference}"),
+        await anonymous.get(page_url(reference, "x" * 500, lang="x" * 500, done="y" * 99)),
         await anonymous.post(f"/track/{reference}/withdraw?token=wrong", data={"reason": "x"}),
     ]
     assert {a.status_code for a in answers} == {404}
