@@ -19,7 +19,8 @@ from app.core.reference import display, new_reference
 from app.core.settings import AttachmentSettings, Settings
 from app.main import create_app
 from app.sandbox import BackOffice
-from tests.conftest import make_person, started
+from tests.api.test_abuse import limited, running
+from tests.conftest import bearer, make_key, make_person, started
 from tests.conversation.helpers import COUNTY, delivered, follow_ups, stored, submitted
 from tests.pages.helpers import forms, page_url
 
@@ -278,3 +279,20 @@ def test_every_string_of_the_pages_has_its_welsh() -> None:
         welsh = {m.id: m.string for m in read_po(po) if m.id}
     assert found - welsh.keys() == set()
     assert [m for m in found if not welsh[m]] == []
+
+
+async def test_the_page_counts_against_the_address_as_the_apis_token_reads_do(
+    settings: Settings,
+) -> None:
+    reference = display(new_reference())
+    async with running(limited(settings, rate_limit_anonymous="3/hour")) as gateway:
+        admin = await make_key(gateway.engine, Scope.admin)
+        async with gateway.http() as http:
+            answers = [(await http.get(page_url(reference, "guess"))).status_code for _ in "abc"]
+            assert answers == [404, 404, 404]
+            over = [
+                await http.get(page_url(reference, "guess")),
+                await http.get(page_url(reference, "guess"), headers=bearer(admin)),
+                await http.post(f"/track/{reference}/withdraw?token=guess", data={"reason": "x"}),
+            ]
+    assert [a.status_code for a in over] == [429, 429, 429]
