@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from pydantic import SecretStr
 
@@ -73,8 +75,6 @@ def test_production_refuses_to_run_on_the_public_development_keys():
 
 
 def test_a_forms_field_is_one_enquirys_and_one_purposes_and_survives_a_rotation():
-    import uuid
-
     old, new = new_key(), new_key()
     enquiry, other = uuid.uuid4(), uuid.uuid4()
     [made] = sealer(old).form_tokens(enquiry, "withdraw")
