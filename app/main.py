@@ -43,11 +43,13 @@ from app.routers import (
     parts,
     privacy,
     stuck,
+    track,
     triage,
     webhooks,
 )
 from app.runtime import build_locator, load_configured_catalogue, outbound_guard, runtime
 from app.updates.inbound import InboundUpdate
+from app.web import i18n
 
 API_DESCRIPTION = """
 One endpoint for every public-service enquiry in a two-tier area. Submit an enquiry; the gateway
@@ -123,6 +125,8 @@ def create_app(
         redoc_url=None,
     )
     add_docs_pages(app)
+    # The tracking page's stylesheet, from the package (app/web/static).
+    app.mount(track.ASSETS, StaticFiles(directory=str(i18n.STATIC_DIR)), name="track-assets")
     uploads = settings.attachments
     app.add_middleware(
         BodyGuard,
@@ -147,6 +151,7 @@ def create_app(
         catalogue.router,
         attachments.router,
         alerts.router,
+        track.router,
         meta.router,
     ):
         app.include_router(router)

@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("main", "runtime", "cli", "production", "sandbox", "migrations"),
     ("routers",),  # HTTP only: parse, call a service, answer
     ("api",),  # auth, dependencies, middleware, problem+json, rate limits
+    ("web",),  # the pages' templates, stylesheet and translations (gettext with Babel)
     # The domain packages, in the order their uses run today: partners feeds read delivery
     # outcomes; privacy exports and erases what intake and updates wrote; delivery records
     # the updates it is given; updates follow enquiries that intake stored.

@@ -53,6 +53,7 @@ a = alert_table.c
 e = enquiry_table.c
 MESSAGE_ID_DOMAIN = "iap.invalid"
 UNSUBSCRIBE_PATH = "/v1/alerts/unsubscribe"
+TRACK_PATH = "/track/"  # the citizen's page: TRACK_PATH + reference (app.routers.track)
 SANDBOX_SMTP_HOST = "127.0.0.1"
 
 
@@ -95,7 +96,7 @@ def unsubscribe_url(settings: Settings, sealer: Sealer, enquiry_id: uuid.UUID) -
 
 def track_url(settings: Settings, reference: str, token: str | None) -> str:
     """The citizen's page for the enquiry, with their access token when it can be made."""
-    url = f"{settings.public_url.rstrip('/')}/track/{quote(display(reference))}"
+    url = f"{settings.public_url.rstrip('/')}{TRACK_PATH}{quote(display(reference))}"
     return f"{url}?token={quote(token)}" if token else url
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.alerts.sender import UNSUBSCRIBE_PATH
+from app.alerts.sender import TRACK_PATH, UNSUBSCRIBE_PATH
 from app.api.ratelimit import limit_address, limit_caller, limit_inbound
 from app.api.request_log import bind_client
 from app.clients.service import Caller, Scope, authenticate
@@ -89,7 +89,8 @@ async def admit(request: Request) -> None:
         # address, as every call without a key is; the token is checked by the route.
         await limit_address(request)
         return
-    if request.url.path == UNSUBSCRIBE_PATH:  # the link's signature is the proof
+    # The link's signature is the proof; the tracking page's token (a key there changes nothing).
+    if request.url.path == UNSUBSCRIBE_PATH or request.url.path.startswith(TRACK_PATH):
         await limit_address(request)
         return
     caller = await optional_caller(request, await bearer(request))

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.alerts.sender import UNSUBSCRIBE_PATH
+from app.alerts.sender import TRACK_PATH, UNSUBSCRIBE_PATH
 from app.api.problems import (
     Admit,
     CorsRefused,
@@ -30,8 +30,9 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
 # Photos and documents are uploaded as multipart forms here, with a larger limit.
 _UPLOAD_PATH = ("/v1/enquiries/", "/information")
-# A mail client's one-click unsubscribe (RFC 8058) posts a form, with no API key.
-_UNSUBSCRIBE_BODIES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+# A mail client's one-click unsubscribe (RFC 8058) posts a form, with no API key; so do the
+# citizen's tracking page's forms (multipart where a photo may come with it).
+_FORM_BODIES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
 class BodyGuard:
@@ -119,9 +120,9 @@ class BodyGuard:
 
 def _is_upload(content_type: bytes, path: str) -> bool:
     prefix, suffix = _UPLOAD_PATH
-    return (
-        content_type == b"multipart/form-data" and path.startswith(prefix) and path.endswith(suffix)
-    )
+    if content_type != b"multipart/form-data" or not path.endswith(suffix):
+        return False
+    return path.startswith(prefix) or path.startswith(TRACK_PATH)
 
 
 def _acceptable(content_type: bytes, path: str) -> bool:
@@ -129,8 +130,8 @@ def _acceptable(content_type: bytes, path: str) -> bool:
         return True
     if _is_upload(content_type, path):
         return True
-    if path == UNSUBSCRIBE_PATH:
-        return content_type in _UNSUBSCRIBE_BODIES
+    if path == UNSUBSCRIBE_PATH or path.startswith(TRACK_PATH):
+        return content_type in _FORM_BODIES
     prefix, suffix = _FORM_PATH
     is_form_path = path.startswith(prefix) and path.endswith(suffix)
     return is_form_path and content_type == b"application/x-www-form-urlencoded"
@@ -325,7 +326,9 @@ class SecurityHeaders:
         names = {name.lower(): value for name, value in headers}
         if b"cache-control" not in names:
             headers.append((b"cache-control", b"no-store"))
-        page = names.get(b"content-type", b"").startswith(b"text/html")
-        headers.append((b"content-security-policy", _PAGE_CSP if page else _API_CSP))
+        # A page that sets its own, stricter policy keeps it (the tracking page's).
+        if b"content-security-policy" not in names:
+            page = names.get(b"content-type", b"").startswith(b"text/html")
+            headers.append((b"content-security-policy", _PAGE_CSP if page else _API_CSP))
         headers.extend(self.extra)
         return headers

@@ -13,10 +13,11 @@ Photos and documents are sealed the same way, as bytes (`seal_bytes`), so the at
 store never holds a plain file.
 
 Links carry keyed MACs that nothing stores: the signed URLs a back-office fetches files at
-(`sign`), the enquiry's access token (its SHA-256 is kept, as before) and the unsubscribe
-link's signature. Each is an HMAC-SHA256 under a key derived from a sealing key, one key per
-purpose; made with the newest key and checked against each configured one, so a link made
-before a rotation still works until its key is dropped.
+(`sign`), the enquiry's access token (its SHA-256 is kept, as before), the unsubscribe
+link's signature and the tracking page's form fields (`form_tokens`, against CSRF). Each is
+an HMAC-SHA256 under a key derived from a sealing key, one key per purpose; made with the
+newest key and checked against each configured one, so a link made before a rotation still
+works until its key is dropped.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Sealer:
         self._signing_keys = [_derive(k, "signed-urls") for k in keys]
         self._token_keys = [_derive(k, "access-token") for k in keys]
         self._unsubscribe_keys = [_derive(k, "unsubscribe") for k in keys]
+        self._form_keys = [_derive(k, "forms") for k in keys]
 
     def seal(self, details: dict[str, Any] | None) -> str | None:
         """The details as one token; None for none."""
@@ -134,6 +136,13 @@ class Sealer:
     def unsubscribe_signed(self, enquiry_id: uuid.UUID, signature: str) -> bool:
         """Whether `signature` is this enquiry's unsubscribe signature under any configured key."""
         return _made_by_one_of(self._unsubscribe_keys, enquiry_id.bytes, signature)
+
+    def form_tokens(self, enquiry_id: uuid.UUID, purpose: str) -> list[str]:
+        """A page's form field proving a POST came from the form this gateway rendered for
+        this enquiry and purpose (CSRF), under each configured key, newest first: render the
+        first, accept any."""
+        message = enquiry_id.bytes + purpose.encode()
+        return [_mac(key, message) for key in self._form_keys]
 
     def _hash(self, kind: str, value: str) -> str:
         message = f"{kind}:{value}".encode()

@@ -38,6 +38,7 @@ READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 PUBLIC = "public"  # no key needed
 OWN_AUTH = "own"  # the organisation's signature or api_key, not an API key
 SIGNED = "signed"  # a link we signed is the proof (a file's URL, an unsubscribe link)
+TOKEN = "token"  # the citizen's page: their access token is the proof, a key changes nothing
 
 # Every route of the app and who may call it. A route missing here fails the first test, so a
 # new route cannot be added without deciding this.
@@ -94,6 +95,10 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/v1/attachments/{attachment_id}"): SIGNED,
     ("GET", "/v1/alerts/unsubscribe"): SIGNED,
     ("POST", "/v1/alerts/unsubscribe"): SIGNED,
+    # The citizen's tracking page (app/routers/track.py): the token in its link.
+    ("GET", "/track/{reference}"): TOKEN,
+    ("POST", "/track/{reference}/information"): TOKEN,
+    ("POST", "/track/{reference}/withdraw"): TOKEN,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/problems/{slug}"): PUBLIC,
@@ -177,6 +182,14 @@ async def test_each_route_answers_by_key_and_scope(method, path, client, anonymo
             answer.status_code,
             answer.json()["type"],
         )
+        return
+    if policy == TOKEN:
+        # Without the token, the one page for any wrong link; a key, even an administrator's,
+        # is no token and changes nothing.
+        assert answer.status_code == 404, answer.text
+        admin = await make_key(engine, Scope.admin)
+        with_key = await call(anonymous, method, path, reference, admin)
+        assert (with_key.status_code, with_key.text) == (404, answer.text)
         return
     if policy == OWN_AUTH:
         admin = await make_key(engine, Scope.admin)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from pydantic import SecretStr
 
@@ -70,3 +72,15 @@ def test_production_refuses_to_run_on_the_public_development_keys():
     configured = PrivacySettings(keys=[SecretStr(new_key())], lookup_key=SecretStr("x" * 32))
     assert Settings(env=Environment.production, privacy=configured).sealer().seal(DETAILS)
     assert Settings(env=Environment.development).sealer().seal(DETAILS)
+
+
+def test_a_forms_field_is_one_enquirys_and_one_purposes_and_survives_a_rotation():
+    old, new = new_key(), new_key()
+    enquiry, other = uuid.uuid4(), uuid.uuid4()
+    [made] = sealer(old).form_tokens(enquiry, "withdraw")
+    assert made not in sealer(old).form_tokens(other, "withdraw")
+    assert made not in sealer(old).form_tokens(enquiry, "information")
+    assert made != sealer(old).access_token(enquiry)  # a key of its own
+    rotated = sealer(new, old).form_tokens(enquiry, "withdraw")
+    assert rotated[1] == made  # a page rendered before the rotation is still accepted
+    assert rotated[0] != made  # new pages get the newest key's
