@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode
 
 import aiosmtplib
 import structlog
-from sqlalchemy import ColumnElement, Row, select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.alerts import notify, templates
@@ -139,16 +139,6 @@ class AlertSender(LeaseQueue[Claim]):
 
     def _grace_seconds(self) -> float:
         return self.shutdown_grace_seconds
-
-    def _released(self, now: datetime) -> dict[str, Any]:
-        # Every claim counts as an attempt: one cut off at shutdown is not counted.
-        return {"claims": a.claims - 1, "next_attempt_at": now}
-
-    def _waiting(self) -> list[ColumnElement[bool]]:
-        return []
-
-    async def _claimable(self, now: datetime) -> list[ColumnElement[bool]]:
-        return []
 
     async def _claimed(self, rows: Sequence[Row[Any]], lease_until: datetime) -> list[Claim]:
         return [Claim(**row._asdict()) for row in rows]

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Row, select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import (
@@ -115,16 +115,6 @@ class FollowUpSender(LeaseQueue[Claim]):
 
     def _grace_seconds(self) -> float:
         return self.shutdown_grace_seconds
-
-    def _released(self, now: datetime) -> dict[str, Any]:
-        # Every claim counts as an attempt: one cut off at shutdown is not counted.
-        return {"claims": f.claims - 1, "next_attempt_at": now}
-
-    def _waiting(self) -> list[ColumnElement[bool]]:
-        return []
-
-    async def _claimable(self, now: datetime) -> list[ColumnElement[bool]]:
-        return []
 
     async def _claimed(self, rows: Sequence[Row[Any]], lease_until: datetime) -> list[Claim]:
         return [Claim(**row._asdict(), lease_until=lease_until) for row in rows]

@@ -150,13 +150,13 @@ class LeaseQueue(ABC, Generic[ClaimT]):
 
     # --- what each kind of work says ----------------------------------------------------------
 
-    @abstractmethod
     async def _claimable(self, now: datetime) -> list[ColumnElement[bool]]:
-        """What a due row must also meet to be claimed now."""
+        """What a due row must also meet to be claimed now: nothing more, by default."""
+        return []
 
-    @abstractmethod
     def _waiting(self) -> list[ColumnElement[bool]]:
-        """What a pending row must meet to count for the next due time."""
+        """What a pending row must meet to count for the next due time: nothing more."""
+        return []
 
     @abstractmethod
     async def _claimed(self, rows: Sequence[Row[Any]], lease_until: datetime) -> list[ClaimT]:
@@ -171,10 +171,11 @@ class LeaseQueue(ABC, Generic[ClaimT]):
     def _grace_seconds(self) -> float:
         """How long deliveries in flight may finish once stop() is called."""
 
-    @abstractmethod
     def _released(self, now: datetime) -> dict[str, Any]:
         """What a row handed back at shutdown is given besides being pending and unleased:
-        when it is next due, and whether the claim cut off still counts."""
+        when it is next due, and whether the claim cut off still counts. By default it is due
+        at once and the claim cut off is not counted as an attempt."""
+        return {"claims": self.table.c.claims - 1, "next_attempt_at": now}
 
     async def _starting(self) -> None:
         """Before the first claim of run()."""

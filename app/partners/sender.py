@@ -258,10 +258,6 @@ class WebhookSender(LeaseQueue[Claim]):
     def _grace_seconds(self) -> float:
         return self.shutdown_grace_seconds
 
-    def _released(self, now: datetime) -> dict[str, Any]:
-        # Every claim counts as an attempt: one cut off at shutdown is not counted.
-        return {"claims": w.claims - 1, "next_attempt_at": now}
-
     def _waiting(self) -> list[ColumnElement[bool]]:
         return [w.subscription_id.in_(_active().scalar_subquery())]
 
