@@ -79,8 +79,9 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
 async def admit(request: Request) -> None:
     """Before a body is refused (malformed, too large, not JSON): the caller is authenticated and
     counted as its route would, so anonymous bodies cannot be refused without limit. Every
-    route that takes a body needs a key, but the inbound ones, whose body carries the proof of
-    who sent it: those are counted per address, as they always are."""
+    route that takes a body needs a key, but those whose proof is elsewhere: the inbound ones
+    (their body's signature or api_key), the citizen's (their enquiry's token) and the signed
+    links (unsubscribe): those are counted per address, as every call without a key is."""
     if request.url.path.startswith("/v1/inbound/"):
         await limit_inbound(request)
         return
