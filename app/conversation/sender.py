@@ -47,7 +47,7 @@ from app.core.models import (
     message_table,
     utcnow,
 )
-from app.core.outbox import LeaseFence, LeaseQueue, Listener, finished
+from app.core.outbox import LeaseFence, LeaseQueue, finished
 from app.core.settings import FollowUpSettings, Settings
 from app.core.vocabulary import EventType, MessageKind, OutboxState, Outcome
 from app.delivery.dispatcher import CalledOff, snapshot_for
@@ -81,6 +81,7 @@ class FollowUpSender(LeaseQueue[Claim]):
 
     table = follow_up_table
     name = "follow_ups"
+    channel = FOLLOW_UP_CHANNEL
     claim_columns = (f.message_id, f.dispatch_id, f.enquiry_id, f.organisation_id, f.kind)
     settings: FollowUpSettings
 
@@ -102,16 +103,6 @@ class FollowUpSender(LeaseQueue[Claim]):
         self.store = store
         self.app_settings = settings
         self.shutdown_grace_seconds = settings.dispatch.shutdown_grace_seconds
-        self._listener = Listener(self.engine, FOLLOW_UP_CHANNEL, self.wake, name=self.name)
-
-    async def _starting(self) -> None:
-        await self._listener.start()
-
-    async def _prepare(self) -> None:
-        await self._listener.keep()
-
-    async def _stopped(self) -> None:
-        await self._listener.stop()
 
     def _grace_seconds(self) -> float:
         return self.shutdown_grace_seconds

@@ -138,6 +138,9 @@ class LeaseQueue(ABC, Generic[ClaimT]):
     name: ClassVar[str]  # of its log events: `dispatcher.started`
     # The columns a claim holds besides row_id and claims, named as its fields.
     claim_columns: ClassVar[tuple[ColumnElement[Any], ...]]
+    # The PostgreSQL channel whose NOTIFY wakes every worker's queue (app.core.db); None: the
+    # queue finds new rows at its next poll.
+    channel: ClassVar[str | None] = None
 
     def __init__(
         self, *, engine: AsyncEngine, settings: LeaseQueueSettings, worker_id: str | None
@@ -147,6 +150,9 @@ class LeaseQueue(ABC, Generic[ClaimT]):
         self.worker_id = worker_id or new_worker_id()
         self._stopping = asyncio.Event()
         self._pool = WorkPool(concurrency=settings.concurrency, name=self.name)
+        self._listener = (
+            Listener(engine, self.channel, self.wake, name=self.name) if self.channel else None
+        )
 
     # --- what each kind of work says ----------------------------------------------------------
 
@@ -178,13 +184,19 @@ class LeaseQueue(ABC, Generic[ClaimT]):
         return {"claims": self.table.c.claims - 1, "next_attempt_at": now}
 
     async def _starting(self) -> None:
-        """Before the first claim of run()."""
+        """Before the first claim of run(): listen on the queue's channel."""
+        if self._listener is not None:
+            await self._listener.start()
 
     async def _stopped(self) -> None:
         """After run() has handed its leases back."""
+        if self._listener is not None:
+            await self._listener.stop()
 
     async def _prepare(self) -> None:
-        """Before each claim of run()."""
+        """Before each claim of run(): listen again if the connection was lost."""
+        if self._listener is not None:
+            await self._listener.keep()
 
     def _longest_sleep(self) -> float:
         """The longest run() sleeps with no work due."""

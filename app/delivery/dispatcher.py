@@ -45,7 +45,7 @@ from app.core.models import (
     message_table,
     utcnow,
 )
-from app.core.outbox import LeaseFence, LeaseQueue, Listener, finished
+from app.core.outbox import LeaseFence, LeaseQueue, finished
 from app.core.settings import DispatchSettings
 from app.core.vocabulary import BreakerChange, EventType, MessageKind, OutboxState, Outcome
 from app.delivery import circuits
@@ -146,6 +146,7 @@ class Dispatcher(LeaseQueue[Claim]):
 
     table = dispatch_table
     name = "dispatcher"
+    channel = DISPATCH_CHANNEL
     claim_columns = (d.enquiry_id, d.organisation_id, d.attempts, d.redriven_at)
     settings: DispatchSettings
 
@@ -163,7 +164,6 @@ class Dispatcher(LeaseQueue[Claim]):
         self.catalogue = catalogue
         self.adapters = adapters
         self.sealer = sealer
-        self._listener = Listener(self.engine, DISPATCH_CHANNEL, self.wake, name=self.name)
         self._circuits_ready = False
         # As of the last claim: organisations with failures counted, and those whose circuit
         # has opened and not yet closed.
@@ -173,15 +173,6 @@ class Dispatcher(LeaseQueue[Claim]):
         self._ramps: dict[str, int] = {}
         # Organisations whose max_concurrent calls were all in flight at the last count.
         self._full: set[str] = set()
-
-    async def _starting(self) -> None:
-        await self._listener.start()
-
-    async def _prepare(self) -> None:
-        await self._listener.keep()
-
-    async def _stopped(self) -> None:
-        await self._listener.stop()
 
     def _grace_seconds(self) -> float:
         return self.settings.shutdown_grace_seconds
