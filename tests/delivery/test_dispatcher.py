@@ -243,7 +243,9 @@ async def test_circuit_opens_so_deliveries_wait_then_a_trial_closes_it(client, a
     dispatcher.settings = dispatcher.settings.model_copy(
         update={
             "circuit_failures": 2,
-            "circuit_cooldown_seconds": 0.5,
+            # Long enough that the open phase below is checked inside it on a loaded machine
+            # (at 0.5 s a slow CI run saw the cool-down end there and a trial spend an attempt).
+            "circuit_cooldown_seconds": 2.0,
             "retry_schedule": [0.05, 0.05, 0.05, 0.05],
         }
     )
@@ -262,7 +264,7 @@ async def test_circuit_opens_so_deliveries_wait_then_a_trial_closes_it(client, a
     assert back_office.cases.get("oxfordshire-county", {}) == {}
 
     back_office.behaviour.clear()  # the back-office returns
-    await asyncio.sleep(0.5)  # the cool-down
+    await asyncio.sleep(2.0)  # the cool-down
     await deliver_all(app)
     for ref in refs:
         [destination] = (await read(client, ref))["destinations"]
