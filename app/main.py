@@ -49,7 +49,7 @@ from app.routers import (
 )
 from app.runtime import build_locator, load_configured_catalogue, outbound_guard, runtime
 from app.updates.inbound import InboundUpdate
-from app.web import i18n
+from app.web import i18n, pages
 
 API_DESCRIPTION = """
 One endpoint for every public-service enquiry in a two-tier area. Submit an enquiry; the gateway
@@ -125,8 +125,8 @@ def create_app(
         redoc_url=None,
     )
     add_docs_pages(app)
-    # The tracking page's stylesheet, from the package (app/web/static).
-    app.mount(track.ASSETS, StaticFiles(directory=str(i18n.STATIC_DIR)), name="track-assets")
+    # The pages' stylesheets and scripts, from the package (app/web/static).
+    app.mount(pages.ASSETS, StaticFiles(directory=str(i18n.STATIC_DIR)), name="assets")
     uploads = settings.attachments
     app.add_middleware(
         BodyGuard,

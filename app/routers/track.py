@@ -14,16 +14,11 @@ import hmac
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Annotated, Any, cast
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader
 from starlette.datastructures import FormData, UploadFile
 
 from app.alerts.sender import TRACK_PATH
@@ -49,17 +44,10 @@ from app.intake.schemas import EnquiryOut
 from app.routers.conversation import MAX_REASON, MAX_TEXT, Talk
 from app.web import i18n
 from app.web.i18n import N_
+from app.web.pages import HEADERS, megabytes, render, translate, when
 
-ASSETS = f"{TRACK_PATH}assets"
 MAX_TOKEN = 100
 INFORMATION, WITHDRAW = "information", "withdraw"
-# Everything comes from this gateway; nothing inline, no framing, forms post only here.
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
-LONDON = ZoneInfo("Europe/London")
 
 router = APIRouter(
     prefix=TRACK_PATH.rstrip("/"),
@@ -153,27 +141,6 @@ class Page:
         return next((message for at, message in self.errors if at == field_id), None)
 
 
-class Templates:
-    """One Jinja2 environment per language, its gettext installed (jinja2's i18n)."""
-
-    def __init__(self) -> None:
-        self._by_language: dict[str, Jinja2Templates] = {}
-
-    def get(self, language: str) -> Jinja2Templates:
-        if language not in self._by_language:
-            env = Environment(
-                loader=FileSystemLoader(str(i18n.TEMPLATE_DIR)),
-                extensions=["jinja2.ext.i18n"],
-                autoescape=True,
-            )
-            env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
-            self._by_language[language] = Jinja2Templates(env=env)
-        return self._by_language[language]
-
-
-TEMPLATES = Templates()
-
-
 def _language(request: Request, lang: str | None) -> str:
     return i18n.chosen_language(lang, request.headers.get("accept-language"))
 
@@ -226,9 +193,9 @@ async def add_information(
         page.values["information"] = text
         uploads = _chosen(form.getlist("files"))
         if len(text) > MAX_TEXT:
-            page.errors.append(("information", _t(language, TOO_LONG, count=MAX_TEXT)))
+            page.errors.append(("information", translate(language, TOO_LONG, count=MAX_TEXT)))
         if not text and not uploads:
-            page.errors.append(("information", _t(language, NOTHING_SENT)))
+            page.errors.append(("information", translate(language, NOTHING_SENT)))
         if page.errors:
             return _render(request, state, enquiry_id, view, page, status=422)
         try:
@@ -267,7 +234,7 @@ async def withdraw(
         reason = _text(form, "reason")
     page.values["reason"] = reason
     if len(reason) > MAX_REASON:
-        page.errors.append(("reason", _t(language, TOO_LONG, count=MAX_REASON)))
+        page.errors.append(("reason", translate(language, TOO_LONG, count=MAX_REASON)))
         return _render(request, state, enquiry_id, view, page, status=422)
     try:
         await service.withdraw(
@@ -328,17 +295,17 @@ def _refusal(
     language = page.language
     kind = type(refused)
     if kind in FILE_ERRORS:
-        message = _t(
+        message = translate(
             language,
             FILE_ERRORS[kind],
-            megabytes=_megabytes(limits.max_bytes),
+            megabytes=megabytes(limits.max_bytes),
             count=limits.max_files,
         )
         page.errors.append(("files", message))
     elif isinstance(refused, StateConflict):
-        page.errors.append((field_id or "information", _t(language, OVER)))
+        page.errors.append((field_id or "information", translate(language, OVER)))
     else:
-        page.errors.append((field_id or "information", _t(language, NOTHING_SENT)))
+        page.errors.append((field_id or "information", translate(language, NOTHING_SENT)))
     return _render(request, state, enquiry_id, view, page, status=refused.status)
 
 
@@ -360,15 +327,15 @@ def _render(
         "view": view,
         "page": page,
         "service_name": service_.name if service_ else view.service_code,
-        "status_label": _t(language, label),
-        "status_words": _t(language, explained) if explained else "",
+        "status_label": translate(language, label),
+        "status_words": translate(language, explained) if explained else "",
         "over": view.status in {status.value for status in FINAL},
         "organisations": list(dict.fromkeys(names.values())),
         "timeline": [_event(language, event, names) for event in reversed(view.timeline)],
         "messages": [m for m in view.messages if m.kind != MessageKind.note],
-        "submitted": _when(language, view.created_at),
-        "when": lambda at: _when(language, at),
-        "done": _t(language, DONE[page.done]) if page.done else None,
+        "submitted": when(language, view.created_at),
+        "when": lambda at: when(language, at),
+        "done": translate(language, DONE[page.done]) if page.done else None,
         "csrf": {
             purpose: state.sealer.form_tokens(enquiry_id, purpose)[0]
             for purpose in (INFORMATION, WITHDRAW)
@@ -379,7 +346,7 @@ def _render(
         },
         "file_url": lambda attachment_id: _file_url(view.reference, attachment_id, page.token),
         "limits": state.settings.attachments,
-        "megabytes": _megabytes(state.settings.attachments.max_bytes),
+        "megabytes": megabytes(state.settings.attachments.max_bytes),
         "max_text": MAX_TEXT,
         "max_reason": MAX_REASON,
     }
@@ -395,8 +362,10 @@ def _event(language: str, event: Any, names: Mapping[str, str]) -> dict[str, str
         kind = str(event.type).removeprefix("enquiry.")
         label = STATUS_EVENT if kind in Status.__members__ else OTHER_EVENT
     return {
-        "title": _t(language, label, organisation=organisation, status=_t(language, status)),
-        "at": _when(language, event.at),
+        "title": translate(
+            language, label, organisation=organisation, status=translate(language, status)
+        ),
+        "at": when(language, event.at),
         "datetime": event.at.isoformat(),
     }
 
@@ -415,13 +384,7 @@ def _page(
         for other in i18n.languages()
         if other != language
     }
-    return TEMPLATES.get(language).TemplateResponse(
-        request,
-        template,
-        {**context, "lang": language, "assets": ASSETS, "switch": switch},
-        status_code=status,
-        headers=HEADERS,
-    )
+    return render(request, template, language, {**context, "switch": switch}, status=status)
 
 
 def _not_found(request: Request, language: str) -> Response:
@@ -448,17 +411,3 @@ def _url(reference: str, token: str | None, language: str, action: str | None = 
 
 def _file_url(reference: str, attachment_id: uuid.UUID, token: str) -> str:
     return f"/v1/enquiries/{reference}/attachments/{attachment_id}?{urlencode({'token': token})}"
-
-
-def _t(language: str, message: str, **values: Any) -> str:
-    translated = i18n.translations(language).gettext(message)
-    return translated.format(**values) if values else translated
-
-
-def _megabytes(size: int) -> str:
-    """A file size limit as people read it (10 MiB is "10")."""
-    return f"{round(size / 1_048_576, 1):g}"
-
-
-def _when(language: str, at: datetime) -> str:
-    return format_datetime(at, "d MMMM y, HH:mm", tzinfo=LONDON, locale=language)

@@ -258,7 +258,7 @@ async def test_pages_have_a_strict_policy_no_referrer_and_no_caching(
         assert answer.headers["cache-control"] == "no-store"
         assert "style=" not in answer.text
         assert "<script" not in answer.text
-    css = await anonymous.get("/track/assets/track.css")
+    css = await anonymous.get("/assets/track.css")
     assert css.status_code == 200
     assert css.headers["content-type"].startswith("text/css")
 
