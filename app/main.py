@@ -35,6 +35,7 @@ from app.routers import (
     alerts,
     attachments,
     catalogue,
+    console,
     conversation,
     dispatches,
     enquiries,
@@ -155,6 +156,7 @@ def create_app(
         meta.router,
     ):
         app.include_router(router)
+    console.install(app)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app
 

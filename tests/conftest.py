@@ -301,8 +301,10 @@ async def make_person(
     organisation: str | None = None,
     name: str = "Alex Agent",
     email: str | None = None,
+    password: str | None = None,
 ) -> str:
-    """A new member of staff's personal API token (app/clients/staff.py)."""
+    """A new member of staff's personal API token (app/clients/staff.py); with a password,
+    they can sign in to the console."""
     state = app.state.iap
     _, token = await create_staff(
         state.engine,
@@ -311,6 +313,7 @@ async def make_person(
         email=email or f"{uuid.uuid4().hex[:8]}@staff.example.org",
         role=StaffRole(role),
         organisation_id=organisation,
+        password=password,
         by=Actor("tests"),
     )
     return token

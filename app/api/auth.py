@@ -14,11 +14,12 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.alerts.sender import TRACK_PATH, UNSUBSCRIBE_PATH
+from app.alerts.sender import UNSUBSCRIBE_PATH
 from app.api.ratelimit import limit_address, limit_caller, limit_inbound
 from app.api.request_log import bind_client
 from app.clients.service import Caller, Scope, authenticate
 from app.core.errors import Forbidden, NoValidKey
+from app.web.pages import PAGE_PREFIXES
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -90,8 +91,9 @@ async def admit(request: Request) -> None:
         # address, as every call without a key is; the token is checked by the route.
         await limit_address(request)
         return
-    # The link's signature is the proof; the tracking page's token (a key there changes nothing).
-    if request.url.path == UNSUBSCRIBE_PATH or request.url.path.startswith(TRACK_PATH):
+    # The link's signature is the proof; the pages check their own (the tracking page's token,
+    # the console's session, the kiosk's key): a key there changes nothing.
+    if request.url.path == UNSUBSCRIBE_PATH or request.url.path.startswith(PAGE_PREFIXES):
         await limit_address(request)
         return
     caller = await optional_caller(request, await bearer(request))

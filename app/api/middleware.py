@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.alerts.sender import TRACK_PATH, UNSUBSCRIBE_PATH
+from app.alerts.sender import UNSUBSCRIBE_PATH
 from app.api.problems import (
     Admit,
     CorsRefused,
@@ -24,6 +24,7 @@ from app.api.problems import (
     refused_body,
 )
 from app.core.settings import Environment, Settings
+from app.web.pages import PAGE_PREFIXES
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 # Open311 partners push their updates as forms (the mySociety servicerequestupdates style).
@@ -31,7 +32,7 @@ _FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
 # Photos and documents are uploaded as multipart forms here, with a larger limit.
 _UPLOAD_PATH = ("/v1/enquiries/", "/information")
 # A mail client's one-click unsubscribe (RFC 8058) posts a form, with no API key; so do the
-# citizen's tracking page's forms (multipart where a photo may come with it).
+# pages' forms (multipart where a photo may come with it).
 _FORM_BODIES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
@@ -122,7 +123,7 @@ def _is_upload(content_type: bytes, path: str) -> bool:
     prefix, suffix = _UPLOAD_PATH
     if content_type != b"multipart/form-data" or not path.endswith(suffix):
         return False
-    return path.startswith(prefix) or path.startswith(TRACK_PATH)
+    return path.startswith((prefix, *PAGE_PREFIXES))
 
 
 def _acceptable(content_type: bytes, path: str) -> bool:
@@ -130,7 +131,7 @@ def _acceptable(content_type: bytes, path: str) -> bool:
         return True
     if _is_upload(content_type, path):
         return True
-    if path == UNSUBSCRIBE_PATH or path.startswith(TRACK_PATH):
+    if path == UNSUBSCRIBE_PATH or path.startswith(PAGE_PREFIXES):
         return content_type in _FORM_BODIES
     prefix, suffix = _FORM_PATH
     is_form_path = path.startswith(prefix) and path.endswith(suffix)

@@ -1,4 +1,4 @@
-"""`iap staff create|list|disable|password`: the people who work enquiries."""
+"""`iap staff create|list|disable|set-password|second-factor`: the people who work enquiries."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from app.cli.base import command_group, config_errors, load_settings, open_engine, run_async
 from app.clients import staff
+from app.clients.sessions import Sessions
 from app.core.audit import Actor
 from app.core.errors import DomainError
 from app.runtime import load_configured_catalogue
@@ -111,8 +112,8 @@ def staff_disable(
     typer.echo(f"disabled {person.email} ({person.id})")
 
 
-@staff_cli.command("password")
-def staff_password(
+@staff_cli.command("set-password")
+def staff_set_password(
     who: Annotated[str, typer.Argument(metavar="EMAIL_OR_ID", hidden=True)],
 ) -> None:
     """Set the person's console password, read from stdin (at least 12 characters)."""
@@ -129,3 +130,26 @@ def staff_password(
         typer.echo(exc.detail, err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"password set for {person.email}")
+
+
+@staff_cli.command("second-factor")
+def staff_second_factor(
+    who: Annotated[str, typer.Argument(metavar="EMAIL_OR_ID", hidden=True)],
+) -> None:
+    """Give the person a second factor for the console (a new one replaces the old): prints
+    the otpauth:// address their authenticator app takes (as a QR code or typed in); their
+    console sessions end, and from now on signing in asks for a code."""
+    settings = load_settings()
+
+    async def run() -> str:
+        async with open_engine(settings) as engine:
+            person = await staff.find_staff(engine, who)
+            console = Sessions(engine, settings.sealer(), settings.console)
+            return await console.enrol_second_factor(person.id, by=Actor("iap staff second-factor"))
+
+    try:
+        uri = run_async(settings, run())
+    except DomainError as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(uri)

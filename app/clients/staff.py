@@ -172,6 +172,11 @@ async def list_staff(engine: AsyncEngine) -> list[StaffInfo]:
     return [StaffInfo.of(row) for row in rows]
 
 
+async def find_staff(engine: AsyncEngine, email_or_id: str) -> StaffInfo:
+    """The person with this email or id (404 if none)."""
+    return StaffInfo.of(await _find(engine, email_or_id))
+
+
 async def _find(engine: AsyncEngine, email_or_id: str) -> Staff:
     try:
         match = s.id == uuid.UUID(email_or_id)

@@ -137,11 +137,12 @@ class Sealer:
         """Whether `signature` is this enquiry's unsubscribe signature under any configured key."""
         return _made_by_one_of(self._unsubscribe_keys, enquiry_id.bytes, signature)
 
-    def form_tokens(self, enquiry_id: uuid.UUID, purpose: str) -> list[str]:
+    def form_tokens(self, bound_to: uuid.UUID | bytes, purpose: str) -> list[str]:
         """A page's form field proving a POST came from the form this gateway rendered for
-        this enquiry and purpose (CSRF), under each configured key, newest first: render the
-        first, accept any."""
-        message = enquiry_id.bytes + purpose.encode()
+        this enquiry (or console session) and purpose (CSRF), under each configured key, newest
+        first: render the first, accept any."""
+        binding = bound_to.bytes if isinstance(bound_to, uuid.UUID) else bound_to
+        message = binding + purpose.encode()  # bindings are of fixed length (16 or 32 bytes)
         return [_mac(key, message) for key in self._form_keys]
 
     def _hash(self, kind: str, value: str) -> str:

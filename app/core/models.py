@@ -468,6 +468,42 @@ class Staff(SQLModel, table=True):
     password_hash: str | None = Field(default=None, max_length=200)  # argon2id; None: none set
     created_at: datetime = _ts()
     disabled_at: datetime | None = _ts(nullable=True)
+    # The console's second factor: the TOTP secret, sealed; the last time step used (a code is
+    # good once); None: no second factor for this person.
+    totp_secret: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    totp_last_step: int | None = None
+    # The person's subject at the council's OpenID Connect provider, once they have signed in
+    # with it (matched by email the first time).
+    oidc_subject: str | None = Field(default=None, max_length=255, unique=True)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A person signed in to the console: the cookie holds a random token, this its hash."""
+
+    __tablename__ = "console_session"
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    token_hash: str = Field(max_length=64, unique=True)
+    staff_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("staff.id", ondelete="CASCADE"), nullable=False)
+    )
+    created_at: datetime = _ts()
+    last_seen_at: datetime = _ts(index=True)
+    # The password was right but the second factor is still to come: nothing else is open.
+    second_factor_due: bool = False
+    ended_at: datetime | None = _ts(nullable=True)
+
+
+class SignInLockout(SQLModel, table=True):
+    """Failed console sign-ins by email (its keyed hash, as for look-ups), whether or not the
+    email is a person's, so a lockout tells nobody which emails are staff."""
+
+    __tablename__ = "sign_in_lockout"
+
+    email_hash: str = Field(max_length=64, primary_key=True)
+    failures: int = 0
+    first_failed_at: datetime = _ts()
+    locked_until: datetime | None = _ts(nullable=True)
 
 
 class AuditEntry(SQLModel, table=True):
@@ -575,6 +611,8 @@ inbound_message_table = table(InboundMessage)
 poll_state_table = table(PollState)
 api_client_table = table(ApiClient)
 staff_table = table(Staff)
+console_session_table = table(ConsoleSession)
+sign_in_lockout_table = table(SignInLockout)
 audit_table = table(AuditEntry)
 webhook_subscription_table = table(WebhookSubscription)
 webhook_delivery_table = table(WebhookDelivery)

@@ -225,6 +225,25 @@ class TriageSettings(BaseModel):
     claim_seconds: float = Field(default=900.0, gt=0, le=86400)
 
 
+class ConsoleSettings(BaseModel):
+    """The staff console's sign-in (docs/console.md)."""
+
+    # Signed out after this long without a request; and after this long in any case.
+    idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    session_hours: float = Field(default=12.0, gt=0, le=7 * 24)
+    # This many wrong passwords (or codes) for an email within the window lock it that long.
+    lockout_failures: int = Field(default=5, ge=1, le=100)
+    lockout_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
+    # The session cookie is Secure (and named __Host-…) in production unless this says otherwise.
+    secure_cookie: bool | None = None
+    # Single sign-on with the council's OpenID Connect provider: its issuer URL (discovery at
+    # <issuer>/.well-known/openid-configuration), this gateway's client id and secret there.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "your council account"  # the button says "Sign in with …"
+
+
 class AttachmentStoreKind(StrEnum):
     local = "local"  # a directory on this machine: the embedded default
     s3 = "s3"  # an S3-compatible object store: several machines share it
@@ -344,6 +363,7 @@ class Settings(BaseSettings):
     attachments: AttachmentSettings = AttachmentSettings()
     follow_ups: FollowUpSettings = FollowUpSettings()
     alerts: AlertSettings = AlertSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @property
     def log_renderer(self) -> LogFormat:

@@ -128,6 +128,8 @@ class AuditAction(StrEnum):
     retention_anonymised = "retention.anonymised"
     staff_created = "staff.created"
     staff_disabled = "staff.disabled"
+    staff_signed_in = "staff.signed_in"  # to the console (how: password, second factor, SSO)
+    staff_second_factor = "staff.second_factor_enrolled"
     caller_history = "enquiry.caller_history"  # a search of a caller's enquiries by phone/email
     triage_claimed = "triage.claimed"
     triage_released = "triage.released"  # a claim let go before it expired

@@ -10,7 +10,6 @@ the enquiry and the form's purpose (Sealer.form_tokens), and a POST without it i
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from app.intake.schemas import EnquiryOut
 from app.routers.conversation import MAX_REASON, MAX_TEXT, Talk
 from app.web import i18n
 from app.web.i18n import N_
-from app.web.pages import HEADERS, megabytes, render, translate, when
+from app.web.pages import HEADERS, form_field_matches, megabytes, render, translate, when
 
 MAX_TOKEN = 100
 INFORMATION, WITHDRAW = "information", "withdraw"
@@ -264,11 +263,7 @@ async def _enquiry(
 
 
 def _form_is_ours(state: State, enquiry_id: uuid.UUID, purpose: str, form: FormData) -> bool:
-    given = form.get("csrf")
-    if not isinstance(given, str):
-        return False
-    expected = state.sealer.form_tokens(enquiry_id, purpose)
-    return any(hmac.compare_digest(t.encode(), given.encode(errors="replace")) for t in expected)
+    return form_field_matches(state.sealer, enquiry_id, purpose, form.get("csrf"))
 
 
 def _text(form: FormData, name: str) -> str:

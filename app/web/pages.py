@@ -5,6 +5,8 @@ so each page gets the same strict policy."""
 
 from __future__ import annotations
 
+import hmac
+import uuid
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,8 +17,12 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
+from app.core.crypto import Sealer
 from app.web import i18n
 
+# Where the pages are: their forms are posted as forms (multipart where a file may come), with
+# no API key; each route checks its own proof (a token, a session, a kiosk's key).
+PAGE_PREFIXES = ("/track/", "/console/", "/kiosk/")
 ASSETS = "/assets"  # the stylesheets and scripts, from the package (app/web/static)
 # Everything comes from this gateway; nothing inline, no framing, forms post only here.
 CSP = (
@@ -85,3 +91,14 @@ def megabytes(size: int) -> str:
 def when(language: str, at: datetime) -> str:
     """A time as UK readers read it, in UK time: `3 December 2026, 14:05`."""
     return format_datetime(at, "d MMMM y, HH:mm", tzinfo=LONDON, locale=language)
+
+
+def form_field_matches(
+    sealer: Sealer, bound_to: uuid.UUID | bytes, purpose: str, given: object
+) -> bool:
+    """Whether a form's CSRF field is the one this gateway rendered for what the form is bound
+    to (an enquiry, a console session, a sign-in form's cookie) and its purpose."""
+    if not isinstance(given, str) or not given:
+        return False
+    expected = sealer.form_tokens(bound_to, purpose)
+    return any(hmac.compare_digest(t.encode(), given.encode(errors="replace")) for t in expected)

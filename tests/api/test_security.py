@@ -39,6 +39,7 @@ PUBLIC = "public"  # no key needed
 OWN_AUTH = "own"  # the organisation's signature or api_key, not an API key
 SIGNED = "signed"  # a link we signed is the proof (a file's URL, an unsubscribe link)
 TOKEN = "token"  # the citizen's page: their access token is the proof, a key changes nothing
+CONSOLE = "console"  # a console page: a staff session is the proof; anyone else is sent to sign in
 
 # Every route of the app and who may call it. A route missing here fails the first test, so a
 # new route cannot be added without deciding this.
@@ -99,6 +100,13 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/track/{reference}"): TOKEN,
     ("POST", "/track/{reference}/information"): TOKEN,
     ("POST", "/track/{reference}/withdraw"): TOKEN,
+    # The console (app/routers/console): its sign-in pages are open; the rest need a session.
+    ("GET", "/console/sign-in"): PUBLIC,
+    ("POST", "/console/sign-in"): PUBLIC,
+    ("GET", "/console/sign-in/code"): PUBLIC,
+    ("POST", "/console/sign-in/code"): PUBLIC,
+    ("POST", "/console/sign-out"): PUBLIC,
+    ("GET", "/console/"): CONSOLE,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/problems/{slug}"): PUBLIC,
@@ -190,6 +198,17 @@ async def test_each_route_answers_by_key_and_scope(method, path, client, anonymo
         admin = await make_key(engine, Scope.admin)
         with_key = await call(anonymous, method, path, reference, admin)
         assert (with_key.status_code, with_key.text) == (404, answer.text)
+        return
+    if policy == CONSOLE:
+        # Without a session, to the sign-in page (nothing done); a key is no session.
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"].startswith("/console/sign-in?next=")
+        admin = await make_key(engine, Scope.admin)
+        with_key = await call(anonymous, method, path, reference, admin)
+        assert (with_key.status_code, with_key.headers["location"]) == (
+            303,
+            answer.headers["location"],
+        )
         return
     if policy == OWN_AUTH:
         admin = await make_key(engine, Scope.admin)

@@ -143,6 +143,8 @@ async def test_a_password_is_kept_as_argon2_and_checked(settings, app, engine):
     assert (
         await check_password(engine, "nobody@council.example.org", "correct horse battery") is None
     )
-    short = iap("staff", "password", "lee@council.example.org", settings=settings, stdin="short\n")
+    short = iap(
+        "staff", "set-password", "lee@council.example.org", settings=settings, stdin="short\n"
+    )
     assert short.returncode == 1
     assert "12 characters" in short.stderr
