@@ -1,0 +1,112 @@
+"""The pages in a real headless Chromium (Debian's chromium and chromium-driver) against a real
+uvicorn server on loopback, checked with axe-core: the browser and gateway fixtures
+(tests/pages/conftest.py) and the checks every page test shares."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from axe_selenium_python import Axe
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from app.clients.service import Scope, create_client
+from app.core.db import create_engine
+from app.core.settings import Settings
+from app.main import create_app
+from tests.conftest import ThreadedServer
+
+TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
+
+
+def browser_binaries() -> tuple[str, str]:
+    """Debian's Chromium and its driver; the test fails (never skips) without them."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.fail(f"the browser tests need Chromium and its driver: {INSTALL} (.ci/run does)")
+    return chromium, driver
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    chromium, driver = browser_binaries()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--lang=en-GB"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1280,1000")
+    chrome = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    chrome.set_page_load_timeout(30)
+    chrome.set_script_timeout(60)
+    # A page loaded by a click is looked in until it comes (or 10 s), never read half-loaded.
+    chrome.implicitly_wait(10)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[tuple[str, str]]:
+    """A real gateway on loopback (uvicorn, its lifespan and dispatcher running), and an
+    admin key for it."""
+    _, key = asyncio.run(_admin_key(settings.database_url))
+    server = ThreadedServer(create_app(settings), lifespan="on").start()
+    try:
+        yield server.url, key
+    finally:
+        server.stop()
+
+
+async def _admin_key(database_url: str) -> tuple[Any, str]:
+    engine = create_engine(database_url)
+    try:
+        return await create_client(engine, name="browser-tests", scopes=[Scope.admin])
+    finally:
+        await engine.dispose()
+
+
+# axe-core's run, its failure answered too (axe_selenium_python's own run waits forever on one).
+# The WCAG 2.x A and AA rules and best practices this axe-core knows (the axe-core that
+# axe-selenium-python bundles for Python 3.11 is older, without the 2.2 tags).
+RUN_AXE = """
+const done = arguments[arguments.length - 1];
+const known = new Set(axe.getRules().flatMap((rule) => rule.tags));
+const tags = %s.filter((tag) => known.has(tag));
+axe.run(document, {runOnly: {type: "tag", values: tags}})
+  .then((results) => done({...results, tags: tags, version: axe.version}))
+  .catch((error) => done({error: String(error)}));
+"""
+
+
+def no_violations(browser: webdriver.Chrome, state: str) -> None:
+    axe = Axe(browser)
+    axe.inject()
+    results = browser.execute_async_script(RUN_AXE % json.dumps(TAGS))
+    assert "error" not in results, f"{state}: axe failed: {results['error']}"
+    assert results["violations"] == [], f"{state}: {axe.report(results['violations'])}"
+    assert {"wcag2a", "wcag2aa"} <= set(results["tags"]), results["tags"]
+    assert results["passes"], f"{state}: axe checked nothing"
+    print(f"axe-core {results['version']} {state}: {len(results['passes'])} rules passed")
+
+
+def no_sideways_scroll_at_320(browser: webdriver.Chrome, url: str, state: str) -> None:
+    """The page at 320 CSS pixels wide (what 400 % zoom of a 1280-pixel window gives): it
+    must not scroll sideways, and axe finds nothing there either."""
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 320, "height": 640, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        browser.get(url)
+        wide = browser.execute_script("return document.documentElement.scrollWidth")
+        assert wide <= 320, f"{state}: {wide} px wide at 320 px: it scrolls sideways"
+        no_violations(browser, f"{state}, 320 px wide")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
