@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, select, update
+from sqlalchemy import Select, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.casework.parts import close_parts
@@ -133,13 +133,7 @@ async def list_items(
 ) -> TriagePage:
     """The open items, longest waiting first (or newest); no citizen's details."""
     now = now or utcnow()
-    query = (
-        select(
-            dispatch_table, e.reference, e.service_code, e.status.label("enquiry_status"), e.place
-        )
-        .join(enquiry_table, e.id == d.enquiry_id)
-        .where(_open(desk.catalogue))
-    )
+    query = _items(desk.catalogue)
     if service_code is not None:
         query = query.where(e.service_code == service_code)
     paging = oldest_first if order is TriageOrder.oldest else newest_first
@@ -156,6 +150,35 @@ async def list_items(
         holders = await holder_names(conn, (r["claimed_by"] for r in rows if _held(r, now)))
     items = [_item(r, desk.catalogue, refusals, active, holders, now) for r in rows]
     return TriagePage(items=items, next_cursor=next_cursor)
+
+
+async def find_item(
+    desk: TriageDesk, *, reference: str, now: datetime | None = None
+) -> TriageItem | None:
+    """One enquiry's item as the queue lists it (its candidates, who holds it), or None when
+    the enquiry is not at the desk; no citizen's details."""
+    now = now or utcnow()
+    query = _items(desk.catalogue).where(e.reference == references.parse(reference))
+    async with reading(desk.intake.engine, one_snapshot=True) as conn:
+        row = (await conn.execute(query.order_by(d.created_at, d.id).limit(1))).mappings().first()
+        if row is None:
+            return None
+        enquiries = {row["enquiry_id"]}
+        refusals = await _refusals(conn, enquiries)
+        active = await _active_parts(conn, enquiries)
+        holders = await holder_names(conn, [row["claimed_by"]] if _held(row, now) else [])
+    return _item(row, desk.catalogue, refusals, active, holders, now)
+
+
+def _items(catalogue: Catalogue) -> Select[Any]:
+    """The open items with what the queue shows of their enquiries."""
+    return (
+        select(
+            dispatch_table, e.reference, e.service_code, e.status.label("enquiry_status"), e.place
+        )
+        .join(enquiry_table, e.id == d.enquiry_id)
+        .where(_open(catalogue))
+    )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ _FILE = {
 }
 
 
-def _answer(served: ServedFile) -> Response:
+def file_answer(served: ServedFile) -> Response:
     """The file to save, never to render in the gateway's origin, and never to cache. (Every
     answer has X-Content-Type-Options: nosniff and CSP default-src 'none' already, from
     app.api.middleware.SecurityHeaders: a browser takes the type as given.)"""
@@ -79,7 +79,7 @@ async def fetch_signed(
         signature=signature,
         now=now,
     )
-    return _answer(served)
+    return file_answer(served)
 
 
 @router.get(
@@ -129,7 +129,7 @@ async def read_enquiry_attachment(
             attachment_id=attachment_id,
             token=token,
         )
-        return _answer(served)
+        return file_answer(served)
     reader = check_scope(caller, READERS)
     served = await read_attachment(
         engine=engine,
@@ -140,4 +140,4 @@ async def read_enquiry_attachment(
         reader=reader,
         client_id=None if reader.allows(Scope.enquiries_read_all) else reader.client_id,
     )
-    return _answer(served)
+    return file_answer(served)

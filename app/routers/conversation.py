@@ -28,7 +28,8 @@ router = APIRouter(
 MAX_TEXT = 5000
 MAX_REASON = 2000
 MULTIPART = "multipart/form-data"
-_SPEAKERS = (Scope.enquiries_submit, Scope.enquiries_read_all)
+# Who may speak with a key: the client that submitted the enquiry, or staff.
+SPEAKERS = (Scope.enquiries_submit, Scope.enquiries_read_all)
 
 Reference = Annotated[str, Path(max_length=32, examples=["K7Q-M4X-PB6"])]
 Token = Annotated[
@@ -75,7 +76,7 @@ def _speaker(caller: Caller | None, token: str | None) -> Speaker:
     that submits enquiries (its own) or reads every enquiry (staff)."""
     if token is not None:
         return Speaker(token=token)
-    return Speaker(caller=check_scope(caller, _SPEAKERS))
+    return Speaker(caller=check_scope(caller, SPEAKERS))
 
 
 _WHO = "the scope enquiries:submit (the client's own enquiries) or enquiries:read-all"
