@@ -16,6 +16,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from app.alerts.feed import feed
 from app.clients.service import Scope
 from app.clients.staff import StaffRole
 from app.core.models import audit_table, message_table
@@ -25,7 +26,16 @@ from app.sandbox import BackOffice
 from app.sandbox.office import Behaviour
 from tests.adapters import factory
 from tests.conftest import enquiry_body, started
-from tests.conversation.helpers import CHERWELL, COUNTY, POLICE, asb, delivered, report, submitted
+from tests.conversation.helpers import (
+    CHERWELL,
+    CITIZEN,
+    COUNTY,
+    POLICE,
+    asb,
+    delivered,
+    report,
+    submitted,
+)
 from tests.pages.console import csrf_of, signed_in
 
 VALE = "vale-of-white-horse"
@@ -98,7 +108,13 @@ def missed_bin() -> dict[str, Any]:
 async def test_the_page_shows_the_enquiry_its_delivery_and_timeline_and_audits_the_view(
     app: FastAPI, client: httpx.AsyncClient, back_office: BackOffice
 ) -> None:
-    reference, _ = await delivered(client, app)
+    citizen = {**CITIZEN, "preferred_contact": "email"}
+    told = {"share_contact_details": True, "send_updates": True}
+    created = await client.post("/v1/enquiries", json=enquiry_body(citizen=citizen, consent=told))
+    reference = created.json()["reference"]
+    await app.state.runtime.dispatcher.run_until_idle()
+    state = app.state.iap
+    assert await feed(state.engine, state.catalogue, state.sealer) == 1  # the acknowledgement
     [case] = back_office.cases[COUNTY].values()
     [destination] = (await client.get(f"/v1/enquiries/{reference}")).json()["destinations"]
     async with staff(app, StaffRole.agent, name="Jo Agent") as http:
@@ -117,9 +133,13 @@ async def test_the_page_shows_the_enquiry_its_delivery_and_timeline_and_audits_t
     assert case["organisation"] == COUNTY
     assert "Attempts to deliver to Oxfordshire County Council" in page
     assert re.search(
-        r"<td>1</td>\s*<td>[^<]+</td>\s*<td>\d+ ms</td>\s*<td>delivered</td>", answer.text
+        r"<td>1</td>\s*<td[^>]*>[^<]+</td>\s*<td[^>]*>\d+ ms</td>\s*<td>delivered</td>",
+        answer.text,
     )
     assert 'class="table-wrapper" role="region"' in answer.text
+    # The messages to the citizen: what and how, never to whom.
+    assert "Messages to the citizen" in page
+    assert re.search(r"<td>acknowledgement</td>\s*<td>email</td>\s*<td>pending</td>", answer.text)
     assert (await audited(app, "enquiry.read", reference)).count("Jo Agent") == 1
 
 
@@ -229,6 +249,39 @@ async def test_a_form_without_its_csrf_field_is_refused_and_changes_nothing(
         assert "Nothing was changed" in answer.text
     assert await messages(app) == 0
     assert status == "dispatched"
+
+
+async def test_odd_input_gets_a_page_never_problem_json_and_changes_nothing(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    reference, _ = await delivered(client, app)
+    async with staff(app) as http:
+        form = csrf_of((await opened(http, reference)).text)
+        odd_link = await http.get(page_of(reference), params={"done": "x" * 500})
+        many_fields = await http.post(
+            f"{page_of(reference)}/hand-on",
+            data={"csrf": form, "organisations": [f"org-{n}" for n in range(40)]},
+        )
+        a_file_with_a_note = await http.post(
+            f"{page_of(reference)}/notes",
+            data={"csrf": form, "note-text": "x"},
+            files=[("files", ("a.jpg", b"x", "image/jpeg"))],
+        )
+        as_json = await http.post(f"{page_of(reference)}/notes", json={"note-text": "x"})
+        nul = await http.post(
+            f"{page_of(reference)}/notes", data={"csrf": form, "note-text": "\x00"}
+        )
+        bad_file_id = await http.get(f"{page_of(reference)}/attachments/not-an-id")
+    assert odd_link.status_code == 200
+    assert "notification-banner" not in odd_link.text
+    for answer in (many_fields, a_file_with_a_note, as_json):
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "Nothing was changed" in answer.text
+    assert nul.status_code == 422
+    assert bad_file_id.status_code == 404
+    assert "Enquiry not found" in bad_file_id.text
+    assert await messages(app) == 0
 
 
 # --- information, withdraw, reopen ---------------------------------------------------------

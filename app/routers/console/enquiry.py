@@ -13,7 +13,8 @@ The services refuse what the enquiry's state does not allow; the page then says 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
 from urllib.parse import quote
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from app.api.deps import READERS, Attachments, Desk, State
 from app.api.state import AppState
@@ -69,6 +71,7 @@ NOTHING_ADDED = N_("Enter the information to add, or choose a photo or document"
 TOO_LONG = N_("The text must be {count} characters or fewer")
 NO_ORGANISATION = N_("Choose at least one organisation to hand the enquiry on to")
 TOO_MANY_ORGANISATIONS = N_("Choose at most 5 organisations")
+NOT_LISTED = N_("Choose from the organisations listed")
 NO_HAND_ON_REASON = N_("Enter why it goes to them")
 NOT_FOUND_TITLE = N_("Enquiry not found")
 NOT_FOUND = N_(
@@ -145,7 +148,8 @@ async def enquiry_page(
     state: State,
     desk: Desk,
     person: Reader,
-    done: Annotated[str | None, Query(max_length=20)] = None,
+    # Unbounded here and judged by the route, so an odd link gets the page, never problem+json.
+    done: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The enquiry as staff see it, and what they may do to it."""
     return await _page(request, state, desk, person, reference, done=done)
@@ -184,8 +188,8 @@ async def add_note(
     reference: str, request: Request, state: State, desk: Desk, talk: Talk, person: Noting
 ) -> Response:
     """A staff note: never sent on, never shown to the citizen."""
-    async with request.form(max_files=0, max_fields=8) as fields:
-        if not console.form_is_ours(state, person, fields):
+    async with _form(request, max_files=0, max_fields=8) as fields:
+        if fields is None or not console.form_is_ours(state, person, fields):
             return _refused(request, state, person, reference)
         text = _text(fields, "note-text")
     form = Form(values={"note-text": text})
@@ -211,8 +215,8 @@ async def add_information(
     """Information, photos or documents for the organisations working the enquiry."""
     limits = state.settings.attachments
     form = Form()
-    async with request.form(max_files=limits.max_files + 1, max_fields=8) as fields:
-        if not console.form_is_ours(state, person, fields):
+    async with _form(request, max_files=limits.max_files + 1, max_fields=8) as fields:
+        if fields is None or not console.form_is_ours(state, person, fields):
             return _refused(request, state, person, reference)
         text = _text(fields, "information-text")
         form.values["information-text"] = text
@@ -264,8 +268,8 @@ async def hand_on(
     reference: str, request: Request, state: State, desk: Desk, person: Triaging
 ) -> Response:
     """Hand the enquiry on from the triage desk to the organisations chosen."""
-    async with request.form(max_files=0, max_fields=20) as fields:
-        if not console.form_is_ours(state, person, fields):
+    async with _form(request, max_files=0, max_fields=20) as fields:
+        if fields is None or not console.form_is_ours(state, person, fields):
             return _refused(request, state, person, reference)
         chosen = [v for v in fields.getlist("organisations") if isinstance(v, str) and v]
         why = _text(fields, "hand-on-reason")
@@ -298,7 +302,7 @@ def _hand_on_body(chosen: list[str], why: str, form: Form) -> HandOnIn | None:
     try:
         return HandOnIn(organisations=list(dict.fromkeys(chosen)), reason=why)
     except ValidationError:
-        form.errors.append(("hand-on-organisations", _t(NO_ORGANISATION)))
+        form.errors.append(("hand-on-organisations", _t(NOT_LISTED)))
         return None
 
 
@@ -312,8 +316,8 @@ async def _with_reason(
     act: str,
 ) -> Response:
     field_id = f"{act}-reason"
-    async with request.form(max_files=0, max_fields=8) as fields:
-        if not console.form_is_ours(state, person, fields):
+    async with _form(request, max_files=0, max_fields=8) as fields:
+        if fields is None or not console.form_is_ours(state, person, fields):
             return _refused(request, state, person, reference)
         reason = _text(fields, field_id)
     form = Form(values={field_id: reason})
@@ -522,6 +526,23 @@ def _done(reference: str, what: str) -> Response:
     return RedirectResponse(
         f"{console.CONSOLE_PATH}/enquiries/{shown}?done={what}", status_code=303, headers=HEADERS
     )
+
+
+@asynccontextmanager
+async def _form(
+    request: Request, *, max_files: int, max_fields: int
+) -> AsyncIterator[FormData | None]:
+    """The form as posted, or None for one no page of ours sends (too many fields or files):
+    refused with the page, never problem+json."""
+    try:
+        fields = await request.form(max_files=max_files, max_fields=max_fields)
+    except HTTPException:
+        yield None
+        return
+    try:
+        yield fields
+    finally:
+        await fields.close()
 
 
 def _text(fields: FormData, name: str) -> str:
