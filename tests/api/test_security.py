@@ -100,6 +100,7 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/track/{reference}"): TOKEN,
     ("POST", "/track/{reference}/information"): TOKEN,
     ("POST", "/track/{reference}/withdraw"): TOKEN,
+    ("POST", "/track/{reference}/reopen"): TOKEN,
     # The console (app/routers/console): its sign-in pages are open; the rest need a session.
     ("GET", "/console/sign-in"): PUBLIC,
     ("POST", "/console/sign-in"): PUBLIC,
