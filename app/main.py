@@ -39,6 +39,7 @@ from app.routers import (
     dispatches,
     enquiries,
     inbound,
+    kiosk,
     meta,
     parts,
     privacy,
@@ -152,6 +153,7 @@ def create_app(
         attachments.router,
         alerts.router,
         track.router,
+        kiosk.router,
         meta.router,
     ):
         app.include_router(router)

@@ -19,6 +19,7 @@ from app.api.ratelimit import limit_address, limit_caller, limit_inbound
 from app.api.request_log import bind_client
 from app.clients.service import Caller, Scope, authenticate
 from app.core.errors import Forbidden, NoValidKey
+from app.web.pages import KIOSK_PATH
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -81,7 +82,8 @@ async def admit(request: Request) -> None:
     counted as its route would, so anonymous bodies cannot be refused without limit. Every
     route that takes a body needs a key, but those whose proof is elsewhere: the inbound ones
     (their body's signature or api_key), the citizen's (their enquiry's token) and the signed
-    links (unsubscribe): those are counted per address, as every call without a key is."""
+    links (unsubscribe), the kiosk's (its sealed device cookie): those are counted per address,
+    as every call without a key is."""
     if request.url.path.startswith("/v1/inbound/"):
         await limit_inbound(request)
         return
@@ -91,7 +93,10 @@ async def admit(request: Request) -> None:
         await limit_address(request)
         return
     # The link's signature is the proof; the tracking page's token (a key there changes nothing).
-    if request.url.path == UNSUBSCRIBE_PATH or request.url.path.startswith(TRACK_PATH):
+    # The kiosk's forms: its device cookie is the proof, checked by the route (app.routers.kiosk).
+    if request.url.path == UNSUBSCRIBE_PATH or request.url.path.startswith(
+        (TRACK_PATH, KIOSK_PATH)
+    ):
         await limit_address(request)
         return
     caller = await optional_caller(request, await bearer(request))

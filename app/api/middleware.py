@@ -24,6 +24,7 @@ from app.api.problems import (
     refused_body,
 )
 from app.core.settings import Environment, Settings
+from app.web.pages import KIOSK_PATH
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 # Open311 partners push their updates as forms (the mySociety servicerequestupdates style).
@@ -31,7 +32,7 @@ _FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
 # Photos and documents are uploaded as multipart forms here, with a larger limit.
 _UPLOAD_PATH = ("/v1/enquiries/", "/information")
 # A mail client's one-click unsubscribe (RFC 8058) posts a form, with no API key; so do the
-# citizen's tracking page's forms (multipart where a photo may come with it).
+# citizen's tracking page's forms (multipart where a photo may come with it), and the kiosk's.
 _FORM_BODIES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
@@ -130,7 +131,7 @@ def _acceptable(content_type: bytes, path: str) -> bool:
         return True
     if _is_upload(content_type, path):
         return True
-    if path == UNSUBSCRIBE_PATH or path.startswith(TRACK_PATH):
+    if path == UNSUBSCRIBE_PATH or path.startswith((TRACK_PATH, KIOSK_PATH)):
         return content_type in _FORM_BODIES
     prefix, suffix = _FORM_PATH
     is_form_path = path.startswith(prefix) and path.endswith(suffix)

@@ -225,6 +225,17 @@ class TriageSettings(BaseModel):
     claim_seconds: float = Field(default=900.0, gt=0, le=86400)
 
 
+class KioskSettings(BaseModel):
+    """The kiosk's pages (docs/kiosk.md): how long a screen left alone keeps its answers."""
+
+    # A question page left this long goes back to the start, clearing every answer.
+    idle_seconds: int = Field(default=120, ge=30, le=3600)
+    # The pages where people type (what happened, contact details) wait this long instead.
+    typing_seconds: int = Field(default=300, ge=30, le=3600)
+    # The longest text a kiosk takes: the answers travel sealed in a cookie (4 KB at most).
+    max_text: int = Field(default=1000, ge=100, le=1500)
+
+
 class AttachmentStoreKind(StrEnum):
     local = "local"  # a directory on this machine: the embedded default
     s3 = "s3"  # an S3-compatible object store: several machines share it
@@ -344,6 +355,7 @@ class Settings(BaseSettings):
     attachments: AttachmentSettings = AttachmentSettings()
     follow_ups: FollowUpSettings = FollowUpSettings()
     alerts: AlertSettings = AlertSettings()
+    kiosk: KioskSettings = KioskSettings()
 
     @property
     def log_renderer(self) -> LogFormat:

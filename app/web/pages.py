@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader
 from app.web import i18n
 
 ASSETS = "/assets"  # the stylesheets and scripts, from the package (app/web/static)
+KIOSK_PATH = "/kiosk/"  # the kiosk's pages (app/routers/kiosk.py, docs/kiosk.md)
 # Everything comes from this gateway; nothing inline, no framing, forms post only here.
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
