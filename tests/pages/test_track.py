@@ -267,6 +267,7 @@ def test_every_string_of_the_pages_has_its_welsh() -> None:
     """What pybabel extract finds (app/web/babel.cfg) is all in the shipped Welsh catalogue."""
     method_map = [
         ("app/routers/track.py", "python"),
+        ("app/routers/kiosk.py", "python"),
         ("app/web/templates/**.html", "jinja2"),
     ]
     options = {"app/web/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
