@@ -33,6 +33,7 @@ from starlette.datastructures import FormData
 
 from app.api.deps import Intake, State
 from app.api.ratelimit import limit_address, limit_caller
+from app.api.request_log import bind_client
 from app.catalogue.catalogue import OrganisationKind, Service, ServiceAttribute, Tier
 from app.clients.service import Caller, Scope, authenticate
 from app.core.crypto import SealedDataUnreadable
@@ -182,12 +183,14 @@ async def device(request: Request, state: State) -> Caller | None:
     if caller is None or not _is_kiosk(caller):
         await limit_address(request)
         return None
+    bind_client(caller.name)  # the request log names the kiosk, as it names an API client
     await limit_caller(request, caller)
     return caller
 
 
 Device = Annotated[Caller | None, Depends(device)]
-Lang = Annotated[str | None, Query(max_length=8)]
+# Unbounded here and judged by the route, so an odd link gets a page, never problem+json.
+Lang = Annotated[str | None, Query()]
 
 
 def _is_kiosk(caller: Caller) -> bool:
@@ -247,7 +250,7 @@ async def start(
     state: State,
     caller: Device,
     lang: Lang = None,
-    reset: Annotated[str | None, Query(max_length=10)] = None,
+    reset: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The start page; it is also where every reset lands, so it clears the answers."""
     answers = _fresh(request, lang)
@@ -284,7 +287,7 @@ async def still_there(
     request: Request,
     state: State,
     caller: Device,
-    step: Annotated[str, Query(max_length=80, pattern=r"^[a-z0-9_-]+$")] = TOPIC,
+    step: Annotated[str, Query()] = TOPIC,
 ) -> Response:
     """Where a page left alone goes: more time, or everything cleared if nobody answers."""
     answers = _session(request, state)
@@ -292,7 +295,8 @@ async def still_there(
         return _not_set_up(request, state, answers or _fresh(request, None))
     if answers is None:
         return _restart()
-    context = {"resume": _url(step), "warning_seconds": WARNING_SECONDS}
+    resume = step if step == RECEIPT or step in _steps(answers, state) else TOPIC
+    context = {"resume": _url(resume), "warning_seconds": WARNING_SECONDS}
     return _page(request, state, answers, "kiosk/still_there.html", context, idle=WARNING_SECONDS)
 
 

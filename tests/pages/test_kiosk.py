@@ -17,7 +17,9 @@ from sqlalchemy import func, select
 
 from app.clients.service import Scope, revoke_client
 from app.core.models import enquiry_table
+from app.core.settings import Settings
 from app.routers.kiosk import DEVICE_COOKIE, SESSION_COOKIE, Answers
+from tests.api.test_abuse import limited, running
 from tests.conftest import bearer, make_key
 from tests.pages.helpers import CSRF
 
@@ -348,3 +350,29 @@ async def test_a_key_in_an_authorization_header_is_no_kiosk(
 ) -> None:
     page = await anonymous.get("/kiosk/question/topic", headers=bearer(kiosk_key))
     assert page.status_code == 403
+
+
+async def test_a_device_without_a_kiosk_key_is_counted_per_address_forms_and_bodies_too(
+    settings: Settings,
+) -> None:
+    limits = limited(settings, rate_limit_anonymous="3/hour")
+    async with running(limits) as gateway, gateway.http() as http:
+        answers = [(await http.get("/kiosk/question/topic")).status_code for _ in "abc"]
+        assert answers == [403, 403, 403]
+        over = [
+            await http.get("/kiosk/"),
+            await http.post("/kiosk/setup", data={"key": "iap_000000000000_guess"}),
+            await http.post("/kiosk/question/topic", data={"group": "x" * 70_000}),
+        ]
+    assert [a.status_code for a in over] == [429, 429, 429]
+
+
+async def test_a_kiosk_counts_against_its_own_client_not_its_address(
+    settings: Settings,
+) -> None:
+    async with running(limited(settings, rate_limit_client="4/hour")) as gateway:
+        key = await make_key(gateway.engine, Scope.enquiries_submit, channel="kiosk")
+        async with gateway.http() as http:
+            assert (await set_up(http, key)).status_code == 303  # per address: not counted
+            assert [(await http.get("/kiosk/")).status_code for _ in "abcd"] == [200] * 4
+            assert (await http.get("/kiosk/")).status_code == 429
