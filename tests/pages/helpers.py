@@ -61,9 +61,13 @@ def no_violations(browser: webdriver.Chrome, state: str) -> None:
 
 
 def no_sideways_scroll(browser: webdriver.Chrome, state: str, width: int = 320) -> None:
-    """The page fits the window's width: nothing to scroll sideways to."""
-    wide = browser.execute_script("return document.documentElement.scrollWidth")
-    assert wide <= width, f"{state}: the page is {wide} px wide at {width} px: it scrolls sideways"
+    """The page fits the window's width, its scroll bar's share left out: nothing to scroll
+    sideways to."""
+    wide, room = browser.execute_script(
+        "const page = document.documentElement; return [page.scrollWidth, page.clientWidth];"
+    )
+    assert room <= width, f"{state}: the window is {room} px wide, not {width}"
+    assert wide <= room, f"{state}: the page is {wide} px wide in {room} px: it scrolls sideways"
 
 
 def send(browser: webdriver.Chrome, button: str) -> None:
