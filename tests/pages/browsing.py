@@ -14,6 +14,9 @@ import pytest
 from axe_selenium_python import Axe
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from app.clients.service import Scope, create_client
 from app.core.db import create_engine
@@ -110,3 +113,35 @@ def no_sideways_scroll_at_320(browser: webdriver.Chrome, url: str, state: str) -
         no_violations(browser, f"{state}, 320 px wide")
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def no_sideways_scroll(browser: webdriver.Chrome, state: str, width: int = 320) -> None:
+    """The page fits the window's width, its scroll bar's share left out: nothing to scroll
+    sideways to."""
+    wide, room = browser.execute_script(
+        "const page = document.documentElement; return [page.scrollWidth, page.clientWidth];"
+    )
+    assert room <= width, f"{state}: the window is {room} px wide, not {width}"
+    assert wide <= room, f"{state}: the page is {wide} px wide in {room} px: it scrolls sideways"
+
+
+def send(browser: webdriver.Chrome, button: str) -> None:
+    """Press a form's button (a CSS selector) and wait for the page it leads to: a click
+    returns before the browser has loaded the answer."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    WebDriverWait(browser, 10).until(staleness_of(page))
+
+
+def new_key(database_url: str, name: str, scopes: list[Scope], channel: str | None = None) -> str:
+    """A new API client's key, made outside any running event loop (the browser tests')."""
+    return asyncio.run(_new_key(database_url, name, scopes, channel))
+
+
+async def _new_key(database_url: str, name: str, scopes: list[Scope], channel: str | None) -> str:
+    engine = create_engine(database_url)
+    try:
+        _, key = await create_client(engine, name=name, scopes=scopes, channel=channel)
+        return key
+    finally:
+        await engine.dispose()

@@ -308,9 +308,12 @@ def test_every_string_of_the_pages_has_its_welsh() -> None:
     a catalogue all the same)."""
     method_map = [
         ("app/routers/track.py", "python"),
+        ("app/routers/kiosk.py", "python"),
         ("app/web/templates/*.html", "jinja2"),
+        ("app/web/templates/kiosk/*.html", "jinja2"),
     ]
-    options = {"app/web/templates/*.html": {"extensions": "jinja2.ext.i18n"}}
+    jinja = {"extensions": "jinja2.ext.i18n"}
+    options = {"app/web/templates/*.html": jinja, "app/web/templates/kiosk/*.html": jinja}
     found = {
         message
         for _, _, message, _, _ in extract_from_dir(ROOT, method_map, options_map=options)
