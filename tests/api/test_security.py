@@ -106,6 +106,8 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/console/sign-in/code"): PUBLIC,
     ("POST", "/console/sign-in/code"): PUBLIC,
     ("POST", "/console/sign-out"): PUBLIC,
+    ("GET", "/console/sign-in/sso"): PUBLIC,
+    ("GET", "/console/sign-in/sso/callback"): PUBLIC,
     ("GET", "/console/"): CONSOLE,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
