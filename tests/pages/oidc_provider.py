@@ -70,6 +70,12 @@ class OpenIDProviderStub:
             ]
         )
 
+    def rotate(self) -> None:
+        """A new signing key under a new key id, the old one no longer published."""
+        kid = f"test-key-{secrets.token_hex(4)}"
+        self.key = _new_key(kid)
+        self.other_key = _new_key(kid)
+
     def reset(self) -> None:
         self.user = User()
         self.mode = "ok"
@@ -172,11 +178,11 @@ class OpenIDProviderStub:
             claims |= {"iat": now - 3600, "exp": now - 1800}
         elif self.mode == "bad-signature":
             key = self.other_key
-        return jwt.encode({"alg": "RS256", "kid": KEY_ID}, claims, key)
+        return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
 
 
-def _new_key() -> RSAKey:
-    return RSAKey.generate_key(2048, parameters={"kid": KEY_ID, "use": "sig", "alg": "RS256"})
+def _new_key(kid: str = KEY_ID) -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
 
 
 def _s256(verifier: str) -> str:

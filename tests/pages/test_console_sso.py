@@ -204,6 +204,28 @@ async def test_an_id_token_that_does_not_hold_is_refused(app, provider, mode):
     assert await sessions_open(app) == 0
 
 
+async def test_keys_the_provider_rotated_are_fetched_again(app, provider):
+    provider.user.email = await person(app)
+    async with browser(app) as http:
+        _, back = await through_provider(http, app)
+        assert back.status_code == 303
+    provider.rotate()
+    provider.asked.clear()
+    async with browser(app) as http:
+        _, back = await through_provider(http, app)
+        assert back.status_code == 303
+    assert provider.asked == ["/authorize", "/token", "/jwks"]
+
+
+async def test_a_discovery_document_of_another_issuer_is_not_used(settings, app, provider):
+    # The provider's document names it by 127.0.0.1; asked by another name, it is not its own.
+    app.state.iap.settings = with_sso(settings, provider.url.replace("127.0.0.1", "localhost"))
+    async with browser(app) as http:
+        answer = await http.get("/console/sign-in/sso")
+    refused(answer, 502, "Single sign-on is not available at the moment")
+    assert provider.asked == ["/.well-known/openid-configuration"]
+
+
 async def test_a_sign_in_refused_at_the_provider_says_so(app, provider):
     provider.mode = "denied"
     async with browser(app) as http:
