@@ -108,6 +108,8 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/console/sign-in/code"): PUBLIC,
     ("POST", "/console/sign-in/code"): PUBLIC,
     ("POST", "/console/sign-out"): PUBLIC,
+    ("GET", "/console/sign-in/sso"): PUBLIC,
+    ("GET", "/console/sign-in/sso/callback"): PUBLIC,
     ("GET", "/console/"): CONSOLE,
     # The kiosk (app/routers/kiosk.py): set up with a kiosk key, then its device cookie.
     ("GET", "/kiosk/setup"): PUBLIC,
