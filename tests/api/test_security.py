@@ -111,6 +111,7 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/console/sign-in/sso"): PUBLIC,
     ("GET", "/console/sign-in/sso/callback"): PUBLIC,
     ("GET", "/console/"): CONSOLE,
+    ("GET", "/console/still-there"): CONSOLE,
     # The kiosk (app/routers/kiosk.py): set up with a kiosk key, then its device cookie.
     ("GET", "/kiosk/setup"): PUBLIC,
     ("POST", "/kiosk/setup"): PUBLIC,

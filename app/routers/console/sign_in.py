@@ -129,6 +129,25 @@ async def code(request: Request, state: State, next: Next = None) -> Response:
     return _code_form(request, state, pending.csrf_binding, next, [("code", message)], status)
 
 
+@router.get("/still-there")
+async def still_there(request: Request, state: State, next: Next = None) -> Response:
+    """Where a page left alone goes before the session times out: more time (back to the page,
+    which counts as use) or, if nobody answers, signed out."""
+    person = await console.current(request, state)
+    if person is None:
+        return console.sign_in_redirect(console.safe_next(next))
+    response = console.render(
+        request,
+        state,
+        person,
+        "console/still_there.html",
+        {"back": console.safe_next(next), "minutes": console.WARNING_SECONDS // 60},
+        refresh=False,
+    )
+    response.headers["Refresh"] = f"{console.WARNING_SECONDS};url={console.TIMED_OUT_PATH}"
+    return response
+
+
 @router.post("/sign-out")
 async def sign_out(request: Request, state: State) -> Response:
     """Ends the session (its form carries the session's CSRF field); the cookie goes too."""
