@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,10 +20,14 @@ from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from app.clients.service import Scope, create_client
+from app.clients.staff import StaffRole, create_staff
+from app.core.audit import Actor
 from app.core.db import create_engine
 from app.core.settings import Settings
 from app.main import create_app
+from app.runtime import load_configured_catalogue
 from tests.conftest import ThreadedServer
+from tests.pages.console import PASSWORD
 
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
@@ -145,3 +150,36 @@ async def _new_key(database_url: str, name: str, scopes: list[Scope], channel: s
         return key
     finally:
         await engine.dispose()
+
+
+def new_person(settings: Settings, role: str, *, name: str = "Jo Agent", **kw: str) -> str:
+    """A new member of staff with the console test password, made outside any running event
+    loop (the browser tests'); their email."""
+    return asyncio.run(_new_person(settings, role, name, kw.get("organisation")))
+
+
+async def _new_person(settings: Settings, role: str, name: str, organisation: str | None) -> str:
+    engine = create_engine(settings.database_url)
+    email = f"{name.split()[0].lower()}.{uuid.uuid4().hex[:6]}@staff.example.org"
+    try:
+        await create_staff(
+            engine,
+            load_configured_catalogue(settings),
+            name=name,
+            email=email,
+            role=StaffRole(role),
+            organisation_id=organisation,
+            password=PASSWORD,
+            by=Actor("browser tests"),
+        )
+        return email
+    finally:
+        await engine.dispose()
+
+
+def sign_in_by_browser(browser: webdriver.Chrome, url: str, email: str) -> None:
+    """Sign in through the page, as a person does."""
+    browser.get(f"{url}/console/sign-in")
+    browser.find_element(By.ID, "email").send_keys(email)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    send(browser, "main form button[type=submit]")

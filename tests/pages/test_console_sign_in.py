@@ -193,7 +193,7 @@ async def test_a_second_factor_is_asked_for_good_once_and_nothing_opens_before_i
         assert answer.headers["location"].startswith("/console/sign-in/code")
         assert (await http.get("/console/")).status_code == 303  # not signed in yet
         page = await http.get("/console/sign-in/code")
-        assert 'autocomplete="one-time-code"' in page.text
+        assert 'inputmode="numeric"' in page.text
         wrong = await http.post(
             "/console/sign-in/code", data={"csrf": csrf_of(page.text), "code": "000000"}
         )
