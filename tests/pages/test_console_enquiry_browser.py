@@ -7,7 +7,6 @@ enquiry's page and after handing it on; and 320 CSS pixels wide with no sideways
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import httpx
@@ -15,40 +14,21 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from app.catalogue.catalogue import load_catalogue
-from app.clients.staff import StaffRole, create_staff
-from app.core.audit import Actor
-from app.core.db import create_engine
-from app.core.settings import SHIPPED_CONFIG_DIR, Settings
+from app.core.settings import Settings
 from tests.conftest import bearer, enquiry_body
 from tests.conversation.helpers import with_citizen
 from tests.e2e.conftest import eventually
-from tests.pages.browsing import no_sideways_scroll_at_320, no_violations
-from tests.pages.console import PASSWORD
+from tests.pages.browsing import (
+    new_person,
+    no_sideways_scroll_at_320,
+    no_violations,
+    send,
+    sign_in_by_browser,
+)
 
 pytestmark = pytest.mark.e2e
 
 VALE = "vale-of-white-horse"
-
-
-async def _person(database_url: str, name: str) -> str:
-    """A contact-centre agent who can sign in with the test password; their email."""
-    email = f"{uuid.uuid4().hex[:8]}@staff.example.org"
-    catalogue = load_catalogue(SHIPPED_CONFIG_DIR, variables={"IAP_SANDBOX_URL": "http://x"})
-    engine = create_engine(database_url)
-    try:
-        await create_staff(
-            engine,
-            catalogue,
-            name=name,
-            email=email,
-            role=StaffRole.agent,
-            password=PASSWORD,
-            by=Actor("tests"),
-        )
-    finally:
-        await engine.dispose()
-    return email
 
 
 def submit(url: str, key: str, body: dict[str, Any]) -> str:
@@ -75,30 +55,24 @@ def delivered_to(url: str, key: str, reference: str, organisation: str) -> None:
     asyncio.run(eventually(done, within=15, what=f"delivery to {organisation}"))
 
 
-def sign_in(browser: webdriver.Chrome, url: str, email: str, to: str) -> None:
-    browser.get(f"{url}/console/sign-in?next={to}")
-    browser.find_element(By.ID, "email").send_keys(email)
-    browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "form[action^='/console/sign-in'] button").click()
-
-
 def test_the_enquiry_page_in_every_state_has_no_accessibility_violations(
     browser: webdriver.Chrome, gateway: tuple[str, str], back_office: Any, settings: Settings
 ) -> None:
     url, key = gateway
-    email = asyncio.run(_person(settings.database_url, "Jo Agent"))
+    email = new_person(settings, "agent", name="Jo Agent")
     reference = submit(url, key, enquiry_body())
     delivered_to(url, key, reference, "oxfordshire-county")
     page = f"/console/enquiries/{reference}"
 
-    sign_in(browser, url, email, page)
+    sign_in_by_browser(browser, url, email)
+    browser.get(f"{url}{page}")
     heading = browser.find_element(By.TAG_NAME, "h1")
     assert heading.text.replace("\n", " ").split() == reference.split("-")
     assert "Sam Reporter" in browser.page_source
     assert browser.find_element(By.CSS_SELECTOR, ".table-wrapper[tabindex='0'] caption")
     no_violations(browser, "as opened")
 
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/notes'] button").click()
+    send(browser, "form[action$='/notes'] button")
     summary = browser.find_element(By.CLASS_NAME, "error-summary")
     assert "Enter the note" in summary.text
     no_violations(browser, "with the error summary")
@@ -106,7 +80,7 @@ def test_the_enquiry_page_in_every_state_has_no_accessibility_violations(
     assert browser.switch_to.active_element.get_attribute("id") == "note-text"
 
     browser.find_element(By.ID, "note-text").send_keys("Caller rang again about it")
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/notes'] button").click()
+    send(browser, "form[action$='/notes'] button")
     assert "Your note was added" in browser.find_element(By.CLASS_NAME, "notification-banner").text
     assert "Caller rang again about it" in browser.find_element(By.CLASS_NAME, "messages").text
     no_violations(browser, "after a note")
@@ -117,7 +91,7 @@ def test_handing_on_from_the_page_has_no_accessibility_violations(
     browser: webdriver.Chrome, gateway: tuple[str, str], back_office: Any, settings: Settings
 ) -> None:
     url, key = gateway
-    email = asyncio.run(_person(settings.database_url, "Jo Agent"))
+    email = new_person(settings, "agent", name="Jo Agent")
     body = enquiry_body(
         service_code="missed-bin",
         description="Our green bin was not emptied on Tuesday",
@@ -127,7 +101,8 @@ def test_handing_on_from_the_page_has_no_accessibility_violations(
     reference = submit(url, key, body)
     page = f"/console/enquiries/{reference}"
 
-    sign_in(browser, url, email, page)
+    sign_in_by_browser(browser, url, email)
+    browser.get(f"{url}{page}")
     assert "Hand on from the triage desk" in browser.page_source
     no_violations(browser, "at the triage desk")
     no_sideways_scroll_at_320(browser, f"{url}{page}", "the triage enquiry's page")
@@ -135,7 +110,7 @@ def test_handing_on_from_the_page_has_no_accessibility_violations(
     browser.get(f"{url}{page}")
     browser.find_element(By.CSS_SELECTOR, f"input[value='{VALE}']").click()
     browser.find_element(By.ID, "hand-on-reason").send_keys("Caller confirms Sutton Courtenay")
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/hand-on'] button").click()
+    send(browser, "form[action$='/hand-on'] button")
     banner = browser.find_element(By.CLASS_NAME, "notification-banner")
     assert "handed on" in banner.text
     no_violations(browser, "after hand on")
