@@ -12,37 +12,10 @@ from app.catalogue.catalogue import Catalogue, Service
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that say nothing about which service is meant.
 _STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "at",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "i",
-        "in",
-        "is",
-        "it",
-        "its",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "the",
-        "their",
-        "there",
-        "they",
-        "this",
-        "to",
-        "was",
-        "were",
-        "with",
-    ]
+    _WORD.findall(
+        "a an and are at by for from has have i in is it its my of on or our the their there "
+        "they this to was were with"
+    )
 )
 # How much a word found in each part of a service counts: its name and keywords most.
 _WEIGHTS = (("name", 4), ("keywords", 3), ("group", 2), ("description", 1))

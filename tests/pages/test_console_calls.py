@@ -165,7 +165,13 @@ async def test_an_agent_sends_a_phone_enquiry_and_reads_back_its_reference(app):
     )
     assert "-".join(groups) == reference
     assert f'href="/console/enquiries/{reference}"' in confirmation.text
-    assert "Triage desk" in text_of(confirmation.text) or "triage" in confirmation.text.lower()
+    assert "Oxfordshire Contact Centre (triage desk)" in text_of(confirmation.text)
+    spelt = re.findall(r"<li>([^<]+)</li>", confirmation.text.split("Spelt out")[1])[:3]
+    assert len(spelt) == 3  # each group spelt out, character by character ("K for Kilo, 7 seven")
+    for group, said in zip(groups, spelt, strict=True):
+        words = said.split(", ")
+        assert [w[0] for w in words] == list(group)
+        assert all(w.startswith(f"{w[0]} for ") or w[0].isdigit() for w in words)
 
     async with app.state.iap.engine.connect() as conn:
         enquiry = (
@@ -366,3 +372,39 @@ async def test_a_partners_history_shows_only_enquiries_with_their_part(app, clie
     assert found.status_code == 200
     assert "No enquiries found" in found.text
     assert "Take a call for this caller" not in found.text
+
+
+async def test_odd_answers_get_the_page_with_their_errors_never_a_failure(app):
+    odd = [
+        {"preferred_contact": "email"},  # email chosen, none given
+        {"postcode": "banana", "attr-depth_cm": "deep"},
+        {"postcode": "SW1A 1AA"},  # out of the area
+        {"attr-road_or_pavement": "ceiling", "attr-nonsense": "x"},
+        {"language": "not a language tag", "phone": "call me"},
+        {"description": "x" * 5000, "address": "y" * 400},
+    ]
+    async with session(app) as http:
+        form = await details_form(http, "pothole")
+        answers = [
+            await http.post(
+                "/console/calls/new",
+                data={
+                    **form,
+                    "attr-road_or_pavement": "road",
+                    "description": "A hole",
+                    "postcode": "OX4 1AA",
+                    "action": "send",
+                    **each,
+                },
+            )
+            for each in odd
+        ]
+    for each, answer in zip(odd, answers, strict=True):
+        assert answer.status_code == 422, (each, answer.text)
+        assert 'class="error-summary"' in answer.text
+    said = [text_of(a.text) for a in answers]
+    assert "Enter their email address, or choose another way to contact them" in said[0]
+    assert "Roughly how deep is it, in centimetres? The answer must be a number" in said[1]
+    assert "is not a UK postcode" in said[1]
+    assert "outside the area this gateway serves" in said[2]
+    assert await count_enquiries(app) == 0

@@ -175,7 +175,7 @@ def test_an_agent_takes_a_call_by_keyboard_alone(
     groups = [g.text for g in browser.find_elements(By.CLASS_NAME, "reference-readout__group")]
     reference = "-".join(groups)
     assert re.fullmatch(r"[0-9A-Z]{3}-[0-9A-Z]{3}-[0-9A-Z]{3}", reference), reference
-    assert "Contact centre" in browser.page_source or "triage" in browser.page_source.lower()
+    assert "Oxfordshire Contact Centre (triage desk)" in browser.page_source
     no_violations(browser, "the confirmation")
     sent_at = browser.current_url
 

@@ -83,6 +83,16 @@ EMPTY: Mapping[str, str] = {
     "postcode": N_("Enter the postcode or describe the place"),
 }
 REQUIRED_ANSWER = N_("Answer the question “{question}”")
+# What to say when a detail given is not one EnquiryIn takes (the rule is EnquiryIn's).
+INVALID: Mapping[str, str] = {
+    "phone": N_("Enter a phone number, like 07700 900123 or +44 7700 900123"),
+    "email": N_("Enter an email address, like name@example.org"),
+    "language": N_("Enter a language tag, like cy for Welsh or pl for Polish"),
+}
+UNREACHABLE: Mapping[str, str] = {
+    "email": N_("Enter their email address, or choose another way to contact them"),
+    "phone": N_("Enter their phone number, or choose another way to contact them"),
+}
 NO_SERVICE = N_("Select the service the call is about")
 NO_SHARE = N_("Select whether the caller agrees to their details being passed on")
 NO_UPDATES = N_("Select whether the caller wants updates")
@@ -388,8 +398,13 @@ def _consent_errors(form: CallForm) -> list[tuple[str, str]]:
 def _pydantic_errors(exc: ValidationError, form: CallForm) -> list[tuple[str, str]]:
     found = []
     for error in exc.errors():
-        at = [str(part) for part in error["loc"]]
-        found.append(_field_error(_field_of(at), error_message(error), form))
+        field_id = _field_of([str(part) for part in error["loc"]])
+        if field_id in INVALID and form.get(field_id):
+            found.append((field_id, INVALID[field_id]))
+        elif field_id == "preferred_contact" and form.get(field_id) in UNREACHABLE:
+            found.append((field_id, UNREACHABLE[form.get(field_id)]))
+        else:
+            found.append(_field_error(field_id, error_message(error), form))
     return found
 
 
@@ -439,10 +454,12 @@ def _intake_errors(exc: DomainError, form: CallForm, service: Service) -> list[t
 def _answer_error(service: Service, code: str, detail: str) -> tuple[str, str]:
     """An answer intake refused, said with its question."""
     attribute = service.attribute(code)
-    question = attribute.description if attribute is not None else code
+    if attribute is None:
+        return "service", detail  # not a question of this service: not from this page
+    question = attribute.description
     if detail.startswith("required"):
         return f"attr-{code}", REQUIRED_ANSWER.format(question=question)
-    return f"attr-{code}", f"{question} {detail}"
+    return f"attr-{code}", f"{question} The answer {detail}"
 
 
 def _field_of(at: list[str]) -> str:
