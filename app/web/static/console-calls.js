@@ -58,4 +58,8 @@
     }
     form.setAttribute("data-sent", "yes");
   });
+  // Back to the page from the browser's cache: it may be sent again (intake's key decides).
+  window.addEventListener("pageshow", function () {
+    form.removeAttribute("data-sent");
+  });
 })();
