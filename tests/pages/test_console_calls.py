@@ -329,6 +329,15 @@ async def test_caller_history_finds_the_enquiries_by_phone_and_by_email_and_is_a
             "/console/calls/new",
             data={"csrf": csrf, "phone": "07700 900123", "action": "start"},
         )
+        chosen = await http.post(
+            "/console/calls/new",
+            data={
+                "csrf": csrf_of(start.text),
+                "phone": "07700 900123",
+                "service": "missed-bin",
+                "action": "choose",
+            },
+        )
     for found in (by_phone, by_email):
         assert found.status_code == 200
         assert f'href="/console/enquiries/{reference}"' in found.text
@@ -342,6 +351,8 @@ async def test_caller_history_finds_the_enquiries_by_phone_and_by_email_and_is_a
     # Taking a call for this caller carries their number through the service choice.
     assert start.status_code == 200
     assert 'name="phone" value="07700 900123"' in start.text
+    assert chosen.status_code == 200
+    assert re.search(r'id="phone" name="phone" type="tel" value="07700 900123"', chosen.text)
 
     async with app.state.iap.engine.connect() as conn:
         entries = (

@@ -131,14 +131,14 @@ class CallForm:
     values: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, form: FormData | Mapping[str, str]) -> CallForm:
+    def read(cls, form: FormData) -> CallForm:
         def text(name: str) -> str:
             value = form.get(name)
             return value.strip()[:MAX_FIELD] if isinstance(value, str) else ""
 
         answers: dict[str, str | list[str]] = {}
         for name in form:
-            if name.startswith("attr-") and isinstance(form, FormData):
+            if name.startswith("attr-"):
                 chosen = [v.strip() for v in form.getlist(name) if isinstance(v, str)]
                 answers[name[5:]] = chosen if len(chosen) != 1 else chosen[0]
         key = text("key")
@@ -561,7 +561,6 @@ async def _details(
         "errors": errors or [],
         "preview": shown or Preview(waiting=True),
         "preferred": PREFERRED,
-        "ask_consent": True,
     }
     return console.render(
         request, state, person, "console/calls_new.html", context, status=status, scripted=True
