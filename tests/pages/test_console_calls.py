@@ -419,3 +419,15 @@ async def test_odd_answers_get_the_page_with_their_errors_never_a_failure(app):
     assert "is not a UK postcode" in said[1]
     assert "outside the area this gateway serves" in said[2]
     assert await count_enquiries(app) == 0
+
+
+async def test_odd_addresses_get_a_page(app):
+    async with session(app) as http:
+        long_words = await http.get("/console/calls/new", params={"q": "bin " * 300})
+        no_service = await http.get("/console/calls/new", params={"service": "x" * 500})
+        no_enquiry = await http.get("/console/calls/sent/NOT-A-REF")
+        too_long = await http.get("/console/calls/sent/" + "A" * 200)
+    assert long_words.status_code == no_service.status_code == 200
+    assert "Missed bin collection" in long_words.text
+    assert no_enquiry.status_code == too_long.status_code == 404
+    assert "No such enquiry" in no_enquiry.text

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
@@ -177,11 +177,12 @@ async def new_call(
     request: Request,
     state: State,
     person: Agent,
-    q: Annotated[str, Query(max_length=200)] = "",
-    service: Annotated[str, Query(max_length=64)] = "",
+    q: str = "",
+    service: str = "",
 ) -> Response:
-    """The first step (which service?), or, for a service named, its questions."""
-    form = CallForm(key=uuid.uuid4().hex, service=service, values={"q": q.strip()})
+    """The first step (which service?), or, for a service named, its questions. (Odd query
+    values are cut short or found to be no service: a page, never a refusal.)"""
+    form = CallForm(key=uuid.uuid4().hex, service=service[:64], values={"q": q.strip()[:200]})
     chosen = state.catalogue.services.get(service)
     if chosen is None:
         return _chooser(request, state, person, form)
@@ -213,16 +214,17 @@ async def preview_fragment(
     request: Request,
     state: State,
     person: Agent,
-    service: Annotated[str, Query(max_length=64)] = "",
-    postcode: Annotated[str, Query(max_length=20)] = "",
-    address: Annotated[str, Query(max_length=1)] = "",
+    service: str = "",
+    postcode: str = "",
+    address: str = "",
 ) -> Response:
     """The routing preview alone, for console-calls.js to put in the page as the postcode is
     typed. `address` only says whether one is given (its text stays in the form)."""
     chosen = state.catalogue.services.get(service)
     if chosen is None:
         raise NotFound(f"There is no service '{service}'.")
-    shown = await routing_preview(state, chosen, postcode.strip(), "given" if address else "")
+    given = "given" if address else ""
+    shown = await routing_preview(state, chosen, postcode.strip()[:20], given)
     return pages.render(request, "console/calls_preview.html", console.ENGLISH, {"preview": shown})
 
 
@@ -231,7 +233,7 @@ async def sent(
     request: Request,
     state: State,
     person: Agent,
-    reference: Annotated[str, Path(max_length=32)],
+    reference: str,
 ) -> Response:
     """The reference, large and in groups, to read back to the caller; where it went."""
     caller = person.caller
@@ -240,7 +242,7 @@ async def sent(
             engine=state.engine,
             catalogue=state.catalogue,
             sealer=state.sealer,
-            reference=reference,
+            reference=reference[:32],
             reader=caller,
             client_id=None if caller.allows(Scope.enquiries_read_all) else caller.client_id,
         )
