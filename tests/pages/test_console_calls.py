@@ -322,6 +322,7 @@ async def test_caller_history_finds_the_enquiries_by_phone_and_by_email_and_is_a
         by_email = await http.post(
             "/console/history", data={"csrf": csrf, "who": "robin@example.org"}
         )
+        linked = await http.get("/console/history", params={"email": "ROBIN@example.org"})
         nobody = await http.post("/console/history", data={"csrf": csrf, "who": "01234 567890"})
         empty = await http.post("/console/history", data={"csrf": csrf, "who": ""})
         wrong = await http.post("/console/history", data={"csrf": csrf, "who": "robin at home"})
@@ -338,7 +339,7 @@ async def test_caller_history_finds_the_enquiries_by_phone_and_by_email_and_is_a
                 "action": "choose",
             },
         )
-    for found in (by_phone, by_email):
+    for found in (by_phone, by_email, linked):
         assert found.status_code == 200
         assert f'href="/console/enquiries/{reference}"' in found.text
         assert "Pothole" in found.text
@@ -364,8 +365,8 @@ async def test_caller_history_finds_the_enquiries_by_phone_and_by_email_and_is_a
             .mappings()
             .all()
         )
-    assert [e["actor"] for e in entries] == ["Sam Agent"] * 3
-    assert [e["detail"]["by"] for e in entries] == ["phone", "email", "phone"]
+    assert [e["actor"] for e in entries] == ["Sam Agent"] * 4
+    assert [e["detail"]["by"] for e in entries] == ["phone", "email", "email", "phone"]
     assert all("07700" not in str(e["subject"]) for e in entries)
 
 

@@ -20,6 +20,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.catalogue.catalogue import load_catalogue
@@ -65,6 +66,16 @@ def keys(browser: webdriver.Chrome, *pressed: str) -> None:
     for key in pressed:
         chain.send_keys(key)
     chain.perform()
+
+
+def navigates(browser: webdriver.Chrome, *pressed: str) -> None:
+    """Keys that open another page: pressed, then the new page waited for until loaded."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    keys(browser, *pressed)
+    WebDriverWait(browser, 10).until(staleness_of(old))
+    WebDriverWait(browser, 10).until(
+        lambda b: b.execute_script("return document.readyState") == "complete"
+    )
 
 
 def focused(browser: webdriver.Chrome) -> WebElement:
@@ -113,26 +124,24 @@ def test_an_agent_takes_a_call_by_keyboard_alone(
 
     # From the console's start page to taking a call, by keyboard.
     tab_to(browser, by_text("Take a call"))
-    keys(browser, Keys.ENTER)
+    navigates(browser, Keys.ENTER)
     assert heading(browser) == "What is the call about?"
     no_violations(browser, "which service, as first opened")
 
     tab_to(browser, by_id("q"))
-    keys(browser, "my bins were not emptied", Keys.ENTER)
-    WebDriverWait(browser, 10).until(
-        lambda b: "match" in b.find_element(By.TAG_NAME, "legend").text
-    )
+    navigates(browser, "my bins were not emptied", Keys.ENTER)
+    assert "match" in browser.find_element(By.TAG_NAME, "legend").text
     no_violations(browser, "which service, the caller's words matched")
     tab_to(browser, by_id("service"))
     keys(browser, Keys.SPACE)
     assert focused(browser).get_attribute("value") == "missed-bin"
-    keys(browser, Keys.ENTER)
+    navigates(browser, Keys.ENTER)
     assert heading(browser) == "Missed bin collection"
     no_violations(browser, "the take-a-call form")
 
     # Sent at once with nothing filled in: the error summary, its links to the fields.
     tab_to(browser, by_id("send"))
-    keys(browser, Keys.ENTER)
+    navigates(browser, Keys.ENTER)
     summary = browser.find_element(By.CLASS_NAME, "error-summary")
     assert "Answer the question “Which bin was missed?”" in summary.text
     assert browser.title.startswith("Error:")
@@ -169,7 +178,7 @@ def test_an_agent_takes_a_call_by_keyboard_alone(
     tab_to(browser, by_id("updates"))
     keys(browser, Keys.SPACE)
     tab_to(browser, by_id("send"))
-    keys(browser, Keys.ENTER)
+    navigates(browser, Keys.ENTER)
 
     assert heading(browser) == "Enquiry sent"
     groups = [g.text for g in browser.find_elements(By.CLASS_NAME, "reference-readout__group")]

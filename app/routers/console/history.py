@@ -1,8 +1,8 @@
 """Caller history (`/console/history`): before taking a call, the agent finds the caller's
 earlier enquiries by the phone number or email they give, through the service the API's
 GET /v1/enquiries?phone=... uses (app.casework.history, which audits each search, naming the
-person). The search is posted, never put in the address, so no phone number or email is left
-in the browser's history."""
+person). The page's search is posted, not put in the address, so no phone number or email is
+left in the browser's history; `?phone=` or `?email=` also works, for a link from another page."""
 
 from __future__ import annotations
 
@@ -41,9 +41,15 @@ NOT_EITHER = N_(
 
 
 @router.get("/history")
-async def history_page(request: Request, state: State, person: Reader) -> Response:
-    """The search form."""
-    return _page(request, state, person, who="")
+async def history_page(
+    request: Request, state: State, person: Reader, phone: str = "", email: str = ""
+) -> Response:
+    """The search form; with `phone` or `email` (a link from another page, as the API's
+    parameters), that caller's enquiries at once."""
+    who = (phone or email).strip()[:MAX_FIELD]
+    if not who:
+        return _page(request, state, person, who="")
+    return await _search(request, state, person, who, cursor=None)
 
 
 @router.post("/history")
@@ -55,6 +61,14 @@ async def search(request: Request, state: State, person: Reader) -> Response:
         given = form.get("who")
         cursor = form.get("cursor")
     who = given.strip()[:MAX_FIELD] if isinstance(given, str) else ""
+    return await _search(
+        request, state, person, who, cursor=cursor if isinstance(cursor, str) else None
+    )
+
+
+async def _search(
+    request: Request, state: AppState, person: SignedIn, who: str, *, cursor: str | None
+) -> Response:
     by = _kind(who)
     if by is None:
         message = NOT_EITHER if who else NOTHING
@@ -65,7 +79,7 @@ async def search(request: Request, state: State, person: Reader) -> Response:
             sealer=state.sealer,
             caller=person.caller,
             filters=EnquiryFilter.for_reader(person.caller),
-            cursor=cursor if isinstance(cursor, str) and cursor else None,
+            cursor=cursor or None,
             limit=PAGE_SIZE,
             phone=who if by == "phone" else None,
             email=who if by == "email" else None,
