@@ -17,6 +17,7 @@ from app.catalogue.routing import Destination, route
 from app.catalogue.status import Status
 from app.clients.service import Caller, hash_secret
 from app.core import reference as references
+from app.core.audit import Actor
 from app.core.crypto import Sealer
 from app.core.errors import FieldError, ValidationFailed
 from app.core.models import utcnow
@@ -64,12 +65,16 @@ async def accept_enquiry(
 ) -> EnquiryCreated | StoredResponse:
     """Submit an enquiry under the Idempotency-Key protocol (app.intake.idempotency): a repeat
     with the same key and body gets the first answer back, a StoredResponse to replay."""
+    # A person (an agent on the phone, by the console or their token) is named on the
+    # timeline as who took it; a system's key is not.
+    actor = Actor.of(caller) if caller.person is not None else None
     if idempotency_key is None:
         return await submit_enquiry(
             enquiry=enquiry,
             context=context,
             client_id=caller.client_id,
             fixed_channel=caller.channel,
+            actor=actor,
         )
     key = IdempotencyKey(
         caller.client_id, idempotency_key, fingerprint(enquiry.model_dump(mode="json"))
@@ -84,6 +89,7 @@ async def accept_enquiry(
             client_id=caller.client_id,
             idempotency_key=key,
             fixed_channel=caller.channel,
+            actor=actor,
         )
     except Exception:
         # The claim stored nothing: forget it, so the client may fix the request and resend.
@@ -98,6 +104,7 @@ async def submit_enquiry(
     client_id: str | None,
     idempotency_key: IdempotencyKey | None = None,
     fixed_channel: str | None = None,
+    actor: Actor | None = None,
 ) -> EnquiryCreated:
     """Accept an enquiry: one transaction writes it, its dispatches and its first event.
 
@@ -108,7 +115,7 @@ async def submit_enquiry(
             [FieldError(f"must be '{fixed_channel}' for this API key", pointer="#/channel")],
         )
     service = _service(enquiry, context.catalogue)
-    attributes = _checked_attributes(service, enquiry.attributes)
+    attributes = checked_attributes(service, enquiry.attributes)
     place, destinations = await locate_and_route(
         service=service,
         location=enquiry.location,
@@ -125,6 +132,7 @@ async def submit_enquiry(
         context=context,
         client_id=client_id,
         idempotency_key=idempotency_key,
+        actor=actor,
     )
 
 
@@ -160,7 +168,9 @@ def _service(enquiry: EnquiryIn, catalogue: Catalogue) -> Service:
     return service
 
 
-def _checked_attributes(service: Service, given: dict[str, Any]) -> dict[str, Any]:
+def checked_attributes(service: Service, given: dict[str, Any]) -> dict[str, Any]:
+    """The answers to the service's questions, if they fit it; else ValidationFailed naming
+    each answer that does not (the console asks it too, to list every problem at once)."""
     errors = [
         FieldError(f"{service.code} has no attribute '{code}'", pointer=f"#/attributes/{code}")
         for code in given
@@ -241,6 +251,7 @@ async def _store(
     context: IntakeContext,
     client_id: str | None,
     idempotency_key: IdempotencyKey | None,
+    actor: Actor | None,
 ) -> EnquiryCreated:
     now = utcnow()
     enquiry_id = uuid.uuid4()
@@ -276,6 +287,7 @@ async def _store(
         "status": Status.routed,
         "detail": "; ".join(f"{d.organisation_id}: {d.reason}" for d in destinations),
         "created_at": now,
+        **(actor.on_event() if actor is not None else {}),
     }
 
     def answer(reference: str) -> EnquiryCreated:

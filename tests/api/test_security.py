@@ -119,6 +119,12 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("POST", "/console/enquiries/{reference}/reopen"): CONSOLE,
     ("POST", "/console/enquiries/{reference}/hand-on"): CONSOLE,
     ("GET", "/console/still-there"): CONSOLE,
+    ("GET", "/console/calls/new"): CONSOLE,
+    ("POST", "/console/calls/new"): CONSOLE,
+    ("GET", "/console/calls/preview"): CONSOLE,
+    ("GET", "/console/calls/sent/{reference}"): CONSOLE,
+    ("GET", "/console/history"): CONSOLE,
+    ("POST", "/console/history"): CONSOLE,
     # The kiosk (app/routers/kiosk.py): set up with a kiosk key, then its device cookie.
     ("GET", "/kiosk/setup"): PUBLIC,
     ("POST", "/kiosk/setup"): PUBLIC,

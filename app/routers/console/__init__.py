@@ -8,10 +8,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from app.routers.console import enquiry, home, sign_in, sso
+from app.routers.console import calls, enquiry, history, home, sign_in, sso
 from app.routers.console.session import NotAllowed, SignInNeeded, sign_in_redirect
 
-AREAS = (sign_in, sso, home, enquiry)
+AREAS = (sign_in, sso, home, calls, history, enquiry)
 
 
 def install(app: FastAPI) -> None:
