@@ -81,7 +81,11 @@ from results import (
 )
 
 # An enquiry with a caller's details, so its page shows (and audits) them as for real.
-PAGE_ENQUIRY = {**BODY, "citizen": {"name": "Sam Caller", "email": "sam@example.org"}}
+PAGE_ENQUIRY = {
+    **BODY,
+    "citizen": {"name": "Sam Caller", "email": "sam@example.org"},
+    "consent": {"share_contact_details": True},
+}
 
 
 @dataclass
@@ -241,7 +245,7 @@ class Bench:
             )
             if signed.status_code != 303:
                 raise RuntimeError(f"sign-in answered {signed.status_code}")
-            paths = {"take-a-call form": "/console/calls/new"}
+            paths = {"take-a-call form": "/console/calls/new?service=missed-bin"}
             paths["enquiry page"] = f"/console/enquiries/{reference}"
             for path in paths.values():
                 for _ in range(PAGE_REQUESTS + 20):  # the first 20 warm it up, and are dropped

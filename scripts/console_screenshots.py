@@ -35,7 +35,7 @@ PASSWORD = "screenshots only 2026"
 PAGES = [
     ("console-sign-in", "/console/sign-in", None),
     ("console-home", "/console/", None),
-    ("console-take-a-call", "/console/calls/new", None),
+    ("console-take-a-call", "/console/calls/new?service=missed-bin", None),
     ("console-history", "/console/history?phone=01865+000000", None),
     ("console-enquiry", "/console/enquiries/{triage_reference}", None),
     ("console-triage", "/console/triage", None),
@@ -126,18 +126,24 @@ def main() -> None:
             {
                 "service_code": "pothole",
                 "description": "A deep pothole outside the library",
-                "location": {"postcode": "OX1 1DJ"},
+                "channel": "phone",
+                "location": {"postcode": "OX4 1AA"},
+                "attributes": {"road_or_pavement": "road"},
                 "citizen": citizen,
+                "consent": {"share_contact_details": True},
             },
         )
         missed_bin = submit(
             url,
             key,
             {
-                "service_code": "missed_bin",
-                "description": "The green bin was not emptied",
+                "service_code": "missed-bin",
+                "description": "The garden waste bin was missed on Tuesday",
+                "channel": "phone",
                 "location": {"postcode": "OX14 3AB"},
+                "attributes": {"bin_type": "garden"},
                 "citizen": citizen,
+                "consent": {"share_contact_details": True},
             },
         )
         values = {
