@@ -23,6 +23,7 @@ from app.web import pages
 
 CONSOLE_PATH = "/console"
 SIGN_IN_PATH = f"{CONSOLE_PATH}/sign-in"
+TIMED_OUT_PATH = f"{SIGN_IN_PATH}?timed_out=1"
 ENGLISH = "en"  # the console is in English; its strings are marked for translation all the same
 # Each form's purpose is bound with the session: a field from one form does not pass another's.
 CSRF_FIELD = "csrf"
@@ -158,7 +159,11 @@ def render(
         "areas": areas(person) if person else [],
         "here": request.url.path,
     }
-    headers = {"Content-Security-Policy": pages.CSP_SCRIPTED} if scripted else None
+    headers = {"Content-Security-Policy": pages.CSP_SCRIPTED} if scripted else {}
+    if person is not None:
+        # The browser's Refresh header (what <meta http-equiv="refresh"> does, kept out of
+        # the markup as the kiosk's pages do).
+        headers["Refresh"] = f"{idle}; url={TIMED_OUT_PATH}"
     return pages.render(
         request, template, ENGLISH, {**shared, **context}, status=status, headers=headers
     )
