@@ -157,19 +157,26 @@ async def open_parts(
     engine: AsyncEngine,
     catalogue: Catalogue,
     caller: Caller,
+    organisation_id: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> OpenPartPage:
-    """The caller's organisation's parts delivered and not yet finished, longest delivered
-    first; a caller of no organisation (the gateway's own staff) gets none: theirs is the
-    whole gateway, worked at the triage and dead-letter desks."""
-    if caller.organisation_id is None:
+    """One organisation's parts delivered and not yet finished, longest delivered first: a
+    partner's staff their own organisation's (naming another finds none); anyone else names
+    the organisation (422 if they do not, or it is not known)."""
+    wanted = caller.organisation_id or organisation_id
+    if caller.organisation_id is not None and organisation_id not in (None, wanted):
         return OpenPartPage(items=[])
+    if wanted is None or wanted not in catalogue.organisations:
+        raise ValidationFailed(
+            "Name the organisation whose parts to list.",
+            [FieldError("not a known organisation", parameter="organisation_id")],
+        )
     query = (
         select(dispatch_table, e.reference, e.service_code, e.location, e.place)
         .join(enquiry_table, e.id == d.enquiry_id)
         .where(
-            d.organisation_id == caller.organisation_id,
+            d.organisation_id == wanted,
             d.organisation_id != catalogue.triage.id,
             d.state == OutboxState.delivered,
             d.closure.is_(None),

@@ -48,6 +48,7 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/v1/enquiries"): READERS,
     ("GET", "/v1/enquiries/{reference}"): READERS,
     ("POST", "/v1/enquiries/{reference}/parts/{organisation_id}/updates"): (Scope.parts_update,),
+    ("GET", "/v1/parts"): (Scope.parts_update,),
     ("GET", "/v1/organisations"): (Scope.enquiries_read_all,),
     ("POST", "/v1/privacy/subject-access"): (Scope.privacy,),
     ("POST", "/v1/privacy/erasure"): (Scope.privacy,),
