@@ -15,6 +15,8 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from app.catalogue.catalogue import load_catalogue
 from app.clients.staff import StaffRole, create_staff
@@ -64,13 +66,20 @@ def sign_in(browser: webdriver.Chrome, url: str, email: str) -> None:
     browser.get(f"{url}/console/sign-in")
     browser.find_element(By.ID, "email").send_keys(email)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "form[action^='/console/sign-in'] button").click()
+    click(browser, "form[action^='/console/sign-in'] button")
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Hello")
 
 
 def sign_out(browser: webdriver.Chrome) -> None:
-    browser.find_element(By.CSS_SELECTOR, "form[action='/console/sign-out'] button").click()
+    click(browser, "form[action='/console/sign-out'] button")
     browser.find_element(By.ID, "email")
+
+
+def click(browser: webdriver.Chrome, selector: str) -> None:
+    """Click a button and wait for the page it posts to (never read the old page's banner)."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, selector).click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
 
 
 def submit(url: str, key: str, body: dict[str, Any]) -> str:
@@ -128,7 +137,7 @@ def test_the_triage_queue_in_every_state_and_handing_on_by_clicking(
     held = httpx.post(f"{url}/v1/triage/{reference}/claim", headers=bearer(sam_token), timeout=10)
     assert held.status_code == 200, held.text
     browser.get(queue)
-    browser.find_element(By.CSS_SELECTOR, f"button[value='{VALE}']").click()
+    click(browser, f"button[value='{VALE}']")
     summary = browser.find_element(By.CLASS_NAME, "error-summary")
     assert f"Sam Second holds {reference}" in summary.text
     no_violations(browser, "the triage queue with the error summary")
@@ -142,9 +151,9 @@ def test_the_triage_queue_in_every_state_and_handing_on_by_clicking(
     assert released.status_code == 204
 
     browser.get(queue)
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/claim'] button").click()
+    click(browser, "form[action$='/claim'] button")
     assert "You hold" in browser.find_element(By.CLASS_NAME, "notification-banner").text
-    browser.find_element(By.CSS_SELECTOR, f"button[value='{VALE}']").click()
+    click(browser, f"button[value='{VALE}']")
     banner = browser.find_element(By.CLASS_NAME, "notification-banner")
     assert f"{reference} was handed on" in banner.text
     no_violations(browser, "the triage queue after handing on")
@@ -183,10 +192,10 @@ def test_the_dead_letters_stuck_work_and_a_partners_queue_have_no_violations(
         no_sideways_scroll_at_320(browser, f"{url}{path}", what)
     browser.get(f"{url}/console/dead-letters")
     browser.find_element(By.ID, "since").send_keys("x")
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/dead-letters/redrive'] button").click()
+    click(browser, "form[action$='/dead-letters/redrive'] button")
     assert browser.find_element(By.CLASS_NAME, "error-summary")
     no_violations(browser, "the dead-letter desk with the error summary")
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/redrive'][class] button").click()
+    click(browser, "form[action$='/redrive'][class] button")
     assert "was sent again" in browser.find_element(By.CLASS_NAME, "notification-banner").text
     no_violations(browser, "the dead-letter desk, empty, after sending one again")
     sign_out(browser)
@@ -216,10 +225,10 @@ def test_the_dead_letters_stuck_work_and_a_partners_queue_have_no_violations(
     no_violations(browser, "a partner's queue with a part")
     no_sideways_scroll_at_320(browser, f"{url}/console/queue", "a partner's queue")
     browser.get(f"{url}/console/queue")
-    browser.find_element(By.CSS_SELECTOR, "button[value='acknowledged']").click()
+    click(browser, "button[value='acknowledged']")
     assert "acknowledged" in browser.find_element(By.CLASS_NAME, "notification-banner").text
     no_violations(browser, "a partner's queue after acknowledging")
-    browser.find_element(By.CSS_SELECTOR, "button[value='not_our_responsibility']").click()
+    click(browser, "button[value='not_our_responsibility']")
     assert browser.find_element(By.CLASS_NAME, "error-summary")
     no_violations(browser, "a partner's queue with the error summary")
     browser.get(f"{url}/console/triage")
