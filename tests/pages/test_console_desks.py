@@ -418,6 +418,7 @@ async def test_police_staff_see_only_police_parts_and_move_them(app, client, eng
     async with session(app, "agent", organisation=POLICE, name="PC Dana Hale") as dana:
         queue = await dana.get("/console/queue")
         assert queue.status_code == 200
+        assert '<strong class="tag desk-tag">New</strong>' in queue.text
         assert f'href="/console/enquiries/{ours}"' in queue.text
         assert pothole not in queue.text
         assert queue.text.count('action="/console/queue/') == 1
@@ -435,7 +436,7 @@ async def test_police_staff_see_only_police_parts_and_move_them(app, client, eng
         )
         after = await followed(dana, acknowledged)
         assert banner(after) == f"{ours}: your part is acknowledged."
-        assert '<strong class="tag desk-tag">acknowledged</strong>' in after
+        assert '<strong class="tag desk-tag">Acknowledged</strong>' in after
         enquiry = (await client.get(f"/v1/enquiries/{ours}")).json()
         [police] = [d for d in enquiry["destinations"] if d["organisation_id"] == POLICE]
         assert police["remote_status"] == "acknowledged"
@@ -471,3 +472,46 @@ async def test_the_gateways_own_staff_have_no_partner_queue(app):
         home = await jo.get("/console/")
         assert 'href="/console/triage"' in home.text
         assert 'href="/console/queue"' not in home.text
+
+
+async def test_odd_input_gets_a_page_at_its_status_never_a_500(app, client, back_office):
+    reference = await submitted(client, missed_bin())
+    async with session(app, "supervisor") as sam:
+        for action, fields, status in (
+            ("/console/triage/NOT-A-REF/claim", {}, 422),
+            ("/console/triage/K7Q-M4X-PB7/claim", {}, 422),  # a wrong check character
+            (f"/console/triage/{reference}/hand-on", {"organisation": "nobody"}, 422),
+            (f"/console/triage/{reference}/hand-on", {"organisation": "contact-centre"}, 422),
+            (f"/console/triage/{reference}/close", {"outcome": "shrug", "note": "x"}, 422),
+            (
+                "/console/dead-letters/00000000-0000-4000-8000-000000000000/close",
+                {"note": "x"},
+                404,
+            ),
+            ("/console/dead-letters/redrive-ticked", {"dispatch": ["nonsense"]}, 404),
+            (
+                "/console/dead-letters/redrive",
+                {"organisation": COUNTY, "since": "2026-13-45T99:00"},
+                422,
+            ),
+        ):
+            answer = await post(sam, "/console/triage", action, **fields)
+            assert answer.status_code == status, (action, answer.text)
+            assert 'class="error-summary"' in answer.text, action
+        for page in ("/console/dead-letters?cursor=nonsense", "/console/triage?cursor=%00"):
+            answer = await sam.get(page)
+            assert answer.status_code == 422, page
+            assert 'class="error-summary"' in answer.text, page
+    async with session(app, "agent", organisation=POLICE) as dana:
+        for page in ("/console/queue?cursor=nonsense",):
+            answer = await dana.get(page)
+            assert answer.status_code == 422
+        odd = await post(
+            dana, "/console/queue", "/console/queue/NOT-A-REF/update", status="resolved"
+        )
+        assert odd.status_code == 422
+        word = await post(
+            dana, "/console/queue", f"/console/queue/{reference}/update", status="fixed"
+        )
+        assert word.status_code == 422
+        assert summary(word.text) == ["Choose what to do with this part"]

@@ -35,6 +35,15 @@ MOVES = {
 }
 BANNERS = {str(status): text for status, text in MOVES.items()}
 NEEDS_NOTE = {Status.not_our_responsibility}
+# How a part still open is named in the queue (a status of ours, as a person reads it).
+LABELS = {
+    Status.dispatched: "New",
+    Status.acknowledged: "Acknowledged",
+    Status.in_progress: "In progress",
+    Status.action_scheduled: "Action scheduled",
+    Status.information_requested: "Waiting for the caller",
+    Status.reopened: "Reopened",
+}
 
 
 async def partner(
@@ -137,5 +146,6 @@ async def _page(
         "done": banner,
         "anchor": work.anchor,
         "when": work.when,
+        "labels": LABELS,
     }
     return console.render(request, state, person, "console/queue.html", context, status=status)
