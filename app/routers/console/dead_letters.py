@@ -22,6 +22,7 @@ from app.core.vocabulary import OutboxState
 from app.routers.console import session as console
 from app.routers.console import stuck, work
 from app.web import pages
+from app.web.i18n import N_
 
 router = APIRouter(prefix=console.CONSOLE_PATH, include_in_schema=False)
 PATH = f"{console.CONSOLE_PATH}/dead-letters"
@@ -32,9 +33,9 @@ Short = Annotated[str | None, Query(max_length=200)]
 PAGE_SIZE = 50
 MAX_TICKED = 200
 BANNERS = {
-    "redriven": "The delivery of {reference} was sent again; its attempts start again.",
-    "handled": "The delivery of {reference} was closed as handled outside the gateway.",
-    "redriven_many": "{count} given-up deliver{ies} sent again.",
+    "redriven": N_("The delivery of {reference} was sent again; its attempts start again."),
+    "handled": N_("The delivery of {reference} was closed as handled outside the gateway."),
+    "redriven_many": N_("{count} given-up deliver{ies} sent again."),
 }
 
 
@@ -68,10 +69,12 @@ async def redrive_many(
     entered = {"many_organisation": form.one("organisation"), "since": form.one("since")}
     errors = []
     if entered["many_organisation"] not in catalogue.organisations:
-        errors.append(("many-organisation", "Choose the organisation whose deliveries to send"))
+        errors.append(
+            ("many-organisation", work.say(N_("Choose the organisation whose deliveries to send")))
+        )
     since = _uk_time(entered["since"])
     if since is None:
-        errors.append(("since", "Enter since when, as a date and time"))
+        errors.append(("since", work.say(N_("Enter since when, as a date and time"))))
     if errors or since is None:
         return await _page(request, state, person, errors=errors, entered=entered, status=422)
     try:
@@ -98,7 +101,7 @@ async def redrive_ticked(
         return work.refused(request, state, person, PATH)
     ticked = list(dict.fromkeys(form.many("dispatch")))[:MAX_TICKED]
     if not ticked:
-        errors = [("ticked", "Tick the deliveries to send again")]
+        errors = [("ticked", work.say(N_("Tick the deliveries to send again")))]
         return await _page(request, state, person, errors=errors, status=422)
     sent, errors, status = 0, [], 200
     for value in ticked:
@@ -157,7 +160,7 @@ async def close_one(
     at = f"note-{dispatch_id}"
     entered = {"note_for": dispatch_id, "note": note}
     if not note:
-        errors = [(at, "Enter how it was seen to, for example who you rang")]
+        errors = [(at, work.say(N_("Enter how it was seen to, for example who you rang")))]
         return await _page(request, state, person, errors=errors, entered=entered, status=422)
     try:
         answer = await deliveries.close_dispatch(

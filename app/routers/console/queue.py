@@ -20,6 +20,7 @@ from app.clients.sessions import SignedIn
 from app.core.errors import DomainError
 from app.routers.console import session as console
 from app.routers.console import work
+from app.web.i18n import N_
 
 router = APIRouter(prefix=console.CONSOLE_PATH, include_in_schema=False)
 PATH = f"{console.CONSOLE_PATH}/queue"
@@ -28,21 +29,21 @@ Short = Annotated[str | None, Query(max_length=200)]
 PAGE_SIZE = 50
 # The moves this page offers, by the word the service takes; any other word is refused here.
 MOVES = {
-    Status.acknowledged: "{reference}: your part is acknowledged.",
-    Status.in_progress: "{reference}: your part is in progress.",
-    Status.resolved: "{reference}: your part is resolved.",
-    Status.not_our_responsibility: "{reference} was sent back to the triage desk as not yours.",
+    Status.acknowledged: N_("{reference}: your part is acknowledged."),
+    Status.in_progress: N_("{reference}: your part is in progress."),
+    Status.resolved: N_("{reference}: your part is resolved."),
+    Status.not_our_responsibility: N_("{reference} was sent back to the triage desk as not yours."),
 }
 BANNERS = {str(status): text for status, text in MOVES.items()}
 NEEDS_NOTE = {Status.not_our_responsibility}
 # How a part still open is named in the queue (a status of ours, as a person reads it).
 LABELS = {
-    Status.dispatched: "New",
-    Status.acknowledged: "Acknowledged",
-    Status.in_progress: "In progress",
-    Status.action_scheduled: "Action scheduled",
-    Status.information_requested: "Waiting for the caller",
-    Status.reopened: "Reopened",
+    Status.dispatched: N_("New"),
+    Status.acknowledged: N_("Acknowledged"),
+    Status.in_progress: N_("In progress"),
+    Status.action_scheduled: N_("Action scheduled"),
+    Status.information_requested: N_("Waiting for the caller"),
+    Status.reopened: N_("Reopened"),
 }
 
 
@@ -88,10 +89,10 @@ async def update(
     said, note = form.one("status"), form.one("description").strip()
     entered = {"ref": work.shown(reference), "description": note}
     if said not in BANNERS:
-        errors = [(f"{at}-description", "Choose what to do with this part")]
+        errors = [(f"{at}-description", work.say(N_("Choose what to do with this part")))]
         return await _page(request, state, person, errors=errors, entered=entered, status=422)
     if Status(said) in NEEDS_NOTE and not note:
-        errors = [(f"{at}-description", "Say whose it is, or why it is not yours")]
+        errors = [(f"{at}-description", work.say(N_("Say whose it is, or why it is not yours")))]
         return await _page(request, state, person, errors=errors, entered=entered, status=422)
     try:
         answer = await parts.update_part(

@@ -17,20 +17,21 @@ from app.clients.sessions import SignedIn
 from app.core.vocabulary import StuckKind
 from app.routers.console import session as console
 from app.routers.console import work
+from app.web.i18n import N_
 
 router = APIRouter(prefix=console.CONSOLE_PATH, include_in_schema=False)
 Manager = Annotated[SignedIn, Depends(console.needs(Scope.deliveries_manage))]
 Short = Annotated[str | None, Query(max_length=200)]
-BANNERS = {"redriven": "The delivery of {reference} was sent again; its attempts start again."}
+BANNERS = {"redriven": N_("The delivery of {reference} was sent again; its attempts start again.")}
 KINDS = {
-    StuckKind.dead: ("Given up", "Not delivered after every attempt, and not yet seen to."),
-    StuckKind.pending: ("Waiting too long", "Still waiting to be delivered."),
-    StuckKind.past_resolve_target: ("Past the resolve target", "Not finished in time."),
+    StuckKind.dead: (N_("Given up"), N_("Not delivered after every attempt, and not yet seen to.")),
+    StuckKind.pending: (N_("Waiting too long"), N_("Still waiting to be delivered.")),
+    StuckKind.past_resolve_target: (N_("Past the resolve target"), N_("Not finished in time.")),
     StuckKind.past_acknowledge_target: (
-        "Past the acknowledge target",
-        "No word back from the organisation in time.",
+        N_("Past the acknowledge target"),
+        N_("No word back from the organisation in time."),
     ),
-    StuckKind.unacknowledged: ("Silent", "Delivered, and nothing heard since."),
+    StuckKind.unacknowledged: (N_("Silent"), N_("Delivered, and nothing heard since.")),
 }
 
 

@@ -21,6 +21,7 @@ from app.clients.sessions import SignedIn
 from app.core.errors import DomainError, ValidationFailed
 from app.routers.console import session as console
 from app.routers.console import work
+from app.web.i18n import N_
 
 router = APIRouter(prefix=console.CONSOLE_PATH, include_in_schema=False)
 PATH = f"{console.CONSOLE_PATH}/triage"
@@ -31,14 +32,18 @@ PAGE_SIZE = 20
 # Why the agent handed it on, when they chose a candidate without saying more.
 CHOSEN = "chosen from the candidates at the triage desk"
 BANNERS = {
-    "claimed": "You hold {reference}. Nobody else can act on it while you do.",
-    "released": "You let go of {reference}: anyone at the desk can take it.",
-    "handed_on": "{reference} was handed on. It is no longer at the triage desk.",
-    "closed": "{reference} was closed at the desk.",
+    "claimed": N_("You hold {reference}. Nobody else can act on it while you do."),
+    "released": N_("You let go of {reference}: anyone at the desk can take it."),
+    "handed_on": N_("{reference} was handed on. It is no longer at the triage desk."),
+    "closed": N_("{reference} was closed at the desk."),
 }
 OUTCOMES = [
-    ("first_contact", "Resolved at first contact", "The note is the advice you gave."),
-    ("outside_remit", "Outside every partner's remit", "The note is where you signposted them."),
+    ("first_contact", N_("Resolved at first contact"), N_("The note is the advice you gave.")),
+    (
+        "outside_remit",
+        N_("Outside every partner's remit"),
+        N_("The note is where you signposted them."),
+    ),
 ]
 
 
@@ -79,7 +84,9 @@ async def queue(
     filters = Filters(service_code or None, chosen, cursor or None)
     shown = Shown(banner=work.banner_text(BANNERS, done, ref, None))
     if order not in (None, "", *TriageOrder):
-        shown = Shown(errors=[("order", "Choose oldest first or newest first")], status=422)
+        shown = Shown(
+            errors=[("order", work.say(N_("Choose oldest first or newest first")))], status=422
+        )
     return await _page(request, state, person, desk, filters, shown)
 
 
@@ -128,7 +135,7 @@ async def hand_on(
         )
         answer = await triage.hand_on(desk, reference=reference, body=body, caller=person.caller)
     except ValidationError:
-        problem = ValidationFailed("Choose an organisation to hand it on to.")
+        problem = ValidationFailed(work.say(N_("Choose an organisation to hand it on to.")))
         return await _refusal(request, state, person, desk, problem, reference, entered)
     except DomainError as exc:
         return await _refusal(request, state, person, desk, exc, reference, entered, at)
@@ -147,9 +154,9 @@ async def close(
     entered = {"ref": work.shown(reference), "outcome": outcome, "note": note}
     errors = []
     if outcome not in {code for code, _, _ in OUTCOMES}:
-        errors.append((f"{at}-outcome", "Choose how it was closed"))
+        errors.append((f"{at}-outcome", work.say(N_("Choose how it was closed"))))
     if not note.strip():
-        errors.append((f"{at}-note", "Enter the advice or signposting you gave"))
+        errors.append((f"{at}-note", work.say(N_("Enter the advice or signposting you gave"))))
     if errors:
         shown = Shown(errors=errors, entered=entered, status=422)
         return await _page(request, state, person, desk, Filters(), shown)

@@ -21,6 +21,7 @@ from app.core import reference as references
 from app.core.errors import DomainError, InvalidReference
 from app.routers.console import session as console
 from app.web import pages
+from app.web.i18n import N_
 
 MAX_FIELDS = 220  # a page of ticked rows (200) and a few more
 MAX_FIELD = 2000  # the longest note a service takes
@@ -61,9 +62,13 @@ def refused(request: Request, state: AppState, person: SignedIn, back: str) -> R
         person,
         "console/message.html",
         {
-            "title": "The form could not be used",
-            "message": "It was out of date or did not come from this console. Nothing was "
-            "changed. Go back, reload the page and try again.",
+            "title": say(N_("The form could not be used")),
+            "message": say(
+                N_(
+                    "It was out of date or did not come from this console. Nothing was "
+                    "changed. Go back, reload the page and try again."
+                )
+            ),
             "back": back,
         },
         status=400,
@@ -89,9 +94,19 @@ def banner_text(
         return None
     number = int(count) if count and count.isdigit() and len(count) < 7 else 0
     one = number == 1
-    return template.format(
-        reference=shown, count=number, s="" if one else "s", ies="y" if one else "ies"
+    return pages.translate(
+        console.ENGLISH,
+        template,
+        reference=shown,
+        count=number,
+        s="" if one else "s",
+        ies="y" if one else "ies",
     )
+
+
+def say(message: str) -> str:
+    """A message of the console's own (marked with N_ where it is written), translated."""
+    return pages.translate(console.ENGLISH, message)
 
 
 def problems(exc: DomainError, at: str) -> list[tuple[str, str]]:
