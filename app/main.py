@@ -40,6 +40,7 @@ from app.routers import (
     dispatches,
     enquiries,
     inbound,
+    kiosk,
     meta,
     parts,
     privacy,
@@ -153,6 +154,7 @@ def create_app(
         attachments.router,
         alerts.router,
         track.router,
+        kiosk.router,
         meta.router,
     ):
         app.include_router(router)

@@ -71,6 +71,8 @@ def configured_urls(settings: Settings, catalogue: Catalogue) -> Iterator[tuple[
             yield f"organisations.yaml: {organisation_id}: adapter.{field}", url
     if settings.locator.http_url:
         yield "IAP_LOCATOR__HTTP_URL", settings.locator.http_url
+    if settings.console.oidc_issuer:  # the console's single sign-on (docs/console.md)
+        yield "IAP_CONSOLE__OIDC_ISSUER", settings.console.oidc_issuer
     alerts = settings.alerts  # telling the citizen (docs/alerts.md)
     if alerts.notify_base_url:
         yield "IAP_ALERTS__NOTIFY_BASE_URL", alerts.notify_base_url
@@ -113,6 +115,9 @@ def secret_problems(settings: Settings, catalogue: Catalogue) -> Iterator[str]:
         yield "IAP_PRIVACY__KEYS: not set; citizen details need keys of their own"
     if settings.privacy.lookup_key is None:
         yield "IAP_PRIVACY__LOOKUP_KEY: not set; citizen look-up hashes need a key of their own"
+    console = settings.console
+    if console.oidc_issuer and not (console.oidc_client_id and console.oidc_client_secret):
+        yield "IAP_CONSOLE__OIDC_ISSUER: set without IAP_CONSOLE__OIDC_CLIENT_ID and _SECRET"
     for path, secret in secrets_in(settings):
         reason = weakness(secret)
         if reason is not None:

@@ -124,13 +124,22 @@ async def wait_until_ready(
     raise RuntimeError(f"{name} was not ready within 30 s:\n{procs.log_tail(name)}")
 
 
-async def run_checked(argv: Sequence[str], *, env: dict[str, str], timeout: float = 60) -> str:
-    """Run a short command to completion; its output, or an error that shows it."""
+async def run_checked(
+    argv: Sequence[str], *, env: dict[str, str], timeout: float = 60, stdin: str | None = None
+) -> str:
+    """Run a short command to completion (given stdin, if any); its output, or an error that
+    shows it."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        *argv,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE if stdin is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        given = stdin.encode() if stdin is not None else None
+        output, _ = await asyncio.wait_for(proc.communicate(given), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()

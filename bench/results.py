@@ -20,6 +20,8 @@ LATENCY_ENQUIRIES = 200
 TARGET_THROUGHPUT = 0.6  # gateway req/s at least this times the floor's
 TARGET_P99 = 2.0  # gateway p99 at most this times the floor's
 TARGET_DELIVERED_P50_MS = 50.0
+PAGE_REQUESTS = 200
+TARGET_PAGE_P95_MS = 50.0  # issue 13: the console's pages render in under 50 ms server time
 NOTES_MARKER = "<!-- Everything below this line is kept when bench/run.py rewrites the file. -->"
 
 
@@ -43,12 +45,18 @@ class LatencyResult:
 
 
 @dataclass
+class PagesResult:
+    pages: dict[str, tuple[float, float]]  # page -> (p50 ms, p95 ms) server time
+
+
+@dataclass
 class DatabaseFigures:
     database: str
     floor: LoadResult
     gateway: LoadResult
     drain: DrainResult
     latency: LatencyResult
+    pages: PagesResult | None = None
     version: str = ""
 
     @property
@@ -117,6 +125,13 @@ def targets(figures: DatabaseFigures) -> list[tuple[bool, str]]:
             figures.latency.p50_ms <= TARGET_DELIVERED_P50_MS,
             f"accepted→delivered p50 {figures.latency.p50_ms:.1f} ms "
             f"(target ≤ {TARGET_DELIVERED_P50_MS:.0f} ms)",
+        ),
+        *(
+            (
+                p95 <= TARGET_PAGE_P95_MS,
+                f"{page} p95 {p95:.1f} ms server time (target ≤ {TARGET_PAGE_P95_MS:.0f} ms)",
+            )
+            for page, (_, p95) in (figures.pages.pages.items() if figures.pages else [])
         ),
     ]
 
@@ -214,6 +229,10 @@ def method_lines(run: Run) -> list[str]:
         "- Accepted→delivered: `iap serve` with its in-process worker and a sandbox; "
         f"{LATENCY_ENQUIRIES} enquiries one at a time, each delivered before the next is sent; "
         "`dispatch.delivered_at - created_at`.",
+        f"- Console pages: an agent signed in (`iap staff create`, the sign-in form); the "
+        f"take-a-call form and an enquiry page each fetched {PAGE_REQUESTS} times one at a "
+        "time after 20 to warm up; the server time of each from the gateway's request log "
+        "(`duration_ms`).",
         "- Other CPU: the share of all CPUs used during a timed part by anything but this run's "
         "processes, PostgreSQL and kernel threads, hypervisor steal included (from /proc). Above "
         f"{BUSY_SHARE:.0%} the figure is marked suspect.",
@@ -244,6 +263,16 @@ def delivery_rows(f: DatabaseFigures) -> list[list[str]]:
             f"{latency.enquiries} enquiries, one at a time",
             f"{latency.other_cpu:.1%}",
         ],
+        *(
+            [
+                f.database,
+                f"console {page}",
+                f"p50 {p50:.1f} ms, p95 {p95:.1f} ms server time",
+                f"{PAGE_REQUESTS} requests, one at a time, signed in",
+                "",
+            ]
+            for page, (p50, p95) in (f.pages.pages.items() if f.pages else [])
+        ),
     ]
 
 

@@ -6,7 +6,9 @@ For each database, one after the other on loopback:
   drain    N enquiries queued with no worker, then a sandbox and one `iap worker`: dispatches/s
            until every dispatch is delivered;
   latency  `iap serve` with its in-process worker and a sandbox, one request at a time:
-           accepted→delivered (dispatch.delivered_at - dispatch.created_at).
+           accepted→delivered (dispatch.delivered_at - dispatch.created_at);
+  pages    the console's take-a-call form and an enquiry page, signed in, one request at a
+           time: each answer's server time from the gateway's own request log.
 
 Run: .venv/bin/python bench/run.py [--duration 15] [--db sqlite|postgres|both]
                                     [--write docs/performance.md]
@@ -17,7 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import html
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,22 +51,37 @@ from harness import (
     free_port,
     iap_env,
     other_cpu,
+    run_checked,
     wait_until_delivered,
     wait_until_ready,
 )
-from loadgen import CONNECTIONS, Load, LoadResult, ensure_wrk, percentile, submit, submit_many
+from loadgen import (
+    BODY,
+    CONNECTIONS,
+    Load,
+    LoadResult,
+    ensure_wrk,
+    percentile,
+    submit,
+    submit_many,
+)
 from results import (
     DRAIN_ENQUIRIES,
     LATENCY_ENQUIRIES,
+    PAGE_REQUESTS,
     DatabaseFigures,
     DrainResult,
     LatencyResult,
+    PagesResult,
     Run,
     machine,
     report,
     save_raw,
     write_report,
 )
+
+# An enquiry with a caller's details, so its page shows (and audits) them as for real.
+PAGE_ENQUIRY = {**BODY, "citizen": {"name": "Sam Caller", "email": "sam@example.org"}}
 
 
 @dataclass
@@ -197,6 +217,54 @@ class Bench:
         )
         return result
 
+    async def pages(self) -> PagesResult:
+        """An agent signed in; the take-a-call form and an enquiry page fetched PAGE_REQUESTS
+        times each, one at a time; the server time of each from the request log."""
+        url = await self.databases.fresh("pages")
+        env = iap_env(url, free_port())
+        password, email = "bench only password", "bench@council.example.org"
+        agent = ["Bench Agent", "--email", email, "--role", "agent", "--password-stdin"]
+        await run_checked([IAP, "staff", "create", *agent], env=env, stdin=password + "\n")
+        name = "pages-gateway"
+        async with (
+            self.gateway(name, env, worker=False) as base,
+            httpx.AsyncClient(base_url=base, timeout=10) as browser,
+            httpx.AsyncClient(timeout=10, headers=API_HEADERS) as client,
+        ):
+            created = await client.post(f"{base}/v1/enquiries", json=PAGE_ENQUIRY)
+            reference = created.json()["reference"]
+            form = await browser.get("/console/sign-in")
+            field = html.unescape(re.findall(r'name="csrf" value="([^"]+)"', form.text)[0])
+            signed = await browser.post(
+                "/console/sign-in",
+                data={"csrf": field, "email": email, "password": password},
+            )
+            if signed.status_code != 303:
+                raise RuntimeError(f"sign-in answered {signed.status_code}")
+            paths = {"take-a-call form": "/console/calls/new"}
+            paths["enquiry page"] = f"/console/enquiries/{reference}"
+            for path in paths.values():
+                for _ in range(PAGE_REQUESTS + 20):  # the first 20 warm it up, and are dropped
+                    answer = await browser.get(path)
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"GET {path} answered {answer.status_code}")
+        routes = {"take-a-call form": "/console/calls/new"}
+        routes["enquiry page"] = "/console/enquiries/{reference}"
+        log = (self.procs.logs / f"{self.kind}-{name}.log").read_text(errors="replace")
+        times: dict[str, list[float]] = {page: [] for page in routes}
+        for line in log.splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                for page, route in routes.items():
+                    if entry.get("route") == route and entry.get("method") == "GET":
+                        times[page].append(float(entry["duration_ms"]))
+        result = PagesResult(
+            {page: (percentile(t[20:], 50), percentile(t[20:], 95)) for page, t in times.items()}
+        )
+        for page, (p50, p95) in result.pages.items():
+            print(f"  {page:18} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms (server time)", flush=True)
+        return result
+
     async def measure(self) -> DatabaseFigures:
         print(f"{self.kind}:", flush=True)
         return DatabaseFigures(
@@ -205,6 +273,7 @@ class Bench:
             gateway=await self.gateway_intake(),
             drain=await self.drain(),
             latency=await self.latency(),
+            pages=await self.pages(),
             version=await database_version(self.kind),
         )
 

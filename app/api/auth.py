@@ -82,7 +82,8 @@ async def admit(request: Request) -> None:
     counted as its route would, so anonymous bodies cannot be refused without limit. Every
     route that takes a body needs a key, but those whose proof is elsewhere: the inbound ones
     (their body's signature or api_key), the citizen's (their enquiry's token) and the signed
-    links (unsubscribe): those are counted per address, as every call without a key is."""
+    links (unsubscribe), the kiosk's (its sealed device cookie): those are counted per address,
+    as every call without a key is."""
     if request.url.path.startswith("/v1/inbound/"):
         await limit_inbound(request)
         return

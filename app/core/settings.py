@@ -244,6 +244,17 @@ class ConsoleSettings(BaseModel):
     oidc_name: str = "your council account"  # the button says "Sign in with …"
 
 
+class KioskSettings(BaseModel):
+    """The kiosk's pages (docs/kiosk.md): how long a screen left alone keeps its answers."""
+
+    # A question page left this long goes back to the start, clearing every answer.
+    idle_seconds: int = Field(default=120, ge=30, le=3600)
+    # The pages where people type (what happened, contact details) wait this long instead.
+    typing_seconds: int = Field(default=300, ge=30, le=3600)
+    # The longest text a kiosk takes: the answers travel sealed in a cookie (4 KB at most).
+    max_text: int = Field(default=1000, ge=100, le=1500)
+
+
 class AttachmentStoreKind(StrEnum):
     local = "local"  # a directory on this machine: the embedded default
     s3 = "s3"  # an S3-compatible object store: several machines share it
@@ -364,6 +375,7 @@ class Settings(BaseSettings):
     follow_ups: FollowUpSettings = FollowUpSettings()
     alerts: AlertSettings = AlertSettings()
     console: ConsoleSettings = ConsoleSettings()
+    kiosk: KioskSettings = KioskSettings()
 
     @property
     def log_renderer(self) -> LogFormat:

@@ -168,7 +168,7 @@ def _checked_attributes(service: Service, given: dict[str, Any]) -> dict[str, An
     ]
     for attribute in service.attributes:
         value = given.get(attribute.code)
-        problem = _attribute_problem(attribute, value)
+        problem = attribute_problem(attribute, value)
         if problem is not None:
             errors.append(FieldError(problem, pointer=f"#/attributes/{attribute.code}"))
     if errors:
@@ -176,7 +176,9 @@ def _checked_attributes(service: Service, given: dict[str, Any]) -> dict[str, An
     return given
 
 
-def _attribute_problem(attribute: ServiceAttribute, value: Any) -> str | None:
+def attribute_problem(attribute: ServiceAttribute, value: Any) -> str | None:
+    """What is wrong with one answer to a service's question, or None: intake's rule, which
+    the kiosk also asks page by page."""
     keys = {v.key for v in attribute.values}
     if value is None or value == "" or value == []:
         if not attribute.required:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any, cast
 from urllib.parse import urlencode
 
@@ -37,6 +38,7 @@ from app.core.errors import (
     UnreadableAttachment,
     UnsupportedAttachment,
 )
+from app.core.models import utcnow
 from app.core.vocabulary import EventType, MessageKind
 from app.intake.reading import enquiry_view, readable_enquiry
 from app.intake.schemas import EnquiryOut
@@ -46,7 +48,11 @@ from app.web.i18n import N_
 from app.web.pages import HEADERS, form_field_matches, megabytes, render, translate, when
 
 MAX_TOKEN = 100
-INFORMATION, WITHDRAW = "information", "withdraw"
+INFORMATION, WITHDRAW, REOPEN = "information", "withdraw", "reopen"
+PURPOSES = (INFORMATION, WITHDRAW, REOPEN)
+REASON_FIELDS = {WITHDRAW: "reason", REOPEN: "reopen-reason"}
+# Over, and may be opened again by the citizen (within the reopening window).
+REOPENABLE = {Status.resolved, Status.closed}
 
 router = APIRouter(
     prefix=TRACK_PATH.rstrip("/"),
@@ -111,6 +117,7 @@ OTHER_EVENT = N_("Updated")
 DONE = {
     INFORMATION: N_("Thank you: what you added has been kept and will be passed on."),
     WITHDRAW: N_("Your enquiry has been withdrawn."),
+    REOPEN: N_("Your enquiry has been opened again and the organisations have been told."),
 }
 # The error shown for each refusal, by the field it is about.
 FILE_ERRORS: Mapping[type[DomainError], str] = {
@@ -221,27 +228,54 @@ async def withdraw(
     lang: Lang = None,
 ) -> Response:
     """The form to withdraw the enquiry, with the citizen's reason if they give one."""
+    return await _with_reason(request, state, talk, reference, token, lang, WITHDRAW)
+
+
+@router.post("/{reference}/reopen", response_class=HTMLResponse)
+async def reopen(
+    reference: str,
+    request: Request,
+    state: State,
+    talk: Talk,
+    token: Token = None,
+    lang: Lang = None,
+) -> Response:
+    """The form to open a resolved enquiry again ("it is not fixed"), within the days the
+    citizen may (IAP_FOLLOW_UPS__REOPEN_DAYS)."""
+    return await _with_reason(request, state, talk, reference, token, lang, REOPEN)
+
+
+async def _with_reason(
+    request: Request,
+    state: State,
+    talk: Talk,
+    reference: str,
+    token: str | None,
+    lang: str | None,
+    purpose: str,
+) -> Response:
+    """Withdraw or reopen, with the citizen's reason if they give one."""
     language = _language(request, lang)
     found = await _enquiry(state, reference, token)
     if found is None or token is None:
         return _not_found(request, language)
     enquiry_id, view = found
     page = Page(language=language, token=token)
+    field_id = REASON_FIELDS[purpose]
     async with request.form(max_files=0, max_fields=8) as form:
-        if not _form_is_ours(state, enquiry_id, WITHDRAW, form):
+        if not _form_is_ours(state, enquiry_id, purpose, form):
             return _refused(request, language, view.reference, token)
-        reason = _text(form, "reason")
-    page.values["reason"] = reason
+        reason = _text(form, field_id)
+    page.values[field_id] = reason
     if len(reason) > MAX_REASON:
-        page.errors.append(("reason", translate(language, TOO_LONG, count=MAX_REASON)))
+        page.errors.append((field_id, translate(language, TOO_LONG, count=MAX_REASON)))
         return _render(request, state, enquiry_id, view, page, status=422)
+    act = service.withdraw if purpose == WITHDRAW else service.reopen
     try:
-        await service.withdraw(
-            talk, reference=reference, speaker=Speaker(token=token), reason=reason or None
-        )
+        await act(talk, reference=reference, speaker=Speaker(token=token), reason=reason or None)
     except DomainError as refused:
-        return _refusal(request, state, enquiry_id, view, page, refused, field_id="reason")
-    return _back(view.reference, token, language, WITHDRAW)
+        return _refusal(request, state, enquiry_id, view, page, refused, field_id=field_id)
+    return _back(view.reference, token, language, purpose)
 
 
 async def _enquiry(
@@ -331,14 +365,11 @@ def _render(
         "submitted": when(language, view.created_at),
         "when": lambda at: when(language, at),
         "done": translate(language, DONE[page.done]) if page.done else None,
-        "csrf": {
-            purpose: state.sealer.form_tokens(enquiry_id, purpose)[0]
-            for purpose in (INFORMATION, WITHDRAW)
-        },
+        "csrf": {purpose: state.sealer.form_tokens(enquiry_id, purpose)[0] for purpose in PURPOSES},
         "actions": {
-            purpose: _url(view.reference, page.token, language, purpose)
-            for purpose in (INFORMATION, WITHDRAW)
+            purpose: _url(view.reference, page.token, language, purpose) for purpose in PURPOSES
         },
+        "reopenable": _reopenable(state, view),
         "file_url": lambda attachment_id: _file_url(view.reference, attachment_id, page.token),
         "limits": state.settings.attachments,
         "megabytes": megabytes(state.settings.attachments.max_bytes),
@@ -346,6 +377,14 @@ def _render(
         "max_reason": MAX_REASON,
     }
     return _page(request, "track.html", language, context, status, page.token, view.reference)
+
+
+def _reopenable(state: State, view: EnquiryOut) -> bool:
+    """Whether the citizen may still open it again (the service decides when they try)."""
+    if view.status not in REOPENABLE or view.closed_at is None:
+        return False
+    window = timedelta(days=state.settings.follow_ups.reopen_days)
+    return utcnow() - view.closed_at <= window
 
 
 def _event(language: str, event: Any, names: Mapping[str, str]) -> dict[str, str]:

@@ -22,7 +22,8 @@ from app.web import i18n
 
 # Where the pages are: their forms are posted as forms (multipart where a file may come), with
 # no API key; each route checks its own proof (a token, a session, a kiosk's key).
-PAGE_PREFIXES = ("/track/", "/console/", "/kiosk/")
+KIOSK_PATH = "/kiosk/"  # the kiosk's pages (app/routers/kiosk.py, docs/kiosk.md)
+PAGE_PREFIXES = ("/track/", "/console/", KIOSK_PATH)
 ASSETS = "/assets"  # the stylesheets and scripts, from the package (app/web/static)
 # Everything comes from this gateway; nothing inline, no framing, forms post only here.
 CSP = (

@@ -40,6 +40,7 @@ OWN_AUTH = "own"  # the organisation's signature or api_key, not an API key
 SIGNED = "signed"  # a link we signed is the proof (a file's URL, an unsubscribe link)
 TOKEN = "token"  # the citizen's page: their access token is the proof, a key changes nothing
 CONSOLE = "console"  # a console page: a staff session is the proof; anyone else is sent to sign in
+KIOSK = "kiosk"  # the kiosk's pages: the device's sealed cookie is the proof, a key changes nothing
 
 # Every route of the app and who may call it. A route missing here fails the first test, so a
 # new route cannot be added without deciding this.
@@ -101,13 +102,17 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/track/{reference}"): TOKEN,
     ("POST", "/track/{reference}/information"): TOKEN,
     ("POST", "/track/{reference}/withdraw"): TOKEN,
+    ("POST", "/track/{reference}/reopen"): TOKEN,
     # The console (app/routers/console): its sign-in pages are open; the rest need a session.
     ("GET", "/console/sign-in"): PUBLIC,
     ("POST", "/console/sign-in"): PUBLIC,
     ("GET", "/console/sign-in/code"): PUBLIC,
     ("POST", "/console/sign-in/code"): PUBLIC,
     ("POST", "/console/sign-out"): PUBLIC,
+    ("GET", "/console/sign-in/sso"): PUBLIC,
+    ("GET", "/console/sign-in/sso/callback"): PUBLIC,
     ("GET", "/console/"): CONSOLE,
+    ("GET", "/console/still-there"): CONSOLE,
     # The work queues (app/routers/console/triage.py, dead_letters.py, stuck.py, queue.py).
     ("GET", "/console/triage"): CONSOLE,
     ("POST", "/console/triage/{reference}/claim"): CONSOLE,
@@ -122,6 +127,15 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/console/stuck"): CONSOLE,
     ("GET", "/console/queue"): CONSOLE,
     ("POST", "/console/queue/{reference}/update"): CONSOLE,
+    # The kiosk (app/routers/kiosk.py): set up with a kiosk key, then its device cookie.
+    ("GET", "/kiosk/setup"): PUBLIC,
+    ("POST", "/kiosk/setup"): PUBLIC,
+    ("GET", "/kiosk/"): KIOSK,
+    ("GET", "/kiosk/question/{step}"): KIOSK,
+    ("POST", "/kiosk/question/{step}"): KIOSK,
+    ("POST", "/kiosk/submit"): KIOSK,
+    ("GET", "/kiosk/receipt"): KIOSK,
+    ("GET", "/kiosk/still-there"): KIOSK,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/problems/{slug}"): PUBLIC,
@@ -138,6 +152,7 @@ PATH_VALUES = {
     "dispatch_id": "00000000-0000-4000-8000-000000000000",
     "delivery_id": "00000000-0000-4000-8000-000000000000",
     "attachment_id": "00000000-0000-4000-8000-000000000000",
+    "step": "topic",
 }
 BODIES = {
     "/v1/enquiries": enquiry_body(),
@@ -224,6 +239,15 @@ async def test_each_route_answers_by_key_and_scope(method, path, client, anonymo
             303,
             answer.headers["location"],
         )
+        return
+    if policy == KIOSK:
+        # Without a device cookie, the one "not set up" page; a key, even an administrator's,
+        # is no kiosk and changes nothing.
+        assert answer.status_code == 403, answer.text
+        assert "This kiosk is not set up" in answer.text
+        admin = await make_key(engine, Scope.admin)
+        with_key = await call(anonymous, method, path, reference, admin)
+        assert (with_key.status_code, with_key.text) == (403, answer.text)
         return
     if policy == OWN_AUTH:
         admin = await make_key(engine, Scope.admin)

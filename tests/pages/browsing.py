@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,12 +15,19 @@ import pytest
 from axe_selenium_python import Axe
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from app.clients.service import Scope, create_client
+from app.clients.staff import StaffRole, create_staff
+from app.core.audit import Actor
 from app.core.db import create_engine
 from app.core.settings import Settings
 from app.main import create_app
+from app.runtime import load_configured_catalogue
 from tests.conftest import ThreadedServer
+from tests.pages.console import PASSWORD
 
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
@@ -110,3 +118,68 @@ def no_sideways_scroll_at_320(browser: webdriver.Chrome, url: str, state: str) -
         no_violations(browser, f"{state}, 320 px wide")
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def no_sideways_scroll(browser: webdriver.Chrome, state: str, width: int = 320) -> None:
+    """The page fits the window's width, its scroll bar's share left out: nothing to scroll
+    sideways to."""
+    wide, room = browser.execute_script(
+        "const page = document.documentElement; return [page.scrollWidth, page.clientWidth];"
+    )
+    assert room <= width, f"{state}: the window is {room} px wide, not {width}"
+    assert wide <= room, f"{state}: the page is {wide} px wide in {room} px: it scrolls sideways"
+
+
+def send(browser: webdriver.Chrome, button: str) -> None:
+    """Press a form's button (a CSS selector) and wait for the page it leads to: a click
+    returns before the browser has loaded the answer."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    WebDriverWait(browser, 10).until(staleness_of(page))
+
+
+def new_key(database_url: str, name: str, scopes: list[Scope], channel: str | None = None) -> str:
+    """A new API client's key, made outside any running event loop (the browser tests')."""
+    return asyncio.run(_new_key(database_url, name, scopes, channel))
+
+
+async def _new_key(database_url: str, name: str, scopes: list[Scope], channel: str | None) -> str:
+    engine = create_engine(database_url)
+    try:
+        _, key = await create_client(engine, name=name, scopes=scopes, channel=channel)
+        return key
+    finally:
+        await engine.dispose()
+
+
+def new_person(settings: Settings, role: str, *, name: str = "Jo Agent", **kw: str) -> str:
+    """A new member of staff with the console test password, made outside any running event
+    loop (the browser tests'); their email."""
+    return asyncio.run(_new_person(settings, role, name, kw.get("organisation")))
+
+
+async def _new_person(settings: Settings, role: str, name: str, organisation: str | None) -> str:
+    engine = create_engine(settings.database_url)
+    email = f"{name.split()[0].lower()}.{uuid.uuid4().hex[:6]}@staff.example.org"
+    try:
+        await create_staff(
+            engine,
+            load_configured_catalogue(settings),
+            name=name,
+            email=email,
+            role=StaffRole(role),
+            organisation_id=organisation,
+            password=PASSWORD,
+            by=Actor("browser tests"),
+        )
+        return email
+    finally:
+        await engine.dispose()
+
+
+def sign_in_by_browser(browser: webdriver.Chrome, url: str, email: str) -> None:
+    """Sign in through the page, as a person does."""
+    browser.get(f"{url}/console/sign-in")
+    browser.find_element(By.ID, "email").send_keys(email)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    send(browser, "main form button[type=submit]")

@@ -1,4 +1,4 @@
-"""Shared steps of the page tests: the tracking page's address, and its forms' hidden field."""
+"""Shared steps of the page tests: the tracking page's address and its forms' hidden field."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 
 from tests.conftest import bearer, enquiry_body
 from tests.conversation.helpers import with_citizen
-from tests.pages.browsing import no_sideways_scroll_at_320, no_violations
+from tests.pages.browsing import no_sideways_scroll_at_320, no_violations, send
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,7 @@ def test_the_tracking_page_in_every_state_has_no_accessibility_violations(
     assert browser.find_element(By.TAG_NAME, "h1").text == reference
     no_violations(browser, "as first opened")
 
-    browser.find_element(By.CSS_SELECTOR, "form[action*='/information'] button").click()
+    send(browser, "form[action*='/information'] button")
     summary = browser.find_element(By.CLASS_NAME, "error-summary")
     assert "Enter the information" in summary.text
     assert browser.find_element(By.ID, "information-error").is_displayed()
@@ -48,7 +48,7 @@ def test_the_tracking_page_in_every_state_has_no_accessibility_violations(
     assert browser.switch_to.active_element.get_attribute("id") == "information"
 
     browser.find_element(By.ID, "information").send_keys("It is by the bus stop")
-    browser.find_element(By.CSS_SELECTOR, "form[action*='/information'] button").click()
+    send(browser, "form[action*='/information'] button")
     assert "passed on" in browser.find_element(By.CLASS_NAME, "notification-banner").text
     no_violations(browser, "after adding information")
 
@@ -61,7 +61,7 @@ def test_the_tracking_page_in_every_state_has_no_accessibility_violations(
 
     browser.get(page)
     browser.find_element(By.ID, "reason").send_keys("Sorted it out myself")
-    browser.find_element(By.CSS_SELECTOR, "form[action*='/withdraw'] button").click()
+    send(browser, "form[action*='/withdraw'] button")
     assert "withdrawn" in browser.find_element(By.CLASS_NAME, "notification-banner").text
     assert browser.execute_script("return document.forms.length") == 0
     no_violations(browser, "after withdrawing")

@@ -5,7 +5,6 @@ session that cannot be fixed in advance."""
 from __future__ import annotations
 
 import asyncio
-import re
 from urllib.parse import parse_qs, urlparse
 
 import pyotp
@@ -134,19 +133,33 @@ async def test_signing_out_ends_the_session_and_needs_the_session_form_field(app
         assert (await replay.get("/console/")).status_code == 303
 
 
-async def test_an_idle_session_ends_and_the_page_refreshes_away_when_it_would(app):
-    app.state.iap.settings.console.idle_minutes = 0.02  # 1.2 seconds
+async def test_an_idle_page_warns_offers_more_time_then_signs_out(app):
+    app.state.iap.settings.console.idle_minutes = 2.05  # warned after 3 s, signed out at 123 s
     email = await person(app)
     async with browser(app) as http:
         await sign_in(http, email)
         home = await http.get("/console/")
-        refresh = re.fullmatch(r"(\d+); url=(.+)", home.headers["refresh"])
-        assert refresh is not None
-        assert refresh.group(2) == "/console/sign-in?timed_out=1"
+        warn_at, _, warning = home.headers["refresh"].partition(";url=")
+        assert (warn_at, warning) == ("3", "/console/still-there?next=%2Fconsole%2F")
+        assert "http-equiv" not in home.text  # no delayed meta refresh (WCAG 2.2.1)
+        page = await http.get(warning)
+        assert page.status_code == 200
+        assert "Do you need more time?" in page.text
+        assert '<a class="button" href="/console/">Yes, I need more time</a>' in page.text
+        assert page.headers["refresh"] == "120;url=/console/sign-in?timed_out=1"
+        timed_out = await http.get("/console/sign-in?timed_out=1")
+        assert "not used for a while" in timed_out.text
+        assert (await http.get("/console/")).status_code == 303  # the session ended there
+
+
+async def test_an_idle_session_ends_on_the_server_whatever_the_browser_does(app):
+    app.state.iap.settings.console.idle_minutes = 0.02  # 1.2 seconds
+    email = await person(app)
+    async with browser(app) as http:
+        await sign_in(http, email)
+        assert (await http.get("/console/")).status_code == 200
         await asyncio.sleep(1.5)
         assert (await http.get("/console/")).status_code == 303
-        timed_out = await http.get(refresh.group(2))
-        assert "not used for a while" in timed_out.text
 
 
 async def test_a_disabled_person_is_signed_out_at_once(app):
@@ -180,7 +193,7 @@ async def test_a_second_factor_is_asked_for_good_once_and_nothing_opens_before_i
         assert answer.headers["location"].startswith("/console/sign-in/code")
         assert (await http.get("/console/")).status_code == 303  # not signed in yet
         page = await http.get("/console/sign-in/code")
-        assert 'autocomplete="one-time-code"' in page.text
+        assert 'inputmode="numeric"' in page.text
         wrong = await http.post(
             "/console/sign-in/code", data={"csrf": csrf_of(page.text), "code": "000000"}
         )

@@ -4,6 +4,7 @@ with a photo, refusals rendered in the error summary with nothing stored, withdr
 
 from __future__ import annotations
 
+from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
 
@@ -15,13 +16,22 @@ from fastapi import FastAPI
 from PIL import Image
 
 from app.clients.service import Scope
+from app.core.models import utcnow
 from app.core.reference import display, new_reference
 from app.core.settings import AttachmentSettings, Settings
 from app.main import create_app
 from app.sandbox import BackOffice
 from tests.api.test_abuse import limited, running
 from tests.conftest import bearer, make_key, make_person, started
-from tests.conversation.helpers import COUNTY, delivered, follow_ups, stored, submitted
+from tests.conversation.helpers import (
+    COUNTY,
+    delivered,
+    ended_at,
+    follow_ups,
+    report,
+    stored,
+    submitted,
+)
 from tests.pages.helpers import forms, page_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +195,35 @@ async def test_withdrawing_calls_it_off_and_the_page_then_says_so(
     assert 'name="csrf"' not in after.text  # nothing more can be sent from it
 
 
+async def test_a_resolved_enquiry_can_be_opened_again_within_the_window_only(
+    app: FastAPI, client: httpx.AsyncClient, anonymous: httpx.AsyncClient, back_office: BackOffice
+) -> None:
+    reference, token = await delivered(client, app)
+    assert "reopen" not in await forms(anonymous, reference, token)  # not over yet
+    await report(app, reference, COUNTY, "resolved")
+    found = await forms(anonymous, reference, token)
+    assert set(found) == {"reopen"}  # nothing to add to or withdraw once it is over
+    action, csrf = found["reopen"]
+    sent = await anonymous.post(action, data={"csrf": csrf, "reopen-reason": "Still there"})
+    assert sent.status_code == 303
+    after = await anonymous.get(sent.headers["location"])
+    assert "opened again and the organisations have been told" in after.text
+    assert "Reopened" in after.text
+    [queued] = await follow_ups(app)
+    assert (queued["organisation_id"], queued["kind"]) == (COUNTY, "reopening")
+
+    late, late_token = await delivered(client, app)
+    await report(app, late, COUNTY, "resolved")
+    action, csrf = (await forms(anonymous, late, late_token))["reopen"]
+    days = app.state.iap.settings.follow_ups.reopen_days
+    await ended_at(app, late, utcnow() - timedelta(days=days + 1))
+    refused = await anonymous.post(action, data={"csrf": csrf, "reopen-reason": "Back again"})
+    assert refused.status_code == 409  # the form was open, the window closed since
+    assert 'class="error-summary"' in refused.text
+    assert 'href="#reopen-reason"' in refused.text
+    assert "reopen" not in await forms(anonymous, late, late_token)
+
+
 async def test_a_wrong_token_an_unknown_and_a_malformed_reference_get_the_same_404(
     client: httpx.AsyncClient, anonymous: httpx.AsyncClient
 ) -> None:
@@ -269,9 +308,12 @@ def test_every_string_of_the_pages_has_its_welsh() -> None:
     a catalogue all the same)."""
     method_map = [
         ("app/routers/track.py", "python"),
+        ("app/routers/kiosk.py", "python"),
         ("app/web/templates/*.html", "jinja2"),
+        ("app/web/templates/kiosk/*.html", "jinja2"),
     ]
-    options = {"app/web/templates/*.html": {"extensions": "jinja2.ext.i18n"}}
+    jinja = {"extensions": "jinja2.ext.i18n"}
+    options = {"app/web/templates/*.html": jinja, "app/web/templates/kiosk/*.html": jinja}
     found = {
         message
         for _, _, message, _, _ in extract_from_dir(ROOT, method_map, options_map=options)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from app.routers.console import dead_letters, home, queue, sign_in, stuck, triage
+from app.routers.console import dead_letters, home, queue, sign_in, sso, stuck, triage
 from app.routers.console.session import NotAllowed, SignInNeeded, sign_in_redirect
 
-AREAS = (sign_in, home, triage, dead_letters, stuck, queue)
+AREAS = (sign_in, sso, home, triage, dead_letters, stuck, queue)
 
 
 def install(app: FastAPI) -> None:

@@ -20,6 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 from app.api.deps import State
 from app.api.ratelimit import limit_address
 from app.api.state import AppState
+from app.clients.oidc import configured
 from app.clients.service import hash_secret
 from app.clients.sessions import Outcome, SignedIn, SignIn
 from app.routers.console import session as console
@@ -71,7 +72,7 @@ async def sign_in_page(
     notice = NOTICES["timed_out"] if timed_out is not None else None
     if signed_out is not None:
         notice = NOTICES["signed_out"]
-    return _sign_in_form(request, state, next, notice=notice)
+    return sign_in_form(request, state, next, notice=notice)
 
 
 @router.post("/sign-in", dependencies=[Depends(limit_address)])
@@ -89,14 +90,14 @@ async def sign_in(request: Request, state: State, next: Next = None) -> Response
         if not given
     ]
     if errors:
-        return _sign_in_form(request, state, next, errors=errors, email=email, status=422)
+        return sign_in_form(request, state, next, errors=errors, email=email, status=422)
     result = await console.sessions(state).sign_in(email, password)
     if result.outcome is Outcome.second_factor_due:
         return _opened(state, result, f"{console.SIGN_IN_PATH}/code?next={_quoted(next)}")
     if result.outcome is Outcome.signed_in:
         return _opened(state, result, console.safe_next(next))
     message, status = _refusal(state, result, REFUSED)
-    return _sign_in_form(
+    return sign_in_form(
         request, state, next, errors=[("email", message)], email=email, status=status
     )
 
@@ -126,6 +127,25 @@ async def code(request: Request, state: State, next: Next = None) -> Response:
         return _opened(state, result, console.safe_next(next))
     message, status = _refusal(state, result, REFUSED_CODE)
     return _code_form(request, state, pending.csrf_binding, next, [("code", message)], status)
+
+
+@router.get("/still-there")
+async def still_there(request: Request, state: State, next: Next = None) -> Response:
+    """Where a page left alone goes before the session times out: more time (back to the page,
+    which counts as use) or, if nobody answers, signed out."""
+    person = await console.current(request, state)
+    if person is None:
+        return console.sign_in_redirect(console.safe_next(next))
+    response = console.render(
+        request,
+        state,
+        person,
+        "console/still_there.html",
+        {"back": console.safe_next(next), "minutes": console.WARNING_SECONDS // 60},
+        refresh=False,
+    )
+    response.headers["Refresh"] = f"{console.WARNING_SECONDS};url={console.TIMED_OUT_PATH}"
+    return response
 
 
 @router.post("/sign-out")
@@ -166,7 +186,7 @@ def _refusal(state: AppState, result: SignIn, refused: str) -> tuple[str, int]:
     return refused, 401
 
 
-def _sign_in_form(
+def sign_in_form(
     request: Request,
     state: AppState,
     next: str | None,
@@ -176,6 +196,8 @@ def _sign_in_form(
     notice: str | None = None,
     status: int = 200,
 ) -> Response:
+    """The sign-in page (single sign-on's refusals are shown on it too, app/routers/console/
+    sso.py), with the form's own CSRF cookie."""
     pre = request.cookies.get(_pre_cookie(state)) or secrets.token_urlsafe(32)
     response = console.render(
         request,
@@ -189,7 +211,7 @@ def _sign_in_form(
             "notice": notice,
             "form_csrf": state.sealer.form_tokens(_pre_binding(pre), SIGN_IN_PURPOSE)[0],
             "sso_name": state.settings.console.oidc_name
-            if state.settings.console.oidc_issuer
+            if configured(state.settings.console)
             else None,
         },
         status=status,
