@@ -12,23 +12,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from pydantic import BaseModel, Field, StringConstraints
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.base import Adapter, RemoteUpdate
 from app.catalogue.catalogue import Catalogue, Organisation
-from app.catalogue.status import Status, canonical
+from app.catalogue.status import FINAL, Status, canonical
 from app.clients.service import Caller, Scope
 from app.core import audit
 from app.core import reference as references
 from app.core.audit import Actor
-from app.core.db import writing
+from app.core.db import reading, writing
 from app.core.errors import FieldError, NotFound, StateConflict, ValidationFailed
 from app.core.models import Dispatch, Enquiry, dispatch_table, enquiry_table, fetch_all, utcnow
+from app.core.paging import oldest_first, page
 from app.core.types import NoNul, Strict
 from app.core.vocabulary import AuditAction, Closure, OutboxState, ReceivedVia
 from app.intake.reading import destinations_of
@@ -59,6 +60,25 @@ class PartUpdated(BaseModel):
     reference: str = Field(examples=["K7Q-M4X-PB6"])
     part: DestinationOut
     enquiry_status: str = Field(description="The enquiry's status now (it follows its parts)")
+
+
+class OpenPart(BaseModel):
+    """One organisation's part still to be worked, as its own staff see it: no citizen's
+    details (the enquiry's page shows them, audited)."""
+
+    reference: str
+    service_code: str
+    service_name: str
+    organisation_id: str
+    status: Status = Field(description="Where the part has got to (dispatched: no word yet)")
+    remote_reference: str | None = None
+    postcode: str | None = None
+    delivered_at: datetime | None = None
+
+
+class OpenPartPage(BaseModel):
+    items: list[OpenPart]
+    next_cursor: str | None = None
 
 
 def accepted_words(organisation: Organisation, adapter: Adapter | None) -> list[str]:
@@ -130,6 +150,63 @@ async def update_part(
         answer = await _answer(conn, dispatch.id, catalogue, shown, caller)
     log.info("part.updated", organisation=organisation.id, dispatch=str(dispatch.id), status=status)
     return answer
+
+
+async def open_parts(
+    *,
+    engine: AsyncEngine,
+    catalogue: Catalogue,
+    caller: Caller,
+    organisation_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> OpenPartPage:
+    """One organisation's parts delivered and not yet finished, longest delivered first: a
+    partner's staff their own organisation's (naming another finds none); anyone else names
+    the organisation (422 if they do not, or it is not known)."""
+    wanted = caller.organisation_id or organisation_id
+    if caller.organisation_id is not None and organisation_id not in (None, wanted):
+        return OpenPartPage(items=[])
+    if wanted is None or wanted not in catalogue.organisations:
+        raise ValidationFailed(
+            "Name the organisation whose parts to list.",
+            [FieldError("not a known organisation", parameter="organisation_id")],
+        )
+    query = (
+        select(dispatch_table, e.reference, e.service_code, e.location, e.place)
+        .join(enquiry_table, e.id == d.enquiry_id)
+        .where(
+            d.organisation_id == wanted,
+            d.organisation_id != catalogue.triage.id,
+            d.state == OutboxState.delivered,
+            d.closure.is_(None),
+            or_(d.remote_status.is_(None), d.remote_status.not_in(list(FINAL))),
+        )
+    )
+    async with reading(engine) as conn:
+        found = list(
+            (
+                await conn.execute(
+                    oldest_first(query, d.created_at, d.id, cursor=cursor, limit=limit)
+                )
+            ).mappings()
+        )
+    rows, next_cursor = page(found, limit=limit, at="created_at")
+    return OpenPartPage(items=[_open_part(r, catalogue) for r in rows], next_cursor=next_cursor)
+
+
+def _open_part(row: Any, catalogue: Catalogue) -> OpenPart:
+    service = catalogue.services.get(row["service_code"])
+    return OpenPart(
+        reference=references.display(row["reference"]),
+        service_code=row["service_code"],
+        service_name=service.name if service else row["service_code"],
+        organisation_id=row["organisation_id"],
+        status=Status(row["remote_status"]) if row["remote_status"] else Status.dispatched,
+        remote_reference=row["remote_reference"],
+        postcode=(row["location"] or {}).get("postcode") or (row["place"] or {}).get("postcode"),
+        delivered_at=row["delivered_at"],
+    )
 
 
 def _status(word: str, organisation: Organisation, adapter: Adapter | None) -> Status:

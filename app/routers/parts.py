@@ -4,18 +4,50 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from app.api.deps import Adapters, Catalogue, Engine, PartUpdater
 from app.api.problems import documented_problems
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
-from app.casework.parts import PartUpdated, PartUpdateIn, update_part
+from app.casework.parts import OpenPartPage, PartUpdated, PartUpdateIn, open_parts, update_part
+from app.core.types import NoNul
 
-router = APIRouter(prefix="/v1/enquiries", tags=["parts"], responses={429: RATE_LIMITED_RESPONSE})
+router = APIRouter(tags=["parts"], responses={429: RATE_LIMITED_RESPONSE})
+
+
+@router.get(
+    "/v1/parts",
+    response_model=OpenPartPage,
+    summary="An organisation's parts still to be worked (its own staff's queue)",
+    responses=documented_problems(
+        {422: "No organisation named (or not a known one), or a cursor this API did not give"},
+        lacks="the scope parts:update",
+    ),
+)
+async def list_open_parts(
+    engine: Engine,
+    catalogue: Catalogue,
+    caller: PartUpdater,
+    organisation_id: Annotated[NoNul | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> OpenPartPage:
+    """Delivered and not yet finished (no final word back, not closed by a person), longest
+    delivered first: what POST .../parts/{organisation_id}/updates moves. A partner's staff
+    get their own organisation's (naming another gives an empty page); anyone else names
+    `organisation_id`. No citizen's details: read one enquiry for those."""
+    return await open_parts(
+        engine=engine,
+        catalogue=catalogue,
+        caller=caller,
+        organisation_id=organisation_id,
+        cursor=cursor,
+        limit=limit,
+    )
 
 
 @router.post(
-    "/{reference}/parts/{organisation_id}/updates",
+    "/v1/enquiries/{reference}/parts/{organisation_id}/updates",
     response_model=PartUpdated,
     summary="Move an organisation's part of an enquiry (its own staff)",
     responses=documented_problems(

@@ -379,3 +379,35 @@ async def test_an_api_key_without_parts_update_may_not_move_a_part(client, app, 
     dpo = await make_person(app, "data-protection-officer")
     refused = await move(anonymous, dpo, reference, POLICE, status="closed")
     assert refused.status_code == 403
+
+
+# --- the open parts, listed --------------------------------------------------------------
+
+
+async def test_an_organisations_open_parts_are_listed_for_its_own_staff_only(
+    client, app, anonymous
+):
+    ours = await delivered(client, app, asb())
+    pothole = await delivered(client, app, enquiry_body(description="The county's alone"))
+    police = bearer(await officer(app))
+    listed = await anonymous.get("/v1/parts", headers=police)
+    assert listed.status_code == 200, listed.text
+    [item] = listed.json()["items"]
+    assert (item["reference"], item["organisation_id"], item["status"]) == (
+        ours,
+        POLICE,
+        "dispatched",
+    )
+    assert "citizen" not in item
+    assert "description" not in item
+    assert (
+        await anonymous.get("/v1/parts", params={"organisation_id": CITY}, headers=police)
+    ).json()["items"] == []
+    county = await client.get("/v1/parts", params={"organisation_id": COUNTY})
+    assert [i["reference"] for i in county.json()["items"]] == [pothole]
+    assert (await client.get("/v1/parts")).status_code == 422
+    assert (await client.get("/v1/parts", params={"organisation_id": "nobody"})).status_code == 422
+    token = await officer(app)
+    resolved = await move(anonymous, token, ours, POLICE, status="resolved")
+    assert resolved.status_code == 200, resolved.text
+    assert (await anonymous.get("/v1/parts", headers=police)).json()["items"] == []

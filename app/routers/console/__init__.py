@@ -8,10 +8,21 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from app.routers.console import calls, enquiry, history, home, sign_in, sso
+from app.routers.console import (
+    calls,
+    dead_letters,
+    enquiry,
+    history,
+    home,
+    queue,
+    sign_in,
+    sso,
+    stuck,
+    triage,
+)
 from app.routers.console.session import NotAllowed, SignInNeeded, sign_in_redirect
 
-AREAS = (sign_in, sso, home, calls, history, enquiry)
+AREAS = (sign_in, sso, home, calls, history, enquiry, triage, dead_letters, stuck, queue)
 
 
 def install(app: FastAPI) -> None:
