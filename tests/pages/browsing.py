@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from axe_selenium_python import Axe
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
 from app.clients.service import Scope, create_client
@@ -135,7 +136,23 @@ def send(browser: webdriver.Chrome, button: str) -> None:
     returns before the browser has loaded the answer."""
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, button).click()
-    WebDriverWait(browser, 10).until(staleness_of(page))
+    replaced(browser, page)
+
+
+def replaced(browser: webdriver.Chrome, page: WebElement) -> None:
+    """Wait (10 s at most) until the page an element belongs to has been replaced."""
+    WebDriverWait(browser, 10).until(lambda _: _gone(page))
+
+
+def _gone(element: WebElement) -> bool:
+    """Whether the element has left the document (the old page, once the new one loads).
+    Chromium sometimes says so as "Node … does not belong to the document" rather than as a
+    stale element: either way it is gone."""
+    try:
+        element.is_enabled()
+    except (StaleElementReferenceException, WebDriverException):
+        return True
+    return False
 
 
 def new_key(database_url: str, name: str, scopes: list[Scope], channel: str | None = None) -> str:

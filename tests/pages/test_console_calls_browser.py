@@ -20,7 +20,6 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.catalogue.catalogue import load_catalogue
@@ -28,7 +27,7 @@ from app.clients.staff import StaffRole, create_staff
 from app.core.audit import Actor
 from app.core.db import create_engine
 from app.core.settings import SHIPPED_CONFIG_DIR, Settings
-from tests.pages.browsing import no_sideways_scroll_at_320, no_violations
+from tests.pages.browsing import no_sideways_scroll_at_320, no_violations, replaced
 from tests.pages.console import PASSWORD
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +71,7 @@ def navigates(browser: webdriver.Chrome, *pressed: str) -> None:
     """Keys that open another page: pressed, then the new page waited for until loaded."""
     old = browser.find_element(By.TAG_NAME, "html")
     keys(browser, *pressed)
-    WebDriverWait(browser, 10).until(staleness_of(old))
+    replaced(browser, old)
     WebDriverWait(browser, 10).until(
         lambda b: b.execute_script("return document.readyState") == "complete"
     )

@@ -15,8 +15,6 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
 
 from app.catalogue.catalogue import load_catalogue
 from app.clients.staff import StaffRole, create_staff
@@ -25,7 +23,7 @@ from app.core.db import create_engine
 from app.core.settings import SHIPPED_CONFIG_DIR, Settings
 from app.sandbox import BackOffice, Behaviour
 from tests.conftest import bearer, enquiry_body
-from tests.pages.browsing import no_sideways_scroll_at_320, no_violations
+from tests.pages.browsing import no_sideways_scroll_at_320, no_violations, replaced
 from tests.pages.console import PASSWORD
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +77,7 @@ def click(browser: webdriver.Chrome, selector: str) -> None:
     """Click a button and wait for the page it posts to (never read the old page's banner)."""
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, selector).click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+    replaced(browser, page)
 
 
 def submit(url: str, key: str, body: dict[str, Any]) -> str:

@@ -13,13 +13,11 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
-from selenium.webdriver.support.wait import WebDriverWait
 
 from app.clients.service import Scope
 from app.core.settings import Settings
 from tests.conftest import bearer
-from tests.pages.browsing import new_key, no_sideways_scroll, no_violations
+from tests.pages.browsing import new_key, no_sideways_scroll, no_violations, replaced
 
 pytestmark = pytest.mark.e2e
 NAME, EMAIL = "Robin Example", "robin@example.org"
@@ -32,7 +30,7 @@ def press(browser: webdriver.Chrome, text: str) -> None:
     for element in browser.find_elements(By.CSS_SELECTOR, "button, a.button"):
         if element.is_displayed() and element.text.strip() == text:
             element.click()
-            WebDriverWait(browser, 10).until(staleness_of(page))  # the next page has come
+            replaced(browser, page)  # the next page has come
             return
     raise AssertionError(f"no button says {text!r}: {browser.page_source}")
 
@@ -113,7 +111,7 @@ def walk_through(browser: webdriver.Chrome, look: Callable[[str], None]) -> str:
     look("the receipt")
     page = browser.find_element(By.TAG_NAME, "html")
     browser.back()  # to the check page: its answers are gone, the start is shown instead
-    WebDriverWait(browser, 10).until(staleness_of(page))
+    replaced(browser, page)
     assert heading(browser) == "Tell us about a problem or ask a question"
     assert NAME not in browser.page_source
     return reference
