@@ -16,7 +16,6 @@ its purpose (Sealer.form_tokens); a POST without it is refused. docs/kiosk.md.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 import uuid
 from collections.abc import Mapping
@@ -57,7 +56,14 @@ from app.intake.service import (
 )
 from app.web import i18n
 from app.web.i18n import N_
-from app.web.pages import CSP_SCRIPTED, HEADERS, KIOSK_PATH, render, translate
+from app.web.pages import (
+    CSP_SCRIPTED,
+    HEADERS,
+    KIOSK_PATH,
+    form_field_matches,
+    render,
+    translate,
+)
 
 log = structlog.get_logger()
 
@@ -980,11 +986,7 @@ def _csrf(state: State, answers: Answers, purpose: str) -> str:
 
 
 def _form_is_ours(state: State, answers: Answers, purpose: str, form: FormData) -> bool:
-    given = form.get("csrf")
-    if not isinstance(given, str):
-        return False
-    expected = state.sealer.form_tokens(answers.sid, f"kiosk:{purpose}")
-    return any(hmac.compare_digest(t.encode(), given.encode(errors="replace")) for t in expected)
+    return form_field_matches(state.sealer, answers.sid, f"kiosk:{purpose}", form.get("csrf"))
 
 
 def _text(form: FormData, name: str) -> str:
