@@ -15,13 +15,14 @@ import math
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from app.catalogue.locate import (
+    LAT_STEP,
+    LON_STEP,
     Gazetteer,
     LocatorChain,
     Place,
@@ -147,6 +148,20 @@ async def test_a_pin_far_from_any_postcode_says_so_and_one_beyond_the_table_is_o
     assert london.note == "this point is outside the area the table covers"
 
 
+def test_a_point_is_near_a_square_next_to_its_own_and_outside_beyond_the_tables_margin():
+    vale = (("E10000025", VALE, "E23000029", "E54000044"), 3)
+    table = PointTable({(11500, -170): [vale], (11510, -170): [vale]})
+
+    def at(row: float, column: float) -> Place:
+        return table.place(row * LAT_STEP, column * LON_STEP)
+
+    assert at(11501.5, -169.5).district_code == VALE  # the next square north
+    between = at(11505.5, -169.5)
+    assert (between.district_code, between.outside) == (None, False)
+    assert between.note == "no postcode lies within about 500 m of this point"
+    assert at(11512.5, -169.5).outside  # two squares beyond the northernmost
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -209,7 +224,7 @@ async def test_a_given_postcode_is_not_overruled_by_the_address():
 
 
 @pytest.fixture
-async def imported(engine) -> Iterator[Gazetteer]:
+async def imported(engine) -> Gazetteer:
     with shared_extract().open(newline="", encoding="utf-8") as handle:
         rows = import_onspd_rows(csv.DictReader(handle))
     async with engine.begin() as conn:
