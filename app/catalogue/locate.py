@@ -405,8 +405,26 @@ class HttpLocator:
             return None
         result = response.json().get("result")
         if isinstance(result, list):
-            result = result[0] if result else None
+            return self._near(result, latitude, longitude)
         return self._place(result, postcode=postcode) if isinstance(result, dict) else None
+
+    def _near(
+        self, results: list[Any], latitude: float | None, longitude: float | None
+    ) -> Place | None:
+        """The nearest postcodes it gave (postcodes.io: up to 10 within 100 m): the codes they
+        all agree on, as the gazetteer does, never the nearest one's by luck."""
+        places = [self._place(r, postcode=None) for r in results if isinstance(r, dict)]
+        if not places:
+            return None
+        near = Counter(
+            (p.county_code, p.district_code, p.police_area, p.health_area) for p in places
+        )
+        point = replace(places[0], latitude=latitude, longitude=longitude)
+        if len(near) == 1:
+            return point
+        return agreed(
+            replace(point, postcode=None), near, where="the HTTP locator gave near this point"
+        )
 
     @staticmethod
     def _place(result: dict[str, Any], *, postcode: str | None) -> Place:
@@ -429,6 +447,11 @@ def _partial(postcode: str | None) -> bool:
     return postcode is not None and len(postcode.partition(" ")[2]) < 3
 
 
+def _starts(postcode: str, part: str) -> bool:
+    """Whether a full postcode lies in a district (`OX14`) or sector (`OX14 3`)."""
+    return postcode.startswith(part if " " in part else f"{part} ")
+
+
 def _code(value: Any) -> str | None:
     return None if not isinstance(value, str) or value in _NO_AREA else value
 
@@ -447,10 +470,15 @@ class LocatorChain:
         longitude: float | None,
         address: str | None = None,
     ) -> Place:
-        """The place; a postcode written in `address` stands in for a missing postcode when
-        there is no point, and cross-checks the point when there is (the pin is where the
-        pothole is; the address may be the nearest street's, or the caller's own)."""
-        written = postcode_in_text(address) if postcode is None else None
+        """The place; a postcode written in `address` stands in for a missing (or partly given)
+        postcode when there is no point, and cross-checks the point when there is (the pin is
+        where the pothole is; the address may be the nearest street's, or the caller's own)."""
+        written = postcode_in_text(address)
+        if postcode is not None:
+            # Only the start given, and the address names a full postcode there: the full one.
+            if written is not None and _partial(postcode) and _starts(written, postcode):
+                postcode = written
+            written = None
         if postcode is None and (latitude is None or longitude is None):
             if written is None:
                 return Place(note="no postcode or point given")

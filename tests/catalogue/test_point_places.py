@@ -216,11 +216,21 @@ async def test_an_address_postcode_cross_checks_a_pin():
     )
 
 
-async def test_a_given_postcode_is_not_overruled_by_the_address():
+async def test_a_given_postcode_is_not_overruled_by_the_address_but_completed_by_it():
     place = await EMBEDDED.locate(
         postcode="OX1 1AA", latitude=None, longitude=None, address="Henley RG9 1AA"
     )
     assert (place.postcode, place.district_code) == ("OX1 1AA", OXFORD)
+    # OX14 straddles the Vale and South Oxfordshire; OX14 5AG, in the address, is the Vale's.
+    completed = await EMBEDDED.locate(
+        postcode="OX14", latitude=None, longitude=None, address="1 Ock Street, OX14 5AG"
+    )
+    assert (completed.postcode, completed.district_code) == ("OX14 5AG", VALE)
+    # OX1 is not OX14's start: the given district stands.
+    other = await EMBEDDED.locate(
+        postcode="OX1", latitude=None, longitude=None, address="1 Ock Street, OX14 5AG"
+    )
+    assert (other.postcode, other.district_code) == ("OX1", None)
 
 
 @pytest.fixture
