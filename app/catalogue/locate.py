@@ -513,8 +513,10 @@ def cross_checked(point: Place, written: Place) -> Place:
     cannot decide the district and the postcode names one it could be, the postcode's codes
     are taken; where they name different districts, the district is left to the triage desk."""
     text, code = written.postcode, written.district_code
-    if code is None or written.outside or point.district_code == code:
-        return point if point.postcode or not text else replace(point, postcode=text)
+    if code is None or written.outside:
+        return point
+    if point.district_code == code:
+        return point if point.postcode else replace(point, postcode=text)
     possible = not point.outside and (
         not point.candidates or code in {c for c, _ in point.candidates}
     )
@@ -526,14 +528,14 @@ def cross_checked(point: Place, written: Place) -> Place:
             longitude=point.longitude,
             note=f"from the postcode {text} written in the address{why}",
         )
-    pin = point.district_code or "none that could be decided"
+    pin = f"the point lies in district {point.district_code}" if point.district_code else None
     return replace(
         point,
         district_code=None,
         county_code=point.county_code if point.county_code == written.county_code else None,
         outside=False,
-        note=f"the point lies in district {pin} but the postcode {text} written in the address "
-        f"lies in {code}",
+        note=f"{pin or point.note or 'the point is not placed'}, but the postcode {text} "
+        f"written in the address lies in {code}",
     )
 
 

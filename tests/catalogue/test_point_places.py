@@ -211,9 +211,30 @@ async def test_an_address_postcode_cross_checks_a_pin():
     )
     assert clash.district_code is None
     assert clash.note == (
-        f"the point lies in district {VALE} but the postcode RG9 1AA written in the address "
+        f"the point lies in district {VALE}, but the postcode RG9 1AA written in the address "
         f"lies in {SOUTH}"
     )
+    # A pin on the Oxford/Vale edge with a Henley address: neither can be right for sure.
+    neither = await EMBEDDED.locate(
+        postcode=None, latitude=51.7240, longitude=-1.2540, address="Henley RG9 1AA"
+    )
+    assert (neither.district_code, neither.postcode) == (None, None)
+    assert neither.candidates == ((VALE, 30), (OXFORD, 4))
+    assert neither.note.endswith(
+        f"in more than one district ({VALE}: 30, {OXFORD}: 4), but the postcode RG9 1AA "
+        f"written in the address lies in {SOUTH}"
+    )
+    # A pin beyond the table with an Oxfordshire address: the desk, not out of area.
+    far = await EMBEDDED.locate(
+        postcode=None, latitude=51.5007, longitude=-0.1246, address="Oxford OX1 1AA"
+    )
+    assert (far.district_code, far.outside) == (None, False)
+    # An address whose sector straddles councils adds nothing to a pin it cannot check.
+    straddling = await EMBEDDED.locate(
+        postcode=None, latitude=51.7240, longitude=-1.2540, address="Sutton Courtenay OX14 3AB"
+    )
+    assert straddling.postcode is None
+    assert straddling.note.startswith("the 34 postcodes within about 500 m to 1 km")
 
 
 async def test_a_given_postcode_is_not_overruled_by_the_address_but_completed_by_it():
