@@ -1,7 +1,7 @@
-"""Places as apps send them (issue 14, item 5), end to end on the embedded default (no gazetteer
-imported): a pin inside one council, or an address naming its postcode, reaches that council's
+"""Places as apps send them (issue 14, item 5), end to end: on the embedded default (no gazetteer
+imported) a pin inside one council, or an address naming its postcode, reaches that council's
 sandbox back-office; a pin where two councils meet reaches the triage desk with both as
-candidates and the reason."""
+candidates and the reason; so does one between councils with the gazetteer imported."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import create_engine
 from app.sandbox import BackOffice
+from tests.cli.test_cli import iap as cli
+from tests.cli.test_gazetteer_import import shared_extract
 from tests.conftest import bearer, enquiry_body
 from tests.e2e.conftest import Launcher, eventually
 from tests.e2e.test_triage_desk import agent_token
@@ -99,3 +101,39 @@ async def test_a_pin_where_oxford_meets_the_vale_reaches_the_desk_with_both_coun
     assert item["candidates"][0]["evidence"] == "30 of 34 postcodes near the point"
     assert VALE not in back_office.cases
     assert OXFORD not in back_office.cases
+
+
+async def test_with_the_gazetteer_imported_a_pin_between_councils_reaches_the_desk(
+    iap: Launcher, back_office: BackOffice, engine: AsyncEngine, database_url: str
+):
+    # Botley, midway between OX2 0JH (Oxford) and OX2 0JN (the Vale), 20 m apart.
+    imported = cli("gazetteer", "import", str(shared_extract()), database_url=database_url)
+    assert "imported 24405 postcodes" in imported.stdout
+    token = await agent_token(engine, "Jo Agent")
+    async with iap.serve() as gateway:
+        inside = await gateway.http.post("/v1/enquiries", json=missed_bin(ABINGDON))
+        assert inside.status_code == 201, inside.text
+        [routed] = inside.json()["destinations"]
+        assert routed["organisation_id"] == VALE
+        assert routed["reason"].endswith("point via gazetteer)")
+        created = await gateway.http.post(
+            "/v1/enquiries", json=missed_bin({"lat": 51.75313, "lon": -1.29340})
+        )
+        assert created.status_code == 201, created.text
+        reference = created.json()["reference"]
+        [routed] = created.json()["destinations"]
+        assert routed["organisation_id"] == "contact-centre"
+        assert routed["reason"].endswith(
+            "the 24 postcodes within about 200 m of this point lie in more than one district "
+            "(E07000180: 23, E07000178: 1)"
+        )
+
+        async def queued() -> list[dict[str, Any]] | None:
+            answer = await gateway.http.get("/v1/triage", headers=bearer(token))
+            return [i for i in answer.json()["items"] if i["reference"] == reference] or None
+
+        [item] = await eventually(queued, within=10, what="the enquiry in the triage queue")
+    assert [(c["organisation_id"], c["postcodes"]) for c in item["candidates"]] == [
+        (VALE, 23),
+        (OXFORD, 1),
+    ]
