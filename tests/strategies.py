@@ -15,7 +15,7 @@ from urllib.parse import quote
 from hypothesis import strategies as st
 
 from app.catalogue.catalogue import Service, ServiceAttribute, load_catalogue
-from app.catalogue.locate import LAT_STEP, LON_STEP
+from app.catalogue.locate import LAT_STEP, LON_STEP, postcode_in_text
 from app.core import reference as references
 from app.core.settings import SHIPPED_CONFIG_DIR
 from app.intake.schemas import Channel, Citizen, Consent, EnquiryIn, Location, PreferredContact
@@ -203,7 +203,11 @@ locations = st.one_of(
         lambda drawn: drawn[0] if drawn[1] is None else {**drawn[0], "postcode": drawn[1]}
     ),
     st.fixed_dictionaries({"uprn": st.from_regex(r"\d{1,12}", fullmatch=True)}),
-    st.fixed_dictionaries({"address": typed_text(300)}),
+    # Free text reads no postcode (one outside the table would be out of area), or ends in one.
+    st.fixed_dictionaries(
+        {"address": typed_text(300).filter(lambda text: postcode_in_text(text) is None)}
+    ),
+    st.builds(lambda text, pc: {"address": f"{text}, {pc}"}, typed_text(280), postcodes()),
 )
 
 
