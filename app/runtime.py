@@ -19,7 +19,14 @@ from app.api.problems import install_problem_handlers
 from app.attachments.store import AttachmentStore, build_store
 from app.casework.stuck import StuckSummaries
 from app.catalogue.catalogue import Catalogue, load_catalogue
-from app.catalogue.locate import Gazetteer, HttpLocator, Locator, LocatorChain, PostcodeTable
+from app.catalogue.locate import (
+    Gazetteer,
+    HttpLocator,
+    Locator,
+    LocatorChain,
+    PointTable,
+    PostcodeTable,
+)
 from app.conversation.sender import FollowUpSender
 from app.core.crypto import Sealer
 from app.core.db import create_engine, migrate
@@ -218,13 +225,15 @@ def _alert_loops(
 def build_locator(
     settings: Settings, engine: AsyncEngine, client: httpx.AsyncClient
 ) -> LocatorChain:
-    """Gazetteer first, then the HTTP locator if configured, then the built-in table."""
+    """Gazetteer first, then the HTTP locator if configured, then the built-in tables (the
+    point table only for a point with no postcode)."""
     sources: list[Locator] = [Gazetteer(engine)]
     if settings.locator.http_url:
         sources.append(
             HttpLocator(client, settings.locator.http_url, settings.locator.http_timeout_seconds)
         )
     sources.append(PostcodeTable.from_csv(settings.config_dir / "postcode_areas.csv"))
+    sources.append(PointTable.from_csv(settings.config_dir / "point_areas.csv"))
     return LocatorChain(sources)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import csv
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +15,7 @@ from urllib.parse import quote
 from hypothesis import strategies as st
 
 from app.catalogue.catalogue import Service, ServiceAttribute, load_catalogue
+from app.catalogue.locate import LAT_STEP, LON_STEP, postcode_in_text
 from app.core import reference as references
 from app.core.settings import SHIPPED_CONFIG_DIR
 from app.intake.schemas import Channel, Citizen, Consent, EnquiryIn, Location, PreferredContact
@@ -27,6 +29,16 @@ PREFIXES = sorted(
     line.split(",", 1)[0]
     for line in (SHIPPED_CONFIG_DIR / "postcode_areas.csv").read_text().splitlines()[1:]
 )
+# Squares of the built-in point table holding an Oxfordshire postcode: a pin in one is placed in
+# Oxfordshire or, where its neighbours disagree, sent to the triage desk; never out of area.
+with (SHIPPED_CONFIG_DIR / "point_areas.csv").open(newline="") as _handle:
+    SQUARES = sorted(
+        {
+            (int(r["lat"]), int(r["lon"]))
+            for r in csv.DictReader(_handle)
+            if r["county_code"] == "E10000025"
+        }
+    )
 
 # --- text and numbers a client should never send, but will ---------------------------------
 
@@ -146,6 +158,20 @@ def postcodes() -> st.SearchStrategy[str]:
     )
 
 
+def pins() -> st.SearchStrategy[dict[str, float]]:
+    """A point anywhere in a square of the point table that holds an Oxfordshire postcode."""
+    within = st.floats(0, 1, exclude_max=True)
+    return st.builds(
+        lambda square, down, across: {
+            "lat": round((square[0] + down) * LAT_STEP, 6),
+            "lon": round((square[1] + across) * LON_STEP, 6),
+        },
+        st.sampled_from(SQUARES),
+        within,
+        within,
+    )
+
+
 def attribute_value(attribute: ServiceAttribute) -> st.SearchStrategy[Any]:
     keys = [v.key for v in attribute.values]
     match attribute.datatype:
@@ -173,12 +199,15 @@ def attributes_for(draw: st.DrawFn, service: Service) -> dict[str, Any]:
 
 locations = st.one_of(
     st.fixed_dictionaries({"postcode": postcodes()}, optional={"address": st.just("1 High St")}),
-    st.fixed_dictionaries(
-        {"lat": st.floats(51.4, 52.2), "lon": st.floats(-1.8, -0.9)},
-        optional={"postcode": postcodes()},
+    st.tuples(pins(), st.none() | postcodes()).map(
+        lambda drawn: drawn[0] if drawn[1] is None else {**drawn[0], "postcode": drawn[1]}
     ),
     st.fixed_dictionaries({"uprn": st.from_regex(r"\d{1,12}", fullmatch=True)}),
-    st.fixed_dictionaries({"address": typed_text(300)}),
+    # Free text reads no postcode (one outside the table would be out of area), or ends in one.
+    st.fixed_dictionaries(
+        {"address": typed_text(300).filter(lambda text: postcode_in_text(text) is None)}
+    ),
+    st.builds(lambda text, pc: {"address": f"{text}, {pc}"}, typed_text(280), postcodes()),
 )
 
 

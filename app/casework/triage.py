@@ -378,7 +378,9 @@ def _sharing(place: Place, catalogue: Catalogue) -> list[Candidate]:
     """The councils sharing the place's straddling sector or district, most postcodes first;
     a council that is no partner of ours is named (from neighbours.yaml) with no id."""
     total = sum(count for _, count in place.candidates)
-    prefix = _prefix(place)
+    where = (
+        "near the point" if place.precision == "point" else f"in {place.precision} {_prefix(place)}"
+    )
     found = []
     for code, count in place.candidates:
         organisation = next(iter(_covering(Tier.district, code, catalogue)), None)
@@ -388,7 +390,7 @@ def _sharing(place: Place, catalogue: Catalogue) -> list[Candidate]:
                 organisation_name=organisation.name
                 if organisation
                 else catalogue.neighbours.get(code, code),
-                evidence=f"{count} of {total} postcodes in {place.precision} {prefix}",
+                evidence=f"{count} of {total} postcodes {where}",
                 postcodes=count,
             )
         )

@@ -27,9 +27,14 @@ def routes_explain(
     postcode: Annotated[
         str | None, typer.Option("--postcode", metavar="POSTCODE", help="e.g. OX14 3DB, or OX14")
     ] = None,
+    lat: Annotated[float | None, typer.Option("--lat", help="a pin's latitude")] = None,
+    lon: Annotated[float | None, typer.Option("--lon", help="a pin's longitude")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="address text, e.g. '1 Ock St, OX14 5AG'")
+    ] = None,
 ) -> None:
-    """Print where an enquiry for SERVICE at POSTCODE would go, and why: the answer
-    POST /v1/enquiries would give, from the same checks and routing."""
+    """Print where an enquiry for SERVICE at a postcode, pin or address would go, and why: the
+    answer POST /v1/enquiries would give, from the same checks and routing."""
     settings = load_settings()
     with config_errors():
         catalogue = load_configured_catalogue(settings)
@@ -38,7 +43,8 @@ def routes_explain(
         typer.echo(f"no service '{service}'; known: {', '.join(catalogue.services)}", err=True)
         raise typer.Exit(2)
     try:
-        location = Location(postcode=postcode) if postcode else None
+        given = Location(postcode=postcode, lat=lat, lon=lon, address=address)
+        location = None if given.is_empty() else given
     except ValidationError as exc:
         typer.echo(exc.errors()[0]["msg"].removeprefix("Value error, "), err=True)
         raise typer.Exit(2) from None

@@ -154,6 +154,7 @@ async def locate_and_route(
         postcode=location.postcode if location else None,
         latitude=location.lat if location else None,
         longitude=location.lon if location else None,
+        address=location.address if location else None,
     )
     return place, route(service=service, place=place, catalogue=catalogue)
 

@@ -196,24 +196,22 @@ def postcodes_io():
             },
         }
 
+    def nearby(postcode: str, district: str, lat: float, lon: float) -> dict:
+        codes = {"admin_county": "E10000025", "pfa": "E23000029", "icb": "E54000044"}
+        return {
+            "postcode": postcode,
+            "latitude": lat,
+            "longitude": lon,
+            "codes": {**codes, "admin_district": district},
+        }
+
     @app.get("/postcodes")
     async def near(lat: float, lon: float):
-        return {
-            "status": 200,
-            "result": [
-                {
-                    "postcode": "OX1 5AB",
-                    "latitude": lat,
-                    "longitude": lon,
-                    "codes": {
-                        "admin_county": "E10000025",
-                        "admin_district": "E07000180",
-                        "pfa": "E23000029",
-                        "icb": "E54000044",
-                    },
-                }
-            ],
-        }
+        found = [nearby("OX1 5AB", "E07000180", lat, lon)]
+        if lon == -1.254:  # Kennington: an Oxford postcode near the Vale's, too
+            found += [nearby("OX1 5AA", "E07000180", lat, lon)] * 2
+            found.append(nearby("OX1 4XX", "E07000178", lat, lon))
+        return {"status": 200, "result": found}
 
     server = ThreadedServer(app).start()
     yield server
@@ -229,6 +227,15 @@ async def test_http_locator_reads_postcodes_io_answers(postcodes_io):
         by_point = await locate(locator, lat=51.72, lon=-1.25)
         assert by_point.postcode == "OX1 5AB"
         assert by_point.precision == "point"
+        # Its nearest postcodes disagree: not the nearest one's council by luck.
+        between = await locate(locator, lat=51.724, lon=-1.254)
+        assert (between.district_code, between.postcode) == (None, None)
+        assert between.candidates == (("E07000180", 3), ("E07000178", 1))
+        assert between.note == (
+            "the 4 postcodes the HTTP locator gave near this point lie in more than one "
+            "district (E07000180: 3, E07000178: 1)"
+        )
+        assert (between.county_code, between.police_area) == ("E10000025", "E23000029")
 
 
 async def test_http_locator_down_falls_through_to_the_table():

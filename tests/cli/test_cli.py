@@ -61,6 +61,23 @@ def test_routes_explain_refuses_out_of_area_and_unknown_input(database_url):
     assert "no service 'unicorns'" in unknown.stderr
 
 
+def test_routes_explain_places_a_pin_and_an_address(database_url):
+    def at(*where: str, check: bool = True):
+        args = ("routes", "explain", "--service", "missed-bin", *where)
+        return iap(*args, database_url=database_url, check=check)
+
+    pin = at("--lat", "51.67", "--lon", "-1.295").stdout
+    assert "decision: vale-of-white-horse:" in pin
+    assert "(from the point, point via table)" in pin
+    edge = at("--lat", "51.724", "--lon", "-1.254").stdout
+    assert "decision: contact-centre: the district of 51.724,-1.254 cannot be decided" in edge
+    written = at("--address", "1 Ock Street, Abingdon OX14 5AG").stdout
+    assert "(from OX14 5AG, sector via table)" in written
+    half = at("--lat", "51.67", check=False)
+    assert half.returncode == 2
+    assert "give both lat and lon, or neither" in half.stderr
+
+
 def test_gazetteer_import_makes_answers_exact(database_url, tmp_path):
     onspd = tmp_path / "onspd.csv"
     onspd.write_text(
