@@ -129,10 +129,10 @@ def _is_upload(content_type: bytes, path: str) -> bool:
 
 
 def _acceptable(content_type: bytes, path: str) -> bool:
+    if path.startswith(OPEN311_PREFIX):  # Open311 clients post forms (GeoReport v2), only
+        return content_type in _FORM_BODIES
     if content_type == b"application/json" or content_type.endswith(b"+json"):
         return True
-    if path.startswith(OPEN311_PREFIX):  # Open311 clients post forms (GeoReport v2)
-        return content_type in _FORM_BODIES
     if _is_upload(content_type, path):
         return True
     if path == UNSUBSCRIBE_PATH or path.startswith(PAGE_PREFIXES):

@@ -30,6 +30,8 @@ router = APIRouter(prefix=definitions.PREFIX, tags=["open311"], include_in_schem
 READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 # Who may add to a request: the client that submitted it, or staff (as on /v1).
 SPEAKERS = (Scope.enquiries_submit, Scope.enquiries_read_all)
+# A token is given to the client that submitted: it may look its own up.
+TOKEN_HOLDER = Scope.enquiries_submit
 
 
 def _door(state: State) -> FrontDoor:
@@ -153,7 +155,7 @@ async def read_token(token: str, fmt: str, request: Request, door: Door) -> Resp
     """The service_request_id of a token given at submission."""
     answer = _format(fmt)
     pairs = _query_pairs(request)
-    caller = await api_key_caller(request, _one(pairs, "api_key"), *READERS, *SPEAKERS)
+    caller = await api_key_caller(request, _one(pairs, "api_key"), *READERS, TOKEN_HOLDER)
     service.check_jurisdiction(door.settings, pairs)
     found = await service.by_token(door, caller=caller, token=token)
     return render(found, answer, root="service_requests")
