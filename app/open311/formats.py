@@ -70,12 +70,13 @@ def render_bytes(data: Any, fmt: Format, *, root: str) -> tuple[bytes, str]:
     """The body and its content type."""
     if fmt is Format.json:
         text = json.dumps(_jsonable(data), ensure_ascii=False, allow_nan=False)
-        return text.encode(), JSON_TYPE
+        return text.encode(errors="replace"), JSON_TYPE
     element = _element(root, data)
     text = '<?xml version="1.0" encoding="utf-8"?>' + ElementTree.tostring(
         element, encoding="unicode"
     )
-    return text.encode(), XML_TYPE
+    # A lone surrogate (no UTF-8 for it) becomes "?" rather than an error.
+    return text.encode(errors="replace"), XML_TYPE
 
 
 def w3c(moment: datetime | None) -> str | None:

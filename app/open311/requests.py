@@ -17,17 +17,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import structlog
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.attachments.files import Prepared
 from app.attachments.service import signed_url
 from app.catalogue.status import FINAL, Status
 from app.clients.service import Caller
 from app.conversation.service import Conversation, Speaker, add_information
 from app.core import reference as references
 from app.core.db import reading
-from app.core.errors import FieldError, InvalidReference, NotFound, ValidationFailed
+from app.core.errors import (
+    DomainError,
+    FieldError,
+    InvalidReference,
+    NotFound,
+    ValidationFailed,
+)
 from app.core.models import (
     attachment_table,
     dispatch_table,
@@ -44,6 +52,7 @@ from app.intake.service import IntakeContext, accept_enquiry
 from app.open311.mapping import SINGLE, Pairs, read_request_form, single_values
 from app.open311.media import fetch_media
 
+log = structlog.get_logger()
 e = enquiry_table.c
 d = dispatch_table.c
 a = attachment_table.c
@@ -113,13 +122,7 @@ async def submit(door: FrontDoor, *, caller: Caller, pairs: Pairs) -> list[dict[
     )
     assert isinstance(created, EnquiryCreated)  # no Idempotency-Key: never a stored replay
     if photo is not None:
-        await add_information(
-            door.conversation,
-            reference=created.reference,
-            speaker=Speaker(caller=caller),
-            text=None,
-            files=[photo],
-        )
+        await _keep_photo(door, caller, created.reference, photo)
     async with reading(door.intake.engine) as conn:
         token = await conn.scalar(
             select(e.id).where(e.reference == references.parse(created.reference))
@@ -135,16 +138,47 @@ async def submit(door: FrontDoor, *, caller: Caller, pairs: Pairs) -> list[dict[
     ]
 
 
+async def _keep_photo(door: FrontDoor, caller: Caller, reference: str, photo: Prepared) -> None:
+    """The request's photo, on the enquiry just made. The enquiry stands if this fails (its
+    answer must still reach the client, or a retry would make it twice); it is logged."""
+    try:
+        await add_information(
+            door.conversation,
+            reference=reference,
+            speaker=Speaker(caller=caller),
+            text=None,
+            files=[photo],
+        )
+    except DomainError as error:
+        log.warning("open311.photo_not_kept", reference=reference, error=error.slug)
+
+
 @dataclass(frozen=True)
 class RequestQuery:
     """GET requests' filters, read."""
 
     ids: tuple[str, ...] = ()
-    service_code: str | None = None
+    service_codes: tuple[str, ...] = ()
     start: datetime | None = None
     end: datetime | None = None
-    status: str | None = None  # open or closed
+    statuses: frozenset[str] = frozenset()  # open, closed, or both (no filter)
     extra: list[ColumnElement[bool]] = field(default_factory=list)
+
+
+def comma_list(text: str | None) -> tuple[str, ...]:
+    """The spec's "comma delimited" values, blanks left out."""
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())[:MAX_IDS]
+
+
+def parse_statuses(text: str | None) -> frozenset[str]:
+    """open, closed or both (a comma list); 400 for another word."""
+    statuses = frozenset(comma_list(text))
+    if not statuses <= {"open", "closed"}:
+        raise ValidationFailed(
+            "status is open or closed (or both, comma delimited).",
+            [FieldError("open or closed", parameter="status")],
+        )
+    return statuses
 
 
 def parse_ids(text: str | None) -> tuple[str, ...]:
@@ -174,11 +208,11 @@ async def list_requests(
     else:
         start, end = _window(door.settings, query, now)
         conditions += [e.created_at >= start, e.created_at <= end]
-    if query.service_code:
-        conditions.append(e.service_code == query.service_code)
-    if query.status == "closed":
+    if query.service_codes:
+        conditions.append(e.service_code.in_(query.service_codes))
+    if query.statuses == {"closed"}:
         conditions.append(e.status.in_(sorted(FINAL)))
-    elif query.status == "open":
+    elif query.statuses == {"open"}:
         conditions.append(e.status.not_in(sorted(FINAL)))
     limit = door.settings.open311.max_requests
     async with reading(door.intake.engine, one_snapshot=True) as conn:
@@ -447,7 +481,7 @@ async def _add(
     caller: Caller,
     reference: str,
     text: str | None,
-    photo: Any,
+    photo: Prepared | None,
     message_id: uuid.UUID | None,
 ) -> uuid.UUID:
     try:

@@ -123,17 +123,12 @@ async def list_requests(fmt: str, request: Request, door: Door) -> Response:
     pairs = _query_pairs(request)
     caller = await api_key_caller(request, _one(pairs, "api_key"), *READERS)
     service.check_jurisdiction(door.settings, pairs)
-    status = _one(pairs, "status")
-    if status not in (None, "open", "closed"):
-        raise ValidationFailed(
-            "status is open or closed.", [FieldError("open or closed", parameter="status")]
-        )
     query = RequestQuery(
         ids=service.parse_ids(_one(pairs, "service_request_id")),
-        service_code=_one(pairs, "service_code"),
+        service_codes=service.comma_list(_one(pairs, "service_code")),
         start=_date(pairs, "start_date"),
         end=_date(pairs, "end_date"),
-        status=status,
+        statuses=service.parse_statuses(_one(pairs, "status")),
     )
     found = await service.list_requests(door, caller=caller, query=query)
     return render(found, answer, root="service_requests")

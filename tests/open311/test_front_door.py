@@ -341,6 +341,8 @@ async def test_the_filters_of_get_requests(anonymous, engine, client):
     assert await found(service_code="pothole") == [pothole["service_request_id"]]
     assert await found(status="closed") == [second["service_request_id"]]
     assert second["service_request_id"] not in await found(status="open")
+    assert await found(status="open,closed") == await found()  # comma delimited, as the spec
+    assert await found(service_code="pothole,missed-bin") == await found()
     listed = f"{first['service_request_id']},{pothole['service_request_id']}"
     assert set(await found(service_request_id=listed)) == {
         first["service_request_id"],
