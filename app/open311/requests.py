@@ -110,9 +110,7 @@ def status_word(status: str) -> str:
 async def submit(door: FrontDoor, *, caller: Caller, pairs: Pairs) -> list[dict[str, Any]]:
     """POST requests: the form as an enquiry through intake, its photo kept with it."""
     check_jurisdiction(door.settings, pairs)
-    form = read_request_form(
-        pairs, catalogue=door.intake.catalogue, channel=Channel(caller.channel or Channel.app)
-    )
+    form = read_request_form(pairs, catalogue=door.intake.catalogue, channel=_channel(caller))
     photo = None
     if form.media_url is not None:
         # Fetched before anything is stored: a photo that cannot be kept refuses the request.
@@ -136,6 +134,12 @@ async def submit(door: FrontDoor, *, caller: Caller, pairs: Pairs) -> list[dict[
             "account_id": None,
         }
     ]
+
+
+def _channel(caller: Caller) -> Channel:
+    """The key's own channel if it is bound to one (intake holds it to that), else `app`."""
+    channels = {channel.value: channel for channel in Channel}
+    return channels.get(caller.channel or "", Channel.app)
 
 
 async def _keep_photo(door: FrontDoor, caller: Caller, reference: str, photo: Prepared) -> None:

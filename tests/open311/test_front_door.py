@@ -473,3 +473,17 @@ async def test_v1_enquiries_are_open311_requests_too(anonymous, engine):
     reference = made.json()["reference"]
     [request] = (await anonymous.get(f"{V2}/requests/{reference}.json?api_key={key}")).json()
     assert (request["service_code"], request["zipcode"]) == ("pothole", "OX4 1AA")
+
+
+async def test_a_key_bound_to_a_channel_submits_on_it(anonymous, engine):
+    partner = await make_key(
+        engine, Scope.enquiries_submit, Scope.enquiries_read, channel="partner"
+    )
+    answer = await post(anonymous, missed_bin_form(partner, address_string="Banbury"))
+    assert answer.status_code == 201, answer.text
+    reference = answer.json()[0]["service_request_id"]
+    async with reading(engine) as conn:
+        channel = await conn.scalar(
+            select(enquiry_table.c.channel).where(enquiry_table.c.reference == parse(reference))
+        )
+    assert channel == "partner"
