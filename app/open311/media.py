@@ -15,6 +15,8 @@ from app.core.outbound import OutboundRefused
 from app.core.settings import AttachmentSettings
 
 MAX_URL = 2000
+# However slowly a server drips the file, a request waits no longer than this for it.
+FETCH_SECONDS = 30.0
 
 
 async def fetch_media(
@@ -28,7 +30,8 @@ async def fetch_media(
     if http is None:
         raise _refused("this gateway fetches no media")
     try:
-        content = await _download(http, url, settings.max_bytes)
+        async with asyncio.timeout(FETCH_SECONDS):
+            content = await _download(http, url, settings.max_bytes)
         return await asyncio.to_thread(prepare, content, settings)
     except ValidationFailed:
         raise
@@ -36,7 +39,7 @@ async def fetch_media(
         raise _refused(error.detail) from None
     except OutboundRefused:
         raise _refused("its address may not be called from this gateway") from None
-    except (httpx.HTTPError, ValueError) as error:
+    except (httpx.HTTPError, ValueError, TimeoutError) as error:
         raise _refused(f"it could not be fetched ({type(error).__name__})") from None
 
 
