@@ -42,6 +42,7 @@ from app.routers import (
     inbound,
     kiosk,
     meta,
+    open311,
     parts,
     privacy,
     stuck,
@@ -103,6 +104,7 @@ def create_app(
                 outbound=guard,
                 attachments=running.attachments,
                 wake_follow_ups=running.follow_ups.wake if run_dispatcher else lambda: None,
+                http=running.client,
             )
             app.state.runtime = running
             app.state.readiness = meta.Readiness(
@@ -155,6 +157,7 @@ def create_app(
         alerts.router,
         track.router,
         kiosk.router,
+        open311.router,
         meta.router,
     ):
         app.include_router(router)

@@ -26,6 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     # subscriptions and moves parts as updates do.
     # The conversation after submission: it closes parts as casework does and sends
     # follow-ups with the dispatcher's snapshot.
+    # The Open311 front door: a channel in front of intake and the conversation.
+    ("open311",),
     ("conversation",),
     ("casework",),
     ("partners", "privacy", "alerts"),

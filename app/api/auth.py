@@ -42,16 +42,36 @@ async def optional_caller(
         if request.headers.get("authorization"):
             raise NoValidKey("Send the API key as `Authorization: Bearer <key>`.")
         return None
+    return await _known_caller(request, credentials.credentials, "API key")
+
+
+async def _known_caller(request: Request, key: str, named: str) -> Caller:
+    """The client of a key, counted against its rate limit; 401 (after counting the address)
+    when no client has it."""
     state = request.app.state.iap
     caller = await authenticate(
-        state.engine, credentials.credentials, cache_seconds=state.settings.api.key_cache_seconds
+        state.engine, key, cache_seconds=state.settings.api.key_cache_seconds
     )
     if caller is None:
         await limit_address(request)
-        raise NoValidKey("That API key is not known, or it has been revoked.")
+        raise NoValidKey(f"That {named} is not known, or it has been revoked.")
     bind_client(caller.name)
     await limit_caller(request, caller)
     return caller
+
+
+async def api_key_caller(request: Request, api_key: str | None, *scopes: Scope) -> Caller:
+    """Open311's way (app/routers/open311.py): the key as the `api_key` field of the form or
+    query, else as `Authorization: Bearer`; authenticated, counted and scoped as every key is.
+    The caller, if it holds one of `scopes`; 401 without a valid key, 403 without the scope
+    (which Open311's errors answer as 403 alike)."""
+    if not api_key:
+        credentials = await bearer(request)
+        api_key = credentials.credentials if credentials else None
+    if not api_key:
+        await limit_address(request)
+        raise NoValidKey("This needs an api_key: an API key from `iap clients create`.")
+    return check_scope(await _known_caller(request, api_key, "api_key"), scopes)
 
 
 def check_scope(caller: Caller | None, scopes: tuple[Scope, ...]) -> Caller:
@@ -86,6 +106,11 @@ async def admit(request: Request) -> None:
     as every call without a key is."""
     if request.url.path.startswith("/v1/inbound/"):
         await limit_inbound(request)
+        return
+    if request.url.path.startswith("/open311/"):
+        # Open311 sends its api_key in the form (app.routers.open311 checks it once read):
+        # a refused body is counted per address, as every call without a key is.
+        await limit_address(request)
         return
     if "token" in request.query_params and not request.headers.get("authorization"):
         # The citizen speaks by their enquiry's token (app.routers.conversation): counted per

@@ -24,6 +24,8 @@ from app.api.problems import (
     refused_body,
 )
 from app.core.settings import Environment, Settings
+from app.open311.errors import PREFIX as OPEN311_PREFIX
+from app.open311.errors import format_of_path, from_problem
 from app.web.pages import PAGE_PREFIXES
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -127,6 +129,8 @@ def _is_upload(content_type: bytes, path: str) -> bool:
 
 
 def _acceptable(content_type: bytes, path: str) -> bool:
+    if path.startswith(OPEN311_PREFIX):  # Open311 clients post forms (GeoReport v2), only
+        return content_type in _FORM_BODIES
     if content_type == b"application/json" or content_type.endswith(b"+json"):
         return True
     if _is_upload(content_type, path):
@@ -188,7 +192,59 @@ def add_http_guards(app: FastAPI, settings: Settings) -> None:
     # Outside Starlette's own outermost error handler, so an unexpected 500 carries them too.
     build = app.build_middleware_stack
     hsts = settings.env is Environment.production
-    app.build_middleware_stack = lambda: SecurityHeaders(build(), hsts=hsts)  # type: ignore[method-assign]
+    app.build_middleware_stack = lambda: SecurityHeaders(  # type: ignore[method-assign]
+        Open311Errors(build()), hsts=hsts
+    )
+
+
+class Open311Errors:
+    """Under /open311/, every problem+json answer (a guard's, a dependency's, a route's, an
+    unexpected error's) turned into Open311's errors array, in the format the path names."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(OPEN311_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def rewrite(message: Message) -> None:
+            if message["type"] == "http.response.start" and _is_problem(message):
+                held.append(message)
+                return
+            if not held or message["type"] != "http.response.body":
+                await send(message)
+                return
+            held.append(message)
+            if message.get("more_body", False):
+                return
+            start, *parts = held
+            body = b"".join(part.get("body", b"") for part in parts)
+            status, content, content_type = from_problem(
+                start["status"], body, format_of_path(scope["path"])
+            )
+            headers = [
+                (name, value)
+                for name, value in start["headers"]
+                if name not in (b"content-type", b"content-length", b"www-authenticate")
+            ]
+            headers += [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(content)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+
+        await self.app(scope, receive, rewrite)
+
+
+def _is_problem(start: Message) -> bool:
+    return any(
+        name == b"content-type" and value.startswith(b"application/problem+json")
+        for name, value in start["headers"]
+    )
 
 
 class ProblemCORS(CORSMiddleware):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +32,8 @@ class AppState:
     attachments: AttachmentStore  # sealed photos and documents (app/attachments)
     # New follow-ups are waiting (app.conversation): this process's sender claims them now.
     wake_follow_ups: Callable[[], None] = field(default=lambda: None)
+    # The one shared outbound client (guarded in production): Open311 media_url fetches.
+    http: httpx.AsyncClient | None = None
 
 
 async def get_state(request: Request) -> AppState:

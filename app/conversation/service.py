@@ -122,9 +122,11 @@ async def add_information(
     text: str | None,
     files: Sequence[Prepared] = (),
     now: datetime | None = None,
+    message_id: uuid.UUID | None = None,
 ) -> MessageOut:
     """More detail, photos or documents: kept, and sent to every organisation holding a live
-    part. 422 with neither text nor files; 409 once the enquiry is over."""
+    part. 422 with neither text nor files; 409 once the enquiry is over. A `message_id` the
+    caller chose (made from a client's own update id) is kept once: a repeat fails on it."""
     if not text and not files:
         raise ValidationFailed("Send the information as `text`, or one or more `files`, or both.")
     return await _say(
@@ -135,6 +137,7 @@ async def add_information(
         text=text,
         files=files,
         now=now or utcnow(),
+        message_id=message_id,
     )
 
 
@@ -208,9 +211,10 @@ async def _say(
     text: str | None,
     now: datetime,
     files: Sequence[Prepared] = (),
+    message_id: uuid.UUID | None = None,
 ) -> MessageOut:
     canonical = references.parse(reference)
-    message_id = uuid.uuid4()
+    message_id = message_id or uuid.uuid4()
     rows: list[dict[str, Any]] = []
     if files:
         # Put in the store first (slow I/O outside the transaction); taken out if it fails.

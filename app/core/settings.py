@@ -279,6 +279,18 @@ class AttachmentSettings(BaseModel):
     url_seconds: float = Field(default=7 * 86400.0, gt=0)
 
 
+class Open311Settings(BaseModel):
+    """The Open311 GeoReport v2 front door (docs/open311.md)."""
+
+    # The one jurisdiction this gateway answers for; a request naming another is 404.
+    jurisdiction_id: str = Field(default="oxfordshire.gov.uk", min_length=1, max_length=100)
+    # How long GET requests looks back without start_date (the spec's 90 days), and its cap.
+    default_days: int = Field(default=90, ge=1, le=3650)
+    max_requests: int = Field(default=1000, ge=1, le=1000)
+    # Where a client reads the gateway's contact details (the discovery document).
+    contact: str = Field(default="Your gateway operator", max_length=500)
+
+
 class FollowUpSettings(LeaseQueueSettings):
     """Information, withdrawals and reopenings carried to the back-offices."""
 
@@ -373,6 +385,7 @@ class Settings(BaseSettings):
     stuck: StuckSettings = StuckSettings()
     attachments: AttachmentSettings = AttachmentSettings()
     follow_ups: FollowUpSettings = FollowUpSettings()
+    open311: Open311Settings = Open311Settings()
     alerts: AlertSettings = AlertSettings()
     console: ConsoleSettings = ConsoleSettings()
     kiosk: KioskSettings = KioskSettings()

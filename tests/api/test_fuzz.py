@@ -693,3 +693,175 @@ async def test_any_attachment_read_is_answered(
     read = await (anonymous.get(f"{path}?token={token}") if by_token else client.get(path))
     assert_answered(read)
     assert read.status_code != 200
+
+
+# --- the Open311 front door (app/routers/open311.py): forms and queries as civic apps send ----
+
+_OPEN311_NAMES = st.sampled_from(
+    [
+        "api_key",
+        "jurisdiction_id",
+        "service_code",
+        "lat",
+        "long",
+        "address_string",
+        "address_id",
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "description",
+        "media_url",
+        "device_id",
+        "account_id",
+        "attribute[bin_type]",
+        "attribute[waste_type][]",
+        "attribute[depth_cm]",
+        "attribute[collection_date]",
+        "service_request_id",
+        "update_id",
+        "updated_datetime",
+        "status",
+        "start_date",
+        "end_date",
+    ]
+) | st.builds(
+    lambda code, many: f"attribute[{code}]{'[]' if many else ''}", fuzz.odd_text, st.booleans()
+)
+_OPEN311_VALUES = st.one_of(
+    fuzz.odd_text,
+    st.text(max_size=4100),
+    st.sampled_from(
+        [
+            "missed-bin",
+            "fly-tipping",
+            "pothole",
+            "garden",
+            "furniture",
+            "52.06",
+            "-1.34",
+            "nan",
+            "inf",
+            "1e400",
+            "95",
+            "12345",
+            "http://127.0.0.1:9/x.jpg",
+            "open",
+            "closed",
+            "2026-12-01T00:00:00Z",
+            "MINE",
+            "oxfordshire.gov.uk",
+            "",
+        ]
+    ),
+)
+_OPEN311_PAIRS = st.lists(st.tuples(_OPEN311_NAMES, _OPEN311_VALUES), max_size=14)
+# A form that would be accepted (a missed bin, or information for our enquiry), a few fields
+# changed: so the fuzz reaches acceptance as well as each refusal.
+_OPEN311_VALID = {
+    "service_code": "missed-bin",
+    "address_string": "Bridge Street, Banbury",
+    "attribute[bin_type]": "garden",
+    "description": "Missed again",
+    "service_request_id": "MINE",
+}
+_OPEN311_FORMS = _OPEN311_PAIRS | st.lists(
+    st.tuples(_OPEN311_NAMES, _OPEN311_VALUES), max_size=3
+).map(lambda changes: list({**_OPEN311_VALID, **dict(changes)}.items()))
+_OPEN311_PATHS = st.sampled_from(
+    [
+        "discovery.{fmt}",
+        "services.{fmt}",
+        "services/{segment}.{fmt}",
+        "requests.{fmt}",
+        "requests/{segment}.{fmt}",
+        "tokens/{segment}.{fmt}",
+        "servicerequestupdates.{fmt}",
+        "{segment}.{fmt}",
+    ]
+)
+
+
+def assert_open311_answered(response: httpx.Response) -> None:
+    """Never a 5xx; an error is Open311's array of {code, description}, in the format asked."""
+    if currently_in_test_context():
+        event(f"open311 {response.status_code}")
+    assert response.status_code < 500, response.text
+    if response.status_code < 400:
+        return
+    if response.headers["content-type"].startswith("text/xml"):
+        assert response.text.startswith('<?xml version="1.0" encoding="utf-8"?><errors><error>')
+        assert f"<code>{response.status_code}</code>" in response.text
+        return
+    assert response.headers["content-type"] == "application/json", response.text
+    [error] = response.json()
+    assert error["code"] == response.status_code
+    assert isinstance(error["description"], str)
+
+
+async def _open311_stored(engine: AsyncEngine) -> tuple[Stored, tuple[int, int, int, int]]:
+    return await stored(engine), await _conversation_stored(engine)
+
+
+@pytest.fixture
+async def open311_key(app) -> str:
+    from app.clients.service import Scope
+    from tests.conftest import make_key
+
+    return await make_key(app.state.iap.engine, Scope.enquiries_submit, Scope.enquiries_read)
+
+
+@given(
+    form=_OPEN311_FORMS,
+    with_key=st.sampled_from([True, True, True, False]),
+    fmt=st.sampled_from(["json", "xml"]),
+    content_type=st.sampled_from(
+        ["application/x-www-form-urlencoded"] * 4
+        + ["multipart/form-data; boundary=x", "text/plain", "application/json"]
+    ),
+    updates=st.booleans(),
+)
+async def test_any_open311_form_is_answered_and_stored_whole_or_not(
+    anonymous, engine, spoken_to, open311_key, form, with_key, fmt, content_type, updates
+):
+    reference, _ = spoken_to
+    pairs = [(k, reference if v == "MINE" else v) for k, v in form]
+    if with_key:
+        pairs.append(("api_key", open311_key))
+    body = urlencode(
+        [(k.encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass")) for k, v in pairs]
+    )
+    path = f"/open311/v2/{'servicerequestupdates' if updates else 'requests'}.{fmt}"
+    before = await _open311_stored(engine)
+    response = await anonymous.post(path, content=body, headers={"content-type": content_type})
+    assert_open311_answered(response)
+    after = await _open311_stored(engine)
+    if response.status_code != 201:
+        assert after == before, response.text
+    elif not updates:
+        assert after[0].enquiries == before[0].enquiries + 1
+
+
+@given(
+    path=_OPEN311_PATHS,
+    segment=fuzz.odd_text | fuzz.reference_texts | st.just("missed-bin"),
+    fmt=st.sampled_from(["json", "xml", "JSON", "csv", ""]) | fuzz.odd_text,
+    query=fuzz.list_query_strings()
+    | st.lists(st.tuples(_OPEN311_NAMES, _OPEN311_VALUES)).map(
+        lambda pairs: urlencode(
+            [
+                (k.encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass"))
+                for k, v in pairs
+            ]
+        )
+    ),
+    with_key=st.booleans(),
+)
+async def test_any_open311_read_is_answered(
+    anonymous, spoken_to, open311_key, path, segment, fmt, query, with_key
+):
+    url = "/open311/v2/" + path.format(segment=_escaped(segment), fmt=_escaped(fmt))
+    if with_key:
+        query = f"{query}&api_key={open311_key}"
+    response = await anonymous.get(f"{url}?{query}")
+    assert_open311_answered(response)

@@ -41,6 +41,7 @@ SIGNED = "signed"  # a link we signed is the proof (a file's URL, an unsubscribe
 TOKEN = "token"  # the citizen's page: their access token is the proof, a key changes nothing
 CONSOLE = "console"  # a console page: a staff session is the proof; anyone else is sent to sign in
 KIOSK = "kiosk"  # the kiosk's pages: the device's sealed cookie is the proof, a key changes nothing
+OPEN311 = "open311"  # Open311's api_key (form, query or Bearer), refused in Open311's shape
 
 # Every route of the app and who may call it. A route missing here fails the first test, so a
 # new route cannot be added without deciding this.
@@ -149,6 +150,16 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("POST", "/kiosk/submit"): KIOSK,
     ("GET", "/kiosk/receipt"): KIOSK,
     ("GET", "/kiosk/still-there"): KIOSK,
+    # The Open311 front door (app/routers/open311.py): its scopes in OPEN311_SCOPES.
+    ("GET", "/open311/v2/discovery.{fmt}"): PUBLIC,
+    ("GET", "/open311/v2/services.{fmt}"): PUBLIC,
+    ("GET", "/open311/v2/services/{code}.{fmt}"): PUBLIC,
+    ("POST", "/open311/v2/requests.{fmt}"): OPEN311,
+    ("GET", "/open311/v2/requests.{fmt}"): OPEN311,
+    ("GET", "/open311/v2/requests/{request_id}.{fmt}"): OPEN311,
+    ("GET", "/open311/v2/tokens/{token}.{fmt}"): OPEN311,
+    ("GET", "/open311/v2/servicerequestupdates.{fmt}"): OPEN311,
+    ("POST", "/open311/v2/servicerequestupdates.{fmt}"): OPEN311,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/problems/{slug}"): PUBLIC,
@@ -157,8 +168,22 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
 }
+OPEN311_SCOPES: dict[tuple[str, str], tuple[Scope, ...]] = {
+    ("POST", "/open311/v2/requests.{fmt}"): (Scope.enquiries_submit,),
+    ("GET", "/open311/v2/requests.{fmt}"): READERS,
+    ("GET", "/open311/v2/requests/{request_id}.{fmt}"): READERS,
+    ("GET", "/open311/v2/tokens/{token}.{fmt}"): (*READERS, Scope.enquiries_submit),
+    ("GET", "/open311/v2/servicerequestupdates.{fmt}"): READERS,
+    ("POST", "/open311/v2/servicerequestupdates.{fmt}"): (
+        Scope.enquiries_submit,
+        Scope.enquiries_read_all,
+    ),
+}
 PATH_VALUES = {
     "code": "pothole",
+    "fmt": "json",
+    "request_id": "K7Q-M4X-PB6",
+    "token": "00000000-0000-4000-8000-000000000000",
     "slug": "validation",
     "subscription_id": "00000000-0000-4000-8000-000000000000",
     "organisation_id": "oxfordshire-county",
@@ -208,6 +233,9 @@ async def call(http: Any, method: str, path: str, reference: str, key: str | Non
     )
     headers = bearer(key) if key else {}
     body = BODIES.get(path, {})
+    if method == "POST" and path.startswith("/open311/"):  # Open311 posts forms
+        form = {"service_code": "pothole", "address_string": "High Street"}
+        return await http.post(url, data=form, headers=headers)
     if method == "POST":
         return await http.post(url, json=body, headers=headers)
     if method == "DELETE":
@@ -262,6 +290,9 @@ async def test_each_route_answers_by_key_and_scope(method, path, client, anonymo
         with_key = await call(anonymous, method, path, reference, admin)
         assert (with_key.status_code, with_key.text) == (403, answer.text)
         return
+    if policy == OPEN311:
+        await _answers_by_api_key(anonymous, engine, method, path, reference, answer)
+        return
     if policy == OWN_AUTH:
         admin = await make_key(engine, Scope.admin)
         signed_by_nobody = await call(anonymous, method, path, reference, admin)
@@ -283,6 +314,28 @@ async def test_each_route_answers_by_key_and_scope(method, path, client, anonymo
     which = "one of the scopes: " if len(policy) > 1 else "the scope "
     assert wrong.json()["detail"] == f"This needs an API key with {which}{named}."
     for scope in (*policy, Scope.admin):
+        right = await call(anonymous, method, path, reference, await make_key(engine, scope))
+        assert right.status_code not in (401, 403), (scope, right.text)
+
+
+async def _answers_by_api_key(
+    anonymous: Any, engine: Any, method: str, path: str, reference: str, answer: Any
+) -> None:
+    """Open311 says 403 for a missing or bad api_key and for one without the scope, as its
+    own errors array; a key with the scope gets through."""
+    scopes = OPEN311_SCOPES[(method, path)]
+    assert answer.status_code == 403, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()[0]["code"] == 403
+    unknown = await call(anonymous, method, path, reference, "iap_000000000000_nope")
+    assert unknown.status_code == 403
+    others = [s for s in Scope if s not in scopes and s is not Scope.admin]
+    wrong = await call(anonymous, method, path, reference, await make_key(engine, *others))
+    assert wrong.status_code == 403, wrong.text
+    named = ", ".join(s.value for s in scopes)
+    which = "one of the scopes: " if len(scopes) > 1 else "the scope "
+    assert wrong.json()[0]["description"] == f"This needs an API key with {which}{named}."
+    for scope in (*scopes, Scope.admin):
         right = await call(anonymous, method, path, reference, await make_key(engine, scope))
         assert right.status_code not in (401, 403), (scope, right.text)
 
