@@ -2,8 +2,8 @@
 `georeport` client reading it in JSON and XML, the XML's element names and nesting as the
 spec gives them, and a FixMyStreet-shaped flow end to end: the services list, a POST with
 answers and a photo, the enquiry delivered once to Cherwell's Open311 back-office (the
-sandbox), the back-office moving the case, and that status fetched back through
-servicerequestupdates."""
+sandbox) with the photo following it once without its EXIF, the back-office moving the case,
+and that status fetched back through servicerequestupdates."""
 
 from __future__ import annotations
 
@@ -25,11 +25,10 @@ from app.core.db import create_engine
 from app.core.settings import Settings
 from app.main import create_app
 from tests.attachments.images import phone_photo
-from tests.conftest import ThreadedServer, make_key
+from tests.conftest import ThreadedServer, free_port, make_key
 from tests.open311.helpers import (
     V2,
     Files,
-    add_cherwell_postcode,
     as_list,
     file_server,
     missed_bin_form,
@@ -47,15 +46,18 @@ class Live:
 @pytest.fixture
 async def live(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
     """The gateway under uvicorn with its dispatcher and poller running (statuses polled
-    every half second), a gazetteer postcode beside the Banbury pin, and a key."""
+    every half second), reached at its own port (the signed links of its files), no gazetteer
+    (the Banbury pin is placed by the built-in table, as on a fresh install), and a key."""
     monkeypatch.setenv("IAP_STATUS_POLL_SECONDS", "0.5")
     engine = create_engine(settings.database_url)
     try:
-        await add_cherwell_postcode(engine)
         key = await make_key(engine, Scope.enquiries_submit, Scope.enquiries_read)
     finally:
         await engine.dispose()
-    server = ThreadedServer(create_app(settings), lifespan="on").start()
+    # Reached where it serves, so a back-office can fetch the signed links of its files.
+    port = free_port()
+    settings = settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})
+    server = ThreadedServer(create_app(settings), port=port, lifespan="on").start()
     try:
         yield Live(url=f"{server.url}{V2}", key=key)
     finally:
@@ -264,7 +266,19 @@ async def test_a_fixmystreet_shaped_flow_end_to_end(live, photos, back_office, s
 
     request = await asyncio.to_thread(read_back)
     assert request["agency_responsible"] == "Cherwell District Council"
-    assert request["media_url"].startswith("http://127.0.0.1:8000/v1/attachments/")
+    assert request["media_url"].startswith(f"{live.url.removesuffix(V2)}/v1/attachments/")
+
+    # The photo follows the delivery, once, fetched by Cherwell without its EXIF.
+    def photo_at_cherwell() -> list[dict[str, Any]]:
+        return [
+            file
+            for entry in case.get("follow_ups", [])
+            if entry["kind"] == "information"
+            for file in entry["attachments"]
+        ]
+
+    [photo] = await eventually(photo_at_cherwell, within=15, what="the photo at Cherwell")
+    assert (photo["content_type"], photo["exif"]) == ("image/jpeg", False)
 
     # 4. The back-office moves the case; the gateway polls it.
     async with httpx.AsyncClient(base_url=f"{sandbox.url}/_sandbox", timeout=5) as admin:
