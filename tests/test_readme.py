@@ -122,7 +122,8 @@ def next_poll(port: int, key: str) -> str:
 
 @pytest.mark.e2e
 def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, key, tmp_path):
-    submit, read_back, citizen_read, information, subject_access, history, triage = readme_curls()
+    curls = readme_curls()
+    submit, read_back, citizen_read, open311, information, subject_access, history, triage = curls
     created = run(submit, gateway, key)
     assert created["status"] == "routed"
     assert created["destinations"][0]["organisation_id"] == "cherwell"
@@ -164,6 +165,15 @@ def test_the_readme_core_flow_works_as_written(gateway, back_office, sandbox, ke
         "phone": "********000",
         "preferred_contact": "phone",
     }
+    # An Open311 app's pin in Banbury reaches Cherwell too, through the same intake.
+    [made] = run(open311, gateway, key)
+    assert set(made) == {"service_request_id", "token", "service_notice", "account_id"}
+    deadline = time.monotonic() + 10
+    while len(back_office.cases["cherwell"]) < 2:
+        assert time.monotonic() < deadline, "the Open311 request never reached Cherwell"
+        time.sleep(0.05)
+    references = {c["reference"] for c in back_office.cases["cherwell"].values()}
+    assert references == {created["reference"], made["service_request_id"]}
     # They add a photo from their phone: Cherwell's case gets it once, without its EXIF.
     (tmp_path / "bin.jpg").write_bytes(photo(exif=True))
     information_command = information.replace("K7Q-M4X-PB6", created["reference"]).replace(
