@@ -27,10 +27,15 @@ def routes_explain(
     postcode: Annotated[
         str | None, typer.Option("--postcode", metavar="POSTCODE", help="e.g. OX14 3DB, or OX14")
     ] = None,
-    lat: Annotated[float | None, typer.Option("--lat", help="a pin's latitude")] = None,
-    lon: Annotated[float | None, typer.Option("--lon", help="a pin's longitude")] = None,
+    lat: Annotated[
+        float | None, typer.Option("--lat", metavar="LAT", help="a pin's latitude")
+    ] = None,
+    lon: Annotated[
+        float | None, typer.Option("--lon", metavar="LON", help="a pin's longitude")
+    ] = None,
     address: Annotated[
-        str | None, typer.Option("--address", help="address text, e.g. '1 Ock St, OX14 5AG'")
+        str | None,
+        typer.Option("--address", metavar="TEXT", help="address text, e.g. '1 Ock St, OX14 5AG'"),
     ] = None,
 ) -> None:
     """Print where an enquiry for SERVICE at a postcode, pin or address would go, and why: the

@@ -54,8 +54,10 @@ async def _agent(database_url: str) -> str:
 
 def sign_in(browser: webdriver.Chrome, url: str, email: str) -> None:
     browser.get(f"{url}/console/sign-in")
+    page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.ID, "email").send_keys(email)
     browser.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+    replaced(browser, page)  # Enter returns before the next page has loaded
     assert browser.find_element(By.TAG_NAME, "h1").text == "Hello, Jo Agent"
 
 
