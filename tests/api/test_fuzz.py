@@ -36,6 +36,7 @@ from app.core.models import (
     message_table,
     status_update_table,
 )
+from app.open311.mapping import SINGLE
 from tests import strategies as fuzz
 from tests.attachments.images import png_bomb
 from tests.conftest import bearer, enquiry_body, make_person
@@ -699,21 +700,7 @@ async def test_any_attachment_read_is_answered(
 
 _OPEN311_NAMES = st.sampled_from(
     [
-        "api_key",
-        "jurisdiction_id",
-        "service_code",
-        "lat",
-        "long",
-        "address_string",
-        "address_id",
-        "email",
-        "first_name",
-        "last_name",
-        "phone",
-        "description",
-        "media_url",
-        "device_id",
-        "account_id",
+        *SINGLE,
         "attribute[bin_type]",
         "attribute[waste_type][]",
         "attribute[depth_cm]",
