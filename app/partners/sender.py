@@ -45,7 +45,7 @@ from app.core.models import (
 from app.core.outbox import LeaseQueue, finished, new_row
 from app.core.reference import display
 from app.core.settings import WebhookSettings
-from app.core.vocabulary import OutboxState, Outcome, SubscriptionState
+from app.core.vocabulary import EventType, OutboxState, Outcome, SubscriptionState
 from app.intake.reading import Audience
 from app.partners.subscriptions import wants
 
@@ -70,6 +70,8 @@ class _Subscriber:
     def takes(self, event: Any, routed_to: set[str], submitted_by: str | None) -> bool:
         """Whether this subscription is sent the event."""
         since = max(self.created_at, self.enabled_at or self.created_at)
+        if event["type"] == EventType.ping:
+            return False  # queued for the subscription that asked for it, when it asked
         if event["created_at"] < since or not wants(self.events, event["type"]):
             return False
         if event["enquiry_id"] is None:

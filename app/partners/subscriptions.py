@@ -28,6 +28,7 @@ from app.core.errors import FieldError, Forbidden, NotFound, StateConflict, Vali
 from app.core.models import (
     WebhookDelivery,
     WebhookSubscription,
+    event_table,
     fetch_all,
     fetch_one,
     utcnow,
@@ -35,7 +36,8 @@ from app.core.models import (
     webhook_subscription_table,
 )
 from app.core.outbound import OutboundGuard, OutboundRefused
-from app.core.vocabulary import ANY_EVENT, AuditAction, SubscriptionState
+from app.core.outbox import new_row
+from app.core.vocabulary import ANY_EVENT, AuditAction, EventType, SubscriptionState
 from app.partners.schemas import (
     WebhookCreated,
     WebhookDeliveryOut,
@@ -304,6 +306,32 @@ async def rotate_secret(
     return WebhookRotated(
         **_out(subscription).model_dump(), secret=secret, previous_secret_until=until
     )
+
+
+async def send_ping(
+    *, engine: AsyncEngine, caller: Caller, subscription_id: uuid.UUID
+) -> WebhookDeliveryOut:
+    """Queue a `ping` for this subscription alone, sent by the worker like any event."""
+    now = utcnow()
+    event = {
+        "id": uuid.uuid4(),
+        "enquiry_id": None,
+        "organisation_id": None,
+        "type": EventType.ping,
+        "detail": "A test message: the subscription's endpoint and secret work.",
+        "created_at": now,
+    }
+    delivery = new_row(
+        now=now, subscription_id=subscription_id, event_id=event["id"], event_type=EventType.ping
+    )
+    async with writing(engine) as conn:
+        subscription = await _visible_one(conn, caller, subscription_id)
+        if subscription.state != SubscriptionState.active:
+            raise StateConflict("This subscription is disabled: enable it to test it.")
+        await conn.execute(event_table.insert(), event)
+        await conn.execute(webhook_delivery_table.insert(), delivery)
+    log.info("webhook.ping_queued", subscription=str(subscription_id))
+    return WebhookDeliveryOut.model_validate(delivery)
 
 
 async def reseal_secrets(*, engine: AsyncEngine, sealer: Sealer) -> int:

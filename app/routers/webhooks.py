@@ -13,6 +13,7 @@ from app.partners import subscriptions as webhooks
 from app.partners.schemas import (
     RotateIn,
     WebhookCreated,
+    WebhookDeliveryOut,
     WebhookDetail,
     WebhookIn,
     WebhookList,
@@ -183,3 +184,24 @@ async def rotate_webhook_secret(
         subscription_id=subscription_id,
         overlap_seconds=(request or RotateIn()).overlap_seconds,
     )
+
+
+@router.post(
+    "/v1/webhooks/{subscription_id}/test",
+    status_code=202,
+    response_model=WebhookDeliveryOut,
+    summary="Send a test ping to a subscription's endpoint",
+    responses=documented_problems(
+        {
+            404: "No such subscription (or not this client's)",
+            409: "The subscription is disabled",
+        },
+        lacks=_LACKS,
+    ),
+)
+async def ping_webhook(
+    subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
+) -> WebhookDeliveryOut:
+    """A `ping` event, queued for this subscription alone and sent like any other (signed,
+    retried); the answer is its delivery, to follow in `GET /v1/webhooks/{id}`."""
+    return await webhooks.send_ping(engine=engine, caller=caller, subscription_id=subscription_id)

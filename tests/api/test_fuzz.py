@@ -307,6 +307,7 @@ async def test_any_webhook_change_or_rotation_is_answered(
         f"{path}/rotate-secret", content=fuzz.encode(rotation), headers=JSON
     )
     assert_answered(rotated)
+    assert_answered(await client.post(f"{path}/test", content=fuzz.encode(rotation), headers=JSON))
 
 
 # --- status updates pushed by organisations --------------------------------------------------

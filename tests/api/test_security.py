@@ -68,6 +68,7 @@ POLICY: dict[tuple[str, str], str | tuple[Scope, ...]] = {
     ("POST", "/v1/webhooks/{subscription_id}/enable"): (Scope.webhooks_manage,),
     ("PATCH", "/v1/webhooks/{subscription_id}"): (Scope.webhooks_manage,),
     ("POST", "/v1/webhooks/{subscription_id}/rotate-secret"): (Scope.webhooks_manage,),
+    ("POST", "/v1/webhooks/{subscription_id}/test"): (Scope.webhooks_manage,),
     ("GET", "/v1/dispatches"): (Scope.deliveries_manage,),
     ("POST", "/v1/dispatches/redrive"): (Scope.deliveries_manage,),
     ("POST", "/v1/dispatches/{dispatch_id}/redrive"): (Scope.deliveries_manage,),

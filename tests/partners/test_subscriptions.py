@@ -262,3 +262,42 @@ async def test_patch_can_pause_a_subscription_and_enable_resumes_it(client, app,
     await enquire_and_deliver(client, app)
     [message] = receiver.to("paused")
     assert verified(message, made["secret"])["type"] == "enquiry.received"
+
+
+async def test_a_ping_reaches_only_the_subscription_tested_and_verifies(client, app, receiver):
+    tested = await subscribe(client, receiver, "tested", events=["enquiry.received"])
+    everything = await subscribe(client, receiver, "everything")
+    answer = await client.post(f"/v1/webhooks/{tested['id']}/test")
+    assert answer.status_code == 202, answer.text
+    queued = answer.json()
+    assert (queued["event_type"], queued["state"]) == ("ping", "pending")
+    await deliver_all(app)
+    [ping] = receiver.to("tested")
+    body = verified(ping, tested["secret"])
+    assert body["type"] == "ping"
+    assert body["data"]["event_id"] == queued["event_id"]
+    assert ping["headers"]["webhook-id"] == f"msg_{queued['event_id'].replace('-', '')}"
+    assert receiver.to("everything") == []  # "*" does not take another subscription's ping
+    [delivery] = (await client.get(f"/v1/webhooks/{tested['id']}")).json()["deliveries"]
+    assert (delivery["id"], delivery["state"], delivery["last_status"]) == (
+        queued["id"],
+        "delivered",
+        200,
+    )
+    assert everything["id"] != tested["id"]
+
+
+async def test_a_disabled_or_unseen_subscription_is_not_pinged(anonymous, engine, receiver):
+    owner = bearer(await make_key(engine, Scope.webhooks_manage))
+    other = bearer(await make_key(engine, Scope.webhooks_manage))
+    created = await anonymous.post(
+        "/v1/webhooks", json={"url": hook_url(receiver, "quiet"), "events": ["*"]}, headers=owner
+    )
+    path = f"/v1/webhooks/{created.json()['id']}"
+    hidden = await anonymous.post(f"{path}/test", headers=other)
+    assert hidden.status_code == 404
+    await anonymous.patch(path, json={"enabled": False}, headers=owner)
+    refused = await anonymous.post(f"{path}/test", headers=owner)
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert (await anonymous.get(path, headers=owner)).json()["deliveries"] == []
