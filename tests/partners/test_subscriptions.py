@@ -8,12 +8,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.clients.service import Scope
+from app.core.crypto import DEVELOPMENT_KEY, Sealer, new_key
 from app.core.models import audit_table, utcnow, webhook_subscription_table
-from tests.conftest import bearer, enquiry_body, make_key
+from app.main import create_app
+from app.partners.subscriptions import reseal_secrets
+from tests.conftest import bearer, enquiry_body, make_key, started
+from tests.core.test_outbound import PUBLIC, FakeResolver
 from tests.partners.test_webhooks import (
     Receiver,
     deliver_all,
@@ -23,9 +28,11 @@ from tests.partners.test_webhooks import (
     subscribe,
     verified,
 )
+from tests.test_production import RESOLVER, config_dir, organisations, production_settings
 
 __all__ = ["receiver", "receiver_server"]  # fixtures, shared with the feed's tests
 s = webhook_subscription_table.c
+IN = "10.1.2.3"  # an intranet address: never called in production
 
 
 def refused_by(message: dict[str, Any], secret: str) -> bool:
@@ -301,3 +308,31 @@ async def test_a_disabled_or_unseen_subscription_is_not_pinged(anonymous, engine
     assert refused.status_code == 409
     assert refused.headers["content-type"] == "application/problem+json"
     assert (await anonymous.get(path, headers=owner)).json()["deliveries"] == []
+
+
+async def test_production_refuses_an_internal_endpoint_by_patch_too(database_url, tmp_path):
+    resolver = FakeResolver({**RESOLVER, "partner.example.net": [PUBLIC], "in.example.net": [IN]})
+    settings = production_settings(database_url, config_dir(tmp_path, organisations()))
+    application = create_app(settings, run_dispatcher=False, resolver=resolver)
+    async with started(application, Scope.webhooks_manage, base_url="https://iap.test") as http:
+        public = "https://partner.example.net/events"
+        made = (await http.post("/v1/webhooks", json={"url": public, "events": ["*"]})).json()
+        for url in ("https://127.0.0.1:8443/events", "https://in.example.net/events"):
+            refused = await http.patch(
+                f"/v1/webhooks/{made['id']}", json={"url": url, "events": ["status.*"]}
+            )
+            assert refused.status_code == 422, url
+            assert [e["pointer"] for e in refused.json()["errors"]] == ["#/url"]
+        kept = (await http.get(f"/v1/webhooks/{made['id']}")).json()
+        assert (kept["url"], kept["events"]) == (public, ["*"])
+
+
+async def test_rotating_keys_reseals_the_previous_secret_too(client, engine, receiver):
+    made = await subscribe(client, receiver, "resealed")
+    await client.post(f"/v1/webhooks/{made['id']}/rotate-secret")
+    newest = new_key()
+    both = Sealer([SecretStr(newest), SecretStr(DEVELOPMENT_KEY)], SecretStr("lookup"))
+    assert await reseal_secrets(engine=engine, sealer=both) == 1
+    previous = (await stored(engine, made["id"]))["previous_secret_sealed"]
+    only_newest = Sealer([SecretStr(newest)], SecretStr("lookup"))
+    assert only_newest.open(previous) == {"secret": made["secret"]}
