@@ -539,6 +539,7 @@ class WebhookSubscription(SQLModel, table=True):
     previous_secret_until: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
+    description: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Enabled again then: events made while it was disabled are not sent.
     enabled_at: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)

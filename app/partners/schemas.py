@@ -42,6 +42,12 @@ class WebhookIn(Strict):
         max_length=64,
         description="Only events about enquiries routed to this organisation",
     )
+    description: str | None = Field(
+        default=None,
+        max_length=500,
+        examples=["Cases system, production"],
+        description="What the endpoint is, for the people managing it",
+    )
 
     @field_validator("url")
     @classmethod
@@ -88,6 +94,9 @@ class WebhookPatch(Strict):
         max_length=50,
         examples=[["enquiry.*"]],
         description="The event types wanted from now on (replacing the list)",
+    )
+    description: str | None = Field(
+        default=None, max_length=500, description="A new description; null removes it"
     )
     enabled: bool | None = Field(
         default=None,
@@ -156,6 +165,7 @@ class WebhookOut(BaseModel):
     url: str
     events: list[str]
     organisation_id: str | None = None
+    description: str | None = None
     state: SubscriptionState
     disabled_reason: str | None = None
     created_at: datetime

@@ -103,6 +103,7 @@ async def create_subscription(
         url=request.url,
         events=request.events,
         organisation_id=request.organisation_id,
+        description=request.description,
         all_enquiries=Scope.admin in caller.scopes,
         secret_sealed=sealed,
         state=SubscriptionState.active,
@@ -267,6 +268,8 @@ async def update_subscription(
             values["url"] = patch.url
         if patch.events is not None:
             values["events"] = patch.events
+        if "description" in patch.model_fields_set:
+            values["description"] = patch.description
         if values:
             values["updated_at"] = now
             await conn.execute(

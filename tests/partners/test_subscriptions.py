@@ -169,6 +169,13 @@ async def test_patch_changes_what_is_sent_and_where(client, app, receiver):
     assert after == {"dispatch.delivered"}
     unchanged = await client.patch(f"/v1/webhooks/{made['id']}", json={})
     assert unchanged.json() == changed
+    described = await client.patch(
+        f"/v1/webhooks/{made['id']}", json={"description": "Cases system, test"}
+    )
+    assert described.json() == {**changed, "description": "Cases system, test"}
+    cleared = await client.patch(f"/v1/webhooks/{made['id']}", json={"description": None})
+    assert cleared.json()["description"] is None
+    assert (await client.get(f"/v1/webhooks/{made['id']}")).json()["description"] is None
 
 
 @pytest.mark.parametrize(
@@ -186,6 +193,8 @@ async def test_patch_changes_what_is_sent_and_where(client, app, receiver):
         ({"enabled": "yes"}, "#/enabled"),
         ({"enabled": None}, "#/enabled"),
         ({"secret": "whsec_x"}, "#/secret"),
+        ({"description": "x" * 501}, "#/description"),
+        ({"description": 7}, "#/description"),
     ],
 )
 async def test_a_bad_patch_is_refused_with_the_field_named_and_nothing_stored(
