@@ -478,6 +478,23 @@ webhook_requests = st.one_of(
     ),
 )
 webhook_ids = st.uuids().map(str) | st.text(min_size=1, max_size=60)
+webhook_patches = st.one_of(
+    json_documents,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "url": json_scalars
+            | st.sampled_from(["https://127.0.0.1/hook", "http://[::1]:1/x", "ftp://x", ""]),
+            "events": st.lists(odd_text | st.sampled_from(["*", "enquiry.*", "ping"]))
+            | json_scalars,
+            "enabled": json_scalars,
+        },
+    ),
+)
+rotations = st.one_of(
+    json_documents,
+    st.fixed_dictionaries({}, optional={"overlap_seconds": absurd_numbers | json_scalars}),
+)
 
 
 # --- status updates pushed by organisations (signed by the test with the right secret) -------

@@ -534,6 +534,16 @@ class WebhookSubscription(SQLModel, table=True):
     organisation_id: str | None = Field(default=None, max_length=64)
     all_enquiries: bool = False
     secret_sealed: str = Field(sa_column=Column(Text, nullable=False))  # app/crypto.py
+    # After a rotation the old secret signs too, until previous_secret_until (the overlap).
+    previous_secret_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    previous_secret_until: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    description: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Enabled again then: events made while it was disabled are not sent.
+    enabled_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
     state: str = Field(max_length=16)  # a SubscriptionState
     disabled_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # The newest event time fed so far: each scan re-reads a little before it.

@@ -184,6 +184,7 @@ class EventType(StrEnum):
     status_updated = "status.updated"
     privacy_erasure_requested = "privacy.erasure_requested"
     work_stuck_summary = "work.stuck_summary"
+    ping = "ping"  # a test message to one subscription (POST /v1/webhooks/{id}/test)
 
     @property
     def family(self) -> str:
@@ -280,9 +281,12 @@ _WHEN: Mapping[EventType, str] = {
     EventType.work_stuck_summary: "once a day: the work that is stuck (deliveries waiting too "
     "long, never acknowledged, past their service's target, given up and not handled); about "
     "no one enquiry",
+    EventType.ping: "a test asked for with `POST /v1/webhooks/{id}/test`: sent to that one "
+    "subscription, whatever its `events`, and to no other",
 }
 
-EVENT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(e.family for e in EventType))
+# `ping` is no family: it is sent only to the subscription that asks for it.
+EVENT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(e.family for e in EventType if "." in e))
 ANY_EVENT = "*"
 # What a webhook subscription may name: every event, a family of them, or one type.
 EVENT_PATTERNS: frozenset[str] = frozenset(

@@ -42,27 +42,105 @@ class WebhookIn(Strict):
         max_length=64,
         description="Only events about enquiries routed to this organisation",
     )
+    description: str | None = Field(
+        default=None,
+        max_length=500,
+        examples=["Cases system, production"],
+        description="What the endpoint is, for the people managing it",
+    )
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be an https:// URL")
-        if parts.username or parts.password:
-            raise ValueError("must not carry credentials; the signature proves who sent it")
-        return url
+        return partner_url(url)
 
     @field_validator("events")
     @classmethod
     def _patterns(cls, events: list[str]) -> list[str]:
-        for pattern in events:
-            if pattern not in EVENT_PATTERNS:
-                families = ", ".join(f"{f}.*" for f in EVENT_FAMILIES)
-                raise ValueError(
-                    f"{pattern!r} is not an event type or one of {families}, {ANY_EVENT}"
-                )
-        return sorted(set(events))
+        return event_patterns(events)
+
+
+def partner_url(url: str) -> str:
+    """An endpoint URL a partner may give: http(s), a host, no credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an https:// URL")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials; the signature proves who sent it")
+    return url
+
+
+def event_patterns(events: list[str]) -> list[str]:
+    """Known event types or families, each once, sorted."""
+    for pattern in events:
+        if pattern not in EVENT_PATTERNS:
+            families = ", ".join(f"{f}.*" for f in EVENT_FAMILIES)
+            raise ValueError(f"{pattern!r} is not an event type or one of {families}, {ANY_EVENT}")
+    return sorted(set(events))
+
+
+class WebhookPatch(Strict):
+    """A JSON merge patch of a subscription: only the fields given change."""
+
+    url: str | None = Field(
+        default=None,
+        max_length=2000,
+        examples=["https://partner.example.org/iap/v2/events"],
+        description="A new endpoint, checked as when subscribing",
+    )
+    events: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        examples=[["enquiry.*"]],
+        description="The event types wanted from now on (replacing the list)",
+    )
+    description: str | None = Field(
+        default=None, max_length=500, description="A new description; null removes it"
+    )
+    enabled: bool | None = Field(
+        default=None,
+        strict=True,
+        description="false stops sending; true sends a disabled subscription events again",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str:
+        if url is None:
+            raise ValueError("may not be removed")
+        return partner_url(url)
+
+    @field_validator("events")
+    @classmethod
+    def _patterns(cls, events: list[str] | None) -> list[str]:
+        if events is None:
+            raise ValueError("may not be removed")
+        return event_patterns(events)
+
+    @field_validator("enabled")
+    @classmethod
+    def _enabled(cls, enabled: bool | None) -> bool:
+        if enabled is None:
+            raise ValueError("may not be removed")
+        return enabled
+
+
+MAX_OVERLAP_SECONDS = 7 * 24 * 3600
+DEFAULT_OVERLAP_SECONDS = 24 * 3600
+
+
+class RotateIn(Strict):
+    """How long the old secret keeps signing beside the new one."""
+
+    overlap_seconds: int = Field(
+        default=DEFAULT_OVERLAP_SECONDS,
+        ge=0,
+        le=MAX_OVERLAP_SECONDS,
+        strict=True,
+        examples=[3600],
+        description="0 to 604800 (7 days); 0 stops the old secret at once",
+    )
 
 
 class WebhookDeliveryOut(BaseModel):
@@ -87,6 +165,7 @@ class WebhookOut(BaseModel):
     url: str
     events: list[str]
     organisation_id: str | None = None
+    description: str | None = None
     state: SubscriptionState
     disabled_reason: str | None = None
     created_at: datetime
@@ -96,6 +175,16 @@ class WebhookCreated(WebhookOut):
     secret: str = Field(
         description="The Standard Webhooks signing secret (`whsec_…`): shown this once only",
         examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+    )
+
+
+class WebhookRotated(WebhookOut):
+    secret: str = Field(
+        description="The new signing secret (`whsec_…`): shown this once only",
+        examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+    )
+    previous_secret_until: datetime | None = Field(
+        description="Until then every message is signed with the old secret too"
     )
 
 

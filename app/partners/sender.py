@@ -45,7 +45,7 @@ from app.core.models import (
 from app.core.outbox import LeaseQueue, finished, new_row
 from app.core.reference import display
 from app.core.settings import WebhookSettings
-from app.core.vocabulary import OutboxState, Outcome, SubscriptionState
+from app.core.vocabulary import EventType, OutboxState, Outcome, SubscriptionState
 from app.intake.reading import Audience
 from app.partners.subscriptions import wants
 
@@ -65,10 +65,14 @@ class _Subscriber:
     organisation_id: str | None
     all_enquiries: bool
     created_at: datetime
+    enabled_at: datetime | None
 
     def takes(self, event: Any, routed_to: set[str], submitted_by: str | None) -> bool:
         """Whether this subscription is sent the event."""
-        if event["created_at"] < self.created_at or not wants(self.events, event["type"]):
+        since = max(self.created_at, self.enabled_at or self.created_at)
+        if event["type"] == EventType.ping:
+            return False  # queued for the subscription that asked for it, when it asked
+        if event["created_at"] < since or not wants(self.events, event["type"]):
             return False
         if event["enquiry_id"] is None:
             return self._takes_gateway_event(event)
@@ -124,6 +128,7 @@ _SUBSCRIBER_FIELDS = (
     "organisation_id",
     "all_enquiries",
     "created_at",
+    "enabled_at",
 )
 
 
@@ -283,12 +288,12 @@ class WebhookSender(LeaseQueue[Claim]):
             url, sealed, audience = target
             body = await _body(conn, claim.event_id, audience)
         try:
-            secret = (self.sealer.open(sealed) or {})["secret"]
+            secrets = [(self.sealer.open(one) or {})["secret"] for one in sealed]
         except SealedDataUnreadable:
             return Result(Outcome.retry, error="no configured key opens the subscription's secret")
         try:
             response = await self.client.post(
-                url, content=body, headers=signed_headers(secret, claim.event_id, body)
+                url, content=body, headers=signed_headers(secrets, claim.event_id, body)
             )
         except httpx.HTTPError as exc:
             return Result(Outcome.retry, error=describe_transport_error(exc))
@@ -345,33 +350,44 @@ def message_id(event_id: uuid.UUID) -> str:
     return f"msg_{event_id.hex}"
 
 
-def signed_headers(secret: str, event_id: uuid.UUID, body: str) -> dict[str, str]:
-    """Standard Webhooks headers for this body, signed now."""
+def signed_headers(secrets: Sequence[str], event_id: uuid.UUID, body: str) -> dict[str, str]:
+    """Standard Webhooks headers for this body, signed now with each secret (the new and,
+    during a rotation's overlap, the old: the spec lets one header carry several)."""
     now = utcnow()
     msg_id = message_id(event_id)
+    signatures = " ".join(Webhook(secret).sign(msg_id, now, body) for secret in secrets)
     return {
         "content-type": "application/json",
         "user-agent": "IAP-Webhooks/1",
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(msg_id, now, body),
+        "webhook-signature": signatures,
     }
 
 
-async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, str, Audience] | None:
-    """The subscription's URL, sealed secret, and who reads it: staff (an admin's feed of
-    every enquiry, not one organisation's nor a partner's own) or one organisation."""
+async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, list[str], Audience] | None:
+    """The subscription's URL, sealed secrets (the previous one too while its overlap lasts),
+    and who reads it: staff (an admin's feed of every enquiry, not one organisation's nor a
+    partner's own) or one organisation."""
     row = (
         await conn.execute(
-            select(s.url, s.secret_sealed, s.all_enquiries, s.organisation_id).where(
-                s.id == claim.subscription_id
-            )
+            select(
+                s.url,
+                s.secret_sealed,
+                s.previous_secret_sealed,
+                s.previous_secret_until,
+                s.all_enquiries,
+                s.organisation_id,
+            ).where(s.id == claim.subscription_id)
         )
     ).first()
     if row is None:
         return None
+    sealed = [row.secret_sealed]
+    if row.previous_secret_sealed and row.previous_secret_until > utcnow():
+        sealed.append(row.previous_secret_sealed)
     staff = bool(row.all_enquiries) and row.organisation_id is None
-    return row.url, row.secret_sealed, Audience(staff=staff, organisation_id=row.organisation_id)
+    return row.url, sealed, Audience(staff=staff, organisation_id=row.organisation_id)
 
 
 async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) -> str:

@@ -11,10 +11,12 @@ import base64
 import secrets
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.catalogue.catalogue import Catalogue
 from app.clients.service import Caller, Scope
@@ -26,6 +28,7 @@ from app.core.errors import FieldError, Forbidden, NotFound, StateConflict, Vali
 from app.core.models import (
     WebhookDelivery,
     WebhookSubscription,
+    event_table,
     fetch_all,
     fetch_one,
     utcnow,
@@ -33,13 +36,16 @@ from app.core.models import (
     webhook_subscription_table,
 )
 from app.core.outbound import OutboundGuard, OutboundRefused
-from app.core.vocabulary import ANY_EVENT, AuditAction, SubscriptionState
+from app.core.outbox import new_row
+from app.core.vocabulary import ANY_EVENT, AuditAction, EventType, SubscriptionState
 from app.partners.schemas import (
     WebhookCreated,
     WebhookDeliveryOut,
     WebhookDetail,
     WebhookIn,
     WebhookOut,
+    WebhookPatch,
+    WebhookRotated,
 )
 
 log = structlog.get_logger()
@@ -97,6 +103,7 @@ async def create_subscription(
         url=request.url,
         events=request.events,
         organisation_id=request.organisation_id,
+        description=request.description,
         all_enquiries=Scope.admin in caller.scopes,
         secret_sealed=sealed,
         state=SubscriptionState.active,
@@ -188,46 +195,159 @@ async def enable_subscription(
     """Send to a disabled subscription again (its endpoint is back): events from now on. Those
     made while it was disabled are not sent (a flood of stale events would follow a long
     outage); its given-up deliveries can be redriven one by one."""
-    now = utcnow()
     async with writing(engine) as conn:
-        subscription = await fetch_one(
-            conn,
-            WebhookSubscription,
-            select(WebhookSubscription).where(s.id == subscription_id, _visible(caller)),
-        )
-        if subscription is None:
-            raise NotFound("There is no such webhook subscription.")
+        subscription = await _visible_one(conn, caller, subscription_id)
         if subscription.state != SubscriptionState.disabled:
             raise StateConflict(f"This subscription is {subscription.state}, not disabled.")
+        values = await _enable(conn, caller, subscription)
+    return _out(subscription.model_copy(update=values))
+
+
+async def _visible_one(
+    conn: AsyncConnection, caller: Caller, subscription_id: uuid.UUID
+) -> WebhookSubscription:
+    """The subscription, if the caller may see it; else 404, as reading it answers."""
+    subscription = await fetch_one(
+        conn,
+        WebhookSubscription,
+        select(WebhookSubscription).where(s.id == subscription_id, _visible(caller)),
+    )
+    if subscription is None:
+        raise NotFound("There is no such webhook subscription.")
+    return subscription
+
+
+async def _enable(
+    conn: AsyncConnection, caller: Caller, subscription: WebhookSubscription
+) -> dict[str, Any]:
+    """Make a disabled subscription active from now on, audited (the one place for it)."""
+    now = utcnow()
+    values = {
+        "state": SubscriptionState.active,
+        "disabled_reason": None,
+        "fed_until": now,
+        "enabled_at": now,
+        "updated_at": now,
+    }
+    await conn.execute(
+        update(webhook_subscription_table).where(s.id == subscription.id).values(**values)
+    )
+    await audit.record(
+        conn,
+        actor=Actor.of(caller),
+        action=AuditAction.subscription_enabled,
+        subject=str(subscription.id),
+        detail={"disabled_reason": subscription.disabled_reason},
+        at=now,
+    )
+    log.info("webhook.subscription_enabled", subscription=str(subscription.id))
+    return values
+
+
+async def update_subscription(
+    *,
+    engine: AsyncEngine,
+    guard: OutboundGuard,
+    caller: Caller,
+    subscription_id: uuid.UUID,
+    patch: WebhookPatch,
+) -> WebhookOut:
+    """Change what is sent where (a JSON merge patch), all of it or none; enabled: true
+    re-enables a disabled subscription exactly as POST …/enable does."""
+    if patch.url is not None:
+        await _check_target(guard, patch.url)
+    now = utcnow()
+    async with writing(engine) as conn:
+        subscription = await _visible_one(conn, caller, subscription_id)
+        values: dict[str, Any] = {}
+        if patch.enabled and subscription.state == SubscriptionState.disabled:
+            values |= await _enable(conn, caller, subscription)
+        elif patch.enabled is False and subscription.state != SubscriptionState.disabled:
+            values |= {"state": SubscriptionState.disabled, "disabled_reason": _PAUSED}
+        if patch.url is not None:
+            values["url"] = patch.url
+        if patch.events is not None:
+            values["events"] = patch.events
+        if "description" in patch.model_fields_set:
+            values["description"] = patch.description
+        if values:
+            values["updated_at"] = now
+            await conn.execute(
+                update(webhook_subscription_table).where(s.id == subscription_id).values(**values)
+            )
+    log.info("webhook.updated", subscription=str(subscription_id), fields=sorted(values))
+    return _out(subscription.model_copy(update=values))
+
+
+_PAUSED = "disabled by its client"
+
+
+async def rotate_secret(
+    *,
+    engine: AsyncEngine,
+    sealer: Sealer,
+    caller: Caller,
+    subscription_id: uuid.UUID,
+    overlap_seconds: int,
+) -> WebhookRotated:
+    """A new secret, shown once; the current one keeps signing beside it for the overlap."""
+    secret = new_secret()
+    now = utcnow()
+    async with writing(engine) as conn:
+        subscription = await _visible_one(conn, caller, subscription_id)
+        until = now + timedelta(seconds=overlap_seconds) if overlap_seconds else None
         values = {
-            "state": SubscriptionState.active,
-            "disabled_reason": None,
-            "fed_until": now,
+            "secret_sealed": sealer.seal({"secret": secret}),
+            "previous_secret_sealed": subscription.secret_sealed if until else None,
+            "previous_secret_until": until,
             "updated_at": now,
         }
         await conn.execute(
             update(webhook_subscription_table).where(s.id == subscription_id).values(**values)
         )
-        await audit.record(
-            conn,
-            actor=Actor.of(caller),
-            action=AuditAction.subscription_enabled,
-            subject=str(subscription_id),
-            detail={"disabled_reason": subscription.disabled_reason},
-            at=now,
-        )
-    log.info("webhook.subscription_enabled", subscription=str(subscription_id))
-    return _out(subscription.model_copy(update=values))
+    log.info("webhook.secret_rotated", subscription=str(subscription_id), overlap=overlap_seconds)
+    return WebhookRotated(
+        **_out(subscription).model_dump(), secret=secret, previous_secret_until=until
+    )
+
+
+async def send_ping(
+    *, engine: AsyncEngine, caller: Caller, subscription_id: uuid.UUID
+) -> WebhookDeliveryOut:
+    """Queue a `ping` for this subscription alone, sent by the worker like any event."""
+    now = utcnow()
+    event = {
+        "id": uuid.uuid4(),
+        "enquiry_id": None,
+        "organisation_id": None,
+        "type": EventType.ping,
+        "detail": "A test message: the subscription's endpoint and secret work.",
+        "created_at": now,
+    }
+    delivery = new_row(
+        now=now, subscription_id=subscription_id, event_id=event["id"], event_type=EventType.ping
+    )
+    async with writing(engine) as conn:
+        subscription = await _visible_one(conn, caller, subscription_id)
+        if subscription.state != SubscriptionState.active:
+            raise StateConflict("This subscription is disabled: enable it to test it.")
+        await conn.execute(event_table.insert(), event)
+        await conn.execute(webhook_delivery_table.insert(), delivery)
+    log.info("webhook.ping_queued", subscription=str(subscription_id))
+    return WebhookDeliveryOut.model_validate(delivery)
 
 
 async def reseal_secrets(*, engine: AsyncEngine, sealer: Sealer) -> int:
-    """Seal every subscription's secret under the newest key (`iap privacy rotate-keys`)."""
+    """Seal every subscription's secrets under the newest key (`iap privacy rotate-keys`)."""
     async with writing(engine) as conn:
-        rows = (await conn.execute(select(s.id, s.secret_sealed))).all()
-        for subscription_id, sealed in rows:
+        rows = (await conn.execute(select(s.id, s.secret_sealed, s.previous_secret_sealed))).all()
+        for subscription_id, sealed, previous in rows:
             await conn.execute(
                 update(webhook_subscription_table)
                 .where(s.id == subscription_id)
-                .values(secret_sealed=sealer.reseal(sealed))
+                .values(
+                    secret_sealed=sealer.reseal(sealed),
+                    previous_secret_sealed=sealer.reseal(previous) if previous else None,
+                )
             )
     return len(rows)

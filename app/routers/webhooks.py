@@ -11,11 +11,15 @@ from app.api.deps import Catalogue, Engine, Outbound, Sealer, WebhookManager
 from app.api.problems import documented_problems
 from app.partners import subscriptions as webhooks
 from app.partners.schemas import (
+    RotateIn,
     WebhookCreated,
+    WebhookDeliveryOut,
     WebhookDetail,
     WebhookIn,
     WebhookList,
     WebhookOut,
+    WebhookPatch,
+    WebhookRotated,
 )
 
 router = APIRouter(tags=["webhooks"])
@@ -122,3 +126,82 @@ async def enable_webhook(
     return await webhooks.enable_subscription(
         engine=engine, caller=caller, subscription_id=subscription_id
     )
+
+
+@router.patch(
+    "/v1/webhooks/{subscription_id}",
+    response_model=WebhookOut,
+    summary="Change a subscription",
+    responses=documented_problems(
+        {
+            404: "No such subscription (or not this client's)",
+            422: "A bad URL, one the gateway may not call, or a bad event name",
+        },
+        lacks=_LACKS,
+    ),
+)
+async def update_webhook(
+    subscription_id: uuid.UUID,
+    patch: WebhookPatch,
+    engine: Engine,
+    guard: Outbound,
+    caller: WebhookManager,
+) -> WebhookOut:
+    """A JSON merge patch: the fields given change, checked as when subscribing, all or
+    none. `enabled: true` sends a disabled subscription events again (as `…/enable` does),
+    `enabled: false` stops sending until then."""
+    return await webhooks.update_subscription(
+        engine=engine, guard=guard, caller=caller, subscription_id=subscription_id, patch=patch
+    )
+
+
+@router.post(
+    "/v1/webhooks/{subscription_id}/rotate-secret",
+    response_model=WebhookRotated,
+    summary="Rotate a subscription's signing secret",
+    responses=documented_problems(
+        {
+            404: "No such subscription (or not this client's)",
+            422: "overlap_seconds is not a whole number from 0 to 604800",
+        },
+        lacks=_LACKS,
+    ),
+)
+async def rotate_webhook_secret(
+    subscription_id: uuid.UUID,
+    engine: Engine,
+    sealer: Sealer,
+    caller: WebhookManager,
+    request: RotateIn | None = None,
+) -> WebhookRotated:
+    """A new secret, shown this once. Until `previous_secret_until` (24 hours unless
+    `overlap_seconds` says otherwise) each message carries a signature by the old secret and
+    one by the new, so a receiver can switch at any moment in the window."""
+    return await webhooks.rotate_secret(
+        engine=engine,
+        sealer=sealer,
+        caller=caller,
+        subscription_id=subscription_id,
+        overlap_seconds=(request or RotateIn()).overlap_seconds,
+    )
+
+
+@router.post(
+    "/v1/webhooks/{subscription_id}/test",
+    status_code=202,
+    response_model=WebhookDeliveryOut,
+    summary="Send a test ping to a subscription's endpoint",
+    responses=documented_problems(
+        {
+            404: "No such subscription (or not this client's)",
+            409: "The subscription is disabled",
+        },
+        lacks=_LACKS,
+    ),
+)
+async def ping_webhook(
+    subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
+) -> WebhookDeliveryOut:
+    """A `ping` event, queued for this subscription alone and sent like any other (signed,
+    retried); the answer is its delivery, to follow in `GET /v1/webhooks/{id}`."""
+    return await webhooks.send_ping(engine=engine, caller=caller, subscription_id=subscription_id)

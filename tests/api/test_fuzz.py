@@ -288,6 +288,29 @@ async def test_any_webhook_request_is_answered(client, request, subscription):
     assert_answered(await client.delete(f"/v1/webhooks/{_escaped(subscription)}"))
 
 
+@given(
+    patch=fuzz.webhook_patches,
+    rotation=fuzz.rotations,
+    real=st.booleans(),
+    subscription=fuzz.webhook_ids,
+)
+async def test_any_webhook_change_or_rotation_is_answered(
+    client, patch, rotation, real, subscription
+):
+    if real:
+        made = await client.post(
+            "/v1/webhooks", json={"url": "https://127.0.0.1/hook", "events": ["*"]}
+        )
+        subscription = made.json()["id"]
+    path = f"/v1/webhooks/{_escaped(subscription)}"
+    assert_answered(await client.patch(path, content=fuzz.encode(patch), headers=JSON))
+    rotated = await client.post(
+        f"{path}/rotate-secret", content=fuzz.encode(rotation), headers=JSON
+    )
+    assert_answered(rotated)
+    assert_answered(await client.post(f"{path}/test", content=fuzz.encode(rotation), headers=JSON))
+
+
 # --- status updates pushed by organisations --------------------------------------------------
 
 
