@@ -3,6 +3,7 @@ and headers each operation's dependencies imply, so a new route is documented ri
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -136,6 +137,23 @@ def documented_routes(routes: Sequence[BaseRoute]) -> dict[tuple[str, str], APIR
             for method in context.methods or ():
                 found[(method.lower(), str(context.path_format))] = route
     return found
+
+
+def unique_schema_names(schema: dict[str, Any]) -> dict[str, Any]:
+    """The document with each model FastAPI named by its module (two models of one name) named
+    by its module's last part instead, title too: client generators name classes by title."""
+    schemas: dict[str, Any] = schema.get("components", {}).get("schemas", {})
+    text = json.dumps(schema)
+    for key in [k for k in schemas if "__" in k]:
+        *modules, name = key.split("__")
+        unique = modules[-1].removeprefix("schemas_").title().replace("_", "") + name
+        text = text.replace(f'"#/components/schemas/{key}"', f'"#/components/schemas/{unique}"')
+        text = text.replace(f'"{key}":', f'"{unique}":')
+    renamed: dict[str, Any] = json.loads(text)
+    for name, model in renamed.get("components", {}).get("schemas", {}).items():
+        if name not in schemas:
+            model["title"] = name
+    return renamed
 
 
 def refine(schema: dict[str, Any], routes: Sequence[BaseRoute]) -> None:

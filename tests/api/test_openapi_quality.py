@@ -175,3 +175,11 @@ async def test_a_bad_key_on_a_catalogue_route_is_a_documented_401(app, anonymous
 
 def _json() -> dict[str, str]:
     return {"content-type": "application/json"}
+
+
+def test_every_model_has_a_unique_name_and_title(app):
+    # Client generators name a class by its schema's title: two of one title break them.
+    schemas = app.openapi()["components"]["schemas"]
+    titles = [model.get("title", name) for name, model in schemas.items()]
+    assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
+    assert not [name for name in schemas if "__" in name]
