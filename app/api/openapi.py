@@ -179,6 +179,8 @@ def _refine_response(status: int, response: dict[str, Any], route: APIRoute) -> 
         response["x-problem-types"] = _problem_types(status)
     if status == 429:
         response["headers"] = {**RATE_LIMITED_RESPONSE["headers"], **response.get("headers", {})}
+    if status == 503:
+        response["headers"] = {"Retry-After": RATE_LIMITED_RESPONSE["headers"]["Retry-After"]}
     takes_key = any(p.alias.lower() == "idempotency-key" for p in route.dependant.header_params)
     if takes_key and 200 <= status < 300:
         response.setdefault("headers", {})["Idempotent-Replayed"] = _REPLAYED

@@ -96,8 +96,9 @@ def test_headers_servers_and_security_are_documented(app):
     assert document["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
     for method, path, operation in operations(document):
         responses = operation["responses"]
-        if "429" in responses:
-            assert "Retry-After" in responses["429"]["headers"], label(method, path)
+        for status in ("429", "503"):
+            if status in responses:
+                assert "Retry-After" in responses[status]["headers"], label(method, path)
         parameters = operation.get("parameters", [])
         headers = {p["name"].lower() for p in parameters if p["in"] == "header"}
         if "idempotency-key" in headers:
