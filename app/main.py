@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.auth import admit
 from app.api.middleware import BodyGuard, add_http_guards
+from app.api.openapi import TAGS, operation_id, refine, unique_schema_names
 from app.api.problems import PROBLEM_JSON, install_problem_handlers
 from app.api.ratelimit import RateLimiter
 from app.api.request_log import add_request_log
@@ -125,6 +126,9 @@ def create_app(
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        openapi_tags=TAGS,
+        servers=[{"url": settings.public_url}],
+        generate_unique_id_function=operation_id,
         docs_url=None,
         redoc_url=None,
     )
@@ -204,7 +208,12 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+        servers=app.servers,
     )
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
@@ -219,6 +228,8 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
             # FastAPI documents its own 422 body; ours is problem+json.
             if "HTTPValidationError" in str(responses.get("422", "")):
                 responses["422"] = {"description": "Validation error", "content": problem_content}
+    refine(schema, app.routes)
+    schema = unique_schema_names(schema)
     app.openapi_schema = schema
     return schema
 

@@ -161,6 +161,7 @@ async def test_a_loop_that_raises_is_logged_by_name_and_readyz_is_503_while_it_i
             )
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["type"] == "/problems/unavailable"
+    assert answer.headers["retry-after"] == "5"
     assert answer.json()["detail"] == f"Background loops not running: {loop}."
     down = by_name(answer)[loop]
     assert (down["state"], down["alive"], down["restarts"]) == ("restarting", False, 1)

@@ -94,6 +94,7 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
     ) -> Caller:
         return check_scope(caller, scopes)
 
+    dependency.scopes = scopes  # type: ignore[attr-defined]  # read by app.api.openapi
     return dependency
 
 

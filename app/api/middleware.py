@@ -28,7 +28,7 @@ from app.open311.errors import PREFIX as OPEN311_PREFIX
 from app.open311.errors import format_of_path, from_problem
 from app.web.pages import PAGE_PREFIXES
 
-_BODY_METHODS = {"POST", "PUT", "PATCH"}
+BODY_METHODS = {"POST", "PUT", "PATCH"}
 # Open311 partners push their updates as forms (the mySociety servicerequestupdates style).
 _FORM_PATH = ("/v1/inbound/", "/servicerequestupdates")
 # Photos and documents are uploaded as multipart forms here, with a larger limit.
@@ -56,7 +56,7 @@ class BodyGuard:
         self.max_upload_bytes = max_upload_bytes or max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

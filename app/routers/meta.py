@@ -16,6 +16,7 @@ from app.core.errors import NotFound
 from app.core.supervisor import Supervisor
 
 router = APIRouter(tags=["meta"])
+RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,9 @@ async def readyz(readiness: Annotated[Readiness, Depends(get_readiness)]) -> JSO
         detail = f"Background loops not running: {', '.join(down)}."
     else:
         return JSONResponse({"status": "ready", **shown})
-    return problem(Unavailable(detail), extensions=shown)
+    # A load balancer or client waits this long before asking again.
+    again = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return problem(Unavailable(detail, headers=again), extensions=shown)
 
 
 async def _database_answers(engine: AsyncEngine) -> bool:
