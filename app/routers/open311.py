@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from app.api.auth import api_key_caller
 from app.api.deps import State
 from app.api.ratelimit import limit_address
-from app.clients.service import Scope
+from app.clients.service import Caller, Scope
 from app.conversation.service import Conversation
 from app.core.errors import FieldError, NotFound, ValidationFailed
 from app.open311 import catalogue as definitions
@@ -76,6 +76,15 @@ async def _form_pairs(request: Request) -> Pairs:
     return pairs
 
 
+async def _reader(request: Request, door: FrontDoor, *scopes: Scope) -> tuple[Pairs, Caller]:
+    """A read's query and its caller: the api_key checked for one of `scopes`, and the
+    jurisdiction (if named) this gateway's."""
+    pairs = _query_pairs(request)
+    caller = await api_key_caller(request, _one(pairs, "api_key"), *scopes)
+    service.check_jurisdiction(door.settings, pairs)
+    return pairs, caller
+
+
 def _one(pairs: Pairs, name: str) -> str | None:
     return next((v.strip() for k, v in pairs if k == name and v.strip()), None)
 
@@ -120,9 +129,7 @@ async def create_request(fmt: str, request: Request, door: Door) -> Response:
 async def list_requests(fmt: str, request: Request, door: Door) -> Response:
     """By id (a comma list), service, dates and status; the last 90 days by default."""
     answer = _format(fmt)
-    pairs = _query_pairs(request)
-    caller = await api_key_caller(request, _one(pairs, "api_key"), *READERS)
-    service.check_jurisdiction(door.settings, pairs)
+    pairs, caller = await _reader(request, door, *READERS)
     query = RequestQuery(
         ids=service.parse_ids(_one(pairs, "service_request_id")),
         service_codes=service.comma_list(_one(pairs, "service_code")),
@@ -138,9 +145,7 @@ async def list_requests(fmt: str, request: Request, door: Door) -> Response:
 async def read_request(request_id: str, fmt: str, request: Request, door: Door) -> Response:
     """The request, in an array (the spec's shape, in JSON too)."""
     answer = _format(fmt)
-    pairs = _query_pairs(request)
-    caller = await api_key_caller(request, _one(pairs, "api_key"), *READERS)
-    service.check_jurisdiction(door.settings, pairs)
+    _, caller = await _reader(request, door, *READERS)
     found = await service.get_request(door, caller=caller, reference=request_id)
     return render(found, answer, root="service_requests")
 
@@ -149,9 +154,7 @@ async def read_request(request_id: str, fmt: str, request: Request, door: Door) 
 async def read_token(token: str, fmt: str, request: Request, door: Door) -> Response:
     """The service_request_id of a token given at submission."""
     answer = _format(fmt)
-    pairs = _query_pairs(request)
-    caller = await api_key_caller(request, _one(pairs, "api_key"), *READERS, TOKEN_HOLDER)
-    service.check_jurisdiction(door.settings, pairs)
+    _, caller = await _reader(request, door, *READERS, TOKEN_HOLDER)
     found = await service.by_token(door, caller=caller, token=token)
     return render(found, answer, root="service_requests")
 
@@ -160,9 +163,7 @@ async def read_token(token: str, fmt: str, request: Request, door: Door) -> Resp
 async def list_updates(fmt: str, request: Request, door: Door) -> Response:
     """Each status change of the requests this key may see, oldest first."""
     answer = _format(fmt)
-    pairs = _query_pairs(request)
-    caller = await api_key_caller(request, _one(pairs, "api_key"), *READERS)
-    service.check_jurisdiction(door.settings, pairs)
+    pairs, caller = await _reader(request, door, *READERS)
     found = await service.list_updates(
         door, caller=caller, start=_date(pairs, "start_date"), end=_date(pairs, "end_date")
     )
