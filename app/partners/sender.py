@@ -460,7 +460,7 @@ def _active() -> Any:
 
 
 def classify(response: httpx.Response) -> Result:
-    """What an endpoint's answer means for the delivery (never reading its body)."""
+    """What an endpoint's answer means for the delivery (by its status, never its body)."""
     status = response.status_code
     summary = f"HTTP {status} from {response.request.url.host}"
     if 200 <= status < 300:

@@ -200,7 +200,7 @@ async def enable_subscription(
 ) -> WebhookOut:
     """Send to a disabled subscription again (its endpoint is back): events from now on. Those
     made while it was disabled are not sent (a flood of stale events would follow a long
-    outage); its given-up deliveries can be redriven one by one."""
+    outage); app.partners.history.recover sends them when asked."""
     async with writing(engine) as conn:
         subscription = await _visible_one(conn, caller, subscription_id)
         if subscription.state != SubscriptionState.disabled:

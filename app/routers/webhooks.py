@@ -134,9 +134,9 @@ async def delete_webhook(
 async def enable_webhook(
     subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
 ) -> WebhookOut:
-    """Its endpoint is back (it had answered 410 Gone): events made from now on are sent to
-    it again. Its given-up deliveries can be sent again with
-    `POST /v1/webhook-deliveries/{id}/redrive`."""
+    """Its endpoint is back (it had answered 410 Gone, or failed for days): events made from
+    now on are sent to it again. Those it missed can be sent with
+    `POST /v1/webhooks/{id}/recover`, one given up with `…/deliveries/{delivery_id}/resend`."""
     return await webhooks.enable_subscription(
         engine=engine, caller=caller, subscription_id=subscription_id
     )

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +26,7 @@ from app.core.models import (
     webhook_delivery_table,
     webhook_subscription_table,
 )
+from app.core.settings import Settings, WebhookSettings
 from app.privacy import service as privacy
 from tests.conftest import bearer, enquiry_body, make_key, serving
 from tests.partners.test_webhooks import Receiver, hook_url, subscribe, verified
@@ -409,3 +411,20 @@ async def test_a_subscription_failing_for_five_days_is_disabled_and_its_clients_
     ]
     assert endpoint.to("failing")[sent_to_failing:] == []  # not told of its own enabling
     assert unrelated["id"] != failing["id"]
+
+
+def test_the_history_settings_have_iap_names_and_must_outlive_the_rules(monkeypatch):
+    monkeypatch.setenv("IAP_WEBHOOKS__DISABLE_AFTER_DAYS", "3")
+    monkeypatch.setenv("IAP_WEBHOOKS__DELIVERED_RETENTION_DAYS", "20")
+    monkeypatch.setenv("IAP_WEBHOOKS__DEAD_RETENTION_DAYS", "7")
+    monkeypatch.setenv("IAP_WEBHOOKS__RECOVER_MAX_DAYS", "10")
+    webhooks = Settings().webhooks
+    assert (
+        webhooks.disable_after_days,
+        webhooks.delivered_retention_days,
+        webhooks.dead_retention_days,
+        webhooks.recover_max_days,
+    ) == (3, 20, 7, 10)
+    for short in ({"disable_after_days": 31}, {"recover_max_days": 31}):
+        with pytest.raises(ValidationError, match="delivered_retention_days must be at least"):
+            WebhookSettings(**short)
