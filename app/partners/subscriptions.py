@@ -268,9 +268,13 @@ async def disable(
     (`webhook.disabled`) in the caller's transaction: the one place for it. `cancel_pending`
     calls off what was waiting (an endpoint gone or failing), else it waits for re-enabling."""
     values = {"state": SubscriptionState.disabled, "disabled_reason": reason, "updated_at": now}
-    await conn.execute(
-        update(webhook_subscription_table).where(s.id == subscription.id).values(**values)
+    disabled = await conn.execute(
+        update(webhook_subscription_table)
+        .where(s.id == subscription.id, s.state != SubscriptionState.disabled)
+        .values(**values)
     )
+    if not disabled.rowcount:
+        return {}  # another transaction disabled it first: it said so
     if cancel_pending:
         await conn.execute(
             update(webhook_delivery_table)
