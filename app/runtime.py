@@ -142,6 +142,7 @@ def _compose(
         catalogue=catalogue,
         store=attachments,
         interval_seconds=settings.privacy.retention_interval_seconds,
+        webhooks=settings.webhooks,
     )
     sender = WebhookSender(
         engine=engine,

@@ -22,7 +22,7 @@ from app.clients.service import Caller, Scope
 from app.core import crypto
 from app.core.models import utcnow
 from app.core.outbound import OutboundGuard
-from app.core.settings import StuckSettings
+from app.core.settings import StuckSettings, WebhookSettings
 from app.intake.service import IntakeContext
 from app.updates.inbound import Inbox as InboxService
 
@@ -75,9 +75,14 @@ def _stuck_settings(state: State) -> StuckSettings:
     return state.settings.stuck
 
 
+def _webhook_settings(state: State) -> WebhookSettings:
+    return state.settings.webhooks
+
+
 Engine = Annotated[AsyncEngine, Depends(_engine)]
 Now = Annotated[datetime, Depends(current_time)]
 Stuck = Annotated[StuckSettings, Depends(_stuck_settings)]
+Webhooks = Annotated[WebhookSettings, Depends(_webhook_settings)]
 Catalogue = Annotated[catalogue.Catalogue, Depends(_catalogue)]
 Sealer = Annotated[crypto.Sealer, Depends(_sealer)]
 Adapters = Annotated[dict[str, Adapter], Depends(_adapters)]

@@ -55,7 +55,9 @@ def privacy_rotate_keys() -> None:
 
 @retention_cli.command("run")
 def retention_run() -> None:
-    """Anonymise every enquiry whose service's retention_days have passed since it closed."""
+    """Anonymise every enquiry whose service's retention_days have passed since it closed, and
+    delete webhook deliveries kept long enough (IAP_WEBHOOKS__DELIVERED_RETENTION_DAYS and
+    IAP_WEBHOOKS__DEAD_RETENTION_DAYS)."""
     settings = load_settings()
 
     async def run() -> int:
@@ -65,6 +67,7 @@ def retention_run() -> None:
                 catalogue=load_configured_catalogue(settings),
                 store=build_store(settings.attachments),
                 actor=Actor("iap retention run"),
+                webhooks=settings.webhooks,
             )
 
     typer.echo(f"anonymised {run_async(settings, run())} enquiries past their retention period")

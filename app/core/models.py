@@ -585,6 +585,28 @@ class WebhookDelivery(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class WebhookAttempt(SQLModel, table=True):
+    """One POST of a webhook delivery to its endpoint: when, how long, what came back (its
+    first KiB), and where it left the delivery."""
+
+    __tablename__ = "webhook_attempt"
+    __table_args__ = (Index("ix_webhook_attempt_delivery", "delivery_id", "started_at"),)
+
+    id: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    delivery_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("webhook_delivery.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    number: int  # 1 for the delivery's first attempt, counted on across resends
+    started_at: datetime = _ts()
+    duration_ms: int
+    status: int | None = None  # the endpoint's HTTP status; None: no answer
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    response: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    state: str = Field(max_length=16)  # the OutboxState the attempt left the delivery in
+
+
 def table(model: type[SQLModel]) -> Table:
     """The Core table behind a table model, typed (SQLModel sets `__table__` untyped)."""
     mapped = inspect(model).local_table
@@ -626,6 +648,7 @@ sign_in_lockout_table = table(SignInLockout)
 audit_table = table(AuditEntry)
 webhook_subscription_table = table(WebhookSubscription)
 webhook_delivery_table = table(WebhookDelivery)
+webhook_attempt_table = table(WebhookAttempt)
 message_table = table(Message)
 attachment_table = table(Attachment)
 follow_up_table = table(FollowUp)

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from limits import parse_many
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.crypto import DEVELOPMENT_KEY, DEVELOPMENT_LOOKUP_KEY, Sealer
@@ -165,6 +165,25 @@ class WebhookSettings(LeaseQueueSettings):
     overlap_seconds: float = Field(default=30.0, ge=0)
     # A Retry-After longer than this is not waited for; the schedule's own delay is used.
     max_retry_after_seconds: float = Field(default=36000.0, gt=0)
+    # A subscription whose every attempt has failed for this long, with none delivered, is
+    # disabled (Svix's rule); `webhook.disabled` tells its client's other subscriptions.
+    disable_after_days: float = Field(default=5.0, gt=0)
+    # The retention job deletes deliveries (and their attempts) delivered, or given up, this
+    # long ago.
+    delivered_retention_days: float = Field(default=30.0, gt=0)
+    dead_retention_days: float = Field(default=60.0, gt=0)
+    # The longest window POST /v1/webhooks/{id}/recover sends again.
+    recover_max_days: float = Field(default=14.0, gt=0)
+
+    @model_validator(mode="after")
+    def _history_outlives_the_disable_rule(self) -> WebhookSettings:
+        # The disable rule reads the last delivered attempt, and recovery must not mistake a
+        # delivered event whose row was deleted for one never sent.
+        if self.delivered_retention_days < max(self.disable_after_days, self.recover_max_days):
+            raise ValueError(
+                "delivered_retention_days must be at least disable_after_days and recover_max_days"
+            )
+        return self
 
 
 class StuckSettings(BaseModel):

@@ -140,6 +140,10 @@ class AuditAction(StrEnum):
     dispatch_handled = "dispatch.handled"
     webhook_redriven = "webhook.redriven"
     subscription_enabled = "webhook.subscription_enabled"
+    subscription_disabled = "webhook.subscription_disabled"  # by the gateway or its client
+    signing_key_rotated = "webhook.secret_rotated"
+    webhook_resent = "webhook.resent"  # one delivery queued again by its client
+    webhook_recovered = "webhook.recovered"  # a window of missed deliveries queued again
     part_updated = "part.updated"  # an organisation's staff moved their part
     information_added = "enquiry.information_added"  # by staff (a citizen's own is not audited)
     withdrawn = "enquiry.withdrawn"
@@ -184,12 +188,14 @@ class EventType(StrEnum):
     status_updated = "status.updated"
     privacy_erasure_requested = "privacy.erasure_requested"
     work_stuck_summary = "work.stuck_summary"
+    webhook_disabled = "webhook.disabled"
+    webhook_enabled = "webhook.enabled"
     ping = "ping"  # a test message to one subscription (POST /v1/webhooks/{id}/test)
 
     @property
     def family(self) -> str:
-        """`enquiry`, `dispatch`, `follow_up`, `status`, `privacy` or `work`: what `family.*`
-        subscribes to."""
+        """`enquiry`, `dispatch`, `follow_up`, `status`, `privacy`, `work` or `webhook`: what
+        `family.*` subscribes to."""
         return self.value.split(".", 1)[0]
 
     @property
@@ -281,6 +287,12 @@ _WHEN: Mapping[EventType, str] = {
     EventType.work_stuck_summary: "once a day: the work that is stuck (deliveries waiting too "
     "long, never acknowledged, past their service's target, given up and not handled); about "
     "no one enquiry",
+    EventType.webhook_disabled: "the gateway stopped sending to one of the client's "
+    "subscriptions (its endpoint answered 410 Gone, every attempt failed for days, or the client "
+    "paused it); sent to the client's other subscriptions and to admin feeds of every enquiry, "
+    "never to the one disabled (`data.subscription_id` names it, `detail` says why)",
+    EventType.webhook_enabled: "a disabled subscription was enabled again (`POST "
+    "/v1/webhooks/{id}/enable` or `PATCH` with `enabled: true`); sent as `webhook.disabled` is",
     EventType.ping: "a test asked for with `POST /v1/webhooks/{id}/test`: sent to that one "
     "subscription, whatever its `events`, and to no other",
 }

@@ -12,7 +12,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.core.types import Strict
+from app.core.types import AwareUtcDatetime, Strict
 from app.core.vocabulary import (
     ANY_EVENT,
     EVENT_FAMILIES,
@@ -156,6 +156,48 @@ class WebhookDeliveryOut(BaseModel):
     next_attempt_at: datetime | None = None
     delivered_at: datetime | None = None
     created_at: datetime
+
+
+class WebhookAttemptOut(BaseModel):
+    """One POST of a delivery to the endpoint."""
+
+    number: int = Field(description="1 for the first attempt, counted on across resends")
+    started_at: datetime
+    duration_ms: int
+    status: int | None = Field(default=None, description="The endpoint's HTTP status")
+    error: str | None = Field(default=None, description="Why it failed, if it did")
+    response: str | None = Field(
+        default=None, description="The first KiB of the endpoint's answer, as text"
+    )
+    state: OutboxState = Field(description="Where the attempt left the delivery")
+
+
+class WebhookDeliveryDetail(WebhookDeliveryOut):
+    attempt_log: list[WebhookAttemptOut] = Field(description="Every attempt, newest first")
+
+
+class WebhookDeliveryList(BaseModel):
+    items: list[WebhookDeliveryOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last"
+    )
+
+
+class RecoverIn(Strict):
+    """A window of events to send again: those not delivered, and those never queued."""
+
+    since: AwareUtcDatetime = Field(
+        examples=["2026-12-01T08:00:00Z"], description="From this time (with its offset)"
+    )
+    until: AwareUtcDatetime | None = Field(
+        default=None, description="Up to this time; now if not given"
+    )
+
+
+class RecoverOut(BaseModel):
+    queued: int = Field(description="How many deliveries are now waiting to be sent")
+    requeued: int = Field(description="Of them, given up or called off before, sent again")
+    missed: int = Field(description="Of them, events never queued (made while it was disabled)")
 
 
 class WebhookOut(BaseModel):

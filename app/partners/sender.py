@@ -10,35 +10,42 @@ Two steps, both in the worker, neither on the intake path:
   dispatcher's are), POSTed through the shared guarded client and signed per Standard Webhooks,
   with the same `webhook-id` on every attempt. 2xx delivers; 410 disables the subscription; 408,
   429, 5xx and transport errors are retried on the schedule, honouring Retry-After; any other
-  answer makes the delivery dead.
+  answer makes the delivery dead. Each attempt is kept (`webhook_attempt`: when, how long, the
+  status, the first KiB of the answer) in the transaction that records its result; a
+  subscription whose every attempt has failed for `disable_after_days` is disabled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import ColumnElement, Row, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
 from app.adapters.base import describe_transport_error, retry_after_seconds
 from app.core import outbox
+from app.core.audit import Actor
 from app.core.crypto import SealedDataUnreadable, Sealer
 from app.core.db import is_postgres, reading, writing
 from app.core.models import (
+    WebhookSubscription,
     dispatch_table,
     enquiry_table,
     event_table,
+    fetch_one,
     utcnow,
+    webhook_attempt_table,
     webhook_delivery_table,
     webhook_subscription_table,
 )
@@ -47,14 +54,17 @@ from app.core.reference import display
 from app.core.settings import WebhookSettings
 from app.core.vocabulary import EventType, OutboxState, Outcome, SubscriptionState
 from app.intake.reading import Audience
-from app.partners.subscriptions import wants
+from app.partners.subscriptions import disable, wants
 
 log = structlog.get_logger()
 s = webhook_subscription_table.c
 w = webhook_delivery_table.c
 v = event_table.c
+a = webhook_attempt_table.c
 FEED_PAGE = 500
+ANSWER_BYTES = 1024  # of an endpoint's answer, kept with the attempt
 _RETRY_STATUSES = frozenset({408, 429})
+_SENDER = Actor("webhook sender")
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,16 @@ class _Subscriber:
     def takes(self, event: Any, routed_to: set[str], submitted_by: str | None) -> bool:
         """Whether this subscription is sent the event."""
         since = max(self.created_at, self.enabled_at or self.created_at)
+        return event["created_at"] >= since and self.should_have(event, routed_to, submitted_by)
+
+    def should_have(self, event: Any, routed_to: set[str], submitted_by: str | None) -> bool:
+        """Whether the event is this subscription's, had it been active when it happened."""
         if event["type"] == EventType.ping:
             return False  # queued for the subscription that asked for it, when it asked
-        if event["created_at"] < since or not wants(self.events, event["type"]):
+        if event["created_at"] < self.created_at or not wants(self.events, event["type"]):
             return False
+        if _about_a_subscription(event["type"]):
+            return self._takes_subscription_event(event["data"] or {})
         if event["enquiry_id"] is None:
             return self._takes_gateway_event(event)
         if self.organisation_id is not None:
@@ -91,6 +107,14 @@ class _Subscriber:
         if self.organisation_id is not None:
             return bool(event["organisation_id"] == self.organisation_id)
         return self.all_enquiries and event["organisation_id"] is None
+
+    def _takes_subscription_event(self, data: dict[str, Any]) -> bool:
+        """`webhook.disabled` and `webhook.enabled`: the same client's other subscriptions and
+        admin feeds of every enquiry; never the subscription it is about."""
+        if data.get("subscription_id") == str(self.id):
+            return False
+        admin_feed = self.all_enquiries and self.organisation_id is None
+        return admin_feed or data.get("client_id") == self.client_id
 
 
 async def feed(engine: AsyncEngine, settings: WebhookSettings) -> int:
@@ -110,7 +134,7 @@ async def feed(engine: AsyncEngine, settings: WebhookSettings) -> int:
     made, after, newest = 0, None, None
     while True:
         async with reading(engine) as conn:
-            events = await _events_after(conn, since, after)
+            events = await events_after(conn, since, after)
             made += await _deliveries_for(engine, conn, events, subscribers)
         if events:
             newest = after = (events[-1]["created_at"], events[-1]["id"])
@@ -132,15 +156,26 @@ _SUBSCRIBER_FIELDS = (
 )
 
 
-async def _events_after(
-    conn: AsyncConnection, since: datetime, after: tuple[datetime, uuid.UUID] | None
+def subscriber(subscription: WebhookSubscription) -> _Subscriber:
+    """What the feed matches events against, of one subscription."""
+    return _Subscriber(**{k: getattr(subscription, k) for k in _SUBSCRIBER_FIELDS})
+
+
+async def events_after(
+    conn: AsyncConnection,
+    since: datetime,
+    after: tuple[datetime, uuid.UUID] | None,
+    until: datetime | None = None,
 ) -> list[Any]:
+    """A page of events made after `since` (and before `until`), continuing after `after`."""
     query = (
-        select(v.id, v.enquiry_id, v.type, v.organisation_id, v.created_at)
+        select(v.id, v.enquiry_id, v.type, v.organisation_id, v.data, v.created_at)
         .where(v.created_at > since)
         .order_by(v.created_at, v.id)
         .limit(FEED_PAGE)
     )
+    if until is not None:
+        query = query.where(v.created_at < until)
     if after is not None:
         query = query.where(tuple_(v.created_at, v.id) > tuple_(*after))
     return list((await conn.execute(query)).mappings())
@@ -149,8 +184,33 @@ async def _events_after(
 async def _deliveries_for(
     engine: AsyncEngine, conn: AsyncConnection, events: list[Any], subscribers: list[_Subscriber]
 ) -> int:
-    if not events:
+    rows = await missing_rows(conn, events, subscribers, lambda sub, *args: sub.takes(*args))
+    if not rows:
         return 0
+    async with writing(engine) as write:
+        return await insert_deliveries(write, rows)
+
+
+async def insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+    """Insert new delivery rows; one already there for its (subscription, event) is kept."""
+    dialect = postgresql if is_postgres(conn) else sqlite
+    inserted = await conn.execute(
+        dialect.insert(webhook_delivery_table)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
+    )
+    return int(inserted.rowcount)
+
+
+async def missing_rows(
+    conn: AsyncConnection,
+    events: list[Any],
+    subscribers: Sequence[_Subscriber],
+    matches: Callable[[_Subscriber, Any, set[str], str | None], bool],
+) -> list[dict[str, Any]]:
+    """New delivery rows for each event a subscriber `matches` and has no delivery of yet."""
+    if not events:
+        return []
     enquiry_ids = list({e["enquiry_id"] for e in events if e["enquiry_id"] is not None})
     d, e = dispatch_table.c, enquiry_table.c
     routed: dict[uuid.UUID, set[str]] = {}
@@ -171,7 +231,7 @@ async def _deliveries_for(
         ).all()
     )
     now = utcnow()
-    rows = [
+    return [
         new_row(
             now=now,
             subscription_id=subscriber.id,
@@ -181,20 +241,13 @@ async def _deliveries_for(
         for event in events
         for subscriber in subscribers
         if (subscriber.id, event["id"]) not in present
-        and subscriber.takes(
-            event, routed.get(event["enquiry_id"], set()), submitters.get(event["enquiry_id"])
+        and matches(
+            subscriber,
+            event,
+            routed.get(event["enquiry_id"], set()),
+            submitters.get(event["enquiry_id"]),
         )
     ]
-    if not rows:
-        return 0
-    async with writing(engine) as write:
-        dialect = postgresql if is_postgres(write) else sqlite
-        inserted = await write.execute(
-            dialect.insert(webhook_delivery_table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
-        )
-    return int(inserted.rowcount)
 
 
 async def _advance(engine: AsyncEngine, fed: list[uuid.UUID], newest: datetime) -> None:
@@ -217,6 +270,9 @@ class Claim(outbox.Claim):
 @dataclass(frozen=True, kw_only=True)
 class Result(outbox.Result):
     status: int | None = None  # the endpoint's HTTP status
+    answer: str | None = None  # the first ANSWER_BYTES of its body, decoded
+    started_at: datetime | None = None  # when the POST began (None: none was made)
+    duration_ms: int = 0
 
 
 class WebhookSender(LeaseQueue[Claim]):
@@ -277,7 +333,7 @@ class WebhookSender(LeaseQueue[Claim]):
         attempt = claim.claims
         outcome = await self._attempt(claim)
         if (gave_up := self._gave_up(outcome, attempt)) is not None:
-            outcome = Result(Outcome.dead, gave_up, status=outcome.status)
+            outcome = dataclasses.replace(outcome, kind=Outcome.dead, error=gave_up)
         await self._record(claim, attempt=attempt, outcome=outcome)
 
     async def _attempt(self, claim: Claim) -> Result:
@@ -291,22 +347,32 @@ class WebhookSender(LeaseQueue[Claim]):
             secrets = [(self.sealer.open(one) or {})["secret"] for one in sealed]
         except SealedDataUnreadable:
             return Result(Outcome.retry, error="no configured key opens the subscription's secret")
+        started_at, clock = utcnow(), asyncio.get_running_loop().time
+        began = clock()
+        headers = signed_headers(secrets, claim.event_id, body)
         try:
-            response = await self.client.post(
-                url, content=body, headers=signed_headers(secrets, claim.event_id, body)
-            )
+            async with self.client.stream("POST", url, content=body, headers=headers) as response:
+                answer = await _first_bytes(response, ANSWER_BYTES)
         except httpx.HTTPError as exc:
-            return Result(Outcome.retry, error=describe_transport_error(exc))
-        return classify(response)
+            outcome = Result(Outcome.retry, error=describe_transport_error(exc))
+        else:
+            outcome = dataclasses.replace(classify(response), answer=answer)
+        took = round((clock() - began) * 1000)
+        return dataclasses.replace(outcome, started_at=started_at, duration_ms=took)
 
     async def _record(self, claim: Claim, *, attempt: int, outcome: Result) -> None:
         now = utcnow()
+        values = self._values(outcome, attempt=attempt, now=now)
         async with writing(self.engine) as conn:
-            if not await self._settle(conn, claim, self._values(outcome, attempt=attempt, now=now)):
+            if not await self._settle(conn, claim, values):
                 log.warning("webhook.lease_lost", delivery=str(claim.row_id))
                 return
+            await _keep_attempt(conn, claim.row_id, outcome, state=values["state"], now=now)
             if outcome.kind is Outcome.disable:
-                await _disable(conn, claim.subscription_id, now)
+                reason = f"the endpoint answered 410 Gone at {_moment(now)}"
+                await self._disable(conn, claim.subscription_id, reason, now)
+            elif outcome.kind in (Outcome.retry, Outcome.dead):
+                await self._disable_if_failing(conn, claim.subscription_id, now)
         log.info(
             f"webhook.{outcome.kind}",
             delivery=str(claim.row_id),
@@ -314,6 +380,67 @@ class WebhookSender(LeaseQueue[Claim]):
             attempt=attempt,
             status=outcome.status,
             error=outcome.error,
+        )
+
+    async def _disable_if_failing(
+        self, conn: AsyncConnection, subscription_id: uuid.UUID, now: datetime
+    ) -> None:
+        """Svix's rule: disabled once every attempt has failed for disable_after_days, none
+        delivered since (or since it was made or last enabled)."""
+        days = self.settings.disable_after_days
+        cutoff = now - timedelta(days=days)
+        last_ok = await conn.scalar(
+            _attempts_of(subscription_id, func.max(a.started_at)).where(
+                a.state == OutboxState.delivered
+            )
+        )
+        if last_ok is not None and last_ok > cutoff:
+            return
+        subscription = await fetch_one(
+            conn,
+            WebhookSubscription,
+            select(WebhookSubscription).where(
+                s.id == subscription_id, s.state == SubscriptionState.active
+            ),
+        )
+        if subscription is None:
+            return
+        floor = max(t for t in (last_ok, subscription.created_at, subscription.enabled_at) if t)
+        failing_since = await conn.scalar(
+            _attempts_of(subscription_id, func.min(a.started_at)).where(
+                a.state != OutboxState.delivered, a.started_at > floor
+            )
+        )
+        if failing_since is not None and failing_since <= cutoff:
+            reason = (
+                f"every attempt failed from {_moment(failing_since)} to {_moment(now)} "
+                f"({days:g} days or more) with none delivered"
+            )
+            await self._disable(conn, subscription_id, reason, now, subscription=subscription)
+
+    async def _disable(
+        self,
+        conn: AsyncConnection,
+        subscription_id: uuid.UUID,
+        reason: str,
+        now: datetime,
+        *,
+        subscription: WebhookSubscription | None = None,
+    ) -> None:
+        subscription = subscription or await fetch_one(
+            conn,
+            WebhookSubscription,
+            select(WebhookSubscription).where(s.id == subscription_id),
+        )
+        if subscription is None or subscription.state != SubscriptionState.active:
+            return
+        await disable(
+            conn,
+            subscription=subscription,
+            reason=reason,
+            actor=_SENDER,
+            now=now,
+            cancel_pending=True,
         )
 
     def _values(self, outcome: Result, *, attempt: int, now: datetime) -> dict[str, Any]:
@@ -333,7 +460,7 @@ def _active() -> Any:
 
 
 def classify(response: httpx.Response) -> Result:
-    """What an endpoint's answer means for the delivery (never reading its body)."""
+    """What an endpoint's answer means for the delivery (by its status, never its body)."""
     status = response.status_code
     summary = f"HTTP {status} from {response.request.url.host}"
     if 200 <= status < 300:
@@ -425,33 +552,64 @@ async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) 
 
 
 def _gateway_body(row: Any) -> str:
-    """An event about the gateway's work as a whole: its counts, never an enquiry's details."""
-    message = {
-        "type": row["type"],
-        "timestamp": row["created_at"].isoformat(),
-        "data": {
-            "event_id": str(row["id"]),
-            "organisation_id": row["organisation_id"],
-            "detail": row["detail"],
-            "summary": row["data"],
-        },
-    }
+    """An event about the gateway's work as a whole: its counts, never an enquiry's details;
+    or about one subscription (`webhook.*`): which, and why."""
+    data: dict[str, Any] = {"event_id": str(row["id"]), "detail": row["detail"]}
+    if _about_a_subscription(row["type"]):
+        data["subscription_id"] = (row["data"] or {}).get("subscription_id")
+    else:
+        data |= {"organisation_id": row["organisation_id"], "summary": row["data"]}
+    message = {"type": row["type"], "timestamp": row["created_at"].isoformat(), "data": data}
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
-async def _disable(conn: AsyncConnection, subscription_id: uuid.UUID, now: datetime) -> None:
-    """The endpoint said 410 Gone: send it nothing more."""
-    reason = f"the endpoint answered 410 Gone at {now.isoformat(timespec='seconds')}"
-    await conn.execute(
-        update(webhook_subscription_table)
-        .where(s.id == subscription_id)
-        .values(state=SubscriptionState.disabled, disabled_reason=reason, updated_at=now)
+def _attempts_of(subscription_id: uuid.UUID, column: ColumnElement[Any]) -> Any:
+    """A select of `column` over one subscription's attempts."""
+    return (
+        select(column)
+        .select_from(webhook_attempt_table)
+        .join(webhook_delivery_table, w.id == a.delivery_id)
+        .where(w.subscription_id == subscription_id)
+    )
+
+
+def _about_a_subscription(event_type: str) -> bool:
+    return event_type in (EventType.webhook_disabled, EventType.webhook_enabled)
+
+
+def _moment(at: datetime) -> str:
+    return at.isoformat(timespec="seconds")
+
+
+async def _first_bytes(response: httpx.Response, limit: int) -> str:
+    """The first `limit` bytes of an answer, read no further, as text a reader and every
+    database can hold (bad UTF-8 and NUL replaced)."""
+    kept = b""
+    async for chunk in response.aiter_bytes():
+        kept += chunk
+        if len(kept) >= limit:
+            break
+    return kept[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+async def _keep_attempt(
+    conn: AsyncConnection, delivery_id: uuid.UUID, outcome: Result, *, state: str, now: datetime
+) -> None:
+    """The attempt's row, numbered on from the delivery's earlier ones (resends included)."""
+    number = await conn.scalar(
+        select(func.coalesce(func.max(a.number), 0) + 1).where(a.delivery_id == delivery_id)
     )
     await conn.execute(
-        update(webhook_delivery_table)
-        .where(w.subscription_id == subscription_id, w.state == OutboxState.pending)
-        .values(
-            state=OutboxState.cancelled, last_error="the subscription was disabled", updated_at=now
-        )
+        webhook_attempt_table.insert(),
+        {
+            "id": uuid.uuid4(),
+            "delivery_id": delivery_id,
+            "number": number,
+            "started_at": outcome.started_at or now,
+            "duration_ms": outcome.duration_ms,
+            "status": outcome.status,
+            "error": outcome.error,
+            "response": outcome.answer,
+            "state": state,
+        },
     )
-    log.warning("webhook.subscription_disabled", subscription=str(subscription_id))

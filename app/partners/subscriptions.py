@@ -11,7 +11,7 @@ import base64
 import secrets
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -37,7 +37,13 @@ from app.core.models import (
 )
 from app.core.outbound import OutboundGuard, OutboundRefused
 from app.core.outbox import new_row
-from app.core.vocabulary import ANY_EVENT, AuditAction, EventType, SubscriptionState
+from app.core.vocabulary import (
+    ANY_EVENT,
+    AuditAction,
+    EventType,
+    OutboxState,
+    SubscriptionState,
+)
 from app.partners.schemas import (
     WebhookCreated,
     WebhookDeliveryOut,
@@ -194,7 +200,7 @@ async def enable_subscription(
 ) -> WebhookOut:
     """Send to a disabled subscription again (its endpoint is back): events from now on. Those
     made while it was disabled are not sent (a flood of stale events would follow a long
-    outage); its given-up deliveries can be redriven one by one."""
+    outage); app.partners.history.recover sends them when asked."""
     async with writing(engine) as conn:
         subscription = await _visible_one(conn, caller, subscription_id)
         if subscription.state != SubscriptionState.disabled:
@@ -232,16 +238,92 @@ async def _enable(
     await conn.execute(
         update(webhook_subscription_table).where(s.id == subscription.id).values(**values)
     )
+    actor = Actor.of(caller)
     await audit.record(
         conn,
-        actor=Actor.of(caller),
+        actor=actor,
         action=AuditAction.subscription_enabled,
         subject=str(subscription.id),
         detail={"disabled_reason": subscription.disabled_reason},
         at=now,
     )
+    detail = "The subscription was enabled again: events from now on are sent to it."
+    await _subscription_event(
+        conn, EventType.webhook_enabled, subscription, detail=detail, actor=actor, now=now
+    )
     log.info("webhook.subscription_enabled", subscription=str(subscription.id))
     return values
+
+
+async def disable(
+    conn: AsyncConnection,
+    *,
+    subscription: WebhookSubscription,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    cancel_pending: bool,
+) -> dict[str, Any]:
+    """Stop sending to a subscription, audited and told to its client's other subscriptions
+    (`webhook.disabled`) in the caller's transaction: the one place for it. `cancel_pending`
+    calls off what was waiting (an endpoint gone or failing), else it waits for re-enabling."""
+    values = {"state": SubscriptionState.disabled, "disabled_reason": reason, "updated_at": now}
+    disabled = await conn.execute(
+        update(webhook_subscription_table)
+        .where(s.id == subscription.id, s.state != SubscriptionState.disabled)
+        .values(**values)
+    )
+    if not disabled.rowcount:
+        return {}  # another transaction disabled it first: it said so
+    if cancel_pending:
+        await conn.execute(
+            update(webhook_delivery_table)
+            .where(w.subscription_id == subscription.id, w.state == OutboxState.pending)
+            .values(
+                state=OutboxState.cancelled,
+                last_error="the subscription was disabled",
+                updated_at=now,
+            )
+        )
+    await audit.record(
+        conn,
+        actor=actor,
+        action=AuditAction.subscription_disabled,
+        subject=str(subscription.id),
+        detail={"disabled_reason": reason},
+        at=now,
+    )
+    await _subscription_event(
+        conn, EventType.webhook_disabled, subscription, detail=reason, actor=actor, now=now
+    )
+    log.warning("webhook.subscription_disabled", subscription=str(subscription.id))
+    return values
+
+
+async def _subscription_event(
+    conn: AsyncConnection,
+    kind: EventType,
+    subscription: WebhookSubscription,
+    *,
+    detail: str,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    """A `webhook.*` event about one subscription: an event about no enquiry, whose `data`
+    says which subscription and whose client's it is (the feed sends it by that)."""
+    await conn.execute(
+        event_table.insert(),
+        {
+            "id": uuid.uuid4(),
+            "enquiry_id": None,
+            "organisation_id": None,
+            "type": kind,
+            "detail": detail,
+            "data": {"subscription_id": str(subscription.id), "client_id": subscription.client_id},
+            "created_at": now,
+            **actor.on_event(),
+        },
+    )
 
 
 async def update_subscription(
@@ -263,7 +345,14 @@ async def update_subscription(
         if patch.enabled and subscription.state == SubscriptionState.disabled:
             values |= await _enable(conn, caller, subscription)
         elif patch.enabled is False and subscription.state != SubscriptionState.disabled:
-            values |= {"state": SubscriptionState.disabled, "disabled_reason": _PAUSED}
+            values |= await disable(
+                conn,
+                subscription=subscription,
+                reason=_PAUSED,
+                actor=Actor.of(caller),
+                now=now,
+                cancel_pending=False,
+            )
         if patch.url is not None:
             values["url"] = patch.url
         if patch.events is not None:
@@ -304,6 +393,17 @@ async def rotate_secret(
         }
         await conn.execute(
             update(webhook_subscription_table).where(s.id == subscription_id).values(**values)
+        )
+        await audit.record(
+            conn,
+            actor=Actor.of(caller),
+            action=AuditAction.signing_key_rotated,
+            subject=str(subscription_id),
+            detail={
+                "overlap_seconds": overlap_seconds,
+                "previous_secret_until": until.isoformat() if until else None,
+            },
+            at=now,
         )
     log.info("webhook.secret_rotated", subscription=str(subscription_id), overlap=overlap_seconds)
     return WebhookRotated(

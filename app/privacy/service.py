@@ -47,10 +47,12 @@ from app.core.models import (
     status_update_table,
     utcnow,
 )
+from app.core.settings import WebhookSettings
 from app.core.supervisor import beat
 from app.core.vocabulary import AuditAction, EventType, OutboxState
 from app.intake.reading import enquiry_view
 from app.intake.schemas import DestinationOut
+from app.partners import history
 from app.privacy.schemas import (
     EnquiryExport,
     ErasureNotice,
@@ -358,12 +360,15 @@ async def run_retention(
     actor: Actor,
     now: datetime | None = None,
     batch_size: int = 200,
+    webhooks: WebhookSettings | None = None,
 ) -> int:
-    """Anonymise every enquiry past its service's retention period; how many it did.
+    """Anonymise every enquiry past its service's retention period; how many it did. Webhook
+    deliveries past theirs are deleted too (app.partners.history.prune).
 
     The period counts from when the enquiry closed or, for one that never closes (a back-office
     that reports nothing back), from when anything last happened to it."""
     now = now or utcnow()
+    await history.prune(engine=engine, settings=webhooks or WebhookSettings(), now=now)
     total = 0
     while True:
         async with writing(engine) as conn:
@@ -400,11 +405,13 @@ class Retention:
         catalogue: Catalogue,
         store: AttachmentStore,
         interval_seconds: float,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self.engine = engine
         self.catalogue = catalogue
         self.store = store
         self.interval_seconds = interval_seconds
+        self.webhooks = webhooks
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -415,6 +422,7 @@ class Retention:
                     catalogue=self.catalogue,
                     store=self.store,
                     actor=Actor("retention schedule"),
+                    webhooks=self.webhooks,
                 )
                 beat()
             except (SQLAlchemyError, OSError):

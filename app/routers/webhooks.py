@@ -4,15 +4,23 @@ sent as signed Standard Webhooks. A client sees and manages its own; admin, ever
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
-from app.api.deps import Catalogue, Engine, Outbound, Sealer, WebhookManager
+from app.api.deps import Catalogue, Engine, Now, Outbound, Sealer, WebhookManager, Webhooks
 from app.api.problems import documented_problems
+from app.core.types import UtcDatetime
+from app.core.vocabulary import EventType, OutboxState
+from app.partners import history
 from app.partners import subscriptions as webhooks
 from app.partners.schemas import (
+    RecoverIn,
+    RecoverOut,
     RotateIn,
     WebhookCreated,
+    WebhookDeliveryDetail,
+    WebhookDeliveryList,
     WebhookDeliveryOut,
     WebhookDetail,
     WebhookIn,
@@ -28,6 +36,12 @@ _PROBLEMS = documented_problems(lacks=_LACKS)
 _ONE_PROBLEMS = documented_problems(
     {404: "No such subscription (or not this client's)"}, lacks=_LACKS
 )
+_DELIVERY_PROBLEMS = documented_problems(
+    {404: "No such subscription (or not this client's), or no such delivery of it"},
+    lacks=_LACKS,
+)
+Cursor = Annotated[str | None, Query(max_length=200)]
+Limit = Annotated[int, Query(ge=1, le=200)]
 
 
 @router.post(
@@ -120,9 +134,9 @@ async def delete_webhook(
 async def enable_webhook(
     subscription_id: uuid.UUID, engine: Engine, caller: WebhookManager
 ) -> WebhookOut:
-    """Its endpoint is back (it had answered 410 Gone): events made from now on are sent to
-    it again. Its given-up deliveries can be sent again with
-    `POST /v1/webhook-deliveries/{id}/redrive`."""
+    """Its endpoint is back (it had answered 410 Gone, or failed for days): events made from
+    now on are sent to it again. Those it missed can be sent with
+    `POST /v1/webhooks/{id}/recover`, one given up with `…/deliveries/{delivery_id}/resend`."""
     return await webhooks.enable_subscription(
         engine=engine, caller=caller, subscription_id=subscription_id
     )
@@ -205,3 +219,124 @@ async def ping_webhook(
     """A `ping` event, queued for this subscription alone and sent like any other (signed,
     retried); the answer is its delivery, to follow in `GET /v1/webhooks/{id}`."""
     return await webhooks.send_ping(engine=engine, caller=caller, subscription_id=subscription_id)
+
+
+@router.get(
+    "/v1/webhooks/{subscription_id}/deliveries",
+    response_model=WebhookDeliveryList,
+    summary="List a subscription's deliveries",
+    responses=documented_problems(
+        {
+            404: "No such subscription (or not this client's)",
+            422: "A filter or the cursor is not valid",
+        },
+        lacks=_LACKS,
+    ),
+)
+async def list_deliveries(
+    subscription_id: uuid.UUID,
+    engine: Engine,
+    caller: WebhookManager,
+    state: OutboxState | None = None,
+    event_type: EventType | None = None,
+    since: UtcDatetime | None = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> WebhookDeliveryList:
+    """Every event queued for the subscription, newest first: its state, attempts, the
+    endpoint's last status or error. `since` keeps those queued at or after a time."""
+    return await history.list_deliveries(
+        engine=engine,
+        caller=caller,
+        subscription_id=subscription_id,
+        state=state,
+        event_type=event_type,
+        since=since,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.get(
+    "/v1/webhooks/{subscription_id}/deliveries/{delivery_id}",
+    response_model=WebhookDeliveryDetail,
+    summary="Read one delivery and its attempts",
+    responses=_DELIVERY_PROBLEMS,
+)
+async def read_delivery(
+    subscription_id: uuid.UUID, delivery_id: uuid.UUID, engine: Engine, caller: WebhookManager
+) -> WebhookDeliveryDetail:
+    """The delivery and every attempt at it, newest first: when it began, how long it took,
+    the endpoint's status, the error, and the first KiB of its answer."""
+    return await history.read_delivery(
+        engine=engine, caller=caller, subscription_id=subscription_id, delivery_id=delivery_id
+    )
+
+
+@router.post(
+    "/v1/webhooks/{subscription_id}/deliveries/{delivery_id}/resend",
+    status_code=202,
+    response_model=WebhookDeliveryOut,
+    summary="Send one delivery again",
+    responses=documented_problems(
+        {
+            404: "No such subscription (or not this client's), or no such delivery of it",
+            409: "The subscription is disabled, or the delivery is being sent now",
+        },
+        lacks=_LACKS,
+    ),
+)
+async def resend_delivery(
+    subscription_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    engine: Engine,
+    caller: WebhookManager,
+    now: Now,
+) -> WebhookDeliveryOut:
+    """Queued again, due now, whatever became of it (delivered or given up), with the same
+    `webhook-id` so the endpoint can tell it is a repeat; its earlier attempts stay listed."""
+    return await history.resend(
+        engine=engine,
+        caller=caller,
+        subscription_id=subscription_id,
+        delivery_id=delivery_id,
+        now=now,
+    )
+
+
+@router.post(
+    "/v1/webhooks/{subscription_id}/recover",
+    status_code=202,
+    response_model=RecoverOut,
+    summary="Send again every message missed in a window",
+    responses=documented_problems(
+        {
+            404: "No such subscription (or not this client's)",
+            409: "The subscription is disabled",
+            422: "The window is longer than allowed, reversed, in the future, or older than "
+            "deliveries are kept",
+        },
+        lacks=_LACKS,
+    ),
+)
+async def recover_webhook(
+    subscription_id: uuid.UUID,
+    request: RecoverIn,
+    engine: Engine,
+    settings: Webhooks,
+    caller: WebhookManager,
+    now: Now,
+) -> RecoverOut:
+    """After an outage: every event made from `since` (to `until`, or now) that was not
+    delivered is queued again, and those never queued (made while the subscription was
+    disabled) are queued now; each under its own `webhook-id`, so nothing already handled
+    needs handling twice. At most 14 days (`IAP_WEBHOOKS__RECOVER_MAX_DAYS`), within the
+    delivery history kept."""
+    return await history.recover(
+        engine=engine,
+        caller=caller,
+        subscription_id=subscription_id,
+        request=request,
+        settings=settings,
+        now=now,
+    )

@@ -44,6 +44,10 @@ def test_the_catalogue_is_exactly_the_events_the_code_can_write():
         EventType.follow_up_dead,
         EventType.follow_up_cancelled,
         EventType.ping,  # app/partners/subscriptions.py: POST /v1/webhooks/{id}/test
+        # app/partners/subscriptions.py: a subscription disabled (410, failing for days,
+        # paused by its client) or enabled again.
+        EventType.webhook_disabled,
+        EventType.webhook_enabled,
     }
     assert status_changes | attempts | others == set(EventType)
     assert EventType.dispatch_outcome(Outcome.interrupted) is EventType.dispatch_retry
@@ -54,6 +58,7 @@ def test_the_catalogue_is_exactly_the_events_the_code_can_write():
         "status",
         "privacy",
         "work",
+        "webhook",
     )
     assert all(event.when for event in EventType)  # each described, for the docs
 
@@ -94,5 +99,5 @@ def test_a_subscription_may_name_nothing_outside_the_catalogue(pattern):
     assert error["loc"] == ("events",)
     assert error["msg"] == (
         f"Value error, {pattern!r} is not an event type or one of "
-        "enquiry.*, dispatch.*, follow_up.*, status.*, privacy.*, work.*, *"
+        "enquiry.*, dispatch.*, follow_up.*, status.*, privacy.*, work.*, webhook.*, *"
     )

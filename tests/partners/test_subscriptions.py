@@ -247,14 +247,14 @@ async def test_patch_re_enables_after_410_and_the_audit_log_says_so(
     async with engine.connect() as conn:
         audited = (
             await conn.execute(
-                select(audit_table.c.action, audit_table.c.detail).where(
-                    audit_table.c.subject == made["id"]
-                )
+                select(audit_table.c.action, audit_table.c.detail)
+                .where(audit_table.c.subject == made["id"])
+                .order_by(audit_table.c.at)
             )
         ).all()
-    [(action, detail)] = audited
-    assert action == "webhook.subscription_enabled"
-    assert "410 Gone" in detail["disabled_reason"]
+    [(disabled, why), (enabled, detail)] = audited
+    assert (disabled, enabled) == ("webhook.subscription_disabled", "webhook.subscription_enabled")
+    assert "410 Gone" in why["disabled_reason"] == detail["disabled_reason"]
 
     await enquire_and_deliver(client, app)
     [_gone, again] = receiver.to("back")
