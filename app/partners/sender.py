@@ -47,6 +47,7 @@ from app.core.reference import display
 from app.core.settings import WebhookSettings
 from app.core.vocabulary import EventType, OutboxState, Outcome, SubscriptionState
 from app.intake.reading import Audience
+from app.partners.events import EVENT_VERSION
 from app.partners.subscriptions import wants
 
 log = structlog.get_logger()
@@ -391,9 +392,9 @@ async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, list[str], 
 
 
 async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) -> str:
-    """The message: what happened, to which enquiry; never the citizen's details, a
-    back-office's errors only in a staff feed, and in one organisation's feed nothing of
-    another organisation's part."""
+    """The message (its models: app.partners.events): what happened, to which enquiry; never
+    the citizen's details, a back-office's errors only in a staff feed, and in one
+    organisation's feed nothing of another organisation's part."""
     e = enquiry_table.c
     row = (
         (
@@ -410,6 +411,7 @@ async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) 
         return _gateway_body(row)
     message = {
         "type": row["type"],
+        "version": EVENT_VERSION,
         "timestamp": row["created_at"].isoformat(),
         "data": {
             "reference": display(row["reference"]),
@@ -428,6 +430,7 @@ def _gateway_body(row: Any) -> str:
     """An event about the gateway's work as a whole: its counts, never an enquiry's details."""
     message = {
         "type": row["type"],
+        "version": EVENT_VERSION,
         "timestamp": row["created_at"].isoformat(),
         "data": {
             "event_id": str(row["id"]),
