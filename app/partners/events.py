@@ -22,6 +22,7 @@ from functools import cache
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic.json_schema import SkipJsonSchema
 
 from app.catalogue.status import Status
 from app.core.reference import ALPHABET
@@ -128,7 +129,7 @@ class StuckCountsV1(_Open):
     day: date = Field(description="The day (UTC) the summary is of")
     total: int = Field(ge=0, description="Deliveries stuck, each counted once")
     by_kind: Counts = Field(description="Every kind, with 0 where none is stuck")
-    by_organisation: dict[str, Counts] | None = Field(
+    by_organisation: dict[str, Counts] | SkipJsonSchema[None] = Field(
         default=None,
         description="Only in the whole gateway's summary (absent from one organisation's): "
         "each organisation with stuck work, and its kinds that are not 0",
@@ -143,7 +144,7 @@ class StuckSummaryDataV1(_Open):
         description="The organisation the summary is of; null: the whole gateway's"
     )
     detail: str = Field(description="The counts in words")
-    summary: StuckCountsV1
+    summary: StuckCountsV1 = Field(description="The counts")
 
 
 class PingDataV1(_Open):
