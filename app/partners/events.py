@@ -123,6 +123,11 @@ class StatusUpdateDataV1(EnquiryEventDataV1):
 Counts = dict[StuckKind, int]
 
 
+def _absent_when_not_sent(schema: dict[str, Any]) -> None:
+    """Left out, not null: the schema has no default (a null one would not be its type)."""
+    schema.pop("default", None)
+
+
 class StuckCountsV1(_Open):
     """How much work is stuck, by why (the kinds of `GET /v1/stuck`)."""
 
@@ -133,6 +138,7 @@ class StuckCountsV1(_Open):
         default=None,
         description="Only in the whole gateway's summary (absent from one organisation's): "
         "each organisation with stuck work, and its kinds that are not 0",
+        json_schema_extra=_absent_when_not_sent,
     )
 
 
