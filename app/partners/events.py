@@ -191,7 +191,7 @@ def model_name(event: EventType) -> str:
 
 
 @cache
-def event_models() -> dict[EventType, type[BaseModel]]:
+def event_models() -> Mapping[EventType, type[BaseModel]]:
     """Every event type's payload model, in the enum's order."""
     return {event: _envelope(event) for event in EventType}
 
