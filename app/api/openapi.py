@@ -1,5 +1,6 @@
 """The OpenAPI document's conventions, in one place: operation ids, tags, and the error statuses
-and headers each operation's dependencies imply, so a new route is documented right by default."""
+and headers each operation's dependencies imply, so a new route is documented right by default;
+and the `webhooks` the gateway sends, from the event models (app.partners.events)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from typing import Any
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute
 
 from app.api.auth import optional_caller
 from app.api.middleware import BODY_METHODS
 from app.api.problems import PROBLEM_JSON, PROBLEM_TYPES, problem_type
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
+from app.core.vocabulary import EventType
+from app.partners.events import event_models, example
 
 # An operation id is the route's function name in lowerCamelCase; these names alone would be
 # unclear in a generated client, so they are named here instead.
@@ -187,3 +191,88 @@ def _refine_response(status: int, response: dict[str, Any], route: APIRoute) -> 
     # A creation that can be replayed (submitting an enquiry) says where its result is.
     if takes_key and status == 201:
         response["headers"]["Location"] = _LOCATION
+
+
+# --- the partner event feed: what the gateway POSTs, as OpenAPI 3.1 `webhooks` -----------------
+
+_WEBHOOK_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "description": "The message's id, the same on every attempt: keep the ids handled and "
+        "skip a repeat",
+        "schema": {"type": "string", "pattern": "^msg_[0-9a-f]{32}$"},
+        "example": "msg_4b0c6f0e2d8a4b7f9a61c3e2b5d7f901",
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "description": "When this attempt was signed, in Unix seconds: refuse one more than "
+        "five minutes from your clock",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "example": "1764152256",
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "description": "Space-separated `v1,<base64 HMAC-SHA256 of {webhook-id}.{webhook-"
+        "timestamp}.{body}>` values, keyed with the subscription's secret (two during a "
+        "rotation's overlap): one must match",
+        "schema": {"type": "string"},
+        "example": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+    },
+]
+# What the sender does with each answer (app.partners.sender.classify).
+_WEBHOOK_RESPONSES: dict[str, dict[str, str]] = {
+    "2XX": {"description": "Accepted: the message is delivered. Answer quickly, work after."},
+    "410": {"description": "Gone: the subscription is disabled and nothing more is sent to it"},
+    "408": {"description": "Retried on the schedule"},
+    "429": {"description": "Retried on the schedule, or after Retry-After if that is longer"},
+    "5XX": {"description": "Retried on the schedule, or after Retry-After if that is longer"},
+    "default": {
+        "description": "Any other answer (a redirect, another 4xx): this message is given up "
+        "at once; the subscription stays active"
+    },
+}
+
+
+def add_webhooks(schema: dict[str, Any]) -> None:
+    """The `webhooks` section: one POST per event type, its body's model among the components
+    (so generated clients have the event models), signed per Standard Webhooks."""
+    models = event_models()
+    _, defs = models_json_schema(
+        [(model, "validation") for model in models.values()],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, model_schema in defs.get("$defs", {}).items():
+        if schemas.setdefault(name, model_schema) != model_schema:
+            raise ValueError(f"two different schemas are named {name}")
+    schema["webhooks"] = {
+        str(event): {"post": _webhook_operation(event, model.__name__)}
+        for event, model in models.items()
+    }
+
+
+def _webhook_operation(event: EventType, name: str) -> dict[str, Any]:
+    head, *rest = event.value.replace(".", "_").split("_")
+    return {
+        "operationId": head + "".join(word.capitalize() for word in rest) + "Event",
+        "tags": ["webhooks"],
+        "summary": f"The `{event}` event",
+        "description": f"Sent when {event.when}. Every message is signed; see docs/webhooks.md.",
+        "parameters": _WEBHOOK_HEADERS,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{name}"},
+                    "example": example(event),
+                }
+            },
+        },
+        "responses": _WEBHOOK_RESPONSES,
+    }

@@ -54,6 +54,7 @@ from app.core.reference import display
 from app.core.settings import WebhookSettings
 from app.core.vocabulary import EventType, OutboxState, Outcome, SubscriptionState
 from app.intake.reading import Audience
+from app.partners.events import EVENT_VERSION
 from app.partners.subscriptions import disable, wants
 
 log = structlog.get_logger()
@@ -518,9 +519,9 @@ async def _target(conn: AsyncConnection, claim: Claim) -> tuple[str, list[str], 
 
 
 async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) -> str:
-    """The message: what happened, to which enquiry; never the citizen's details, a
-    back-office's errors only in a staff feed, and in one organisation's feed nothing of
-    another organisation's part."""
+    """The message (its models: app.partners.events): what happened, to which enquiry; never
+    the citizen's details, a back-office's errors only in a staff feed, and in one
+    organisation's feed nothing of another organisation's part."""
     e = enquiry_table.c
     row = (
         (
@@ -537,6 +538,7 @@ async def _body(conn: AsyncConnection, event_id: uuid.UUID, audience: Audience) 
         return _gateway_body(row)
     message = {
         "type": row["type"],
+        "version": EVENT_VERSION,
         "timestamp": row["created_at"].isoformat(),
         "data": {
             "reference": display(row["reference"]),
@@ -559,7 +561,12 @@ def _gateway_body(row: Any) -> str:
         data["subscription_id"] = (row["data"] or {}).get("subscription_id")
     else:
         data |= {"organisation_id": row["organisation_id"], "summary": row["data"]}
-    message = {"type": row["type"], "timestamp": row["created_at"].isoformat(), "data": data}
+    message = {
+        "type": row["type"],
+        "version": EVENT_VERSION,
+        "timestamp": row["created_at"].isoformat(),
+        "data": data,
+    }
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 

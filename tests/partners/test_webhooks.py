@@ -182,7 +182,7 @@ async def test_events_arrive_signed_and_each_exactly_once_even_when_rescanned(
     assert delivered["enquiry_status"] == "dispatched"
     assert delivered["dispatch_id"]
     assert bodies["enquiry.dispatched"]["data"]["status"] == "dispatched"
-    assert set(bodies["enquiry.received"]) == {"type", "timestamp", "data"}
+    assert set(bodies["enquiry.received"]) == {"type", "version", "timestamp", "data"}
     for value in (ADA["name"], ADA["email"], "900123"):
         assert value not in str(messages)
     read = (await client.get(f"/v1/webhooks/{made['id']}")).json()
