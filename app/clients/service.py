@@ -214,7 +214,12 @@ async def _client_row(
         return recent[1]
     s = staff_table.c
     query = (
-        select(api_client_table, s.name.label("staff_name"), s.role, s.organisation_id)
+        select(
+            api_client_table,
+            s.name.label("staff_name"),
+            s.role,
+            s.organisation_id.label("staff_organisation_id"),
+        )
         .outerjoin(staff_table, s.id == c.staff_id)
         .where(c.key_id == key_id)
         .where(or_(c.staff_id.is_(None), s.disabled_at.is_(None)))
@@ -229,7 +234,7 @@ async def _client_row(
                 id=row.staff_id,
                 name=mapped["staff_name"],
                 role=mapped["role"],
-                organisation_id=mapped["organisation_id"],
+                organisation_id=mapped["staff_organisation_id"],
             )
             if row.staff_id is not None
             else None

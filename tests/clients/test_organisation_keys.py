@@ -26,7 +26,7 @@ from app.core.vocabulary import ReceivedVia
 from tests.api.test_security import OPEN311, OPEN311_SCOPES, POLICY
 from tests.attachments.helpers import add_message, enquiry_id_of
 from tests.attachments.images import image_bytes
-from tests.conftest import bearer, enquiry_body, make_key, serving
+from tests.conftest import bearer, enquiry_body, make_key, make_person, serving
 from tests.partners.test_webhooks import Receiver, deliver_all, hook_url, verified
 from tests.privacy.test_privacy import ADA, SHARED
 
@@ -252,7 +252,7 @@ ROUTES: list[tuple[tuple[str, str], str, Call, int]] = [
     ),
     (("GET", "/v1/parts"), "naming the county", _get("/v1/parts", organisation_id=COUNTY), HIDDEN),
     (("GET", "/v1/parts"), "own queue", _get("/v1/parts"), HIDDEN),
-    (("GET", "/v1/organisations"), "the catalogue's", _get("/v1/organisations"), 200),
+    (("GET", "/v1/organisations"), "own circuit only", _get("/v1/organisations"), HIDDEN),
     (
         ("POST", "/v1/enquiries/{reference}/information"),
         "county's",
@@ -432,7 +432,7 @@ async def test_another_organisations_data_is_out_of_an_organisation_keys_reach(
     finally:
         app.dependency_overrides.clear()
     assert answer.status_code == expected, answer.text
-    if expected == 200 and route != ("GET", "/v1/organisations"):
+    if expected == HIDDEN:
         for foreign in world.foreign:
             assert foreign not in answer.text, (foreign, answer.text)
 
@@ -610,3 +610,24 @@ async def test_iap_clients_create_makes_an_organisation_key_and_list_shows_it(
         )
         assert refused.returncode == 1, refused.stdout
         assert "refused" not in iap("clients", "list", database_url=url).stdout
+
+
+async def test_a_partner_supervisors_subscription_is_their_organisations_as_a_keys_is(
+    app: FastAPI, anonymous: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    supervisor = bearer(await make_person(app, "supervisor", organisation=POLICE))
+    made = await anonymous.post(
+        "/v1/webhooks",
+        json={"url": hook_url(receiver, "pc"), "events": ["*"]},
+        headers=supervisor,
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["organisation_id"] == POLICE
+    other = await anonymous.post(
+        "/v1/webhooks",
+        json={"url": hook_url(receiver, "pc"), "events": ["*"], "organisation_id": CITY},
+        headers=supervisor,
+    )
+    assert other.status_code == 403
+    triage = await anonymous.get("/v1/triage", headers=supervisor)
+    assert triage.status_code == 403
