@@ -97,6 +97,7 @@ OptionalCaller = Annotated[Caller | None, Depends(optional_caller)]
 Submitter = Annotated[Caller, Depends(require(Scope.enquiries_submit))]
 READERS = (Scope.enquiries_read, Scope.enquiries_read_all)
 Reader = Annotated[Caller, Depends(require(*READERS))]
+StaffReader = Annotated[Caller, Depends(require(Scope.enquiries_read_all))]
 PrivacyOfficer = Annotated[Caller, Depends(require(Scope.privacy))]
 WebhookManager = Annotated[Caller, Depends(require(Scope.webhooks_manage))]
 TriageAgent = Annotated[Caller, Depends(require(Scope.triage))]

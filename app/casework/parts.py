@@ -134,7 +134,7 @@ async def update_part(
             dispatch=dispatch,
             words=vocabulary(organisation, adapter),
             remote=remote,
-            via=ReceivedVia.staff,
+            via=_via(caller),
             actor=actor,
             now=now,
         )
@@ -150,6 +150,13 @@ async def update_part(
         answer = await _answer(conn, dispatch.id, catalogue, shown, caller)
     log.info("part.updated", organisation=organisation.id, dispatch=str(dispatch.id), status=status)
     return answer
+
+
+def _via(caller: Caller) -> ReceivedVia:
+    """An organisation's own system (its key, no person behind it), else its staff."""
+    if caller.person is None and caller.organisation_id is not None:
+        return ReceivedVia.organisation_key
+    return ReceivedVia.staff
 
 
 async def open_parts(

@@ -11,6 +11,7 @@ from app.cli.base import command_group, load_settings, open_engine, run_async
 from app.clients import service as clients
 from app.core.errors import DomainError
 from app.intake.schemas import Channel
+from app.runtime import load_configured_catalogue
 
 clients_cli = command_group(help="Manage API clients and their keys.")
 
@@ -34,6 +35,14 @@ def clients_create(
             f"{', '.join(Channel)}",
         ),
     ] = None,
+    organisation: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID",
+            help="For an organisation's own system: the organisation (organisations.yaml id) "
+            "whose parts, subscriptions and status updates its scopes are for",
+        ),
+    ] = None,
 ) -> None:
     """Make an API client called NAME (one people will recognise, e.g. kiosk-banbury); its key
     is printed once, as the last line, and never again."""
@@ -46,7 +55,12 @@ def clients_create(
     async def run() -> tuple[clients.ClientInfo, str]:
         async with open_engine(settings) as engine:
             return await clients.create_client(
-                engine, name=name, scopes=scope, channel=channel.value if channel else None
+                engine,
+                name=name,
+                scopes=scope,
+                channel=channel.value if channel else None,
+                organisation_id=organisation,
+                catalogue=load_configured_catalogue(settings) if organisation else None,
             )
 
     try:
@@ -57,13 +71,16 @@ def clients_create(
     typer.echo(f"created {made.name} ({made.id}) with scopes {' '.join(made.scopes)}")
     if made.channel:
         typer.echo(f"its enquiries must be on the channel {made.channel}")
+    if made.organisation_id:
+        typer.echo(f"for {made.organisation_id} only: its parts, subscriptions and updates")
     typer.echo("the key is shown only now; keep it secret:")
     typer.echo(key)
 
 
 @clients_cli.command("list")
 def clients_list() -> None:
-    """Every client: name, id, key id, scopes, channel, and whether it is revoked."""
+    """Every client: name, id, key id, scopes, channel, organisation, and whether it is
+    revoked."""
     settings = load_settings()
 
     async def run() -> list[clients.ClientInfo]:
@@ -74,7 +91,7 @@ def clients_list() -> None:
         state = f"revoked {made.revoked_at:%Y-%m-%d %H:%M}" if made.revoked_at else "active"
         typer.echo(
             f"{made.name}\t{made.id}\t{made.key_hint}\t{','.join(made.scopes)}"
-            f"\t{made.channel or '-'}\t{state}"
+            f"\t{made.channel or '-'}\t{made.organisation_id or '-'}\t{state}"
         )
 
 

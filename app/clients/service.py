@@ -12,6 +12,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
@@ -20,8 +21,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.catalogue.catalogue import Catalogue
 from app.core.db import reading, writing
-from app.core.errors import ClientExists, NotFound
+from app.core.errors import ClientExists, NotFound, ValidationFailed
 from app.core.models import ApiClient, api_client_table, fetch_all, staff_table, utcnow
 
 c = api_client_table.c
@@ -42,6 +44,23 @@ class Scope(StrEnum):
     deliveries_manage = "deliveries:manage"  # the dead-letter desk, redrive, stuck work
     parts_update = "parts:update"  # move an organisation's part (its staff, with no system)
     admin = "admin"
+
+
+# What a caller for one organisation (a partner's staff, an organisation's key) never holds,
+# whatever it was given: the triage desk (its candidates are other organisations), new
+# enquiries (the contact centre's and the citizens' doors), the privacy desk (anyone's
+# personal data) and admin (all of these). Everything else it holds is for its own
+# organisation's parts only (Caller.may_act_for, app.intake.reading.Audience).
+ORGANISATION_WITHHELD = frozenset(
+    {Scope.triage, Scope.enquiries_submit, Scope.privacy, Scope.admin}
+)
+
+
+def held_scopes(stored: Iterable[str], organisation_id: str | None) -> frozenset[Scope]:
+    """The scopes a caller holds: those stored that this code knows, less what a caller for
+    one organisation never holds (the one rule, for people and keys alike)."""
+    scopes = frozenset(Scope(s) for s in stored if s in Scope.__members__.values())
+    return scopes - ORGANISATION_WITHHELD if organisation_id is not None else scopes
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,9 @@ class Caller:
     scopes: frozenset[Scope]
     channel: str | None
     person: Person | None = None
+    # An organisation's key (`iap clients create --organisation`): its scopes are for that
+    # organisation's parts only, as a partner's staff's are.
+    organisation: str | None = None
 
     def allows(self, scope: Scope) -> bool:
         return Scope.admin in self.scopes or scope in self.scopes
@@ -81,7 +103,7 @@ class Caller:
     @property
     def organisation_id(self) -> str | None:
         """The one organisation whose parts this caller may see and change; None: any."""
-        return self.person.organisation_id if self.person else None
+        return self.person.organisation_id if self.person else self.organisation
 
     def may_act_for(self, organisation_id: str) -> bool:
         """Whether this caller may see and change that organisation's part."""
@@ -97,6 +119,7 @@ class ClientInfo:
     key_id: str
     scopes: list[str]
     channel: str | None
+    organisation_id: str | None
     created_at: datetime
     revoked_at: datetime | None
 
@@ -168,12 +191,14 @@ async def authenticate(
     matches = hmac.compare_digest(hash_secret(secret), stored)
     if row is None or not matches or row.revoked_at is not None:
         return None
+    organisation_id = person.organisation_id if person else row.organisation_id
     return Caller(
         id=row.id,
         name=row.name,
-        scopes=frozenset(Scope(s) for s in row.scopes if s in Scope.__members__.values()),
+        scopes=held_scopes(row.scopes, organisation_id),
         channel=row.channel,
         person=person,
+        organisation=row.organisation_id if person is None else None,
     )
 
 
@@ -189,7 +214,12 @@ async def _client_row(
         return recent[1]
     s = staff_table.c
     query = (
-        select(api_client_table, s.name.label("staff_name"), s.role, s.organisation_id)
+        select(
+            api_client_table,
+            s.name.label("staff_name"),
+            s.role,
+            s.organisation_id.label("staff_organisation_id"),
+        )
         .outerjoin(staff_table, s.id == c.staff_id)
         .where(c.key_id == key_id)
         .where(or_(c.staff_id.is_(None), s.disabled_at.is_(None)))
@@ -204,7 +234,7 @@ async def _client_row(
                 id=row.staff_id,
                 name=mapped["staff_name"],
                 role=mapped["role"],
-                organisation_id=mapped["organisation_id"],
+                organisation_id=mapped["staff_organisation_id"],
             )
             if row.staff_id is not None
             else None
@@ -230,9 +260,14 @@ async def create_client(
     channel: str | None = None,
     conn: AsyncConnection | None = None,
     staff_id: uuid.UUID | None = None,
+    organisation_id: str | None = None,
+    catalogue: Catalogue | None = None,
 ) -> tuple[ClientInfo, str]:
     """A new client and its key (shown once; only its hash is kept); in `conn`'s transaction
-    when given (a person's token is made with the person)."""
+    when given (a person's token is made with the person). An organisation's key names a
+    partner organisation of `catalogue`."""
+    if organisation_id is not None:
+        _check_organisation(organisation_id, scopes, catalogue)
     key_id, secret, key = _new_key()
     client = ApiClient(
         id=uuid.uuid4(),
@@ -242,6 +277,7 @@ async def create_client(
         scopes=sorted({s.value for s in scopes}),
         channel=channel,
         staff_id=staff_id,
+        organisation_id=organisation_id,
         created_at=utcnow(),
         revoked_at=None,
     )
@@ -255,6 +291,25 @@ async def create_client(
     except IntegrityError as exc:
         raise ClientExists(f"A client named '{name}' already exists.") from exc
     return ClientInfo.of(client), key
+
+
+def _check_organisation(
+    organisation_id: str, scopes: list[Scope], catalogue: Catalogue | None
+) -> None:
+    """An organisation's key is for a partner the catalogue knows, and asks for nothing a
+    caller for one organisation never holds (422 otherwise: nothing is made)."""
+    if catalogue is None or organisation_id not in catalogue.organisations:
+        raise ValidationFailed(f"No organisation has the id '{organisation_id}'.")
+    if organisation_id == catalogue.triage.id:
+        raise ValidationFailed(
+            "The triage desk is the contact centre's own: its keys need no organisation."
+        )
+    withheld = sorted(set(scopes) & ORGANISATION_WITHHELD)
+    if withheld:
+        raise ValidationFailed(
+            f"An organisation's key cannot hold {', '.join(withheld)}: those are the "
+            "contact centre's own."
+        )
 
 
 async def list_clients(engine: AsyncEngine) -> list[ClientInfo]:

@@ -22,7 +22,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.clients.service import Caller, Person, Scope, hash_secret
+from app.clients.service import Caller, Person, Scope, hash_secret, held_scopes
 from app.clients.staff import StaffInfo, check_password
 from app.core import audit
 from app.core.audit import Actor
@@ -272,7 +272,7 @@ class Sessions:
         caller = Caller(
             id=client.id,
             name=client.name,
-            scopes=frozenset(Scope(x) for x in client.scopes if x in Scope.__members__.values()),
+            scopes=held_scopes(client.scopes, staff.organisation_id),
             channel=client.channel,
             person=Person(
                 id=staff.id, name=staff.name, role=staff.role, organisation_id=staff.organisation_id

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catalogue.catalogue import Catalogue
-from app.clients.service import Scope, create_client, forget
+from app.clients.service import ORGANISATION_WITHHELD, Scope, create_client, forget
 from app.core import audit
 from app.core.audit import Actor
 from app.core.db import reading, writing
@@ -61,9 +61,9 @@ ROLE_SCOPES: Mapping[StaffRole, frozenset[Scope]] = {
     StaffRole.administrator: frozenset({Scope.admin}),
 }
 # A partner's staff work their organisation's parts: never the triage desk (its candidates
-# are other organisations), never anyone's personal data beyond their own parts.
+# are other organisations), never anyone's personal data beyond their own parts
+# (ORGANISATION_WITHHELD, the rule for organisation keys too).
 PARTNER_ROLES = (StaffRole.agent, StaffRole.supervisor)
-_PARTNER_WITHHELD = frozenset({Scope.triage, Scope.enquiries_submit, Scope.webhooks_manage})
 
 _hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
 MIN_PASSWORD_LENGTH = 12
@@ -72,7 +72,7 @@ MIN_PASSWORD_LENGTH = 12
 def scopes_for(role: StaffRole, organisation_id: str | None) -> frozenset[Scope]:
     """What a person in this role may do; a partner's staff less."""
     scopes = ROLE_SCOPES[role]
-    return scopes - _PARTNER_WITHHELD if organisation_id else scopes
+    return scopes - ORGANISATION_WITHHELD if organisation_id else scopes
 
 
 @dataclass(frozen=True)

@@ -451,6 +451,8 @@ class ApiClient(SQLModel, table=True):
         default=None,
         sa_column=Column(Uuid, ForeignKey("staff.id", ondelete="CASCADE"), nullable=True),
     )
+    # An organisation's key (a catalogue id): its scopes are for that organisation's parts.
+    organisation_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts()
     revoked_at: datetime | None = _ts(nullable=True)
 

@@ -70,6 +70,7 @@ class ReceivedVia(StrEnum):
     webhook = "webhook"
     open311_push = "open311-push"
     staff = "staff"  # the organisation's own staff, through the API (no status-returning system)
+    organisation_key = "organisation-key"  # the organisation's own system, with its API key
 
 
 class Closure(StrEnum):

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -46,7 +46,7 @@ from app.core.models import (
 )
 from app.core.settings import Settings
 from app.core.vocabulary import EventType
-from app.intake.reading import EnquiryFilter, shown_detail
+from app.intake.reading import Audience, EnquiryFilter
 from app.intake.schemas import Channel, EnquiryCreated
 from app.intake.service import IntakeContext, accept_enquiry
 from app.open311.mapping import SINGLE, Pairs, read_request_form, single_values
@@ -221,7 +221,7 @@ async def list_requests(
     limit = door.settings.open311.max_requests
     async with reading(door.intake.engine, one_snapshot=True) as conn:
         rows = await _enquiries(conn, conditions, limit)
-        return await _shown(conn, door, rows, now)
+        return await _shown(conn, door, rows, now, part_of=caller.organisation_id)
 
 
 def _window(settings: Settings, query: RequestQuery, now: datetime) -> tuple[datetime, datetime]:
@@ -266,12 +266,14 @@ async def _enquiries(
 
 
 async def _shown(
-    conn: AsyncConnection, door: FrontDoor, rows: list[Any], now: datetime
+    conn: AsyncConnection, door: FrontDoor, rows: list[Any], now: datetime, *, part_of: str | None
 ) -> list[dict[str, Any]]:
+    """The requests as Open311 shows them; to one organisation's caller (`part_of`), only its
+    own part's agency and words, as GET /v1/enquiries/{reference} shows it (Audience)."""
     ids = [row["id"] for row in rows]
-    agencies = await _agencies(conn, door, ids)
+    agencies = await _agencies(conn, door, ids, part_of=part_of)
     photos = await _first_photos(conn, ids)
-    notes = await _latest_notes(conn, ids)
+    notes = await _latest_notes(conn, ids, part_of=part_of)
     return [
         _request(door, row, agencies.get(row["id"], []), photos.get(row["id"]), notes, now)
         for row in rows
@@ -279,13 +281,14 @@ async def _shown(
 
 
 async def _agencies(
-    conn: AsyncConnection, door: FrontDoor, ids: list[uuid.UUID]
+    conn: AsyncConnection, door: FrontDoor, ids: list[uuid.UUID], *, part_of: str | None
 ) -> dict[uuid.UUID, list[str]]:
     if not ids:
         return {}
+    own = [] if part_of is None else [d.organisation_id == part_of]
     found = await conn.execute(
         select(d.enquiry_id, d.organisation_id)
-        .where(d.enquiry_id.in_(ids))
+        .where(d.enquiry_id.in_(ids), *own)
         .order_by(d.created_at, d.id)
     )
     names: dict[uuid.UUID, list[str]] = {}
@@ -311,19 +314,30 @@ async def _first_photos(conn: AsyncConnection, ids: list[uuid.UUID]) -> dict[uui
     return first
 
 
-async def _latest_notes(conn: AsyncConnection, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+async def _latest_notes(
+    conn: AsyncConnection, ids: list[uuid.UUID], *, part_of: str | None
+) -> dict[uuid.UUID, str]:
     """Each enquiry's latest word on its status, as its citizen is shown it."""
     if not ids:
         return {}
     found = await conn.execute(
-        select(ev.enquiry_id, ev.type, ev.detail)
-        .where(ev.enquiry_id.in_(ids), ev.type.in_(_STATUS_EVENTS))
+        select(ev.enquiry_id, ev.type, ev.organisation_id, ev.detail)
+        .where(ev.enquiry_id.in_(ids), ev.type.in_(_STATUS_EVENTS), *_own_events(part_of))
         .order_by(ev.created_at, ev.id)
     )
+    audience = Audience(staff=False, organisation_id=part_of)
     notes: dict[uuid.UUID, str] = {}
-    for enquiry_id, event_type, detail in found:
-        notes[enquiry_id] = shown_detail(event_type, detail, staff=False) or ""
+    for enquiry_id, event_type, organisation_id, detail in found:
+        notes[enquiry_id] = audience.detail(event_type, organisation_id, detail) or ""
     return notes
+
+
+def _own_events(part_of: str | None) -> list[ColumnElement[bool]]:
+    """One organisation's caller: the events of its own part and of the whole enquiry, never
+    another organisation's (app.intake.reading.Audience.sees)."""
+    if part_of is None:
+        return []
+    return [or_(ev.organisation_id.is_(None), ev.organisation_id == part_of)]
 
 
 def _request(
@@ -401,10 +415,11 @@ async def list_updates(
     now = now or utcnow()
     start, end = _window(door.settings, RequestQuery(start=start, end=end), now)
     query = (
-        select(ev.id, ev.type, ev.status, ev.detail, ev.created_at, e.reference)
+        select(ev.id, ev.type, ev.status, ev.organisation_id, ev.detail, ev.created_at, e.reference)
         .join(enquiry_table, e.id == ev.enquiry_id)
         .where(
             *_visible(caller),
+            *_own_events(caller.organisation_id),
             ev.type.in_(_STATUS_EVENTS),
             ev.status.is_not(None),
             ev.created_at >= start,
@@ -415,13 +430,15 @@ async def list_updates(
     )
     async with reading(door.intake.engine) as conn:
         rows = list((await conn.execute(query)).mappings())
+    audience = Audience(staff=False, organisation_id=caller.organisation_id)
     return [
         {
             "update_id": str(row["id"]),
             "service_request_id": references.display(row["reference"]),
             "status": FIXMYSTREET_WORDS.get(row["status"], "open"),
             "updated_datetime": row["created_at"],
-            "description": shown_detail(row["type"], row["detail"], staff=False) or "",
+            "description": audience.detail(row["type"], row["organisation_id"], row["detail"])
+            or "",
             "media_url": "",
             "external_status_code": row["status"],
         }

@@ -208,9 +208,10 @@ async def recover(
     """Queue again every delivery of events made in the window that was not delivered, and
     make those the subscription should have had but never got; all in one transaction."""
     now = now or utcnow()
-    since, until = check_window(request, settings, now)
     async with writing(engine) as conn:
+        # Whose it is first: another client's subscription is 404 whatever the window.
         subscription = await _active(conn, caller, subscription_id)
+        since, until = check_window(request, settings, now)
         failed = _in_window(subscription_id, since, until).where(w.state.in_(_NOT_DELIVERED))
         requeued = await conn.execute(
             update(webhook_delivery_table)

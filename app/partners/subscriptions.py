@@ -86,15 +86,9 @@ async def create_subscription(
 ) -> WebhookCreated:
     """A new subscription; events made from now on are sent to it. Its secret is in the answer
     and nowhere else in the clear."""
-    if request.organisation_id and Scope.admin not in caller.scopes:
-        # Nothing yet ties an API client to an organisation, so only an operator may point an
-        # endpoint at one organisation's events (its erasure requests among them).
-        raise Forbidden(
-            "Only an admin key may subscribe an endpoint to an organisation's events.",
-            needs=Scope.admin.value,
-        )
+    organisation_id = _subscribed_organisation(caller, request.organisation_id)
     await _check_target(guard, request.url)
-    if request.organisation_id and request.organisation_id not in catalogue.organisations:
+    if organisation_id and organisation_id not in catalogue.organisations:
         raise ValidationFailed(
             "There is no such organisation.",
             [FieldError("not a known organisation", pointer="#/organisation_id")],
@@ -108,9 +102,9 @@ async def create_subscription(
         client_id=caller.client_id,
         url=request.url,
         events=request.events,
-        organisation_id=request.organisation_id,
+        organisation_id=organisation_id,
         description=request.description,
-        all_enquiries=Scope.admin in caller.scopes,
+        all_enquiries=Scope.admin in caller.scopes and caller.organisation_id is None,
         secret_sealed=sealed,
         state=SubscriptionState.active,
         fed_until=now,
@@ -121,6 +115,28 @@ async def create_subscription(
         await conn.execute(webhook_subscription_table.insert(), subscription.model_dump())
     log.info("webhook.subscribed", subscription=str(subscription.id), client=caller.name)
     return WebhookCreated(**_out(subscription).model_dump(), secret=secret)
+
+
+def _subscribed_organisation(caller: Caller, named: str | None) -> str | None:
+    """The organisation whose events a new subscription gets: an organisation's caller, its
+    own (named or not); admin, any it names; anyone else, none (403 for naming one)."""
+    own = caller.organisation_id
+    if own is not None:
+        if named not in (None, own):
+            raise Forbidden(
+                f"This key is {own}'s: it may subscribe to {own}'s events only.",
+                needs=Scope.admin.value,
+            )
+        return own
+    if named and Scope.admin not in caller.scopes:
+        # An organisation's events (its erasure requests among them) go to that
+        # organisation's own key (`iap clients create --organisation`) or an operator's.
+        raise Forbidden(
+            "Only that organisation's own key or an admin key may subscribe an endpoint "
+            "to an organisation's events.",
+            needs=Scope.admin.value,
+        )
+    return named
 
 
 async def _check_target(guard: OutboundGuard, url: str) -> None:

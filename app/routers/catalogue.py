@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from app.adapters.base import Adapter
-from app.api.auth import optional_caller, require
-from app.api.deps import Adapters, Catalogue, Engine
+from app.api.auth import optional_caller
+from app.api.deps import Adapters, Catalogue, Engine, StaffReader
 from app.api.ratelimit import RATE_LIMITED_RESPONSE
 from app.catalogue.catalogue import Organisation, Service
 from app.catalogue.schemas import (
@@ -18,7 +18,6 @@ from app.catalogue.schemas import (
     ServiceOut,
     StatusUpdatesOut,
 )
-from app.clients.service import Scope
 from app.core.errors import NotFound
 from app.delivery import circuits
 from app.delivery.dispatcher import unverified_repeats
@@ -67,14 +66,17 @@ async def read_service(code: str, catalogue: Catalogue) -> ServiceOut:
     "/organisations",
     response_model=list[OrganisationOut],
     summary="List organisations",
-    dependencies=[Depends(require(Scope.enquiries_read_all))],
 )
 async def list_organisations(
-    engine: Engine, catalogue: Catalogue, adapters: Adapters
+    engine: Engine,
+    catalogue: Catalogue,
+    adapters: Adapters,
+    caller: StaffReader,
 ) -> list[OrganisationOut]:
     """Every organisation enquiries can be sent to, the areas it covers, how it is reached, and
     whether deliveries to it are flowing (its circuit breaker). Needs `enquiries:read-all`:
-    back-office outages and their errors are for staff, not the public."""
+    back-office outages and their errors are for staff, not the public; one organisation's
+    staff or key is shown its own organisation only."""
     known = await circuits.states(engine)
     polled = await poll_states(engine)
     blind = [o for o, a in adapters.items() if not a.recognises_repeats()]
@@ -87,6 +89,7 @@ async def list_organisations(
             polled.get(o.id),
         ).model_copy(update={"unverified_repeats": repeats.get(o.id, 0) if o.id in blind else None})
         for o in catalogue.organisations.values()
+        if caller.may_act_for(o.id)
     ]
 
 
