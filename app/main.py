@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.auth import admit
 from app.api.middleware import BodyGuard, add_http_guards
-from app.api.openapi import TAGS, operation_id, refine, unique_schema_names
+from app.api.openapi import TAGS, add_answer_examples, operation_id, refine, unique_schema_names
 from app.api.problems import PROBLEM_JSON, install_problem_handlers
 from app.api.ratelimit import RateLimiter
 from app.api.request_log import add_request_log
@@ -230,6 +230,7 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
                 responses["422"] = {"description": "Validation error", "content": problem_content}
     refine(schema, app.routes)
     schema = unique_schema_names(schema)
+    add_answer_examples(schema)
     app.openapi_schema = schema
     return schema
 
