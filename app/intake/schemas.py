@@ -112,13 +112,16 @@ class Citizen(Strict):
 
 
 class Consent(Strict):
+    # strict: consent is given by true, never by 1 or "yes" (JSON Schema's boolean).
     share_contact_details: bool = Field(
         default=False,
+        strict=True,
         description="The citizen agreed that the organisations handling the enquiry may "
         "receive their contact details. Without it they receive the enquiry only.",
     )
     send_updates: bool = Field(
         default=False,
+        strict=True,
         description="The citizen agreed to be sent an acknowledgement and news of progress "
         "by their preferred contact (email, or a text to their phone). Without it, nothing is "
         "sent to them.",
