@@ -23,7 +23,14 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.auth import admit
 from app.api.middleware import BodyGuard, add_http_guards
-from app.api.openapi import TAGS, add_webhooks, operation_id, refine, unique_schema_names
+from app.api.openapi import (
+    TAGS,
+    add_answer_examples,
+    add_webhooks,
+    operation_id,
+    refine,
+    unique_schema_names,
+)
 from app.api.problems import PROBLEM_JSON, install_problem_handlers
 from app.api.ratelimit import RateLimiter
 from app.api.request_log import add_request_log
@@ -231,6 +238,7 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     refine(schema, app.routes)
     add_webhooks(schema)
     schema = unique_schema_names(schema)
+    add_answer_examples(schema)
     app.openapi_schema = schema
     return schema
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from fastapi.dependencies.models import Dependant
@@ -158,6 +159,29 @@ def unique_schema_names(schema: dict[str, Any]) -> dict[str, Any]:
         if name not in schemas:
             model["title"] = name
     return renamed
+
+
+# Real answers of the live app, one per 2xx JSON answer (tests/api/test_openapi_examples.py).
+ANSWER_EXAMPLES = Path(__file__).parent.parent / "data" / "openapi_examples.json"
+
+
+def add_answer_examples(schema: dict[str, Any]) -> None:
+    """Each answer's example: on its component schema, or on the answer itself when its schema
+    is written inline (a list of services); after the schemas have their final names."""
+    examples = json.loads(ANSWER_EXAMPLES.read_text(encoding="utf-8"))
+    components = schema.get("components", {}).get("schemas", {})
+    for name, answer in examples["schemas"].items():
+        components[name]["examples"] = [answer]
+    for path in schema["paths"].values():
+        for operation in path.values():
+            for code, response in operation.get("responses", {}).items():
+                media = response.get("content", {}).get("application/json")
+                if (
+                    code.startswith("2")
+                    and media
+                    and operation["operationId"] in examples["operations"]
+                ):
+                    media["example"] = examples["operations"][operation["operationId"]]
 
 
 def refine(schema: dict[str, Any], routes: Sequence[BaseRoute]) -> None:

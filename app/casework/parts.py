@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -47,6 +47,17 @@ _REPORTABLE = [status for status in Status if status not in _DELIVERY_WORDS]
 
 class PartUpdateIn(Strict):
     """Where an organisation's part has got to, in its own words or ours."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "acknowledged",
+                    "description": "Officer assigned; we will call the reporter this week",
+                }
+            ]
+        }
+    )
 
     status: Annotated[NoNul, StringConstraints(min_length=1, max_length=64)] = Field(
         examples=["acknowledged"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.types import AwareUtcDatetime, NoNul, Strict
 from app.core.vocabulary import EventType, OutboxState
@@ -47,7 +47,13 @@ class DispatchPage(BaseModel):
 class BulkRedriveIn(Strict):
     """Every given-up delivery to one organisation since a time: after its fault was fixed."""
 
-    organisation: NoNul = Field(max_length=64, examples=["oxfordshire-county"])
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"organisation": "oxfordshire-county", "since": "2026-12-02T09:00:00Z"}]
+        }
+    )
+
+    organisation: NoNul = Field(min_length=1, max_length=64, examples=["oxfordshire-county"])
     since: AwareUtcDatetime = Field(
         description="Given up at or after this time (with its time zone)",
         examples=["2026-12-02T09:00:00Z"],
@@ -60,6 +66,12 @@ class BulkRedriveOut(BaseModel):
 
 
 class CloseIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"note": "Rang the county's highways duty officer and read it out"}]
+        }
+    )
+
     note: NoNul = Field(
         min_length=1,
         max_length=2000,

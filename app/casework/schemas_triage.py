@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.catalogue.status import Status
 from app.core.types import Strict, Text
@@ -82,6 +82,17 @@ OrganisationId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class HandOnIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "organisations": ["oxfordshire-county"],
+                    "reason": "A pothole on a county road: the county's highways team",
+                }
+            ]
+        }
+    )
+
     organisations: list[OrganisationId] = Field(min_length=1, max_length=5)
     reason: Annotated[Text, StringConstraints(max_length=500)]
 
@@ -94,10 +105,27 @@ class HandOnIn(Strict):
 
 
 class RelocateIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"location": {"postcode": "OX1 1BX", "address": "St Aldate's, Oxford"}}]
+        }
+    )
+
     location: Location
 
 
 class CloseIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "outcome": "outside_remit",
+                    "note": "A private road: told the caller to contact the residents' association",
+                }
+            ]
+        }
+    )
+
     outcome: Literal["first_contact", "outside_remit"] = Field(
         description="first_contact: resolved at the desk (the note is the advice given); "
         "outside_remit: no partner's work (the note is the signposting given)"

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     EmailStr,
     Field,
     StringConstraints,
@@ -111,13 +112,16 @@ class Citizen(Strict):
 
 
 class Consent(Strict):
+    # strict: consent is given by true, never by 1 or "yes" (JSON Schema's boolean).
     share_contact_details: bool = Field(
         default=False,
+        strict=True,
         description="The citizen agreed that the organisations handling the enquiry may "
         "receive their contact details. Without it they receive the enquiry only.",
     )
     send_updates: bool = Field(
         default=False,
+        strict=True,
         description="The citizen agreed to be sent an acknowledgement and news of progress "
         "by their preferred contact (email, or a text to their phone). Without it, nothing is "
         "sent to them.",
@@ -129,6 +133,26 @@ AttributeValue = str | int | float | bool | list[str]
 
 class EnquiryIn(Strict):
     """An enquiry as a citizen, an agent, a kiosk or a partner system submits it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "service_code": "pothole",
+                    "description": "Deep pothole outside the post office; cyclists swerve round it",
+                    "channel": "web",
+                    "location": {"postcode": "OX14 3JE", "address": "12 Bath Street, Abingdon"},
+                    "citizen": {
+                        "name": "Sam Taylor",
+                        "email": "sam.taylor@example.org",
+                        "preferred_contact": "email",
+                    },
+                    "attributes": {"road_or_pavement": "road", "depth_cm": 8},
+                    "consent": {"share_contact_details": True, "send_updates": True},
+                }
+            ]
+        }
+    )
 
     service_code: Annotated[str, StringConstraints(max_length=64)] = Field(examples=["pothole"])
     description: Annotated[Text, StringConstraints(max_length=4000)]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     field_validator,
 )
 
-from app.core.types import AwareUtcDatetime, Strict
+from app.core.types import AwareUtcDatetime, Strict, WholeNumber
 from app.core.vocabulary import (
     ANY_EVENT,
     EVENT_FAMILIES,
@@ -25,6 +27,19 @@ from app.core.vocabulary import (
 
 class WebhookIn(Strict):
     """A partner's endpoint, and which events it wants."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://partner.example.org/iap/events",
+                    "events": ["enquiry.*", "privacy.erasure_requested"],
+                    "organisation_id": "vale-of-white-horse",
+                    "description": "Cases system, production",
+                }
+            ]
+        }
+    )
 
     url: str = Field(
         max_length=2000,
@@ -79,14 +94,27 @@ def event_patterns(events: list[str]) -> list[str]:
     return sorted(set(events))
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """The field's schema without its null branch: absent means unchanged, null is refused."""
+    branches = schema.pop("anyOf")
+    schema.update(next(b for b in branches if b.get("type") != "null"))
+
+
 class WebhookPatch(Strict):
     """A JSON merge patch of a subscription: only the fields given change."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"events": ["enquiry.*", "dispatch.*"], "description": "Cases system"}]
+        }
+    )
 
     url: str | None = Field(
         default=None,
         max_length=2000,
         examples=["https://partner.example.org/iap/v2/events"],
         description="A new endpoint, checked as when subscribing",
+        json_schema_extra=_not_null,
     )
     events: list[str] | None = Field(
         default=None,
@@ -94,6 +122,7 @@ class WebhookPatch(Strict):
         max_length=50,
         examples=[["enquiry.*"]],
         description="The event types wanted from now on (replacing the list)",
+        json_schema_extra=_not_null,
     )
     description: str | None = Field(
         default=None, max_length=500, description="A new description; null removes it"
@@ -102,6 +131,7 @@ class WebhookPatch(Strict):
         default=None,
         strict=True,
         description="false stops sending; true sends a disabled subscription events again",
+        json_schema_extra=_not_null,
     )
 
     @field_validator("url")
@@ -133,7 +163,9 @@ DEFAULT_OVERLAP_SECONDS = 24 * 3600
 class RotateIn(Strict):
     """How long the old secret keeps signing beside the new one."""
 
-    overlap_seconds: int = Field(
+    model_config = ConfigDict(json_schema_extra={"examples": [{"overlap_seconds": 3600}]})
+
+    overlap_seconds: WholeNumber = Field(
         default=DEFAULT_OVERLAP_SECONDS,
         ge=0,
         le=MAX_OVERLAP_SECONDS,
@@ -185,6 +217,10 @@ class WebhookDeliveryList(BaseModel):
 
 class RecoverIn(Strict):
     """A window of events to send again: those not delivered, and those never queued."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"since": "2026-12-01T08:00:00Z"}]},
+    )
 
     since: AwareUtcDatetime = Field(
         examples=["2026-12-01T08:00:00Z"], description="From this time (with its offset)"

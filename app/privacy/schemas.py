@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     EmailStr,
     Field,
     StringConstraints,
@@ -23,6 +24,16 @@ from app.intake.schemas import (
 
 class Subject(Strict):
     """A citizen, named by the email or phone number they gave (either, or both)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "sam.taylor@example.org"}],
+            "anyOf": [
+                {"required": ["email"], "properties": {"email": {"type": "string"}}},
+                {"required": ["phone"], "properties": {"phone": {"type": "string"}}},
+            ],
+        }
+    )
 
     email: EmailStr | None = None
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{7,20}$")] | None = None

@@ -7,7 +7,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import Field, StringConstraints, ValidationError
+from pydantic import ConfigDict, Field, StringConstraints, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.api.auth import check_scope
@@ -19,6 +19,7 @@ from app.clients.service import Caller, Scope
 from app.conversation import service
 from app.conversation.service import Conversation, Speaker
 from app.core.errors import ValidationFailed
+from app.core.settings import AttachmentSettings
 from app.core.types import NoNul, Strict
 from app.intake.schemas import MessageOut
 
@@ -46,14 +47,28 @@ Why = Annotated[NoNul, StringConstraints(strip_whitespace=True, max_length=MAX_R
 
 
 class InformationIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"text": "It is on the north side, by the bus stop"}]}
+    )
+
     text: Said = Field(examples=["It is on the north side, by the bus stop"])
 
 
 class ReasonIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "It was fixed this morning"}]}
+    )
+
     reason: Why | None = Field(default=None, examples=["It was fixed this morning"])
 
 
 class NoteIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"text": "Caller rang again; told them it is with the council"}]
+        }
+    )
+
     text: Said = Field(examples=["Caller rang again; told them it is with the council"])
 
 
@@ -116,6 +131,8 @@ _COMMON = {
                             "files": {
                                 "type": "array",
                                 "items": {"type": "string", "format": "binary"},
+                                # The shipped limit (IAP_ATTACHMENTS__MAX_FILES can change it).
+                                "maxItems": AttachmentSettings().max_files,
                             },
                         },
                     }

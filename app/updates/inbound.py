@@ -41,7 +41,22 @@ m = inbound_message_table.c
 class InboundUpdate(BaseModel):
     """One status change, as an organisation pushes it (the body of a Standard Webhook)."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "update_id": "upd-20261203-0042",
+                    "reference": "K7Q-M4X-PB6",
+                    "status": "fixed",
+                    "description": "Filled and sealed by the Abingdon highways crew",
+                    "updated_at": "2026-12-03T14:20:00Z",
+                }
+            ]
+        },
+    )
 
     update_id: Annotated[NoNul, StringConstraints(min_length=1, max_length=255)] = Field(
         description="Unique per organisation; the same update sent twice is recorded once"
