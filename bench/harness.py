@@ -83,6 +83,15 @@ class Processes:
             proc.kill()
             proc.wait()
 
+    async def wait(self, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
+        """Let a process end by itself (stopped after timeout)."""
+        if proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.stop(proc)
+
     async def stop_all(self) -> None:
         for _, proc in list(self.running.values()):
             await self.stop(proc, grace=5.0)
@@ -166,6 +175,17 @@ def other_cpu() -> Iterator[OtherCpu]:
     others = (_machine_ticks() - machine) - (_our_ticks() - ours)
     available = (time.monotonic() - started) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
     result.share = max(0.0, others / available)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time (user and system) used so far by these processes: on a shared machine the
+    work done per CPU second is steadier than per second of wall clock."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _machine_ticks() -> int:

@@ -87,12 +87,35 @@ class Load:
             return await self.run_wrk(url, seconds)
         return await run_httpx(url, seconds)
 
-    async def run_wrk(self, url: str, seconds: float) -> LoadResult:
+    async def run_split(self, urls: Sequence[str], seconds: float) -> LoadResult:
+        """CONNECTIONS split evenly between the urls, all driven at once: their req/s and
+        requests summed, p50 weighted by requests, p99 the worst of them."""
+        if not self.use_wrk:
+            raise RuntimeError("a load split between several API processes needs wrk")
+        share = CONNECTIONS // len(urls)
+        results = await asyncio.gather(
+            *(self.run_wrk(url, seconds, connections=share) for url in urls)
+        )
+        requests = sum(r.requests for r in results)
+        return LoadResult(
+            tool="wrk",
+            requests=requests,
+            seconds=max(r.seconds for r in results),
+            rps=sum(r.rps for r in results),
+            p50_ms=sum(r.p50_ms * r.requests for r in results) / max(requests, 1),
+            p99_ms=max(r.p99_ms for r in results),
+            errors=sum(r.errors for r in results),
+            raw="\n".join(r.raw for r in results),
+        )
+
+    async def run_wrk(
+        self, url: str, seconds: float, *, connections: int = CONNECTIONS
+    ) -> LoadResult:
         argv = [
             *self.procs.pinned(LOAD_CPU),
             "wrk",
             "-t1",
-            f"-c{CONNECTIONS}",
+            f"-c{connections}",
             f"-d{seconds:g}s",
             "--timeout",
             "10s",

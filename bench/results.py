@@ -25,15 +25,31 @@ TARGET_PAGE_P95_MS = 50.0  # issue 13: the console's pages render in under 50 ms
 NOTES_MARKER = "<!-- Everything below this line is kept when bench/run.py rewrites the file. -->"
 
 
+# The phases of one database, in the order they run.
+PHASES = ("floor", "gateway", "drain", "latency", "pages")
+
+
 @dataclass
 class DrainResult:
     dispatches: int
     seconds: float
     other_cpu: float = 0.0
+    workers: int = 1
+    worker_cpu_seconds: float = 0.0  # the workers' CPU time, start-up included
 
     @property
     def rate(self) -> float:
         return self.dispatches / self.seconds
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Dispatches per second of the workers' own CPU: what one worker would reach with a
+        core to itself, if the database kept up."""
+        return self.dispatches / self.worker_cpu_seconds if self.worker_cpu_seconds else 0.0
+
+    @property
+    def per_worker(self) -> float:
+        return self.rate / self.workers
 
 
 @dataclass
@@ -51,20 +67,28 @@ class PagesResult:
 
 @dataclass
 class DatabaseFigures:
+    """What was measured on one database; a phase not run, or failed, is None (a failed
+    one's error is in `errors`)."""
+
     database: str
-    floor: LoadResult
-    gateway: LoadResult
-    drain: DrainResult
-    latency: LatencyResult
+    floor: LoadResult | None = None
+    gateway: LoadResult | None = None
+    drain: DrainResult | None = None
+    latency: LatencyResult | None = None
     pages: PagesResult | None = None
     version: str = ""
+    errors: dict[str, str] = field(default_factory=dict)  # phase -> what went wrong
 
     @property
-    def rps_ratio(self) -> float:
+    def rps_ratio(self) -> float | None:
+        if self.gateway is None or self.floor is None:
+            return None
         return self.gateway.rps / self.floor.rps
 
     @property
-    def p99_ratio(self) -> float:
+    def p99_ratio(self) -> float | None:
+        if self.gateway is None or self.floor is None:
+            return None
         return self.gateway.p99_ms / self.floor.p99_ms
 
 
@@ -75,6 +99,8 @@ class Run:
     tool: str
     pinned: bool
     machine: dict[str, str]
+    workers: int = 1  # `iap worker` processes in the drain
+    apis: int = 1  # API processes in the gateway's intake
     figures: list[DatabaseFigures] = field(default_factory=list)
 
 
@@ -109,38 +135,58 @@ def verdict(ok: bool) -> str:
 
 
 def targets(figures: DatabaseFigures) -> list[tuple[bool, str]]:
-    """Each target with whether it was met; a run with too many errors meets none."""
+    """Each target of the phases run with whether it was met; a failed phase meets none,
+    and a run with too many errors meets no intake target."""
+    checks = intake_targets(figures)
+    if (latency := figures.latency) is not None:
+        checks.append(
+            (
+                latency.p50_ms <= TARGET_DELIVERED_P50_MS,
+                f"accepted→delivered p50 {latency.p50_ms:.1f} ms "
+                f"(target ≤ {TARGET_DELIVERED_P50_MS:.0f} ms)",
+            )
+        )
+    checks += [
+        (
+            p95 <= TARGET_PAGE_P95_MS,
+            f"{page} p95 {p95:.1f} ms server time (target ≤ {TARGET_PAGE_P95_MS:.0f} ms)",
+        )
+        for page, (_, p95) in (figures.pages.pages.items() if figures.pages else [])
+    ]
+    checks += [(False, f"{phase} phase failed: {error}") for phase, error in figures.errors.items()]
+    return checks
+
+
+def intake_targets(figures: DatabaseFigures) -> list[tuple[bool, str]]:
+    rps, p99 = figures.rps_ratio, figures.p99_ratio
+    if figures.floor is None or figures.gateway is None or rps is None or p99 is None:
+        return []
     valid = figures.floor.valid and figures.gateway.valid
     note = "" if valid else " (invalid run: errors over 0.1%)"
     return [
         (
-            valid and figures.rps_ratio >= TARGET_THROUGHPUT,
-            f"intake req/s {figures.rps_ratio:.2f} x floor (target ≥ {TARGET_THROUGHPUT}){note}",
+            valid and rps >= TARGET_THROUGHPUT,
+            f"intake req/s {rps:.2f} x floor (target ≥ {TARGET_THROUGHPUT}){note}",
         ),
         (
-            valid and figures.p99_ratio <= TARGET_P99,
-            f"intake p99 {figures.p99_ratio:.2f} x floor (target ≤ {TARGET_P99}){note}",
-        ),
-        (
-            figures.latency.p50_ms <= TARGET_DELIVERED_P50_MS,
-            f"accepted→delivered p50 {figures.latency.p50_ms:.1f} ms "
-            f"(target ≤ {TARGET_DELIVERED_P50_MS:.0f} ms)",
-        ),
-        *(
-            (
-                p95 <= TARGET_PAGE_P95_MS,
-                f"{page} p95 {p95:.1f} ms server time (target ≤ {TARGET_PAGE_P95_MS:.0f} ms)",
-            )
-            for page, (_, p95) in (figures.pages.pages.items() if figures.pages else [])
+            valid and p99 <= TARGET_P99,
+            f"intake p99 {p99:.2f} x floor (target ≤ {TARGET_P99}){note}",
         ),
     ]
 
 
 def intake_rows(figures: DatabaseFigures) -> list[list[str]]:
-    ratios = [f"{figures.rps_ratio:.2f}", f"{figures.p99_ratio:.2f}"]
-    return [
-        load_row(figures.database, "floor", figures.floor, ["", ""]),
-        load_row(figures.database, "gateway", figures.gateway, ratios),
+    rps, p99 = figures.rps_ratio, figures.p99_ratio
+    ratios = [f"{rps:.2f}", f"{p99:.2f}"] if rps is not None and p99 is not None else ["", ""]
+    rows = [
+        load_row(figures.database, server, result, ratios if server != "floor" else ["", ""])
+        for server, result in (("floor", figures.floor), ("gateway", figures.gateway))
+        if result is not None
+    ]
+    return rows + [
+        [figures.database, phase, "failed", "", "", "", "", error, ""]
+        for phase, error in figures.errors.items()
+        if phase in ("floor", "gateway")
     ]
 
 
@@ -216,16 +262,17 @@ def method_lines(run: Run) -> list[str]:
     return [
         "- Intake: the floor (`bench/floor.py`: FastAPI, the gateway's `EnquiryIn` body model, "
         "one raw INSERT per request; aiosqlite with the gateway's PRAGMAs on one connection, or "
-        "an asyncpg pool), then the gateway (`iap serve --no-worker --no-sandbox`); one uvicorn "
-        "worker each, both run as `iap serve` runs (asyncio.run, its garbage-collector settings), "
-        "one after the other, each on a fresh database migrated by `iap migrate`.",
+        "an asyncpg pool), then the gateway (`iap serve --no-worker --no-sandbox`"
+        f"{apis(run.apis)}); one uvicorn worker each, both run as `iap serve` runs (asyncio.run, "
+        "its garbage-collector settings), one after the other, each on a fresh database "
+        "migrated by `iap migrate`.",
         f"- Each server gets {run.warm_up:g} s of warm-up, then {run.duration:g} s of "
         f"{CONNECTIONS} connections POSTing a valid `pothole` enquiry; {pinning}.",
         f"- A run with over {MAX_ERROR_SHARE:.1%} non-2xx or socket errors fails the intake "
         "targets.",
         f"- Drain: {DRAIN_ENQUIRIES} enquiries queued with no worker, then a sandbox back-office "
-        "and one `iap worker`; dispatches/s from the worker's `dispatcher.started` log line until "
-        "every dispatch is `delivered`.",
+        f"and {workers(run.workers)}; dispatches/s from the first worker's `dispatcher.started` "
+        "log line until every dispatch is `delivered`.",
         "- Accepted→delivered: `iap serve` with its in-process worker and a sandbox; "
         f"{LATENCY_ENQUIRIES} enquiries one at a time, each delivered before the next is sent; "
         "`dispatch.delivered_at - created_at`.",
@@ -239,6 +286,18 @@ def method_lines(run: Run) -> list[str]:
     ]
 
 
+def apis(count: int) -> str:
+    if count == 1:
+        return ""
+    return f", {count} processes on ports of their own, the connections split between them"
+
+
+def workers(count: int) -> str:
+    if count == 1:
+        return "one `iap worker`"
+    return f"{count} `iap worker` processes on one database, each on a core in turn"
+
+
 def target_lines(run: Run) -> list[str]:
     verdicts = [
         f"- **{verdict(ok)}** {f.database}: {text}" for f in run.figures for ok, text in targets(f)
@@ -247,32 +306,44 @@ def target_lines(run: Run) -> list[str]:
 
 
 def delivery_rows(f: DatabaseFigures) -> list[list[str]]:
-    drain, latency = f.drain, f.latency
-    return [
-        [
-            f.database,
-            "drain",
-            f"{drain.rate:.0f} dispatches/s",
-            f"{drain.dispatches} dispatches in {drain.seconds:.1f} s",
-            f"{drain.other_cpu:.1%}",
-        ],
-        [
-            f.database,
-            "accepted→delivered",
-            f"p50 {latency.p50_ms:.1f} ms, p99 {latency.p99_ms:.1f} ms",
-            f"{latency.enquiries} enquiries, one at a time",
-            f"{latency.other_cpu:.1%}",
-        ],
-        *(
+    rows: list[list[str]] = []
+    if (drain := f.drain) is not None:
+        workers = "" if drain.workers == 1 else f" by {drain.workers} workers"
+        per = "" if drain.workers == 1 else f" ({drain.per_worker:.0f} per worker)"
+        rows.append(
             [
                 f.database,
-                f"console {page}",
-                f"p50 {p50:.1f} ms, p95 {p95:.1f} ms server time",
-                f"{PAGE_REQUESTS} requests, one at a time, signed in",
-                "",
+                "drain",
+                f"{drain.rate:.0f} dispatches/s{per}",
+                f"{drain.dispatches} dispatches in {drain.seconds:.1f} s{workers}; "
+                f"{drain.per_cpu_second:.0f} per worker CPU second",
+                f"{drain.other_cpu:.1%}",
             ]
-            for page, (p50, p95) in (f.pages.pages.items() if f.pages else [])
-        ),
+        )
+    if (latency := f.latency) is not None:
+        rows.append(
+            [
+                f.database,
+                "accepted→delivered",
+                f"p50 {latency.p50_ms:.1f} ms, p99 {latency.p99_ms:.1f} ms",
+                f"{latency.enquiries} enquiries, one at a time",
+                f"{latency.other_cpu:.1%}",
+            ]
+        )
+    rows += [
+        [
+            f.database,
+            f"console {page}",
+            f"p50 {p50:.1f} ms, p95 {p95:.1f} ms server time",
+            f"{PAGE_REQUESTS} requests, one at a time, signed in",
+            "",
+        ]
+        for page, (p50, p95) in (f.pages.pages.items() if f.pages else [])
+    ]
+    return rows + [
+        [f.database, phase, "failed", error, ""]
+        for phase, error in f.errors.items()
+        if phase in ("drain", "latency", "pages")
     ]
 
 
@@ -287,6 +358,7 @@ def busy_lines(run: Run) -> list[str]:
             ("drain", f.drain),
             ("accepted→delivered", f.latency),
         )
+        if result is not None
     }
     return [
         f"- **Suspect**: other processes used {share:.0%} of the CPU during {name}; run again "

@@ -11,7 +11,13 @@ For each database, one after the other on loopback:
            time: each answer's server time from the gateway's own request log.
 
 Run: .venv/bin/python bench/run.py [--duration 15] [--db sqlite|postgres|both]
-                                    [--write docs/performance.md]
+                                    [--phases floor,gateway,drain,latency,pages]
+                                    [--workers N] [--api N] [--write docs/performance.md]
+
+A phase that fails is reported with its error (in the output and the results page) and the
+run goes on. --workers N drains with N `iap worker` processes on one database (dispatches/s in
+all and per worker); --api N runs the gateway's intake as N API processes, each on its own port
+and core in turn, with wrk's connections split between them (req/s summed).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +52,7 @@ from harness import (
     Databases,
     Processes,
     accepted_to_delivered_ms,
+    cpu_seconds,
     database_version,
     dispatch_counts,
     free_port,
@@ -69,6 +76,7 @@ from results import (
     DRAIN_ENQUIRIES,
     LATENCY_ENQUIRIES,
     PAGE_REQUESTS,
+    PHASES,
     DatabaseFigures,
     DrainResult,
     LatencyResult,
@@ -97,6 +105,10 @@ class Bench:
     load: Load
     duration: float
     warm_up: float
+    phases: Sequence[str] = PHASES
+    workers: int = 1  # `iap worker` processes in the drain
+    apis: int = 1  # API processes in the gateway's intake
+    py_spy: Path | None = None  # where the drain workers' profiles go
 
     @property
     def kind(self) -> str:
@@ -123,11 +135,13 @@ class Bench:
         finally:
             await self.procs.stop(proc)
 
-    def gateway(self, name: str, env: dict[str, str], *, worker: bool) -> AsyncContextManager[str]:
+    def gateway(
+        self, name: str, env: dict[str, str], *, worker: bool, cpu: str = SERVER_CPU
+    ) -> AsyncContextManager[str]:
         port = free_port()
         argv = [IAP, "serve", "--no-sandbox", "--port", str(port)]
         argv += [] if worker else ["--no-worker"]
-        return self.server(name, argv, env=env, port=port, cpu=SERVER_CPU)
+        return self.server(name, argv, env=env, port=port, cpu=cpu)
 
     def sandbox(self, name: str, env: dict[str, str]) -> AsyncContextManager[str]:
         port = int(env["IAP_SANDBOX_URL"].rsplit(":", 1)[1])
@@ -161,30 +175,91 @@ class Bench:
 
     async def gateway_intake(self) -> LoadResult:
         env = iap_env(await self.databases.fresh("gateway"))
-        return await self.intake("gateway", self.gateway("gateway", env, worker=False))
+        if self.apis == 1:
+            return await self.intake("gateway", self.gateway("gateway", env, worker=False))
+        return await self.intake_split(env)
+
+    async def intake_split(self, env: dict[str, str]) -> LoadResult:
+        """`apis` API processes, each on a port of its own and a core in turn, one database;
+        the load split evenly between them, run at once."""
+        async with contextlib.AsyncExitStack() as stack:
+            bases = [
+                await stack.enter_async_context(
+                    self.gateway(f"gateway-{n}", env, worker=False, cpu=self.cpu(n))
+                )
+                for n in range(self.apis)
+            ]
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=10, headers=API_HEADERS)
+            )
+            urls = [f"{base}/v1/enquiries" for base in bases]
+            for url in urls:
+                await submit(client, url)
+            await self.load.run_split(urls, self.warm_up)
+            with other_cpu() as other:
+                result = await self.load.run_split(urls, self.duration)
+        result.other_cpu = other.share
+        print(
+            f"  gateway  {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
+            f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}  ({self.apis} API processes)",
+            flush=True,
+        )
+        return result
 
     async def drain(self) -> DrainResult:
-        """Queue DRAIN_ENQUIRIES with no worker; time one `iap worker` delivering them all."""
+        """Queue DRAIN_ENQUIRIES with no worker; time `workers` `iap worker`s delivering them."""
         url = await self.databases.fresh("drain")
         env = iap_env(url, free_port())
         async with self.gateway("drain-gateway", env, worker=False) as base:
             await submit_many(f"{base}/v1/enquiries", DRAIN_ENQUIRIES, CONNECTIONS)
         expected = sum((await dispatch_counts(url)).values())
         async with self.sandbox("drain-sandbox", env):
-            name = f"{self.kind}-drain-worker"
-            worker = self.procs.start(name, [IAP, "worker"], env=env, cpu=SERVER_CPU)
+            names = [f"{self.kind}-drain-worker-{n}" for n in range(self.workers)]
+            workers = [
+                self.procs.start(name, [IAP, "worker"], env=env, cpu=self.cpu(n))
+                for n, name in enumerate(names)
+            ]
+            profilers: list[subprocess.Popen[bytes] | None] = []
             try:
-                started = await self.wait_for_log(name, worker, "dispatcher.started")
+                started = [
+                    await self.wait_for_log(name, worker, "dispatcher.started")
+                    for name, worker in zip(names, workers, strict=True)
+                ]
+                profilers = [self.profile(n, w) for n, w in zip(names, workers, strict=True)]
+                pids = [worker.pid for worker in workers]
                 with other_cpu() as other:
                     finished = await wait_until_delivered(url, expected, timeout=300)
+                    # Idle between the first start-up and its first claim, so counted whole.
+                    cpu = cpu_seconds(pids)
             finally:
-                await self.procs.stop(worker)
-        result = DrainResult(expected, finished - started, other.share)
+                for worker in workers:
+                    await self.procs.stop(worker)
+                for profiler in profilers:
+                    await self.procs.wait(profiler)
+        result = DrainResult(expected, finished - min(started), other.share, self.workers, cpu)
         print(
-            f"  drain    {result.rate:9.1f} dispatches/s ({expected} in {result.seconds:.1f} s)",
+            f"  drain    {result.rate:9.1f} dispatches/s ({expected} in {result.seconds:.1f} s, "
+            f"{self.workers} worker(s): {result.per_worker:.1f} per worker; "
+            f"{result.per_cpu_second:.0f} per worker CPU second)",
             flush=True,
         )
         return result
+
+    def profile(self, name: str, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes] | None:
+        """With --py-spy DIR: py-spy samples the process until it exits, its stacks folded
+        into DIR/NAME.txt (flame-graph input: one stack and its sample count a line)."""
+        if self.py_spy is None:
+            return None
+        out = self.py_spy / f"{name}.txt"
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        argv = [py_spy, "record", "--pid", str(proc.pid), "--format", "raw", "-o", str(out)]
+        return self.procs.start(f"{name}-py-spy", argv, env=dict(os.environ), cpu=LOAD_CPU)
+
+    def cpu(self, n: int) -> str:
+        """The core of the n-th of several processes of one kind: the first on SERVER_CPU,
+        the others spread over the machine's cores."""
+        cores = sorted(os.sched_getaffinity(0))
+        return str(cores[(cores.index(int(SERVER_CPU)) + n) % len(cores)])
 
     async def wait_for_log(self, name: str, proc: subprocess.Popen[bytes], event: str) -> float:
         """The monotonic time `event` first shows in the process's log."""
@@ -270,16 +345,28 @@ class Bench:
         return result
 
     async def measure(self) -> DatabaseFigures:
+        """Every phase asked for; one that fails is reported with its error and the run goes
+        on with the next."""
         print(f"{self.kind}:", flush=True)
-        return DatabaseFigures(
-            database=self.kind,
-            floor=await self.floor_intake(),
-            gateway=await self.gateway_intake(),
-            drain=await self.drain(),
-            latency=await self.latency(),
-            pages=await self.pages(),
-            version=await database_version(self.kind),
-        )
+        figures = DatabaseFigures(database=self.kind, version=await database_version(self.kind))
+        steps: dict[str, Callable[[], Awaitable[object]]] = {
+            "floor": self.floor_intake,
+            "gateway": self.gateway_intake,
+            "drain": self.drain,
+            "latency": self.latency,
+            "pages": self.pages,
+        }
+        for phase, step in steps.items():
+            if phase not in self.phases:
+                continue
+            try:
+                setattr(figures, phase, await step())
+            except Exception as exc:  # any failure: reported, and the next phase still runs
+                error = f"{type(exc).__name__}: {exc}".strip()
+                figures.errors[phase] = error
+                print(f"  {phase:8} FAILED {error}", flush=True)
+                await self.procs.stop_all()
+        return figures
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -292,16 +379,55 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write", type=Path, help="write the results page here (Markdown)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--httpx", action="store_true", help="use the httpx generator, not wrk")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated, of {','.join(PHASES)} (default: all)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="`iap worker` processes in the drain (scale)"
+    )
+    parser.add_argument(
+        "--api", type=int, default=1, help="API processes in the gateway's intake, load split"
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="profile the drain's workers with py-spy (installed apart), folded stacks in DIR",
+    )
     args = parser.parse_args(argv)
+    if args.py_spy is not None:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+        args.py_spy = args.py_spy.resolve()
     if not 1 <= args.duration <= 120 or not 0 <= args.warm_up <= 60:
         parser.error("--duration must be 1-120 s and --warm-up 0-60 s")
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if unknown := set(args.phases) - set(PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    if not 1 <= args.workers <= 16 or not 1 <= args.api <= 16:
+        parser.error("--workers and --api must be 1-16")
+    if args.api > CONNECTIONS:
+        parser.error(f"--api must be at most {CONNECTIONS}, the connections split between them")
     return args
 
 
-async def bench_database(kind: str, run: Run, procs: Processes, load: Load, workdir: Path) -> None:
+async def bench_database(
+    kind: str, run: Run, procs: Processes, load: Load, workdir: Path, args: argparse.Namespace
+) -> None:
     databases = Databases(kind, workdir)
     try:
-        bench = Bench(procs, databases, load, run.duration, run.warm_up)
+        bench = Bench(
+            procs,
+            databases,
+            load,
+            run.duration,
+            run.warm_up,
+            phases=args.phases,
+            workers=args.workers,
+            apis=args.api,
+            py_spy=args.py_spy,
+        )
         run.figures.append(await bench.measure())
     finally:
         await procs.stop_all()
@@ -321,7 +447,7 @@ async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="iap-bench-") as tmp:
         procs = Processes(Path(tmp), pin=pin)
         load = Load(procs, use_wrk=load_with_wrk)
-        run = Run(args.duration, args.warm_up, load.tool, pin, machine())
+        run = Run(args.duration, args.warm_up, load.tool, pin, machine(), args.workers, args.api)
         print(
             f"load generator: {load.tool}; {run.machine['cpus']} CPUs; pinned: {pin}; "
             f"load average {run.machine['load']}",
@@ -329,7 +455,7 @@ async def main(args: argparse.Namespace) -> int:
         )
         kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
         for kind in kinds:
-            await bench_database(kind, run, procs, load, Path(tmp))
+            await bench_database(kind, run, procs, load, Path(tmp), args)
     text = report(run)
     raw = save_raw(run)
     if args.write:
