@@ -478,12 +478,17 @@ def message_id(event_id: uuid.UUID) -> str:
     return f"msg_{event_id.hex}"
 
 
+def signature(secrets: Sequence[str], msg_id: str, at: datetime, body: str) -> str:
+    """The `webhook-signature` value: `v1,<base64 HMAC>` by each secret, space-separated."""
+    return " ".join(Webhook(secret).sign(msg_id, at, body) for secret in secrets)
+
+
 def signed_headers(secrets: Sequence[str], event_id: uuid.UUID, body: str) -> dict[str, str]:
     """Standard Webhooks headers for this body, signed now with each secret (the new and,
     during a rotation's overlap, the old: the spec lets one header carry several)."""
     now = utcnow()
     msg_id = message_id(event_id)
-    signatures = " ".join(Webhook(secret).sign(msg_id, now, body) for secret in secrets)
+    signatures = signature(secrets, msg_id, now, body)
     return {
         "content-type": "application/json",
         "user-agent": "IAP-Webhooks/1",
