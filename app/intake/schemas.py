@@ -62,8 +62,8 @@ class Location(Strict):
     uprn: Annotated[str, StringConstraints(pattern=r"^\d{1,12}$")] | None = Field(
         default=None, description="Unique Property Reference Number"
     )
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
+    lat: float | None = Field(default=None, ge=-90, le=90, strict=True)
+    lon: float | None = Field(default=None, ge=-180, le=180, strict=True)
 
     @field_validator("postcode")
     @classmethod

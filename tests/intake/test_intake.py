@@ -74,6 +74,9 @@ async def test_out_of_area_postcode_is_refused_and_nothing_stored(client, engine
     [
         ({"location": {"postcode": "OX4 1A"}}, "#/location/postcode"),
         ({"location": {"lat": 51.7}}, "#/location"),
+        # Found by Schemathesis: `false` was read as the longitude 0.
+        ({"location": {"lat": 51.75, "lon": False}}, "#/location/lon"),
+        ({"location": {"lat": "51.75", "lon": -1.25}}, "#/location/lat"),
         ({"service_code": "potholes"}, "#/service_code"),
         ({"description": ""}, "#/description"),
         ({"description": "x" * 4001}, "#/description"),
