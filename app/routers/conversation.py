@@ -135,6 +135,8 @@ _COMMON = {
                                 "maxItems": AttachmentSettings().max_files,
                             },
                         },
+                        # Any other field is refused (422), as the JSON body's are.
+                        "additionalProperties": False,
                     }
                 },
             },
