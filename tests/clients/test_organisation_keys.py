@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,8 +26,15 @@ from app.core.vocabulary import ReceivedVia
 from tests.api.test_security import OPEN311, OPEN311_SCOPES, POLICY
 from tests.attachments.helpers import add_message, enquiry_id_of
 from tests.attachments.images import image_bytes
-from tests.conftest import bearer, enquiry_body, make_key, make_person, serving
-from tests.partners.test_webhooks import Receiver, deliver_all, hook_url, verified
+from tests.conftest import bearer, enquiry_body, make_key, make_person
+from tests.partners.test_webhooks import (
+    Receiver,
+    deliver_all,
+    hook_url,
+    receiver,
+    receiver_server,
+    verified,
+)
 from tests.privacy.test_privacy import ADA, SHARED
 
 POLICE = "thames-valley-police"
@@ -78,16 +85,7 @@ async def organisation_key(app: FastAPI, organisation: str = POLICE, *scopes: Sc
     return key
 
 
-@pytest.fixture(scope="module")
-def receiver_server() -> Iterator[Receiver]:
-    with serving(Receiver()) as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def receiver(receiver_server: Receiver) -> Receiver:
-    receiver_server.reset()
-    return receiver_server
+__all__ = ["receiver", "receiver_server"]  # fixtures, shared with the feed's tests
 
 
 @dataclass
