@@ -29,53 +29,53 @@ from app.updates.inbound import Inbox as InboxService
 State = Annotated[AppState, Depends(get_state)]
 
 
-def _engine(state: State) -> AsyncEngine:
+async def _engine(state: State) -> AsyncEngine:
     return state.engine
 
 
-def _catalogue(state: State) -> catalogue.Catalogue:
+async def _catalogue(state: State) -> catalogue.Catalogue:
     return state.catalogue
 
 
-def _sealer(state: State) -> crypto.Sealer:
+async def _sealer(state: State) -> crypto.Sealer:
     return state.sealer
 
 
-def _adapters(state: State) -> dict[str, Adapter]:
+async def _adapters(state: State) -> dict[str, Adapter]:
     return state.adapters
 
 
-def _outbound(state: State) -> OutboundGuard:
+async def _outbound(state: State) -> OutboundGuard:
     return state.outbound
 
 
-def _attachments(state: State) -> AttachmentStore:
+async def _attachments(state: State) -> AttachmentStore:
     return state.attachments
 
 
-def _intake(state: State) -> IntakeContext:
+async def _intake(state: State) -> IntakeContext:
     return state.intake
 
 
-def _inbox(state: State) -> InboxService:
+async def _inbox(state: State) -> InboxService:
     return InboxService(engine=state.engine, catalogue=state.catalogue, adapters=state.adapters)
 
 
-def _triage_desk(state: State) -> TriageDesk:
+async def _triage_desk(state: State) -> TriageDesk:
     return TriageDesk(intake=state.intake, claim_seconds=state.settings.triage.claim_seconds)
 
 
-def current_time() -> datetime:
+async def current_time() -> datetime:
     """Now, for reports that measure how long things have waited (tests override it: a
     controlled clock, never a query parameter a client could send)."""
     return utcnow()
 
 
-def _stuck_settings(state: State) -> StuckSettings:
+async def _stuck_settings(state: State) -> StuckSettings:
     return state.settings.stuck
 
 
-def _webhook_settings(state: State) -> WebhookSettings:
+async def _webhook_settings(state: State) -> WebhookSettings:
     return state.settings.webhooks
 
 

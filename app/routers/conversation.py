@@ -72,7 +72,7 @@ class NoteIn(Strict):
     text: Said = Field(examples=["Caller rang again; told them it is with the council"])
 
 
-def _conversation(state: State) -> Conversation:
+async def _conversation(state: State) -> Conversation:
     return Conversation(
         engine=state.engine,
         catalogue=state.catalogue,

@@ -28,7 +28,7 @@ class Readiness:
     loops: Supervisor | None
 
 
-def get_readiness(request: Request) -> Readiness:
+async def get_readiness(request: Request) -> Readiness:
     """The readiness checks of this process (a FastAPI dependency)."""
     readiness: Readiness = request.app.state.readiness
     return readiness

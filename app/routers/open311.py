@@ -34,7 +34,7 @@ SPEAKERS = (Scope.enquiries_submit, Scope.enquiries_read_all)
 TOKEN_HOLDER = Scope.enquiries_submit
 
 
-def _door(state: State) -> FrontDoor:
+async def _door(state: State) -> FrontDoor:
     conversation = Conversation(
         engine=state.engine,
         catalogue=state.catalogue,

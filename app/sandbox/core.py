@@ -127,7 +127,7 @@ class Sandbox:
         return update
 
 
-def sandbox_of(request: Request) -> Sandbox:
+async def sandbox_of(request: Request) -> Sandbox:
     """The sandbox serving this request."""
     sandbox: Sandbox = request.app.state.sandbox
     return sandbox
