@@ -14,11 +14,13 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio
+from limits import parse_many
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
+from app.api.ratelimit import MemoryCounter
 from app.clients.service import Scope
 from app.core.models import enquiry_table, idempotency_table
 from app.core.settings import ApiSettings, Environment, Settings
@@ -251,6 +253,37 @@ async def test_several_windows_are_each_kept(settings):
         assert (await http.get("/v1/services")).status_code == 200
         refused = await http.get("/v1/services")
         assert_rate_limited(refused, '"anonymous";q=1;w=86400')
+
+
+class Clock:
+    """A wall clock the test moves."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_memory_count_weighs_the_last_window_and_its_retry_after_is_true():
+    (item,) = parse_many("10/minute")
+    clock = Clock(60 * 1000 + 59)  # 59 s into a minute
+    counter = MemoryCounter(clock)
+    assert [await counter.hit(item, "a") for _ in range(11)] == [True] * 10 + [False]
+    assert await counter.hit(item, "b")  # another bucket counts alone
+    clock.now += 2  # 1 s into the next minute: 59/60 of the last one's 10 still count
+    assert not await counter.hit(item, "a")
+    wait = await counter.seconds_to_wait(item, "a")
+    assert wait == 5  # at 6 s in, 9 of the last minute's count: one more fits
+    clock.now += wait - 1
+    assert not await counter.hit(item, "a")
+    clock.now += 1
+    assert await counter.hit(item, "a")
+    assert not await counter.hit(item, "a")
+    clock.now += 120  # two windows on, nothing of them is left: a whole window's worth again
+    assert [await counter.hit(item, "a") for _ in range(11)] == [True] * 10 + [False]
+    clock.now += 61  # 7 s into the next: 53/60 of the last one's ten leave room for one
+    assert [await counter.hit(item, "a") for _ in range(2)] == [True, False]
 
 
 @pytest.fixture
