@@ -108,7 +108,7 @@ class Bench:
     phases: Sequence[str] = PHASES
     workers: int = 1  # `iap worker` processes in the drain
     apis: int = 1  # API processes in the gateway's intake
-    py_spy: Path | None = None  # where the drain workers' profiles go
+    py_spy: Path | None = None  # where the gateway's and drain workers' profiles go
 
     @property
     def kind(self) -> str:
@@ -124,24 +124,35 @@ class Bench:
         port: int,
         cpu: str,
         ready_path: str = "/healthz",
+        profiled: bool = False,
     ) -> AsyncIterator[str]:
-        """A started server that answers on ready_path; its base URL. Stopped on the way out."""
+        """A started server that answers on ready_path; its base URL. Stopped on the way out.
+        Profiled (with --py-spy) from when it is ready until it stops."""
         name = f"{self.kind}-{name}"
         proc = self.procs.start(name, argv, env=env, cpu=cpu)
+        profiler = None
         try:
             base = f"http://127.0.0.1:{port}"
             await wait_until_ready(self.procs, name, proc, base + ready_path)
+            profiler = self.profile(name, proc) if profiled else None
             yield base
         finally:
             await self.procs.stop(proc)
+            await self.procs.wait(profiler)
 
     def gateway(
-        self, name: str, env: dict[str, str], *, worker: bool, cpu: str = SERVER_CPU
+        self,
+        name: str,
+        env: dict[str, str],
+        *,
+        worker: bool,
+        cpu: str = SERVER_CPU,
+        profiled: bool = False,
     ) -> AsyncContextManager[str]:
         port = free_port()
         argv = [IAP, "serve", "--no-sandbox", "--port", str(port)]
         argv += [] if worker else ["--no-worker"]
-        return self.server(name, argv, env=env, port=port, cpu=cpu)
+        return self.server(name, argv, env=env, port=port, cpu=cpu, profiled=profiled)
 
     def sandbox(self, name: str, env: dict[str, str]) -> AsyncContextManager[str]:
         port = int(env["IAP_SANDBOX_URL"].rsplit(":", 1)[1])
@@ -176,7 +187,8 @@ class Bench:
     async def gateway_intake(self) -> LoadResult:
         env = iap_env(await self.databases.fresh("gateway"))
         if self.apis == 1:
-            return await self.intake("gateway", self.gateway("gateway", env, worker=False))
+            gateway = self.gateway("gateway", env, worker=False, profiled=True)
+            return await self.intake("gateway", gateway)
         return await self.intake_split(env)
 
     async def intake_split(self, env: dict[str, str]) -> LoadResult:
@@ -185,7 +197,7 @@ class Bench:
         async with contextlib.AsyncExitStack() as stack:
             bases = [
                 await stack.enter_async_context(
-                    self.gateway(f"gateway-{n}", env, worker=False, cpu=self.cpu(n))
+                    self.gateway(f"gateway-{n}", env, worker=False, cpu=self.cpu(n), profiled=True)
                 )
                 for n in range(self.apis)
             ]
@@ -394,7 +406,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--py-spy",
         type=Path,
         metavar="DIR",
-        help="profile the drain's workers with py-spy (installed apart), folded stacks in DIR",
+        help="profile the gateway's intake and the drain's workers with py-spy (installed "
+        "apart), folded stacks in DIR",
     )
     args = parser.parse_args(argv)
     if args.py_spy is not None:

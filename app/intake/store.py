@@ -2,9 +2,9 @@
 
 This is the intake's hot path, so it skips SQLAlchemy's per-statement cost and talks to the
 driver: on PostgreSQL one statement (data-modifying CTEs, with the NOTIFY that wakes the
-dispatchers, sent on commit); on SQLite one trip to a writer thread that commits what has
-queued up together. The tables are those of app/models.py; values are stored in the form SQLAlchemy
-gives them, so everything else reads these rows through the models as usual.
+dispatchers, sent on commit); on SQLite a group commit, from the event loop, of what has
+queued up since its last turn. The tables are those of app/models.py; values are stored in the
+form SQLAlchemy gives them, so everything else reads these rows through the models as usual.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import queue
 import sqlite3
 import threading
 import uuid
@@ -167,61 +166,98 @@ async def _no_reset(connection: asyncpg.Connection) -> None:
     return None
 
 
-# --- SQLite: one trip to the writer thread ---------------------------------------------------
+# --- SQLite: group commit on the event loop ----------------------------------------------------
 
 
 Rows = list[tuple[str, list[list[Any]]]]
-_BATCH = 32
+_BATCH = 64
 _CHECKPOINT_SECONDS = 0.5
+# While another process holds the write lock, the loop is never made to wait for it: the
+# batch is tried again after these delays (doubling), for as long as the engine's busy timeout.
+_FIRST_RETRY_SECONDS, _LONGEST_RETRY_SECONDS = 0.0005, 0.008
+_BUSY_TIMEOUT_SECONDS = 10.0
 
 
 class _SqliteWriter:
-    """A thread with its own connection that commits intake transactions in groups.
+    """Commits intake transactions in groups, from the event loop itself.
 
-    Requests that arrive while a commit is under way are written together in the next
-    transaction, each inside its own savepoint, so one that fails (a taken reference) rolls back
-    alone. Each caller is answered only after the commit that holds its enquiry.
+    A request's rows wait for the next turn of the loop, when every enquiry that arrived in
+    the meantime is written in one transaction, each inside its own savepoint, so one that
+    fails (a taken reference) rolls back alone; each caller is answered after the commit that
+    holds its enquiry. A commit here is short (WAL, synchronous=NORMAL: no fsync), and it
+    costs less on the loop than a hand-over to a thread: every hand-over is a wait for the
+    interpreter lock, on both sides. When another process holds the write lock the batch is
+    tried again a little later rather than waited for (busy_timeout 0). A thread copies the log
+    into the database (checkpoints), so commits never do.
     """
 
     def __init__(self, path: str) -> None:
-        self._path = path
-        self._queue: queue.SimpleQueue[tuple[Rows, asyncio.Future[None]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._loop, name="iap-sqlite-writer", daemon=True)
-        self._thread.start()
+        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in SQLITE_PRAGMAS:
+            self._connection.execute(f"PRAGMA {pragma}")
+        self._connection.execute("PRAGMA busy_timeout=0")
+        self._connection.execute("PRAGMA wal_autocheckpoint=0")
+        self._pending: list[tuple[Rows, asyncio.Future[None]]] = []
+        self._scheduled = False
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
-            target=self._checkpoint, name="iap-sqlite-checkpointer", daemon=True
+            target=self._checkpoint, args=(path,), name="iap-sqlite-checkpointer", daemon=True
         )
         self._checkpointer.start()
 
     async def run(self, new: NewEnquiry) -> None:
-        # Parameters are made here, so the thread runs little Python and holds the GIL briefly.
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put((_sqlite_rows(new), future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((_sqlite_rows(new), future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop, _FIRST_RETRY_SECONDS, loop.time())
         await future
 
     def close(self) -> None:
-        self._queue.put(None)
         self._stop.set()
-        self._thread.join(timeout=10)
         self._checkpointer.join(timeout=10)
+        for _, future in self._pending:
+            _settle(future, RuntimeError("the intake store was closed"))
+        self._pending.clear()
+        self._connection.close()
 
-    def _loop(self) -> None:
-        connection = sqlite3.connect(self._path, isolation_level=None)
-        for pragma in SQLITE_PRAGMAS:
-            connection.execute(f"PRAGMA {pragma}")
-        # The checkpointer thread copies the log into the database, so commits never wait for it.
-        connection.execute("PRAGMA wal_autocheckpoint=0")
+    def _flush(self, loop: asyncio.AbstractEventLoop, retry: float, since: float) -> None:
+        batch, rest = self._pending[:_BATCH], self._pending[_BATCH:]
+        if not batch:
+            self._scheduled = False
+            return
         try:
-            while (batch := self._next_batch()) is not None:
-                self._commit(connection, batch)
-        finally:
-            connection.close()
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc) and loop.time() - since < _BUSY_TIMEOUT_SECONDS:
+                delay = min(retry * 2, _LONGEST_RETRY_SECONDS)
+                loop.call_later(retry, self._flush, loop, delay, since)
+                return
+            self._pending = rest
+            for _, future in batch:
+                _settle(future, exc)
+            loop.call_soon(self._flush, loop, _FIRST_RETRY_SECONDS, loop.time())
+            return
+        self._pending = rest
+        for (_, future), outcome in zip(batch, self._commit(batch), strict=True):
+            _settle(future, outcome)
+        # What came while this batch was written goes in the next, after the loop's next turn.
+        loop.call_soon(self._flush, loop, _FIRST_RETRY_SECONDS, loop.time())
 
-    def _checkpoint(self) -> None:
-        connection = sqlite3.connect(self._path, isolation_level=None)
+    def _commit(self, batch: list[tuple[Rows, asyncio.Future[None]]]) -> list[BaseException | None]:
+        connection = self._connection
+        try:
+            outcomes = [_write_one(connection, rows) for rows, _ in batch]
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            return [exc] * len(batch)
+        return outcomes
+
+    def _checkpoint(self, path: str) -> None:
+        connection = sqlite3.connect(path, isolation_level=None)
         connection.execute("PRAGMA busy_timeout=1000")
         try:
             while not self._stop.wait(_CHECKPOINT_SECONDS):
@@ -230,36 +266,9 @@ class _SqliteWriter:
         finally:
             connection.close()
 
-    def _next_batch(self) -> list[tuple[Rows, asyncio.Future[None]]] | None:
-        first = self._queue.get()
-        if first is None:
-            return None
-        batch = [first]
-        while len(batch) < _BATCH:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)  # stop after this batch
-                break
-            batch.append(item)
-        return batch
 
-    def _commit(
-        self, connection: sqlite3.Connection, batch: list[tuple[Rows, asyncio.Future[None]]]
-    ) -> None:
-        outcomes: list[BaseException | None] = []
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            outcomes = [_write_one(connection, rows) for rows, _ in batch]
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            outcomes = [exc] * len(batch)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            future.get_loop().call_soon_threadsafe(_settle, future, outcome)
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
 
 
 def _write_one(connection: sqlite3.Connection, rows: Rows) -> BaseException | None:

@@ -2,14 +2,19 @@
 reference is redrawn, and on SQLite one failing enquiry in a group commit fails alone."""
 
 import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from app.core import reference
+from app.core.db import is_postgres
 from app.core.models import enquiry_table
 from app.intake import store as enquiry_store
 from tests.conftest import enquiry_body
@@ -67,3 +72,37 @@ async def test_migrations_and_models_agree(engine):
 
     async with engine.connect() as conn:
         assert await conn.run_sync(differences) == []
+
+
+@asynccontextmanager
+async def another_writer(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Another process's write under way: SQLite's one write lock, or on PostgreSQL a lock that
+    holds back every insert into the enquiry table."""
+    if is_postgres(engine):
+        async with engine.connect() as conn:
+            await conn.execute(text("LOCK TABLE enquiry IN EXCLUSIVE MODE"))
+            yield
+            await conn.commit()
+        return
+    other = sqlite3.connect(engine.url.database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("COMMIT")
+    finally:
+        other.close()
+
+
+async def test_an_enquiry_waits_out_another_writer_while_the_server_answers_others(client, engine):
+    await client.post("/v1/enquiries", json=enquiry_body())  # the store is open
+    async with another_writer(engine):
+        waiting = asyncio.create_task(client.post("/v1/enquiries", json=enquiry_body()))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        # The gateway is not stuck behind the lock: other requests are answered meanwhile.
+        assert (await client.get("/v1/services/pothole")).status_code == 200
+        assert not waiting.done()
+    answer = await asyncio.wait_for(waiting, timeout=10)
+    assert answer.status_code == 201
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(enquiry_table)) == 2
