@@ -42,6 +42,7 @@ class LoadResult:
     errors: int  # non-2xx/3xx responses plus socket errors
     raw: str = ""
     other_cpu: float = 0.0  # see harness.OtherCpu
+    peak_rss_mb: float | None = None  # the server's peak resident memory (VmHWM)
 
     @property
     def valid(self) -> bool:

@@ -17,9 +17,12 @@ from loadgen import CONNECTIONS, MAX_ERROR_SHARE, LoadResult
 
 DRAIN_ENQUIRIES = 2000
 LATENCY_ENQUIRIES = 200
-TARGET_THROUGHPUT = 0.6  # gateway req/s at least this times the floor's
-TARGET_P99 = 2.0  # gateway p99 at most this times the floor's
-TARGET_DELIVERED_P50_MS = 50.0
+# Issue 16's targets, by database.
+TARGET_THROUGHPUT = {"sqlite": 0.5, "postgres": 0.7}  # gateway req/s at least this x the floor's
+TARGET_P99 = 3.0  # gateway p99 at most this times the floor's
+TARGET_DRAIN_PER_WORKER = {"sqlite": 300.0, "postgres": 500.0}  # dispatches/s per worker
+TARGET_DELIVERED_P50_MS = 10.0
+TARGET_RSS_MB = 200.0  # an API process's peak resident memory under the intake load
 PAGE_REQUESTS = 200
 TARGET_PAGE_P95_MS = 50.0  # issue 13: the console's pages render in under 50 ms server time
 NOTES_MARKER = "<!-- Everything below this line is kept when bench/run.py rewrites the file. -->"
@@ -138,6 +141,14 @@ def targets(figures: DatabaseFigures) -> list[tuple[bool, str]]:
     """Each target of the phases run with whether it was met; a failed phase meets none,
     and a run with too many errors meets no intake target."""
     checks = intake_targets(figures)
+    if (drain := figures.drain) is not None:
+        floor = TARGET_DRAIN_PER_WORKER[figures.database]
+        checks.append(
+            (
+                drain.per_worker >= floor,
+                f"drain {drain.per_worker:.0f} dispatches/s per worker (target ≥ {floor:.0f})",
+            )
+        )
     if (latency := figures.latency) is not None:
         checks.append(
             (
@@ -163,10 +174,23 @@ def intake_targets(figures: DatabaseFigures) -> list[tuple[bool, str]]:
         return []
     valid = figures.floor.valid and figures.gateway.valid
     note = "" if valid else " (invalid run: errors over 0.1%)"
+    floor = TARGET_THROUGHPUT[figures.database]
+    rss = figures.gateway.peak_rss_mb
+    memory = (
+        []
+        if rss is None
+        else [
+            (
+                rss < TARGET_RSS_MB,
+                f"API process peak RSS {rss:.0f} MB (target < {TARGET_RSS_MB:.0f})",
+            )
+        ]
+    )
     return [
+        *memory,
         (
-            valid and rps >= TARGET_THROUGHPUT,
-            f"intake req/s {rps:.2f} x floor (target ≥ {TARGET_THROUGHPUT}){note}",
+            valid and rps >= floor,
+            f"intake req/s {rps:.2f} x floor (target ≥ {floor}){note}",
         ),
         (
             valid and p99 <= TARGET_P99,
@@ -184,7 +208,7 @@ def intake_rows(figures: DatabaseFigures) -> list[list[str]]:
         if result is not None
     ]
     return rows + [
-        [figures.database, phase, "failed", "", "", "", "", error, ""]
+        [figures.database, phase, "failed", "", "", "", "", error, "", ""]
         for phase, error in figures.errors.items()
         if phase in ("floor", "gateway")
     ]
@@ -193,7 +217,8 @@ def intake_rows(figures: DatabaseFigures) -> list[list[str]]:
 def load_row(database: str, server: str, result: LoadResult, ratios: list[str]) -> list[str]:
     figures = [f"{result.rps:.0f}", f"{result.p50_ms:.2f}", f"{result.p99_ms:.2f}"]
     errors = f"{result.errors} of {result.requests}"
-    return [database, server, *figures, *ratios, errors, f"{result.other_cpu:.1%}"]
+    rss = f"{result.peak_rss_mb:.0f}" if result.peak_rss_mb is not None else ""
+    return [database, server, *figures, *ratios, errors, rss, f"{result.other_cpu:.1%}"]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -228,6 +253,7 @@ INTAKE_HEADER = [
     "req/s ÷ floor",
     "p99 ÷ floor",
     "errors",
+    "peak RSS MB",
     "other CPU",
 ]
 DELIVERY_HEADER = ["database", "measure", "figure", "over", "other CPU"]

@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -109,6 +109,7 @@ class Bench:
     workers: int = 1  # `iap worker` processes in the drain
     apis: int = 1  # API processes in the gateway's intake
     py_spy: Path | None = None  # where the gateway's and drain workers' profiles go
+    peak_rss_mb: dict[str, float | None] = field(default_factory=dict)  # by server name
 
     @property
     def kind(self) -> str:
@@ -137,6 +138,7 @@ class Bench:
             profiler = self.profile(name, proc) if profiled else None
             yield base
         finally:
+            self.peak_rss_mb[name] = peak_rss_mb(proc.pid)
             await self.procs.stop(proc)
             await self.procs.wait(profiler)
 
@@ -170,6 +172,7 @@ class Bench:
             with other_cpu() as other:
                 result = await self.load.run(url, self.duration)
         result.other_cpu = other.share
+        result.peak_rss_mb = self.peak_rss_mb.get(f"{self.kind}-{name}")
         print(
             f"  {name:8} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
             f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
@@ -211,6 +214,8 @@ class Bench:
             with other_cpu() as other:
                 result = await self.load.run_split(urls, self.duration)
         result.other_cpu = other.share
+        peaks = [self.peak_rss_mb.get(f"{self.kind}-gateway-{n}") for n in range(self.apis)]
+        result.peak_rss_mb = max((p for p in peaks if p is not None), default=None)
         print(
             f"  gateway  {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
             f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}  ({self.apis} API processes)",
@@ -379,6 +384,16 @@ class Bench:
                 print(f"  {phase:8} FAILED {error}", flush=True)
                 await self.procs.stop_all()
         return figures
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """A running process's peak resident memory so far (Linux's VmHWM), in MB."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found[1]) / 1024 if found else None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
