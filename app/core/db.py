@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -28,7 +33,12 @@ FOLLOW_UP_CHANNEL = "iap_follow_up"
 _READ_ONLY = "iap_read_only"
 # Any constant will do: it only has to be the same for every process running migrations.
 _MIGRATION_LOCK_ID = 0x1A9_2026
-SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON")
+# busy_timeout 0: no connection of ours waits in SQLite's busy handler, which would stop the
+# event loop; a statement refused for another process's write lock is tried again by an
+# asyncio sleep (LoopConnection, and the intake's store), for up to BUSY_TIMEOUT_SECONDS.
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=0", "foreign_keys=ON")
+BUSY_TIMEOUT_SECONDS = 10.0
+BUSY_RETRY_SECONDS = (0.0005, 0.008)  # the first delay, doubling to the longest
 
 
 # The async driver IAP uses for each database, by what SQLAlchemy users write before "://".
@@ -147,6 +157,72 @@ async def wake_follow_ups(conn: AsyncConnection) -> None:
         await conn.execute(text(f"NOTIFY {FOLLOW_UP_CHANNEL}"))
 
 
+def is_busy(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused a statement for another connection's lock (nothing was done)."""
+    return "database is locked" in str(error) or "database is busy" in str(error)
+
+
+class _RunHere:
+    """aiosqlite's queue to its thread, each call run on the spot (SQLAlchemy's adapter puts
+    some calls on it directly)."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the caller, as aiosqlite's thread does
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class LoopConnection(aiosqlite.Connection):
+    """An aiosqlite connection that runs SQLite on the event loop's own thread.
+
+    aiosqlite hands every statement to a thread of its own and back: two waits for the
+    interpreter lock and a wake-up of the loop per statement, which cost more than the
+    statements themselves (the drain spent most of its time there). SQLite's work is short
+    here (WAL, indexed look-ups), so it is done on the spot; the one wait that could be long,
+    for another process's write lock, is an asyncio sleep between tries instead."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self._tx = _RunHere()  # type: ignore[assignment]
+
+    def __await__(self) -> Generator[Any, None, LoopConnection]:
+        return self._open().__await__()
+
+    async def _open(self) -> LoopConnection:
+        if self._connection is None:
+            self._connection = self._connector()
+        return self
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        delay, longest = BUSY_RETRY_SECONDS
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+
+    def stop(self) -> None:
+        self._running = False
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def close(self) -> None:
+        self.stop()
+
+
 def create_engine(database_url: str, pools: DatabaseSettings | None = None) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and write-first transactions, PostgreSQL
     the pool sizes of IAP_DATABASE__* (the defaults without `pools`).
@@ -163,8 +239,18 @@ def create_engine(database_url: str, pools: DatabaseSettings | None = None) -> A
         path = Path(make_url(database_url).database or ":memory:")
         if str(path) != ":memory:" and not path.parent.is_dir():
             raise DatabaseUnavailable(_sqlite_unopenable(path, "does not exist"))
+        args, options = SQLiteDialect_aiosqlite().create_connect_args(make_url(database_url))
+        connector = functools.partial(sqlite3.connect, *args, **options)
+
+        async def connect() -> LoopConnection:
+            return await LoopConnection(connector)
+
         engine = create_async_engine(
-            database_url, pool_size=8, max_overflow=0, hide_parameters=True
+            database_url,
+            pool_size=8,
+            max_overflow=0,
+            hide_parameters=True,
+            async_creator=connect,
         )
         _tune_sqlite(engine)
         return engine

@@ -27,7 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 # Every statement here is built from the column constants below, never from input (S608).
-from app.core.db import DISPATCH_CHANNEL, SQLITE_PRAGMAS, is_postgres
+from app.core.db import (
+    BUSY_RETRY_SECONDS,
+    BUSY_TIMEOUT_SECONDS,
+    DISPATCH_CHANNEL,
+    SQLITE_PRAGMAS,
+    is_busy,
+    is_postgres,
+)
 from app.core.models import UTCDateTime, dispatch_table, enquiry_table, event_table
 from app.core.settings import DatabaseSettings
 
@@ -174,8 +181,7 @@ _BATCH = 64
 _CHECKPOINT_SECONDS = 0.5
 # While another process holds the write lock, the loop is never made to wait for it: the
 # batch is tried again after these delays (doubling), for as long as the engine's busy timeout.
-_FIRST_RETRY_SECONDS, _LONGEST_RETRY_SECONDS = 0.0005, 0.008
-_BUSY_TIMEOUT_SECONDS = 10.0
+_FIRST_RETRY_SECONDS, _LONGEST_RETRY_SECONDS = BUSY_RETRY_SECONDS
 
 
 class _SqliteWriter:
@@ -195,7 +201,6 @@ class _SqliteWriter:
         self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for pragma in SQLITE_PRAGMAS:
             self._connection.execute(f"PRAGMA {pragma}")
-        self._connection.execute("PRAGMA busy_timeout=0")
         self._connection.execute("PRAGMA wal_autocheckpoint=0")
         self._pending: list[tuple[Rows, asyncio.Future[None]]] = []
         self._scheduled = False
@@ -230,7 +235,7 @@ class _SqliteWriter:
         try:
             self._connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc) and loop.time() - since < _BUSY_TIMEOUT_SECONDS:
+            if is_busy(exc) and loop.time() - since < BUSY_TIMEOUT_SECONDS:
                 delay = min(retry * 2, _LONGEST_RETRY_SECONDS)
                 loop.call_later(retry, self._flush, loop, delay, since)
                 return
@@ -265,10 +270,6 @@ class _SqliteWriter:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             connection.close()
-
-
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    return "locked" in str(error) or "busy" in str(error)
 
 
 def _write_one(connection: sqlite3.Connection, rows: Rows) -> BaseException | None:
