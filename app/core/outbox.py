@@ -160,6 +160,11 @@ class LeaseQueue(ABC, Generic[ClaimT]):
         """What a due row must also meet to be claimed now: nothing more, by default."""
         return []
 
+    async def _claim_limit(self, wanted: int) -> int:
+        """How many rows to claim now, of the `wanted` this worker has room for: all of them,
+        by default."""
+        return wanted
+
     def _waiting(self) -> list[ColumnElement[bool]]:
         """What a pending row must meet to count for the next due time: nothing more."""
         return []
@@ -240,6 +245,8 @@ class LeaseQueue(ABC, Generic[ClaimT]):
     async def _turn(self) -> None:
         await self._prepare()
         wanted = self._pool.room(self.settings.batch_size)
+        if wanted > 0:
+            wanted = await self._claim_limit(wanted)
         claimed = await self._claim(wanted) if wanted > 0 else []
         for claim in claimed:
             self._pool.start(claim.row_id, self._deliver(claim))
@@ -318,20 +325,19 @@ class LeaseQueue(ABC, Generic[ClaimT]):
             raise LeaseLost("the lease ran out and another worker took this work")
         return until
 
-    async def _hand_back(self, claim: ClaimT, when: datetime) -> None:
-        """Give a claim back unattempted, due at `when`: it spends no attempt."""
+    async def _hand_back(self, when: datetime, *claims: ClaimT) -> None:
+        """Give claims back unattempted, due at `when`: they spend no attempt. One
+        transaction for them all."""
+        values = {
+            "state": OutboxState.pending,
+            "lease_owner": None,
+            "lease_until": None,
+            "claims": self.table.c.claims - 1,
+            "next_attempt_at": when,
+        }
         async with writing(self.engine) as conn:
-            await self._settle(
-                conn,
-                claim,
-                {
-                    "state": OutboxState.pending,
-                    "lease_owner": None,
-                    "lease_until": None,
-                    "claims": self.table.c.claims - 1,
-                    "next_attempt_at": when,
-                },
-            )
+            for claim in claims:
+                await self._settle(conn, claim, values)
 
     async def _release_leases(self) -> None:
         """Hand back what we still hold at shutdown, so another worker can take it without
