@@ -224,8 +224,9 @@ class LoopConnection(aiosqlite.Connection):
 
 
 def create_engine(database_url: str, pools: DatabaseSettings | None = None) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and write-first transactions, PostgreSQL
-    the pool sizes of IAP_DATABASE__* (the defaults without `pools`).
+    """An async engine; SQLite gets WAL, write-first transactions and its statements run on
+    the event loop (LoopConnection), PostgreSQL the pool sizes of IAP_DATABASE__* (the
+    defaults without `pools`).
 
     Its errors never quote a statement's parameters: they carry citizens' details, and an
     unexpected error is logged."""

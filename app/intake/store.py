@@ -232,6 +232,7 @@ class _SqliteWriter:
         if not batch:
             self._scheduled = False
             return
+        outcomes: list[BaseException | None]
         try:
             self._connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -239,13 +240,11 @@ class _SqliteWriter:
                 delay = min(retry * 2, _LONGEST_RETRY_SECONDS)
                 loop.call_later(retry, self._flush, loop, delay, since)
                 return
-            self._pending = rest
-            for _, future in batch:
-                _settle(future, exc)
-            loop.call_soon(self._flush, loop, _FIRST_RETRY_SECONDS, loop.time())
-            return
+            outcomes = [exc] * len(batch)
+        else:
+            outcomes = self._commit(batch)
         self._pending = rest
-        for (_, future), outcome in zip(batch, self._commit(batch), strict=True):
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
             _settle(future, outcome)
         # What came while this batch was written goes in the next, after the loop's next turn.
         loop.call_soon(self._flush, loop, _FIRST_RETRY_SECONDS, loop.time())
