@@ -7,6 +7,7 @@ SHA-256 hash of the secret is stored, and it is compared in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -170,7 +172,10 @@ _NO_SUCH_HASH = hash_secret(secrets.token_urlsafe(32))
 # A key id no client has is kept too (as None), so an unknown id costs what a known one does
 # and its answer cannot tell an attacker which ids exist. Ids are random: a client made later
 # is not asked for by that id before it exists.
-_RECENT: dict[tuple[int, str], tuple[float, tuple[ApiClient, Person | None] | None]] = {}
+_Found = tuple[ApiClient, Person | None] | None
+_RECENT: dict[tuple[int, str], tuple[float, _Found]] = {}
+# The reads in flight, by the same slot (see _client_row).
+_LOOKUPS: dict[tuple[int, str], asyncio.Future[_Found]] = {}
 
 
 async def authenticate(
@@ -206,12 +211,40 @@ async def _client_row(
     engine: AsyncEngine, key_id: str, cache_seconds: float
 ) -> tuple[ApiClient, Person | None] | None:
     """The client with this key id and, for a person's token, the person (a disabled person's
-    token is not found)."""
+    token is not found).
+
+    With a cache, one look-up per key is in flight at a time: requests that find the entry
+    expired together wait for the same read, rather than each taking a database connection at
+    once (under load every request in flight did, and opening the pool's connections together
+    held the event loop for a third of a second)."""
+    if cache_seconds <= 0:
+        return await _read_client(engine, key_id)
     slot = (id(engine), key_id)
     now = time.monotonic()
-    recent = _RECENT.get(slot) if cache_seconds > 0 else None
+    recent = _RECENT.get(slot)
     if recent is not None and recent[0] > now:
         return recent[1]
+    lookup = _LOOKUPS.get(slot)
+    if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+        lookup = asyncio.ensure_future(_read_client(engine, key_id))
+        _LOOKUPS[slot] = lookup
+        lookup.add_done_callback(partial(_remember, slot, now + cache_seconds))
+    # Shielded: a caller that goes away does not cancel the read the others wait for.
+    return await asyncio.shield(lookup)
+
+
+def _remember(slot: tuple[int, str], until: float, lookup: asyncio.Future[_Found]) -> None:
+    if _LOOKUPS.get(slot) is not lookup:
+        return  # forgotten while it was read: it may be out of date
+    del _LOOKUPS[slot]
+    if lookup.cancelled() or lookup.exception() is not None:
+        return
+    if len(_RECENT) > 10_000:
+        _RECENT.clear()
+    _RECENT[slot] = (until, lookup.result())
+
+
+async def _read_client(engine: AsyncEngine, key_id: str) -> _Found:
     s = staff_table.c
     query = (
         select(
@@ -226,30 +259,26 @@ async def _client_row(
     )
     async with reading(engine) as conn:
         mapped = (await conn.execute(query)).mappings().first()
-    found: tuple[ApiClient, Person | None] | None = None
-    if mapped is not None:
-        row = ApiClient(**{col.key: mapped[col.key] for col in api_client_table.c})
-        person = (
-            Person(
-                id=row.staff_id,
-                name=mapped["staff_name"],
-                role=mapped["role"],
-                organisation_id=mapped["staff_organisation_id"],
-            )
-            if row.staff_id is not None
-            else None
+    if mapped is None:
+        return None
+    row = ApiClient(**{col.key: mapped[col.key] for col in api_client_table.c})
+    person = (
+        Person(
+            id=row.staff_id,
+            name=mapped["staff_name"],
+            role=mapped["role"],
+            organisation_id=mapped["staff_organisation_id"],
         )
-        found = (row, person)
-    if cache_seconds > 0:
-        if len(_RECENT) > 10_000:
-            _RECENT.clear()
-        _RECENT[slot] = (now + cache_seconds, found)
-    return found
+        if row.staff_id is not None
+        else None
+    )
+    return (row, person)
 
 
 def forget(engine: AsyncEngine, key_id: str) -> None:
     """Drop a key id from this process's cache: it was made, revoked or its person changed."""
     _RECENT.pop((id(engine), key_id), None)
+    _LOOKUPS.pop((id(engine), key_id), None)
 
 
 async def create_client(

@@ -3,6 +3,7 @@ the citizen's access token: masked details, and no way to tell a wrong token fro
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -566,6 +567,28 @@ async def test_a_checked_key_is_trusted_for_a_few_seconds_unless_revoked_here(en
     assert await authenticate(engine, other, cache_seconds=60) is not None
     await revoke_client(engine, "cached-2")
     assert await authenticate(engine, other, cache_seconds=60) is None
+
+
+async def test_requests_that_find_a_key_uncached_together_share_one_read(engine, monkeypatch):
+    # Under load every request in flight missed together when the entry ran out, and each
+    # took a database connection: opening them held the event loop for a third of a second.
+    key = await make_key(engine, Scope.enquiries_submit)
+    reads: list[int] = []
+    real_reading = clients_service.reading
+
+    def counted_reading(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return real_reading(*args, **kwargs)
+
+    monkeypatch.setattr(clients_service, "reading", counted_reading)
+    callers = await asyncio.gather(
+        *(authenticate(engine, key, cache_seconds=60) for _ in range(20))
+    )
+    assert all(caller is not None for caller in callers)
+    assert len(reads) == 1
+    # Without the cache, each reads for itself.
+    await asyncio.gather(*(authenticate(engine, key) for _ in range(3)))
+    assert len(reads) == 4
 
 
 async def test_an_unknown_key_id_takes_the_same_steps_as_a_known_one_with_a_wrong_secret(
