@@ -627,9 +627,15 @@ async def fetch_all(conn: AsyncConnection, model: type[Model], query: Executable
     return [model(**row) for row in (await conn.execute(query)).mappings()]
 
 
-async def fetch_one(conn: AsyncConnection, model: type[Model], query: Executable) -> Model | None:
-    """The first row of `query` as a typed model; None if it finds none."""
-    row = (await conn.execute(query)).mappings().first()
+async def fetch_one(
+    conn: AsyncConnection,
+    model: type[Model],
+    query: Executable,
+    parameters: dict[str, Any] | None = None,
+) -> Model | None:
+    """The first row of `query` (with its bound `parameters`) as a typed model; None if it
+    finds none."""
+    row = (await conn.execute(query, parameters)).mappings().first()
     return None if row is None else model(**row)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import socket
@@ -25,7 +26,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import asyncpg
 import structlog
-from sqlalchemy import ColumnElement, Row, Table, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, Table, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -293,22 +294,15 @@ class LeaseQueue(ABC, Generic[ClaimT]):
             rows = (await conn.execute(claim)).all()
         return await self._claimed(rows, lease_until) if rows else []
 
-    def _still_held(self, claim: ClaimT) -> tuple[ColumnElement[bool], ...]:
-        """The lease is this worker's, for this claim: the claim number fences off a lease that
-        ran out and was taken again."""
-        c = self.table.c
-        return (
-            c.id == claim.row_id,
-            c.lease_owner == self.worker_id,
-            c.claims == claim.claims,
-            c.state == OutboxState.delivering,
-        )
-
     async def _settle(self, conn: AsyncConnection, claim: ClaimT, values: dict[str, Any]) -> bool:
         """Write an attempt's result while the lease is still ours; False if it is not."""
-        updated = await conn.execute(
-            update(self.table).where(*self._still_held(claim)).values(**values)
-        )
+        parameters: dict[str, Any] = {f"set_{name}": value for name, value in values.items()}
+        parameters |= {
+            "fence_row": claim.row_id,
+            "fence_owner": self.worker_id,
+            "fence_claims": claim.claims,
+        }
+        updated = await conn.execute(_fenced_update(self.table, tuple(values)), parameters)
         return bool(updated.rowcount)
 
     async def _extend(self, claim: ClaimT, now: datetime) -> datetime | None:
@@ -328,16 +322,12 @@ class LeaseQueue(ABC, Generic[ClaimT]):
     async def _hand_back(self, when: datetime, *claims: ClaimT) -> None:
         """Give claims back unattempted, due at `when`: they spend no attempt. One
         transaction for them all."""
-        values = {
-            "state": OutboxState.pending,
-            "lease_owner": None,
-            "lease_until": None,
-            "claims": self.table.c.claims - 1,
-            "next_attempt_at": when,
-        }
+        values = {"state": OutboxState.pending, "lease_owner": None, "lease_until": None}
         async with writing(self.engine) as conn:
             for claim in claims:
-                await self._settle(conn, claim, values)
+                # The fence holds claims at this claim's number: one less is the last one's.
+                again = {"claims": claim.claims - 1, "next_attempt_at": when}
+                await self._settle(conn, claim, values | again)
 
     async def _release_leases(self) -> None:
         """Hand back what we still hold at shutdown, so another worker can take it without
@@ -396,6 +386,24 @@ class LeaseQueue(ABC, Generic[ClaimT]):
         if max_retry_after is not None:
             asked = min(asked, max_retry_after)
         return timedelta(seconds=max(delay, asked))
+
+
+@functools.cache
+def _fenced_update(table: Table, columns: tuple[str, ...]) -> Update:
+    """UPDATE `columns` of a row (bound as set_<column>) while its lease is still the
+    claim's: this worker's, at this claim's number (which fences off a lease that ran out and
+    was taken again). Built once per table and set of columns."""
+    c = table.c
+    return (
+        update(table)
+        .where(
+            c.id == bindparam("fence_row"),
+            c.lease_owner == bindparam("fence_owner"),
+            c.claims == bindparam("fence_claims"),
+            c.state == OutboxState.delivering,
+        )
+        .values({name: bindparam(f"set_{name}") for name in columns})
+    )
 
 
 class LeaseFence(Generic[ClaimT]):

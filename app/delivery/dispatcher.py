@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Row, exists, func, select, update
+from sqlalchemy import ColumnElement, Row, Update, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col
 
@@ -58,6 +58,54 @@ _ENQUIRY_DETAIL = {
     Status.dispatched: "every organisation has received it",
     Status.failed: "it could not be delivered everywhere; the contact centre can see why",
 }
+
+
+# The statements of every delivery, built once: building one costs more than running it.
+_IN_FLIGHT = (
+    select(d.organisation_id, func.count())
+    .where(
+        d.state == OutboxState.delivering,
+        d.lease_until > bindparam("now"),
+        d.organisation_id.in_(bindparam("organisations", expanding=True)),
+    )
+    .group_by(d.organisation_id)
+)
+# Serialises outcomes per enquiry on PostgreSQL, so "all delivered" is judged on committed rows.
+_LOCK_ENQUIRY = (
+    select(enquiry_table.c.id)
+    .where(enquiry_table.c.id == bindparam("enquiry_id"))
+    .with_for_update()
+)
+
+
+def _status_change(status: Status, condition: ColumnElement[bool]) -> Update:
+    e = enquiry_table.c
+    return (
+        update(enquiry_table)
+        .where(e.id == bindparam("enquiry_id"), e.status == Status.routed, condition)
+        .values(status=status, updated_at=bindparam("now"))
+    )
+
+
+_ALL_DELIVERED = _status_change(
+    Status.dispatched,
+    ~exists().where(d.enquiry_id == bindparam("enquiry_id"), d.state != OutboxState.delivered),
+)
+_ONE_DEAD = _status_change(Status.failed, enquiry_table.c.id.is_not(None))
+_m, _f, _e = message_table.c, follow_up_table.c, enquiry_table.c
+# What was said on the enquiry and not yet sent to this organisation (see _catch_up).
+_UNSENT = (
+    select(_m.id, _m.kind)
+    .join(enquiry_table, _e.id == _m.enquiry_id)
+    .where(
+        _m.enquiry_id == bindparam("enquiry_id"),
+        (_m.kind == MessageKind.information)
+        | ((_m.kind == MessageKind.withdrawal) & (_e.status == Status.withdrawn)),
+        ~exists().where(_f.message_id == _m.id, _f.organisation_id == bindparam("organisation_id")),
+    )
+    .order_by(_m.created_at, _m.id)
+)
+_ENQUIRY = select(Enquiry).where(col(Enquiry.id) == bindparam("enquiry_id"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +169,7 @@ async def snapshot_for(
     place deliveries and follow-ups are given it. CalledOff once it was erased, or withdrawn
     (unless `withdrawn_too`: the withdrawal itself is sent); RetryableError while no
     configured key opens the citizen's details."""
-    enquiry = await fetch_one(conn, Enquiry, select(Enquiry).where(col(Enquiry.id) == enquiry_id))
+    enquiry = await fetch_one(conn, Enquiry, _ENQUIRY, {"enquiry_id": enquiry_id})
     if enquiry is None or enquiry.anonymised_at is not None:
         # Erased while this work was waiting for another try: nothing left to send.
         raise CalledOff("called off: the citizen's data was erased")
@@ -214,13 +262,7 @@ class Dispatcher(LeaseQueue[Claim]):
         """Calls in flight now, across every worker, per organisation."""
         async with reading(self.engine) as conn:
             rows = await conn.execute(
-                select(d.organisation_id, func.count())
-                .where(
-                    d.state == OutboxState.delivering,
-                    d.lease_until > utcnow(),
-                    d.organisation_id.in_(list(organisations)),
-                )
-                .group_by(d.organisation_id)
+                _IN_FLIGHT, {"organisations": list(organisations), "now": utcnow()}
             )
             return {str(organisation): int(count) for organisation, count in rows.all()}
 
@@ -377,11 +419,7 @@ class Dispatcher(LeaseQueue[Claim]):
         async with writing(self.engine) as conn:
             if is_postgres(conn):
                 # Serialise outcomes per enquiry, so "all delivered" is judged on committed rows.
-                await conn.execute(
-                    select(enquiry_table.c.id)
-                    .where(enquiry_table.c.id == claim.enquiry_id)
-                    .with_for_update()
-                )
+                await conn.execute(_LOCK_ENQUIRY, {"enquiry_id": claim.enquiry_id})
             values = self._dispatch_values(outcome, attempt=attempt, now=now)
             if not await self._settle(conn, claim, values):
                 log.warning("dispatch.lease_lost", dispatch=str(claim.dispatch_id))
@@ -514,21 +552,13 @@ class Dispatcher(LeaseQueue[Claim]):
     async def _enquiry_status_change(
         self, conn: AsyncConnection, claim: Claim, outcome: Result, now: datetime
     ) -> Status | None:
-        e = enquiry_table.c
         if outcome.kind is Outcome.delivered:
-            undelivered = exists().where(
-                d.enquiry_id == claim.enquiry_id, d.state != OutboxState.delivered
-            )
-            condition, status = ~undelivered, Status.dispatched
+            statement, status = _ALL_DELIVERED, Status.dispatched
         elif outcome.kind is Outcome.dead:
-            condition, status = e.id.is_not(None), Status.failed
+            statement, status = _ONE_DEAD, Status.failed
         else:
             return None
-        changed = await conn.execute(
-            update(enquiry_table)
-            .where(e.id == claim.enquiry_id, e.status == Status.routed, condition)
-            .values(status=status, updated_at=now)
-        )
+        changed = await conn.execute(statement, {"enquiry_id": claim.enquiry_id, "now": now})
         return status if changed.rowcount else None
 
 
@@ -537,18 +567,9 @@ async def _catch_up(conn: AsyncConnection, claim: Claim, now: datetime) -> None:
     a withdrawal made while the call was in flight) follows it to the back-office: a follow-up
     for each such message this organisation was not sent yet, queued in the delivery's own
     transaction (unique per message and part, so never twice)."""
-    m, f, e = message_table.c, follow_up_table.c, enquiry_table.c
     # One indexed look-up, in the delivery's transaction (usually finding nothing).
     unsent = await conn.execute(
-        select(m.id, m.kind)
-        .join(enquiry_table, e.id == m.enquiry_id)
-        .where(
-            m.enquiry_id == claim.enquiry_id,
-            (m.kind == MessageKind.information)
-            | ((m.kind == MessageKind.withdrawal) & (e.status == Status.withdrawn)),
-            ~exists().where(f.message_id == m.id, f.organisation_id == claim.organisation_id),
-        )
-        .order_by(m.created_at, m.id)
+        _UNSENT, {"enquiry_id": claim.enquiry_id, "organisation_id": claim.organisation_id}
     )
     rows = [
         outbox.new_row(
