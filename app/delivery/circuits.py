@@ -71,16 +71,12 @@ class Troubled:
     ramps: dict[str, int]
 
 
-async def troubled(engine: AsyncEngine) -> Troubled:
+_TROUBLED = select(c.organisation_id, c.opened_until, c.ramp).where((c.failures > 0) | (c.ramp > 0))
+
+
+async def troubled(conn: AsyncConnection) -> Troubled:
     """The organisations that need bookkeeping, as the database has them now."""
-    async with reading(engine) as conn:
-        rows = (
-            await conn.execute(
-                select(c.organisation_id, c.opened_until, c.ramp).where(
-                    (c.failures > 0) | (c.ramp > 0)
-                )
-            )
-        ).all()
+    rows = (await conn.execute(_TROUBLED)).all()
     return Troubled(
         counted={r.organisation_id for r in rows},
         tripped={r.organisation_id for r in rows if r.opened_until is not None},

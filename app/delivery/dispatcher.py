@@ -151,6 +151,12 @@ async def unverified_repeats(engine: AsyncEngine, organisation_ids: list[str]) -
         return {str(organisation): int(count) for organisation, count in rows.all()}
 
 
+async def _in_flight(conn: AsyncConnection, organisations: set[str]) -> dict[str, int]:
+    """Calls in flight now, across every worker, per organisation."""
+    rows = await conn.execute(_IN_FLIGHT, {"organisations": list(organisations), "now": utcnow()})
+    return {str(organisation): int(count) for organisation, count in rows.all()}
+
+
 class CalledOff(Exception):
     """Nothing is to be sent: the enquiry was withdrawn, or its personal data erased, while
     the work waited; the message says which."""
@@ -244,14 +250,19 @@ class Dispatcher(LeaseQueue[Claim]):
         return conditions
 
     async def _claimed(self, rows: Sequence[Row[Any]], lease_until: datetime) -> list[Claim]:
-        troubled = await circuits.troubled(self.engine)
+        # One read for what the claim needs: the circuits, and the calls in flight now
+        # (counted after the claim committed, see _within_caps). The enquiry itself is read
+        # just before each call, so that one erased or withdrawn meanwhile is not sent.
+        async with reading(self.engine) as conn:
+            troubled = await circuits.troubled(conn)
+            counts = await _in_flight(conn, {row.organisation_id for row in rows})
         self._failing, self._tripped, self._ramps = (
             troubled.counted,
             troubled.tripped,
             troubled.ramps,
         )
         claimed = [Claim(**row._asdict(), lease_until=lease_until) for row in rows]
-        return await self._within_caps(claimed)
+        return await self._within_caps(claimed, counts)
 
     def _cap(self, organisation_id: str) -> int:
         adapter = self.adapters.get(organisation_id)
@@ -261,10 +272,7 @@ class Dispatcher(LeaseQueue[Claim]):
     async def _in_flight_by_organisation(self, organisations: set[str]) -> dict[str, int]:
         """Calls in flight now, across every worker, per organisation."""
         async with reading(self.engine) as conn:
-            rows = await conn.execute(
-                _IN_FLIGHT, {"organisations": list(organisations), "now": utcnow()}
-            )
-            return {str(organisation): int(count) for organisation, count in rows.all()}
+            return await _in_flight(conn, organisations)
 
     async def _still_full(self) -> set[str]:
         if self._full:
@@ -272,13 +280,13 @@ class Dispatcher(LeaseQueue[Claim]):
             self._full = {o for o in self._full if counts.get(o, 0) >= self._cap(o)}
         return self._full
 
-    async def _within_caps(self, claimed: list[Claim]) -> list[Claim]:
-        """Hand back what would take an organisation past its max_concurrent calls.
+    async def _within_caps(self, claimed: list[Claim], counts: dict[str, int]) -> list[Claim]:
+        """Hand back what would take an organisation past its max_concurrent calls, by the
+        `counts` in flight.
 
         Counted after our claim committed, so of two workers claiming at once the second to
         count sees both claims; at worst both hand back, and neither goes over the cap.
         """
-        counts = await self._in_flight_by_organisation({c.organisation_id for c in claimed})
         kept: list[Claim] = []
         over: list[Claim] = []
         for claim in reversed(claimed):
@@ -296,7 +304,11 @@ class Dispatcher(LeaseQueue[Claim]):
     async def _claim_limit(self, wanted: int) -> int:
         """No more than the most room any organisation has under its cap: rows claimed past
         it were handed straight back, a write each (most of the drain's work when one
-        organisation had everything due)."""
+        organisation had everything due). Counted only while this worker has calls in
+        flight: an idle one claims what it has room for (at worst handing back once what
+        other workers leave no room for), and spends no query before its next delivery."""
+        if not self._pool.holding():
+            return wanted
         organisations = set(self.adapters)
         counts = await self._in_flight_by_organisation(organisations)
         room = max((self._cap(o) - counts.get(o, 0) for o in organisations), default=wanted)

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.core.db import writing
+from app.core.db import reading, writing
 from app.core.models import utcnow
 from app.core.settings import DispatchSettings
 from app.delivery import circuits
@@ -33,6 +33,11 @@ async def count(engine):
             )
 
     return record
+
+
+async def troubled(engine) -> circuits.Troubled:
+    async with reading(engine) as conn:
+        return await circuits.troubled(conn)
 
 
 async def state(engine) -> str:
@@ -63,10 +68,10 @@ async def test_after_a_trial_succeeds_calls_ramp_up_one_two_four(engine, count):
     assert await count(False, at=40) == "closed"  # the trial, after the cool-down
     ramps = []
     for second in range(41, 50):
-        ramps.append((await circuits.troubled(engine)).ramps.get(ORGANISATION))
+        ramps.append((await troubled(engine)).ramps.get(ORGANISATION))
         await count(False, at=second)
     assert ramps == [1, 2, 4, 8, 16, 32, 64, 128, 256]
-    assert (await circuits.troubled(engine)).ramps == {}  # fully open again
+    assert (await troubled(engine)).ramps == {}  # fully open again
 
 
 async def test_a_failure_while_ramping_slows_nothing_until_the_circuit_trips(engine, count):
@@ -75,4 +80,4 @@ async def test_a_failure_while_ramping_slows_nothing_until_the_circuit_trips(eng
     await count(False, at=40)
     await count(False, at=41)
     assert await count(True, at=42) is None
-    assert (await circuits.troubled(engine)).ramps == {ORGANISATION: 2}
+    assert (await troubled(engine)).ramps == {ORGANISATION: 2}
