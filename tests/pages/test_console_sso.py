@@ -199,7 +199,9 @@ async def test_an_id_token_that_does_not_hold_is_refused(app, provider, mode):
         _, back = await through_provider(http, app)
         refused(back, 401, UNCHECKED)
         assert (await http.get("/console/")).status_code == 303
-    assert provider.asked[-1] == "/token"  # the exchange happened; its answer was refused
+    # The exchange happened and its answer was refused (the keys may be fetched after it,
+    # when this app had none cached: that failed once when they came last).
+    assert "/token" in provider.asked
     assert await subject_of(app, email) is None
     assert await sessions_open(app) == 0
 
