@@ -207,9 +207,7 @@ async def authenticate(
     )
 
 
-async def _client_row(
-    engine: AsyncEngine, key_id: str, cache_seconds: float
-) -> tuple[ApiClient, Person | None] | None:
+async def _client_row(engine: AsyncEngine, key_id: str, cache_seconds: float) -> _Found:
     """The client with this key id and, for a person's token, the person (a disabled person's
     token is not found).
 

@@ -70,7 +70,6 @@ _IN_FLIGHT = (
     )
     .group_by(d.organisation_id)
 )
-# Serialises outcomes per enquiry on PostgreSQL, so "all delivered" is judged on committed rows.
 _LOCK_ENQUIRY = (
     select(enquiry_table.c.id)
     .where(enquiry_table.c.id == bindparam("enquiry_id"))
